@@ -1,0 +1,618 @@
+"""Layers: objects that hold parameters and call the math in :mod:`minicnn.functional`.
+
+Every layer follows one contract:
+
+- ``forward(x)`` returns the output and keeps what ``backward`` needs (in attributes named for
+  what they hold, e.g. ``self._cols``);
+- ``backward(grad_out)`` returns d loss / d input and *adds* d loss / d parameter to each
+  ``Parameter.grad``;
+- ``parameters()`` lists the layer's :class:`~minicnn.parameter.Parameter` objects;
+- ``train()`` / ``eval()`` set the mode (it matters for Dropout and BatchNorm2D).
+
+Activations are NCHW ``(N, C, H, W)`` for image layers and ``(N, features)`` after Flatten.
+Parameter names and layouts are PyTorch's, so weights can be exchanged with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from .parameter import Parameter
+
+_INITS = ("he", "he_uniform", "glorot", "glorot_normal")
+
+
+def as_generator(rng) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a seed, a Generator (returned as is), or None (fresh entropy)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.random.Generator) -> np.ndarray:
+    """Initial weights: He (Kaiming) normal by default, or Glorot (Xavier) uniform.
+
+    ``he``: N(0, 2/fan_in), for ReLU networks (He et al. 2015). ``he_uniform``: U(-a, a), a = sqrt(6/fan_in).
+    ``glorot``: U(-a, a), a = sqrt(6/(fan_in + fan_out)) (Glorot & Bengio 2010). ``glorot_normal``:
+    N(0, 2/(fan_in + fan_out)). Drawn in float64 and cast, so float32 and float64 layers built
+    from one seed hold the same values up to rounding.
+    """
+    if init == "he":
+        values = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+    elif init == "he_uniform":
+        limit = np.sqrt(6.0 / fan_in)
+        values = rng.uniform(-limit, limit, size=shape)
+    elif init == "glorot":
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        values = rng.uniform(-limit, limit, size=shape)
+    elif init == "glorot_normal":
+        values = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=shape)
+    else:
+        raise ValueError(f"init must be one of {_INITS}, got {init!r}")
+    return values.astype(dtype)
+
+
+def _check_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _positive_pair(value, name: str, owner: str, minimum: int = 1) -> tuple[int, int]:
+    try:
+        pair = F._pair(value, name)
+    except TypeError as exc:
+        raise TypeError(f"{owner}: {exc}") from None
+    if min(pair) < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+class Layer:
+    """Base class: mode switching, parameter listing, input checks, and a readable repr."""
+
+    training: bool = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # --- parameters and state ------------------------------------------------------------------
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        """``[(name, Parameter)]`` in a fixed order (``weight`` before ``bias``)."""
+        return [(name, value) for name, value in vars(self).items() if isinstance(value, Parameter)]
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state saved with the weights (BatchNorm2D's running statistics)."""
+        return {}
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def freeze(self, frozen: bool = True) -> "Layer":
+        """Stop (or resume) training this layer's parameters; returns the layer."""
+        for p in self.parameters():
+            p.requires_grad = not frozen
+        return self
+
+    def train(self, mode: bool = True) -> "Layer":
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Layer":
+        return self.train(False)
+
+    def get_config(self) -> dict:
+        """Constructor arguments as JSON-friendly values: ``type(self)(**get_config())`` rebuilds it."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "dtype")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _input(self, x, expected: str, ndim: int | None = None, dtype=None) -> np.ndarray:
+        """Check the array type and number of dimensions; cast to ``dtype`` (or to a float type)."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{self!r}: expected a numpy.ndarray of shape {expected}, "
+                            f"got {type(x).__name__}")
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{self!r}: expected a real-valued array of shape {expected}, got dtype {x.dtype}")
+        if ndim is not None and x.ndim != ndim:
+            raise ValueError(f"{self!r}: expected input {expected}, got {x.shape} ({x.ndim}-D)")
+        if dtype is None:
+            dtype = x.dtype if x.dtype.kind == "f" else np.result_type(x.dtype, np.float32)
+        return x.astype(dtype, copy=False)
+
+    def _cached(self, value, what: str = "forward"):
+        if value is None:
+            raise RuntimeError(f"{self!r}: backward() called before {what}()")
+        return value
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as in every CNN library; see :mod:`minicnn.functional`).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, (int, int), "valid" or "same"
+        "same" keeps H and W at stride 1; for even kernels the extra pixel goes after, as in PyTorch.
+    bias : bool
+    dtype : float32 (default) or float64
+    rng : int seed, numpy.random.Generator or None
+    init : "he" (default), "he_uniform", "glorot" or "glorot_normal"
+
+    Attributes
+    ----------
+    weight : Parameter of shape (out_channels, in_channels, kh, kw)
+    bias : Parameter of shape (out_channels,) or None
+
+    Shapes: input (N, in_channels, H, W) -> output (N, out_channels, H_out, W_out) with
+    ``H_out = floor((H + 2p - d(k-1) - 1) / s) + 1``.
+    """
+
+    #: im2col workspace limit in bytes; larger batches are processed in chunks of samples.
+    workspace_bytes: int = F.DEFAULT_WORKSPACE_BYTES
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 bias: bool = True, dtype=np.float32, rng=None, init: str = "he"):
+        name = f"Conv2D(in_channels={in_channels}, out_channels={out_channels})"
+        for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: {label} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _positive_pair(kernel_size, "kernel_size", name)
+        self.stride = _positive_pair(stride, "stride", name)
+        self.dilation = _positive_pair(dilation, "dilation", name)
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(f"{name}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"{name}: padding='same' needs stride 1, got stride={self.stride}")
+            self.padding = padding
+        else:
+            self.padding = _positive_pair(padding, "padding", name, minimum=0)
+        self.dtype = _check_dtype(dtype)
+        self.init = init
+        kh, kw = self.kernel_size
+        fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
+        rng = as_generator(rng)
+        self.weight = Parameter(init_weight((out_channels, in_channels, kh, kw), fan_in, fan_out, init,
+                                            self.dtype, rng))
+        self.bias = Parameter(np.zeros(out_channels, dtype=self.dtype)) if bias else None
+        self.compute_input_grad = True
+        self._x = self._cols = None
+
+    @property
+    def pad_amounts(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Padding as ((top, bottom), (left, right))."""
+        if self.padding == "valid":
+            return (0, 0), (0, 0)
+        if self.padding == "same":
+            return (F.same_padding(self.kernel_size[0], self.dilation[0]),
+                    F.same_padding(self.kernel_size[1], self.dilation[1]))
+        return (self.padding[0],) * 2, (self.padding[1],) * 2
+
+    def output_shape(self, input_shape) -> tuple[int, ...]:
+        """(N, C_out, H_out, W_out) for an input of shape (N, C_in, H, W)."""
+        (t, b), (l, r) = self.pad_amounts
+        n, _, h, w = input_shape
+        return (n, self.out_channels,
+                F.conv_output_size(h, self.kernel_size[0], self.stride[0], t + b, self.dilation[0]),
+                F.conv_output_size(w, self.kernel_size[1], self.stride[1], l + r, self.dilation[1]))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x : (N, in_channels, H, W) -> (N, out_channels, H_out, W_out)."""
+        expected = f"(N, {self.in_channels}, H, W)"
+        x = self._input(x, expected, ndim=4, dtype=self.dtype)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{self!r}: expected input {expected}, got {x.shape}")
+        out_shape = self.output_shape(x.shape)
+        if min(out_shape[2:]) < 1:
+            (t, b), (l, r) = self.pad_amounts
+            reach = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation)]
+            raise ValueError(f"{self!r}: input {x.shape} with padding ((top, bottom), (left, right))="
+                             f"{self.pad_amounts} is {x.shape[2] + t + b}x{x.shape[3] + l + r}, smaller "
+                             f"than the kernel's reach {reach[0]}x{reach[1]}")
+        bias = None if self.bias is None else self.bias.data
+        out, self._cols = F.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation,
+                                   workspace_bytes=self.workspace_bytes, keep_cols=True)
+        self._x = x
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        """grad_out : (N, out_channels, H_out, W_out) -> d loss / d x : (N, in_channels, H, W).
+
+        Returns None when ``compute_input_grad`` is False (the first layer of a model needs no
+        input gradient; :meth:`Sequential.backward` sets it).
+        """
+        x = self._cached(self._x)
+        need_w = self.weight.requires_grad
+        dx, dweight, dbias = F.conv2d_backward(
+            grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
+            need_input_grad=self.compute_input_grad, need_weight_grad=need_w,
+            workspace_bytes=self.workspace_bytes)
+        if need_w:
+            self.weight.grad += dweight
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += dbias
+        return dx
+
+    def get_config(self) -> dict:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+                "dilation": list(self.dilation), "bias": self.bias is not None, "dtype": self.dtype.name}
+
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        if self.stride != (1, 1):
+            text += f", stride={self.stride}"
+        if self.padding not in ((0, 0), "valid"):
+            text += f", padding={self.padding!r}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+class Dense(Layer):
+    """Fully connected layer: ``y = x @ weight.T + bias``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    dtype : float32 (default) or float64
+    rng : int seed, numpy.random.Generator or None
+    init : "he" (default), "he_uniform", "glorot" or "glorot_normal"
+
+    Attributes
+    ----------
+    weight : Parameter of shape (out_features, in_features)
+    bias : Parameter of shape (out_features,) or None
+
+    Shapes: (N, in_features) -> (N, out_features).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32, rng=None,
+                 init: str = "he"):
+        name = f"Dense(in_features={in_features}, out_features={out_features})"
+        for label, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: {label} must be a positive int, got {value!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.dtype = _check_dtype(dtype)
+        self.init = init
+        rng = as_generator(rng)
+        self.weight = Parameter(init_weight((out_features, in_features), in_features, out_features, init,
+                                            self.dtype, rng))
+        self.bias = Parameter(np.zeros(out_features, dtype=self.dtype)) if bias else None
+        self.compute_input_grad = True
+        self._x = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x : (N, in_features) -> (N, out_features)."""
+        expected = f"(N, {self.in_features})"
+        x = self._input(x, expected, dtype=self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            hint = " (add a Flatten layer before Dense)" if x.ndim > 2 else ""
+            raise ValueError(f"{self!r}: expected input {expected}, got {x.shape}{hint}")
+        self._x = x
+        out = x @ self.weight.data.T
+        if self.bias is not None:
+            out += self.bias.data
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        """grad_out : (N, out_features) -> d loss / d x : (N, in_features)."""
+        x = self._cached(self._x)
+        if self.weight.requires_grad:
+            self.weight.grad += grad_out.T @ x
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += grad_out.sum(axis=0)
+        return grad_out @ self.weight.data if self.compute_input_grad else None
+
+    def get_config(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "dtype": self.dtype.name}
+
+
+class ReLU(Layer):
+    """``max(x, 0)``, elementwise. Any shape."""
+
+    def __init__(self):
+        self._mask = None
+
+    def forward(self, x):
+        x = self._input(x, "an array")
+        self._mask = x > 0
+        return np.where(self._mask, x, x.dtype.type(0))
+
+    def backward(self, grad_out):
+        mask = self._cached(self._mask)
+        return np.where(mask, grad_out, grad_out.dtype.type(0))
+
+
+class LeakyReLU(Layer):
+    """``x`` where positive, ``negative_slope * x`` elsewhere. Any shape."""
+
+    def __init__(self, negative_slope: float = 0.01):
+        self.negative_slope = float(negative_slope)
+        self._mask = None
+
+    def forward(self, x):
+        x = self._input(x, "an array")
+        self._mask = x > 0
+        return np.where(self._mask, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, grad_out):
+        mask = self._cached(self._mask)
+        return np.where(mask, grad_out, grad_out * grad_out.dtype.type(self.negative_slope))
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class Tanh(Layer):
+    """``tanh(x)``; derivative ``1 - tanh(x)**2``. Any shape."""
+
+    def __init__(self):
+        self._out = None
+
+    def forward(self, x):
+        self._out = np.tanh(self._input(x, "an array"))
+        return self._out
+
+    def backward(self, grad_out):
+        out = self._cached(self._out)
+        return grad_out * (1 - out * out)
+
+
+class Sigmoid(Layer):
+    """``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x/2)) / 2`` (no overflow); derivative ``s(1 - s)``."""
+
+    def __init__(self):
+        self._out = None
+
+    def forward(self, x):
+        x = self._input(x, "an array")
+        self._out = 0.5 * (1 + np.tanh(0.5 * x))
+        return self._out
+
+    def backward(self, grad_out):
+        out = self._cached(self._out)
+        return grad_out * out * (1 - out)
+
+
+class _Pool2D(Layer):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        name = f"{type(self).__name__}(kernel_size={kernel_size!r})"
+        self.kernel_size = _positive_pair(kernel_size, "kernel_size", name)
+        self.stride = self.kernel_size if stride is None else _positive_pair(stride, "stride", name)
+        self.padding = _positive_pair(padding, "padding", name, minimum=0)
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{name}: padding must be at most half the kernel size, got padding={padding!r}")
+        self._x_shape = None
+
+    def output_shape(self, input_shape):
+        n, c, h, w = input_shape
+        return (n, c, F.conv_output_size(h, self.kernel_size[0], self.stride[0], 2 * self.padding[0]),
+                F.conv_output_size(w, self.kernel_size[1], self.stride[1], 2 * self.padding[1]))
+
+    def _checked(self, x):
+        x = self._input(x, "(N, C, H, W)", ndim=4)
+        if min(self.output_shape(x.shape)[2:]) < 1:
+            raise ValueError(f"{self!r}: input {x.shape} with padding {self.padding} is smaller than the "
+                             f"pooling window {self.kernel_size}")
+        self._x_shape = x.shape
+        return x
+
+    def get_config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
+
+    def extra_repr(self):
+        text = f"kernel_size={self.kernel_size}"
+        if self.stride != self.kernel_size:
+            text += f", stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        return text
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling over ``kernel_size`` windows; stride defaults to kernel_size.
+
+    Shapes: (N, C, H, W) -> (N, C, H_out, W_out), sizes as for Conv2D. Backward sends each output's
+    gradient to the input that held the window's maximum.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__(kernel_size, stride, padding)
+        self._argmax = None
+
+    def forward(self, x):
+        out, self._argmax = F.max_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding)
+        return out
+
+    def backward(self, grad_out):
+        argmax = self._cached(self._argmax)
+        return F.max_pool2d_backward(grad_out, argmax, self._x_shape, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling over ``kernel_size`` windows; stride defaults to kernel_size; padded zeros
+    count in the average (PyTorch's default). Shapes as for MaxPool2D."""
+
+    def forward(self, x):
+        return F.avg_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding)
+
+    def backward(self, grad_out):
+        x_shape = self._cached(self._x_shape)
+        return F.avg_pool2d_backward(grad_out, x_shape, self.kernel_size, self.stride, self.padding)
+
+
+class GlobalAvgPool2D(Layer):
+    """Mean over the spatial axes: (N, C, H, W) -> (N, C)."""
+
+    def __init__(self):
+        self._x_shape = None
+
+    def forward(self, x):
+        x = self._input(x, "(N, C, H, W)", ndim=4)
+        self._x_shape = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, grad_out):
+        n, c, h, w = self._cached(self._x_shape)
+        return np.broadcast_to((grad_out / (h * w))[:, :, None, None], (n, c, h, w)).copy()
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), in C order (PyTorch's ``nn.Flatten``)."""
+
+    def __init__(self):
+        self._x_shape = None
+
+    def forward(self, x):
+        x = self._input(x, "(N, ...)")
+        if x.ndim < 2:
+            raise ValueError(f"{self!r}: expected input (N, ...) with at least 2 dimensions, got {x.shape}")
+        self._x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out):
+        return grad_out.reshape(self._cached(self._x_shape))
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training mode each element is zeroed with probability ``p`` and the rest
+    scaled by ``1/(1-p)``, so eval mode is the identity. Random only through ``rng``. Any shape.
+    """
+
+    def __init__(self, p: float = 0.5, rng=None):
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.rng = as_generator(rng)
+        self._mask = None
+
+    def forward(self, x):
+        x = self._input(x, "an array")
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=x.dtype if x.dtype == np.float64 else np.float32) >= self.p
+        self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self._mask
+
+    def backward(self, grad_out):
+        return grad_out if self._mask is None else grad_out * self._mask
+
+    def get_config(self):
+        return {"p": self.p}
+
+
+class BatchNorm2D(Layer):
+    """Batch normalization over (N, H, W) for each channel (Ioffe & Szegedy 2015).
+
+    Training mode normalizes with the batch's statistics and updates the running estimates as
+    PyTorch does: ``running = (1 - momentum) * running + momentum * batch``, with the unbiased
+    variance in ``running_var``. Eval mode normalizes with the running estimates.
+
+    Attributes
+    ----------
+    weight : Parameter of shape (num_features,)   (gamma, starts at 1)
+    bias : Parameter of shape (num_features,)     (beta, starts at 0)
+    running_mean, running_var : ndarray of shape (num_features,)
+
+    Shapes: (N, num_features, H, W) -> same.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32):
+        if not isinstance(num_features, (int, np.integer)) or num_features < 1:
+            raise ValueError(f"BatchNorm2D: num_features must be a positive int, got {num_features!r}")
+        self.num_features = int(num_features)
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.dtype = _check_dtype(dtype)
+        self.weight = Parameter(np.ones(num_features, dtype=self.dtype))
+        self.bias = Parameter(np.zeros(num_features, dtype=self.dtype))
+        self.running_mean = np.zeros(num_features, dtype=self.dtype)
+        self.running_var = np.ones(num_features, dtype=self.dtype)
+        self._x_hat = self._inv_std = None
+
+    def buffers(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def forward(self, x):
+        """x : (N, num_features, H, W) -> same shape."""
+        expected = f"(N, {self.num_features}, H, W)"
+        x = self._input(x, expected, ndim=4, dtype=self.dtype)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{self!r}: expected input {expected}, got {x.shape}")
+        shape = (1, -1, 1, 1)
+        if self.training:
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            if count < 2:
+                raise ValueError(f"{self!r}: training mode needs more than one value per channel, "
+                                 f"got input {x.shape}")
+            mean = x.mean(axis=(0, 2, 3))
+            centered = x - mean.reshape(shape)
+            var = np.mean(centered * centered, axis=(0, 2, 3))
+            m = self.momentum
+            self.running_mean *= 1 - m
+            self.running_mean += m * mean
+            self.running_var *= 1 - m
+            self.running_var += m * var * (count / (count - 1))
+        else:
+            centered = x - self.running_mean.reshape(shape)
+            var = self.running_var
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(self.dtype)
+        self._x_hat = centered * inv_std.reshape(shape)
+        self._inv_std = inv_std
+        return self._x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
+
+    def backward(self, grad_out):
+        """grad_out : (N, num_features, H, W) -> d loss / d x, same shape."""
+        x_hat = self._cached(self._x_hat)
+        shape = (1, -1, 1, 1)
+        if self.bias.requires_grad:
+            self.bias.grad += grad_out.sum(axis=(0, 2, 3))
+        if self.weight.requires_grad:
+            self.weight.grad += (grad_out * x_hat).sum(axis=(0, 2, 3))
+        g_hat = grad_out * (self.weight.data * self._inv_std).reshape(shape)
+        if not self.training:
+            return g_hat
+        # batch statistics depend on x too: subtract the mean gradient and its projection on x_hat
+        mean_g = g_hat.mean(axis=(0, 2, 3)).reshape(shape)
+        mean_gx = (g_hat * x_hat).mean(axis=(0, 2, 3)).reshape(shape)
+        return g_hat - mean_g - x_hat * mean_gx
+
+    def get_config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "dtype": self.dtype.name}
+
+
+#: Layer classes by name, for building models from configs and saved files.
+LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, ReLU, LeakyReLU, Tanh, Sigmoid, MaxPool2D, AvgPool2D,
+                                        GlobalAvgPool2D, Flatten, Dropout, BatchNorm2D)}
+
+__all__ = list(LAYERS) + ["Layer", "LAYERS", "as_generator", "init_weight"]
