@@ -345,19 +345,28 @@ def avg_pool2d_backward(grad_out: np.ndarray, x_shape, kernel_size, stride, padd
 # Softmax
 # ----------------------------------------------------------------------------------------------
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: np.ndarray, dtype=None) -> np.ndarray:
     """Numerically stable log-softmax over the last axis: finite for logits of any finite magnitude.
+
+    Computed in float64 (the logits matrix is small) as ``shifted - log(sum(exp(shifted)))`` with
+    ``shifted = logits - max``, so exp never overflows; a gap beyond float64's range is clipped to
+    its largest finite value.
 
     Parameters
     ----------
     logits : ndarray of shape (N, K)
+    dtype : dtype of the result; the logits' dtype by default
 
     Returns
     -------
     ndarray of shape (N, K)
     """
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    logits64 = logits.astype(np.float64, copy=False)
+    with np.errstate(over="ignore"):
+        shifted = logits64 - logits64.max(axis=-1, keepdims=True)
+    np.maximum(shifted, -np.finfo(np.float64).max, out=shifted)
+    out = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return out.astype(dtype or logits.dtype, copy=False)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

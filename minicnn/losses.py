@@ -57,10 +57,11 @@ class SoftmaxCrossEntropy(Loss):
         if n and (targets.min() < 0 or targets.max() >= k):
             raise ValueError(f"SoftmaxCrossEntropy: labels must be in [0, {k}), "
                              f"got values from {targets.min()} to {targets.max()}")
-        log_probs = log_softmax(logits)
-        target = np.full((n, k), self.label_smoothing / k, dtype=logits.dtype)
+        log_probs = log_softmax(logits, dtype=np.float64)
+        target = np.full((n, k), self.label_smoothing / k)
         target[np.arange(n), targets] += 1.0 - self.label_smoothing
-        self._probs, self._target = np.exp(log_probs), target
+        self._probs = np.exp(log_probs).astype(logits.dtype)
+        self._target = target.astype(logits.dtype)
         return float(-(target * log_probs).sum() / n)
 
     def backward(self) -> np.ndarray:

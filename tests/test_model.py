@@ -1,0 +1,184 @@
+"""Sequential: composition, gradients end to end, prediction, summary, state and files, training."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from minicnn.gradcheck import check_layer
+from minicnn.layers import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU, MaxPool2D,
+                            ReLU, Tanh)
+from minicnn.losses import SoftmaxCrossEntropy
+from minicnn.model import Sequential
+from minicnn.optim import Adam
+
+
+def small_cnn(dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return Sequential(
+        Conv2D(1, 8, 3, padding=1, dtype=dtype, rng=rng), BatchNorm2D(8, dtype=dtype), ReLU(), MaxPool2D(2),
+        Conv2D(8, 16, 3, padding="same", dtype=dtype, rng=rng), ReLU(), MaxPool2D(2),
+        Flatten(), Dropout(0.2, rng=rng), Dense(64, 10, dtype=dtype, rng=rng),
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    return (d.images / 16.0).astype(np.float32)[:, None], d.target
+
+
+def test_whole_model_gradient_check():
+    model = Sequential(Conv2D(2, 3, 3, stride=2, padding=1, dtype=np.float64, rng=0), Tanh(),
+                       Conv2D(3, 4, 2, dtype=np.float64, rng=1), LeakyReLU(0.1), GlobalAvgPool2D(),
+                       Dense(4, 3, dtype=np.float64, rng=2))
+    x = np.random.default_rng(0).standard_normal((2, 2, 7, 7))
+    report = check_layer(model, x)
+    assert report.worst < 1e-6, report
+    assert len(report.errors) == 1 + 6
+
+
+def test_backward_without_input_gradient_still_fills_parameter_gradients():
+    model = small_cnn().eval()  # eval: dropout off, so both passes see the same function
+    x = np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)
+    model.zero_grad()
+    model.backward(np.ones_like(model.forward(x)))
+    full = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    assert model.backward(np.ones_like(model.forward(x)), need_input_grad=False) is None
+    for a, p in zip(full, model.parameters()):
+        np.testing.assert_allclose(p.grad, a, rtol=1e-6)
+    assert model.layers[0].compute_input_grad  # restored
+
+
+def test_constructor_accepts_a_list_and_rejects_non_layers():
+    assert len(Sequential([ReLU(), Flatten()])) == 2
+    with pytest.raises(TypeError, match="item 1 is a int"):
+        Sequential(ReLU(), 3)
+
+
+def test_named_parameters_use_pytorch_keys():
+    names = [name for name, _ in small_cnn().named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias", "9.weight", "9.bias"]
+    assert small_cnn().layers[0].weight.data.shape == (8, 1, 3, 3)
+
+
+def test_predict_is_batched_in_eval_mode_and_restores_the_mode(digits):
+    X, _ = digits
+    model = small_cnn()
+    model.train()
+    proba = model.predict_proba(X[:50], batch_size=7)
+    assert proba.shape == (50, 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    model.eval()
+    np.testing.assert_allclose(proba, model.predict_proba(X[:50], batch_size=50), rtol=1e-5, atol=1e-7)
+    assert np.array_equal(model.predict(X[:50], batch_size=3), proba.argmax(axis=1))
+    model.train()
+    model.predict(X[:5])
+    assert model.training and all(layer.training for layer in model.layers)
+
+
+def test_summary_lists_shapes_and_parameter_counts():
+    model = small_cnn()
+    model.layers[0].freeze()
+    text = model.summary((1, 8, 8))
+    assert "(N, 8, 8, 8)" in text and "(N, 16, 4, 4)" in text and "(N, 10)" in text
+    total = 8 * 9 + 8 + 16 + 16 * 8 * 9 + 16 + 64 * 10 + 10
+    assert f"Total params: {total:,}" in text
+    assert f"Non-trainable params: {80:,}" in text
+    assert model.training  # summary runs in eval mode and restores the mode
+
+
+def test_save_load_round_trip_is_exact(tmp_path, digits):
+    X, _ = digits
+    model = small_cnn()
+    model.layers[1].running_mean[:] = np.arange(8)
+    model.layers[9].freeze()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = Sequential.load(path)
+    assert [type(a) for a in loaded.layers] == [type(b) for b in model.layers]
+    for key, value in model.state_dict().items():
+        assert np.array_equal(loaded.state_dict()[key], value), key
+    assert not loaded.layers[9].weight.requires_grad and loaded.layers[0].weight.requires_grad
+    assert np.array_equal(loaded.predict_proba(X[:20]), model.predict_proba(X[:20]))
+    assert not list(tmp_path.glob(".tmp-*"))  # the temporary file was renamed away
+
+
+def test_loading_a_truncated_file_raises_a_clear_error(tmp_path):
+    path = tmp_path / "model.npz"
+    small_cnn().save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        Sequential.load(path)
+
+
+def test_loading_a_pickle_raises_a_clear_error_and_never_unpickles(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    path = tmp_path / "evil.npz"
+    path.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(ValueError, match="pickled"):
+        Sequential.load(path)
+    obj_path = tmp_path / "objects.npz"
+    np.savez(obj_path, **{"__architecture__": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(ValueError, match="pickled"):
+        Sequential.load(obj_path)
+
+
+def test_loading_a_foreign_npz_raises_a_clear_error(tmp_path):
+    path = tmp_path / "weights.npz"
+    np.savez(path, w=np.zeros(3))
+    with pytest.raises(ValueError, match="not a minicnn model file"):
+        Sequential.load(path)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        Sequential.load(tmp_path / "missing.npz")
+
+
+def test_load_state_dict_reports_missing_and_mismatched_keys():
+    model = small_cnn()
+    state = model.state_dict()
+    del state["0.bias"]
+    with pytest.raises(KeyError, match=r"missing keys \['0.bias'\]"):
+        model.load_state_dict(state)
+    state = model.state_dict()
+    state["9.weight"] = np.zeros((3, 3))
+    with pytest.raises(ValueError, match=r"9.weight expected shape \(10, 64\), got \(3, 3\)"):
+        model.load_state_dict(state)
+
+
+def test_a_small_cnn_fits_a_fixed_batch_of_digits(digits):
+    X, y = digits
+    model = Sequential(Conv2D(1, 16, 3, padding=1, rng=0), ReLU(), MaxPool2D(2),
+                       Conv2D(16, 32, 3, padding=1, rng=1), ReLU(), MaxPool2D(2), Flatten(), Dense(128, 10, rng=2))
+    opt, loss_fn = Adam(model.parameters(), lr=3e-3), SoftmaxCrossEntropy()
+    losses = []
+    for _ in range(300):
+        losses.append(loss_fn.forward(model.forward(X[:64]), y[:64]))
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), need_input_grad=False)
+        opt.step()
+    assert losses[0] > 1.0
+    assert min(losses[-10:]) < 0.05, losses[-10:]
+
+
+def test_same_seed_trains_to_bit_identical_weights(digits):
+    X, y = digits
+
+    def train(seed):
+        model = small_cnn(seed=seed)
+        opt, loss_fn = Adam(model.parameters()), SoftmaxCrossEntropy()
+        for i in range(0, 256, 32):
+            loss_fn.forward(model.forward(X[i:i + 32]), y[i:i + 32])
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+        return model.state_dict()
+
+    a, b, c = train(3), train(3), train(4)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["0.weight"], c["0.weight"])
