@@ -1,0 +1,512 @@
+"""Pictures of what a CNN computes: kernels, feature maps, training history, mistakes.
+
+Every function returns a :class:`matplotlib.figure.Figure` and, given ``path``, also saves it as a
+PNG. Figures are built with the object API (``Figure`` with an Agg canvas), never through
+``pyplot``: this module works headless, leaves the user's chosen backend alone, and keeps no
+global list of open figures.
+
+Colour conventions, the same in every figure:
+
+- kernels and feature maps: a diverging map (``RdBu_r``) with one symmetric scale centred on zero,
+  so white means 0, red positive, blue negative, and equal colours mean equal values across tiles;
+- digits and other input images: gray, ink dark on white.
+
+Only this module (and the scripts) import matplotlib; the numerical core never does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .layers import AvgPool2D, Conv2D, MaxPool2D, _Pool2D
+
+KERNEL_CMAP = "RdBu_r"
+IMAGE_CMAP = "gray_r"
+DPI = 100
+
+FIGURE_NAMES = ("filters_init.png", "filters_learned.png", "feature_maps.png", "history.png", "confusion.png",
+                "mistakes.png")
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+def new_figure(width: float, height: float) -> Figure:
+    """A Figure with its own Agg canvas and constrained layout (no pyplot, no global state)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path=None, dpi: int = DPI) -> Figure:
+    """Save ``fig`` to ``path`` (a PNG) when a path is given; return the figure."""
+    if path is not None:
+        folder = os.path.dirname(os.fspath(path))
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
+def symmetric_limit(*arrays) -> float:
+    """The largest absolute value over ``arrays``: the ``m`` of a colour scale ``[-m, m]`` (1 if all zero)."""
+    m = max((float(np.max(np.abs(a))) for a in arrays if np.size(a)), default=0.0)
+    return m if m > 0 else 1.0
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _weights(layer_or_weight) -> np.ndarray:
+    """(out, in, kh, kw) kernels from a Conv2D, a Parameter or an array ((kh, kw) and (out, kh, kw) too)."""
+    if isinstance(layer_or_weight, Conv2D):
+        weight = layer_or_weight.weight.data
+    else:
+        weight = getattr(layer_or_weight, "data", layer_or_weight)
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim == 2:
+        weight = weight[None, None]
+    elif weight.ndim == 3:
+        weight = weight[:, None]
+    if weight.ndim != 4:
+        raise ValueError(f"expected a Conv2D or kernels (out, in, kh, kw), got shape {weight.shape}")
+    return weight
+
+
+def _as_image(image) -> np.ndarray:
+    """One image as (H, W) for gray or (H, W, 3) for colour, from (H, W), (1, H, W), (3, H, W) or (H, W, 3)."""
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 3 and image.shape[0] == 1:
+        return image[0]
+    if image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3:
+        return image.transpose(1, 2, 0)
+    return image
+
+
+def show_image(ax, image, title: str | None = None, **kwargs) -> None:
+    """Draw a digit or photo: gray (ink dark) for one channel, as is for RGB."""
+    image = _as_image(image)
+    if image.ndim == 2:
+        ax.imshow(image, cmap=IMAGE_CMAP, **kwargs)
+    else:
+        ax.imshow(np.clip(image, 0, 1), **kwargs)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _bare(ax)
+
+
+def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter", annotate: bool = False):
+    """Tiles for kernels (out, in, kh, kw): one row per input channel when there are several."""
+    n_out, n_in = weight.shape[:2]
+    if n_in == 1:
+        cols = min(n_out, 8)
+        rows = -(-n_out // cols)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        tiles = [(axes.flat[k], weight[k, 0], f"{row_label} {k}") for k in range(n_out)]
+        for ax in axes.flat[n_out:]:
+            ax.remove()
+    else:
+        axes = fig.subplots(n_out, n_in, squeeze=False)
+        tiles = [(axes[o, i], weight[o, i], None) for o in range(n_out) for i in range(n_in)]
+        for o in range(n_out):
+            axes[o, 0].set_ylabel(f"out {o}", fontsize=8)
+        for i in range(n_in):
+            axes[0, i].set_title(f"in {i}", fontsize=8)
+    image = None
+    for ax, values, title in tiles:
+        image = ax.imshow(values, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
+        _bare(ax)
+        if title:
+            ax.set_title(title, fontsize=9)
+        if annotate:
+            for (r, c), v in np.ndenumerate(values):
+                ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=7)
+    return image, [t[0] for t in tiles]
+
+
+# --- kernels ----------------------------------------------------------------------------------------
+def plot_filters(layer_or_weight, in_channel: int | None = None, title: str | None = None,
+                 vmax: float | None = None, annotate: bool = False, path=None) -> Figure:
+    """A grid of a convolution's kernels on one symmetric colour scale centred on zero.
+
+    Parameters
+    ----------
+    layer_or_weight : Conv2D, or ndarray of shape (out, in, kh, kw)
+    in_channel : int, optional
+        Show only the kernels' slice on this input channel (one tile per filter). By default a
+        layer with one input channel gets one tile per filter, and a deeper layer a grid of
+        out_channels rows by in_channels columns.
+    title : str, optional
+    vmax : float, optional
+        The colour scale is ``[-vmax, vmax]``; default the largest absolute weight. Pass the same
+        value to two calls to make their figures comparable (before/after training).
+    annotate : bool
+        Write each weight's value in its cell (readable for a few small kernels).
+    path : str or PathLike, optional
+
+    Returns
+    -------
+    Figure with one Axes per tile plus one for the colorbar.
+    """
+    weight = _weights(layer_or_weight)
+    if in_channel is not None:
+        if not 0 <= in_channel < weight.shape[1]:
+            raise ValueError(f"plot_filters: in_channel must be in [0, {weight.shape[1]}), got {in_channel}")
+        weight = weight[:, in_channel:in_channel + 1]
+    vmax = symmetric_limit(weight) if vmax is None else float(vmax)
+    n_out, n_in = weight.shape[:2]
+    if n_in == 1:
+        cols = min(n_out, 8)
+        fig = new_figure(1.25 * cols + 1.0, 1.35 * -(-n_out // cols) + 0.5)
+    else:
+        fig = new_figure(0.75 * n_in + 1.2, 0.75 * n_out + 0.6)
+    image, tile_axes = _kernel_grid(fig, weight, vmax, annotate=annotate)
+    fig.colorbar(image, ax=tile_axes, shrink=0.9, aspect=25 if n_in == 1 else 40, label="weight")
+    kh, kw = weight.shape[2:]
+    if n_in == 1:
+        slice_note = f", input channel {in_channel}" if in_channel is not None else ""
+        default_title = f"{n_out} kernels, {kh}x{kw}{slice_note}"
+    else:
+        default_title = f"{n_out} filters x {n_in} input channels, {kh}x{kw} kernels"
+    fig.suptitle(title or default_title, fontsize=11)
+    return save(fig, path)
+
+
+def plot_filters_before_after(init, learned, in_channel: int | None = None, path=None) -> Figure:
+    """The kernels at initialization (top) and after training (bottom), on ONE colour scale.
+
+    init, learned : Conv2D or ndarray of shape (out, in, kh, kw); one input channel, or pick one
+    with ``in_channel`` (default 0 for deeper layers). Returns a Figure with 2 * out tiles + 1 colorbar.
+    """
+    before, after = _weights(init), _weights(learned)
+    if before.shape != after.shape:
+        raise ValueError(f"plot_filters_before_after: shapes differ, {before.shape} vs {after.shape}")
+    channel = in_channel if in_channel is not None else 0
+    before, after = before[:, channel], after[:, channel]
+    vmax = symmetric_limit(before, after)
+    n_out = before.shape[0]
+    fig = new_figure(1.15 * n_out + 1.2, 3.0)
+    axes = fig.subplots(2, n_out, squeeze=False)
+    image = None
+    for row, (label, kernels) in enumerate((("initial", before), ("learned", after))):
+        for k in range(n_out):
+            ax = axes[row, k]
+            image = ax.imshow(kernels[k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
+            _bare(ax)
+            ax.set_title(f"filter {k}", fontsize=9)
+        axes[row, 0].set_ylabel(label, fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.9, label="weight")
+    fig.suptitle("First-layer kernels: random initialization (top) and learned (bottom), same scale", fontsize=11)
+    return save(fig, path)
+
+
+# --- feature maps ------------------------------------------------------------------------------------
+def _batch(model, x) -> np.ndarray:
+    """x as a batch (N, C, H, W): accepts (H, W) and (C, H, W) for one image."""
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[None, None]
+    elif x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"expected images (N, C, H, W), (C, H, W) or (H, W), got shape {x.shape}")
+    dtype = next((p.dtype for p in model.parameters()), np.float32)
+    return x.astype(dtype, copy=False)
+
+
+def _check_layer(model, layer: int) -> int:
+    n = len(model.layers)
+    if not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
+        raise ValueError(f"layer must be an index into model.layers, in [0, {n}), got {layer!r}")
+    return int(layer) % n
+
+
+def feature_maps(model, x, layer: int) -> np.ndarray:
+    """The activations after ``model.layers[layer]`` (inclusive), computed in eval mode.
+
+    x : ndarray of shape (N, C, H, W), or one image (C, H, W) or (H, W)
+    Returns ndarray of shape (N, C_out, H_out, W_out) (or (N, features) after Flatten/Dense).
+    The model's mode is restored afterwards.
+    """
+    layer = _check_layer(model, layer)
+    out = _batch(model, x)
+    was_training = model.training
+    model.eval()
+    try:
+        for item in model.layers[:layer + 1]:
+            out = item.forward(out)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def receptive_field_grid(model, layer: int) -> tuple[float, float]:
+    """Where feature-map pixels sit in input coordinates after ``model.layers[layer]``.
+
+    Returns ``(start, jump)``: output pixel i is centred on input pixel ``start + i * jump``
+    (the same along both axes for square settings; the first axis is used). Each Conv2D or pooling
+    layer with kernel k, stride s, dilation d and padding p (before) maps
+    ``start += (d (k - 1) / 2 - p) * jump`` and ``jump *= s``.
+    """
+    start, jump = 0.0, 1.0
+    for item in model.layers[:_check_layer(model, layer) + 1]:
+        if isinstance(item, Conv2D):
+            k, s, d, p = item.kernel_size[0], item.stride[0], item.dilation[0], item.pad_amounts[0][0]
+        elif isinstance(item, _Pool2D):
+            k, s, d, p = item.kernel_size[0], item.stride[0], 1, item.padding[0]
+        else:
+            continue
+        start += (d * (k - 1) / 2 - p) * jump
+        jump *= s
+    return start, jump
+
+
+def default_stages(model, conv_index: int | None = None) -> list[int]:
+    """The layer indices from a Conv2D (the first by default) through its activation and pooling,
+    stopping before the next Conv2D, Flatten or Dense: 'convolution, after ReLU, after pooling'."""
+    convs = [i for i, item in enumerate(model.layers) if isinstance(item, Conv2D)]
+    if not convs:
+        raise ValueError("the model has no Conv2D layer")
+    start = convs[0] if conv_index is None else conv_index
+    stages = [start]
+    for i in range(start + 1, len(model.layers)):
+        item = model.layers[i]
+        if isinstance(item, Conv2D) or type(item).__name__ in ("Flatten", "Dense", "GlobalAvgPool2D"):
+            break
+        stages.append(i)
+        if isinstance(item, (MaxPool2D, AvgPool2D)):
+            break
+    return stages
+
+
+def plot_feature_maps(model, image, layer=None, max_channels: int = 16, path=None) -> Figure:
+    """The input digit and each channel's feature map after chosen layers, aligned with the input.
+
+    Parameters
+    ----------
+    model : Sequential
+    image : ndarray of shape (C, H, W) or (H, W): one input image
+    layer : int or list of int, optional
+        Layer indices whose outputs to show, one row each. Default: the first Conv2D, its
+        activation and its pooling layer (:func:`default_stages`).
+    max_channels : int
+        Show at most this many channels per row.
+    path : str or PathLike, optional
+
+    Each feature map is drawn over the input pixels it is centred on (:func:`receptive_field_grid`),
+    so a 4x4 map after 2x2 pooling covers the 8x8 digit, each cell over the 2x2 block it summarizes.
+    Each row has one symmetric colour scale with a colorbar.
+
+    Returns
+    -------
+    Figure with rows * (1 + channels) image Axes plus one colorbar per row.
+    """
+    stages = default_stages(model) if layer is None else ([layer] if np.isscalar(layer) else list(layer))
+    stages = [_check_layer(model, i) for i in stages]
+    x = _batch(model, image)[:1]
+    height, width = x.shape[2:]
+    maps = [feature_maps(model, x, i)[0] for i in stages]
+    for i, m in zip(stages, maps):
+        if m.ndim != 3:
+            raise ValueError(f"plot_feature_maps: layer {i} ({model.layers[i]!r}) outputs shape {m.shape}, "
+                             "not feature maps (C, H, W)")
+    n_cols = 1 + min(max_channels, max(m.shape[0] for m in maps))
+    fig = new_figure(1.15 * n_cols + 0.9, 1.35 * len(stages) + 0.5)
+    axes = fig.subplots(len(stages), n_cols, squeeze=False)
+    input_extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    # a faint outline of the digit over every map shows where each response sits on the input
+    outline = x[0, 0].astype(np.float64) if x.shape[1] == 1 and np.ptp(x[0, 0]) > 0 else None
+    for row, (i, m) in enumerate(zip(stages, maps)):
+        show_image(axes[row, 0], x[0], title="input" if row == 0 else None, extent=input_extent)
+        axes[row, 0].set_ylabel(f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=8)
+        start, jump = receptive_field_grid(model, i)
+        extent = (start - jump / 2, start + (m.shape[2] - 0.5) * jump,
+                  start + (m.shape[1] - 0.5) * jump, start - jump / 2)
+        vmax = symmetric_limit(m)
+        image_artist = None
+        for c in range(n_cols - 1):
+            ax = axes[row, c + 1]
+            if c >= m.shape[0]:
+                ax.axis("off")
+                continue
+            image_artist = ax.imshow(m[c], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, extent=extent)
+            if outline is not None:
+                ax.contour(outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6, alpha=0.5)
+            ax.set_xlim(input_extent[:2])
+            ax.set_ylim(input_extent[2:])
+            _bare(ax)
+            if row == 0 or m.shape[0] != maps[row - 1].shape[0]:
+                ax.set_title(f"channel {c}", fontsize=8)
+        fig.colorbar(image_artist, ax=list(axes[row, 1:]), shrink=0.85, pad=0.01)
+    fig.suptitle("Feature maps, each drawn over the input pixels it is centred on", fontsize=11)
+    return save(fig, path)
+
+
+# --- training results ---------------------------------------------------------------------------------
+def _history_rows(history) -> list[dict]:
+    """A list of per-epoch dicts, from such a list or from a dict of lists."""
+    if isinstance(history, dict):
+        length = max((len(v) for v in history.values()), default=0)
+        return [{k: v[e] for k, v in history.items() if e < len(v)} for e in range(length)]
+    return list(history)
+
+
+def plot_history(history, path=None) -> Figure:
+    """Loss (left) and accuracy (right) per epoch, train and validation.
+
+    history : list of dicts, one per epoch, with keys among ``epoch, train_loss, train_accuracy,
+        val_loss, val_accuracy`` (missing keys are skipped), or a dict of such lists.
+    Returns a Figure with 2 Axes.
+    """
+    rows = _history_rows(history)
+    epochs = [row.get("epoch", e + 1) for e, row in enumerate(rows)]
+    fig = new_figure(8.0, 3.2)
+    axes = fig.subplots(1, 2)
+    for ax, metric, label in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "accuracy", "accuracy")):
+        for split, style in (("train", "-o"), ("val", "--s")):
+            key = f"{split}_{metric}"
+            points = [(x, row[key]) for x, row in zip(epochs, rows) if row.get(key) is not None]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, style, markersize=3, label="train" if split == "train" else "validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
+    axes[0].set_title("Loss", fontsize=10)
+    axes[1].set_title("Accuracy", fontsize=10)
+    return save(fig, path)
+
+
+def plot_confusion_matrix(y_true, y_pred, labels=None, path=None) -> Figure:
+    """Confusion matrix (rows: true class, columns: predicted) from scikit-learn's metrics.
+
+    Returns a Figure with 2 Axes (matrix and colorbar).
+    """
+    # scikit-learn counts; the drawing is ours (its ConfusionMatrixDisplay goes through pyplot)
+    from sklearn.metrics import accuracy_score, confusion_matrix
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if labels is None:
+        labels = np.unique(np.concatenate([y_true, y_pred]))
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    fig = new_figure(5.2, 4.4)
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (r, c), count in np.ndenumerate(matrix):
+        ax.text(c, r, str(count), ha="center", va="center", fontsize=8,
+                color="white" if count > threshold else "black")
+    ax.set_xticks(range(len(labels)), [str(v) for v in labels])
+    ax.set_yticks(range(len(labels)), [str(v) for v in labels])
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    fig.colorbar(image, ax=ax, label="images")
+    accuracy = accuracy_score(y_true, y_pred) if len(y_true) else float("nan")
+    ax.set_title(f"Confusion matrix, {len(y_true)} test images, accuracy {accuracy:.3f}", fontsize=10)
+    return save(fig, path)
+
+
+def plot_mistakes(images, y_true, y_pred, max_images: int = 24, path=None) -> Figure:
+    """A grid of misclassified images titled with the true and predicted labels.
+
+    images : ndarray of shape (N, 1, H, W) or (N, H, W); y_true, y_pred : (N,) labels
+    Returns a Figure with one Axes per mistake shown (at most ``max_images``), or a single Axes
+    saying there was none.
+    """
+    images, y_true, y_pred = np.asarray(images), np.asarray(y_true), np.asarray(y_pred)
+    if not len(images) == len(y_true) == len(y_pred):
+        raise ValueError(f"plot_mistakes: got {len(images)} images, {len(y_true)} true labels and "
+                         f"{len(y_pred)} predictions; expected the same number")
+    wrong = np.flatnonzero(y_true != y_pred)
+    shown = wrong[:max_images]
+    if len(shown) == 0:
+        fig = new_figure(3.0, 1.5)
+        ax = fig.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no mistakes on {len(images)} images", ha="center", va="center")
+        return save(fig, path)
+    cols = min(len(shown), 8)
+    rows = -(-len(shown) // cols)
+    fig = new_figure(1.2 * cols + 0.3, 1.35 * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, i in zip(axes.flat, shown):
+        show_image(ax, images[i], title=f"true {y_true[i]}, pred {y_pred[i]}")
+    for ax in axes.flat[len(shown):]:
+        ax.remove()
+    fig.suptitle(f"Misclassified: {len(wrong)} of {len(images)} (showing {len(shown)})", fontsize=11)
+    return save(fig, path)
+
+
+def _first_conv(model) -> int:
+    for i, item in enumerate(model.layers):
+        if isinstance(item, Conv2D):
+            return i
+    raise ValueError("the model has no Conv2D layer")
+
+
+def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None, y_test=None,
+                      figures: bool = True) -> list[str]:
+    """Write a training run's figures into ``run_dir`` and return their paths.
+
+    ``filters_init.png`` and ``filters_learned.png`` (the first Conv2D's kernels before and after
+    training, on one shared colour scale so the two are comparable), ``feature_maps.png`` (the first
+    test image), ``history.png``, ``confusion.png`` and ``mistakes.png`` (on the test set).
+
+    Parameters
+    ----------
+    run_dir : str or PathLike
+    model : Sequential, trained
+    init_model : Sequential or ndarray of the first Conv2D's initial weights (out, in, kh, kw), optional
+        Without it, filters_init.png is not written.
+    history : list of per-epoch dicts (see :func:`plot_history`), optional
+    X_test : ndarray of shape (N, C, H, W); y_test : (N,) int labels; optional
+        Without them, the feature-map, confusion and mistakes figures are not written.
+    figures : bool
+        False writes nothing (the training config's switch) and returns [].
+    """
+    if not figures:
+        return []
+    os.makedirs(run_dir, exist_ok=True)
+    written = []
+
+    def target(name):
+        path = os.path.join(run_dir, name)
+        written.append(path)
+        return path
+
+    conv = _first_conv(model)
+    learned = model.layers[conv].weight.data
+    arrays = [learned]
+    initial = None
+    if init_model is not None:
+        initial = init_model.layers[conv].weight.data if hasattr(init_model, "layers") else _weights(init_model)
+        arrays.append(initial)
+    vmax = symmetric_limit(*arrays)
+    in_channel = None if learned.shape[1] == 1 else 0
+    if initial is not None:
+        plot_filters(initial, in_channel=in_channel, vmax=vmax, title="First-layer kernels at initialization",
+                     path=target("filters_init.png"))
+    plot_filters(learned, in_channel=in_channel, vmax=vmax,
+                 title="First-layer kernels after training (same colour scale as filters_init.png)",
+                 path=target("filters_learned.png"))
+    if history is not None:
+        plot_history(history, path=target("history.png"))
+    if X_test is not None and y_test is not None and len(X_test):
+        plot_feature_maps(model, X_test[0], path=target("feature_maps.png"))
+        y_pred = model.predict(X_test)
+        plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
+        plot_mistakes(X_test, y_test, y_pred, path=target("mistakes.png"))
+    return written
+
+
+__all__ = ["plot_filters", "plot_filters_before_after", "feature_maps", "plot_feature_maps", "plot_history",
+           "plot_confusion_matrix", "plot_mistakes", "write_run_figures", "receptive_field_grid",
+           "default_stages", "new_figure", "save", "show_image", "symmetric_limit", "FIGURE_NAMES"]

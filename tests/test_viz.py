@@ -1,0 +1,180 @@
+"""Tests for minicnn.viz: every plot returns a Figure with the expected Axes and saves a real PNG."""
+
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from minicnn import viz
+from minicnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from minicnn.model import Sequential
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def small_model(seed=0, padding="same"):
+    rng = np.random.default_rng(seed)
+    return Sequential(Conv2D(1, 4, 3, padding=padding, rng=rng), ReLU(), MaxPool2D(2),
+                      Conv2D(4, 6, 3, padding="same", rng=rng), ReLU(), MaxPool2D(2),
+                      Flatten(), Dense(6 * 2 * 2 if padding == "same" else 6, 10, rng=rng))
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(0)
+    return rng.random((20, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 20)
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 2000
+
+
+def test_viz_never_imports_pyplot(tmp_path):
+    # the object API needs no pyplot; drawing and saving every figure must not import it (so the
+    # user's backend is never chosen or changed for them)
+    import subprocess
+    code = ("import sys, numpy as np, minicnn.viz as viz; from test_viz import small_model; "
+            "rng = np.random.default_rng(0); X = rng.random((12, 1, 8, 8)).astype(np.float32); "
+            "y = rng.integers(0, 10, 12); h = [{'epoch': 1, 'train_loss': 1.0}]; "
+            f"viz.write_run_figures({str(tmp_path)!r}, small_model(), small_model(1), h, X, y); "
+            "print('matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=str(__import__("pathlib").Path(__file__).parent))
+    assert result.stdout.strip() == "False"
+
+
+def test_plot_filters_first_layer_one_tile_per_filter_plus_colorbar(tmp_path):
+    layer = Conv2D(1, 8, 3, rng=0)
+    fig = viz.plot_filters(layer, path=tmp_path / "f.png")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 8 + 1
+    assert_png(tmp_path / "f.png")
+
+
+def test_plot_filters_uses_one_symmetric_scale_centred_on_zero():
+    weight = np.zeros((3, 1, 3, 3))
+    weight[0, 0, 0, 0], weight[2, 0, 1, 1] = 0.5, -2.0
+    fig = viz.plot_filters(weight)
+    limits = {ax.images[0].get_clim() for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"}
+    assert limits == {(-2.0, 2.0)}
+
+
+def test_plot_filters_deeper_layer_grid_or_one_input_channel(tmp_path):
+    layer = Conv2D(4, 6, 3, rng=0)
+    assert len(viz.plot_filters(layer).axes) == 6 * 4 + 1
+    fig = viz.plot_filters(layer, in_channel=2, path=tmp_path / "slice.png")
+    assert len(fig.axes) == 6 + 1
+    assert_png(tmp_path / "slice.png")
+    with pytest.raises(ValueError, match="in_channel must be in"):
+        viz.plot_filters(layer, in_channel=4)
+
+
+def test_before_after_shares_one_scale_over_both_rows(tmp_path):
+    init, learned = Conv2D(1, 5, 3, rng=0), Conv2D(1, 5, 3, rng=1)
+    learned.weight.data *= 3
+    fig = viz.plot_filters_before_after(init, learned, path=tmp_path / "ba.png")
+    assert len(fig.axes) == 2 * 5 + 1
+    m = np.abs(learned.weight.data).max()
+    climits = {ax.images[0].get_clim() for ax in fig.axes[:-1]}
+    assert climits == {(-m, m)}
+    assert_png(tmp_path / "ba.png")
+
+
+def test_feature_maps_returns_the_layer_output_in_eval_mode(images):
+    X, _ = images
+    model = small_model()
+    model.train()
+    maps = viz.feature_maps(model, X[:3], layer=2)
+    assert maps.shape == (3, 4, 4, 4)
+    expected = model.layers[2].forward(model.layers[1].forward(model.layers[0].forward(X[:3])))
+    np.testing.assert_allclose(maps, expected)
+    assert model.training  # mode restored
+    assert viz.feature_maps(model, X[0, 0], layer=0).shape == (1, 4, 8, 8)  # one (H, W) image
+
+
+def test_receptive_field_grid_places_pooled_and_valid_maps_on_the_input():
+    assert viz.receptive_field_grid(small_model(), 0) == (0.0, 1.0)   # same padding: pixel over pixel
+    assert viz.receptive_field_grid(small_model(), 2) == (0.5, 2.0)   # 2x2 pool: centred between pixels
+    assert viz.receptive_field_grid(small_model(padding="valid"), 0) == (1.0, 1.0)  # valid 3x3 loses a border
+
+
+def test_plot_feature_maps_default_stages_are_conv_relu_pool(tmp_path, images):
+    X, _ = images
+    model = small_model()
+    assert viz.default_stages(model) == [0, 1, 2]
+    fig = viz.plot_feature_maps(model, X[0], path=tmp_path / "fm.png")
+    assert len(fig.axes) == 3 * (1 + 4) + 3  # input + 4 channels per row, one colorbar per row
+    assert_png(tmp_path / "fm.png")
+    fig = viz.plot_feature_maps(model, X[0], layer=3)
+    assert len(fig.axes) == 1 + 6 + 1
+    with pytest.raises(ValueError, match="not feature maps"):
+        viz.plot_feature_maps(model, X[0], layer=7)
+
+
+def test_plot_history_draws_train_and_validation_and_tolerates_missing_keys(tmp_path):
+    history = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 1 - 1 / (e + 1), "val_loss": 1.2 / e,
+                "val_accuracy": 0.9 - 1 / (e + 2), "lr": 1e-3, "seconds": 0.1} for e in range(1, 6)]
+    fig = viz.plot_history(history, path=tmp_path / "h.png")
+    assert len(fig.axes) == 2
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+    assert_png(tmp_path / "h.png")
+    no_val = [{k: v for k, v in row.items() if not k.startswith("val")} for row in history]
+    assert [len(ax.lines) for ax in viz.plot_history(no_val).axes] == [1, 1]
+    as_lists = {"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}
+    assert [len(ax.lines) for ax in viz.plot_history(as_lists).axes] == [2, 0]
+
+
+def test_plot_confusion_matrix_counts_match_sklearn(tmp_path):
+    y_true = np.array([0, 0, 1, 1, 2, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0, 2])
+    fig = viz.plot_confusion_matrix(y_true, y_pred, path=tmp_path / "c.png")
+    assert len(fig.axes) == 2
+    matrix = fig.axes[0].images[0].get_array()
+    np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 2, 0], [1, 0, 2]])
+    assert "accuracy 0.714" in fig.axes[0].get_title()
+    assert_png(tmp_path / "c.png")
+
+
+def test_plot_mistakes_shows_only_the_misclassified(tmp_path, images):
+    X, y = images
+    y_pred = y.copy()
+    y_pred[[2, 5, 11]] = (y[[2, 5, 11]] + 1) % 10
+    fig = viz.plot_mistakes(X, y, y_pred, path=tmp_path / "m.png")
+    assert len(fig.axes) == 3
+    assert fig.axes[1].get_title() == f"true {y[5]}, pred {y_pred[5]}"
+    assert_png(tmp_path / "m.png")
+    assert len(viz.plot_mistakes(X, y, y, path=tmp_path / "none.png").axes) == 1
+    assert_png(tmp_path / "none.png")
+    assert len(viz.plot_mistakes(X, y, (y + 1) % 10, max_images=7).axes) == 7
+
+
+def test_write_run_figures_writes_all_six(tmp_path, images):
+    X, y = images
+    model, init = small_model(0), small_model(0)
+    model.layers[0].weight.data *= 2
+    history = [{"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.3}]
+    paths = viz.write_run_figures(tmp_path, model=model, init_model=init, history=history, X_test=X, y_test=y,
+                                  figures=True)
+    assert sorted(p.split("/")[-1] for p in paths) == sorted(viz.FIGURE_NAMES)
+    for name in viz.FIGURE_NAMES:
+        assert_png(tmp_path / name)
+
+
+def test_write_run_figures_shares_the_scale_between_init_and_learned(tmp_path, images, monkeypatch):
+    X, y = images
+    model, init = small_model(0), small_model(0)
+    model.layers[0].weight.data *= 4
+    seen = []
+    original = viz.plot_filters
+    monkeypatch.setattr(viz, "plot_filters", lambda *a, **k: seen.append(k["vmax"]) or original(*a, **k))
+    viz.write_run_figures(tmp_path, model=model, init_model=init, history=[], X_test=X, y_test=y)
+    assert len(seen) == 2 and seen[0] == seen[1] == pytest.approx(np.abs(model.layers[0].weight.data).max())
+
+
+def test_write_run_figures_with_figures_false_writes_nothing(tmp_path, images):
+    X, y = images
+    assert viz.write_run_figures(tmp_path / "run", model=small_model(), init_model=None, history=[], X_test=X,
+                                 y_test=y, figures=False) == []
+    assert not (tmp_path / "run").exists()
