@@ -1,0 +1,78 @@
+"""The experiments in experiments/, at small scale: each must reach its claim, and draw its figure."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
+
+
+def load(name):
+    """Import experiments/<name>.py (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- 1. kernel recovery ---------------------------------------------------------------------------------
+def test_reference_targets_are_a_true_cross_correlation():
+    recovery = load("kernel_recovery")
+    image = np.arange(16.0).reshape(1, 1, 4, 4)
+    kernel = np.zeros((3, 3))
+    kernel[0, 2] = 1.0  # picks the pixel up and to the right: no flip in cross-correlation
+    out = recovery.reference_correlate(image, kernel, bias=0.5)
+    assert out[0, 0, 1, 1] == image[0, 0, 0, 2] + 0.5
+    assert out[0, 0, 0, 0] == 0.5  # zero padding above
+
+
+def test_kernel_recovery_reaches_the_cosine_and_bias_thresholds_at_small_scale(tmp_path):
+    recovery = load("kernel_recovery")
+    results = recovery.run(n_images=200, steps=250, seed=0)
+    assert set(results) == {"sobel x", "sharpen", "random"}
+    for name, r in results.items():
+        assert r["cosine"] >= 0.999, name
+        assert r["bias_error"] <= 0.01, name
+        # and it really moved: the random initialization was far from the target
+        assert abs(np.dot(r["kernels"][0].ravel(), r["target"].ravel())) / (
+            np.linalg.norm(r["kernels"][0]) * np.linalg.norm(r["target"])) < 0.9
+    fig = recovery.plot(results, path=tmp_path / "recovery.png")
+    assert len(fig.axes) == 3 * (6 + 1 + 2)  # per kernel: 6 moments, the target, colorbar, cosine curve
+    assert (tmp_path / "recovery.png").stat().st_size > 5000
+
+
+def test_kernel_recovery_fails_when_training_is_too_short():
+    # the threshold is a real bar: three steps do not reach it
+    recovery = load("kernel_recovery")
+    image = recovery.digit_images(50)
+    r = recovery.recover(recovery.targets_named(np.random.default_rng(0))["sharpen"][0], 0.1, image, steps=3)
+    assert r["cosine"] < 0.999
+
+
+# --- 4. stride and size ------------------------------------------------------------------------------------
+def test_stride_sizes_follow_the_formula_and_maps_are_subsampled(tmp_path):
+    stride = load("stride")
+    image = stride.digit(3)
+    kernel = np.random.default_rng(0).normal(size=(3, 3))
+    results = stride.strided_maps(image, kernel)
+    assert [r["map"].shape for r in results] == [(8, 8), (4, 4), (3, 3)]
+    assert [r["formula_size"] for r in results] == [8, 4, 3]
+    full = results[0]["map"]
+    for r in results:
+        np.testing.assert_allclose(r["map"], full[::r["stride"], ::r["stride"]])
+    assert [round(r["kept"], 3) for r in results] == [1.0, 0.25, round(9 / 64, 3)]
+    fig = stride.plot(image, kernel, results, path=tmp_path / "stride.png")
+    assert len(fig.axes) == 2 * 4 + 1
+    assert (tmp_path / "stride.png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize("size, kernel, padding, s, expected", [(8, 3, 0, 2, 3), (7, 5, 2, 3, 3), (28, 3, 1, 2, 14)])
+def test_stride_formula_agrees_with_conv2d_for_other_sizes(size, kernel, padding, s, expected):
+    from minicnn.functional import conv_output_size
+    from minicnn.layers import Conv2D
+
+    layer = Conv2D(1, 1, kernel, stride=s, padding=padding, rng=0)
+    out = layer.forward(np.zeros((1, 1, size, size), np.float32))
+    assert out.shape[2] == conv_output_size(size, kernel, s, 2 * padding) == expected
