@@ -283,7 +283,7 @@ def default_stages(model, conv_index: int | None = None) -> list[int]:
     return stages
 
 
-def plot_feature_maps(model, image, layer=None, max_channels: int = 16, path=None) -> Figure:
+def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns: int = 16, path=None) -> Figure:
     """The input digit and each channel's feature map after chosen layers, aligned with the input.
 
     Parameters
@@ -291,19 +291,22 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 16, path=Non
     model : Sequential
     image : ndarray of shape (C, H, W) or (H, W): one input image
     layer : int or list of int, optional
-        Layer indices whose outputs to show, one row each. Default: the first Conv2D, its
-        activation and its pooling layer (:func:`default_stages`).
+        Layer indices whose outputs to show, one block of rows each. Default: the first Conv2D,
+        the layers after it up to and including its activation and pooling (:func:`default_stages`).
     max_channels : int
-        Show at most this many channels per row.
+        Show at most this many channels per layer.
+    columns : int
+        Channels per row; a layer with more channels wraps onto further rows.
     path : str or PathLike, optional
 
     Each feature map is drawn over the input pixels it is centred on (:func:`receptive_field_grid`),
-    so a 4x4 map after 2x2 pooling covers the 8x8 digit, each cell over the 2x2 block it summarizes.
-    Each row has one symmetric colour scale with a colorbar.
+    so a 4x4 map after 2x2 pooling covers the 8x8 digit, each cell over the 2x2 block it summarizes;
+    a faint outline of the digit is drawn over every map. Each layer has one symmetric colour scale
+    with a colorbar.
 
     Returns
     -------
-    Figure with rows * (1 + channels) image Axes plus one colorbar per row.
+    Figure with, per layer, one input Axes, one Axes per channel shown, and one colorbar.
     """
     stages = default_stages(model) if layer is None else ([layer] if np.isscalar(layer) else list(layer))
     stages = [_check_layer(model, i) for i in stages]
@@ -314,35 +317,43 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 16, path=Non
         if m.ndim != 3:
             raise ValueError(f"plot_feature_maps: layer {i} ({model.layers[i]!r}) outputs shape {m.shape}, "
                              "not feature maps (C, H, W)")
-    n_cols = 1 + min(max_channels, max(m.shape[0] for m in maps))
-    fig = new_figure(1.15 * n_cols + 0.9, 1.35 * len(stages) + 0.5)
-    axes = fig.subplots(len(stages), n_cols, squeeze=False)
+    shown = [min(max_channels, m.shape[0]) for m in maps]
+    n_cols = min(columns, max(shown))
+    lines = [-(-count // n_cols) for count in shown]
+    fig = new_figure(1.15 * (n_cols + 1) + 0.9, 1.3 * sum(lines) + 0.5)
+    axes = fig.subplots(sum(lines), n_cols + 1, squeeze=False)
     input_extent = (-0.5, width - 0.5, height - 0.5, -0.5)
     # a faint outline of the digit over every map shows where each response sits on the input
     outline = x[0, 0].astype(np.float64) if x.shape[1] == 1 and np.ptp(x[0, 0]) > 0 else None
-    for row, (i, m) in enumerate(zip(stages, maps)):
-        show_image(axes[row, 0], x[0], title="input" if row == 0 else None, extent=input_extent)
-        axes[row, 0].set_ylabel(f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=8)
+    first = 0
+    for stage, (i, m) in enumerate(zip(stages, maps)):
+        block = axes[first:first + lines[stage]]
+        first += lines[stage]
+        show_image(block[0, 0], x[0], title="input" if stage == 0 else None, extent=input_extent)
+        block[0, 0].set_ylabel(f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=8)
+        for ax in block[1:, 0]:
+            ax.remove()
         start, jump = receptive_field_grid(model, i)
         extent = (start - jump / 2, start + (m.shape[2] - 0.5) * jump,
                   start + (m.shape[1] - 0.5) * jump, start - jump / 2)
-        vmax = symmetric_limit(m)
-        image_artist = None
-        for c in range(n_cols - 1):
-            ax = axes[row, c + 1]
-            if c >= m.shape[0]:
-                ax.axis("off")
+        vmax = symmetric_limit(m[:shown[stage]])
+        tiles = block[:, 1:].ravel()
+        artist = None
+        for c, ax in enumerate(tiles):
+            if c >= shown[stage]:
+                ax.remove()
                 continue
-            image_artist = ax.imshow(m[c], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, extent=extent)
+            artist = ax.imshow(m[c], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, extent=extent)
             if outline is not None:
-                ax.contour(outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6, alpha=0.5)
+                ax.contour(outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6,
+                           alpha=0.5)
             ax.set_xlim(input_extent[:2])
             ax.set_ylim(input_extent[2:])
             _bare(ax)
-            if row == 0 or m.shape[0] != maps[row - 1].shape[0]:
-                ax.set_title(f"channel {c}", fontsize=8)
-        fig.colorbar(image_artist, ax=list(axes[row, 1:]), shrink=0.85, pad=0.01)
-    fig.suptitle("Feature maps, each drawn over the input pixels it is centred on", fontsize=11)
+            ax.set_title(f"channel {c}", fontsize=7, pad=2)
+        fig.colorbar(artist, ax=list(tiles[:shown[stage]]), shrink=0.85, pad=0.01)
+    more = "" if all(s == m.shape[0] for s, m in zip(shown, maps)) else f" (first {max_channels} channels)"
+    fig.suptitle(f"Feature maps{more}, each drawn over the input pixels it is centred on", fontsize=11)
     return save(fig, path)
 
 
