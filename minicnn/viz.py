@@ -176,11 +176,15 @@ def plot_filters(layer_or_weight, in_channel: int | None = None, title: str | No
     return save(fig, path)
 
 
-def plot_filters_before_after(init, learned, in_channel: int | None = None, path=None) -> Figure:
-    """The kernels at initialization (top) and after training (bottom), on ONE colour scale.
+def plot_filters_before_after(init, learned, in_channel: int | None = None, columns: int = 8, path=None) -> Figure:
+    """The kernels at initialization above the learned ones, on ONE colour scale.
 
     init, learned : Conv2D or ndarray of shape (out, in, kh, kw); one input channel, or pick one
-    with ``in_channel`` (default 0 for deeper layers). Returns a Figure with 2 * out tiles + 1 colorbar.
+        with ``in_channel`` (default 0 for deeper layers).
+    columns : int
+        Filters per row; more filters wrap into further (initial, learned) pairs of rows.
+
+    Returns a Figure with 2 * out tiles + 1 colorbar.
     """
     before, after = _weights(init), _weights(learned)
     if before.shape != after.shape:
@@ -189,18 +193,27 @@ def plot_filters_before_after(init, learned, in_channel: int | None = None, path
     before, after = before[:, channel], after[:, channel]
     vmax = symmetric_limit(before, after)
     n_out = before.shape[0]
-    fig = new_figure(1.15 * n_out + 1.2, 3.0)
-    axes = fig.subplots(2, n_out, squeeze=False)
-    image = None
-    for row, (label, kernels) in enumerate((("initial", before), ("learned", after))):
-        for k in range(n_out):
-            ax = axes[row, k]
+    cols = min(n_out, columns)
+    blocks = -(-n_out // cols)
+    fig = new_figure(1.15 * cols + 1.4, 2.5 * blocks + 0.5)
+    axes = fig.subplots(2 * blocks, cols, squeeze=False)
+    image, drawn = None, []
+    for k in range(blocks * cols):
+        block, col = divmod(k, cols)
+        for row, (label, kernels) in enumerate((("initial", before), ("learned", after))):
+            ax = axes[2 * block + row, col]
+            if k >= n_out:
+                ax.remove()
+                continue
             image = ax.imshow(kernels[k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
+            drawn.append(ax)
             _bare(ax)
-            ax.set_title(f"filter {k}", fontsize=9)
-        axes[row, 0].set_ylabel(label, fontsize=10)
-    fig.colorbar(image, ax=axes, shrink=0.9, label="weight")
-    fig.suptitle("First-layer kernels: random initialization (top) and learned (bottom), same scale", fontsize=11)
+            if row == 0:
+                ax.set_title(f"filter {k}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.colorbar(image, ax=drawn, shrink=0.9, aspect=30, label="weight")
+    fig.suptitle("First-layer kernels: at random initialization and learned, on one colour scale", fontsize=11)
     return save(fig, path)
 
 

@@ -80,6 +80,8 @@ def test_before_after_shares_one_scale_over_both_rows(tmp_path):
     climits = {ax.images[0].get_clim() for ax in fig.axes[:-1]}
     assert climits == {(-m, m)}
     assert_png(tmp_path / "ba.png")
+    wrapped = viz.plot_filters_before_after(Conv2D(1, 11, 3, rng=0), Conv2D(1, 11, 3, rng=1), columns=4)
+    assert len(wrapped.axes) == 2 * 11 + 1  # 3 blocks of (initial, learned) rows; empty cells removed
 
 
 def test_feature_maps_returns_the_layer_output_in_eval_mode(images):
