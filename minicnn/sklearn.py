@@ -115,8 +115,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default None
         Seeds the weights, the validation split, shuffling, augmentation and dropout. An int is used as
         the seed of ``train.py``'s ``--seed``: the same int gives bit-identical predictions.
-    verbose : bool, default False
-        Show a tqdm progress bar per epoch and one line of metrics after it.
+    verbose : bool or int, default False
+        True (or a nonzero int): show a tqdm progress bar per epoch and one line of metrics after it.
     dtype : {"float64", "float32"}, default "float64"
         Floating type of the weights and the computation. float64, as scikit-learn's estimators
         compute, makes every sample's prediction independent of the others in its batch to 1e-15
@@ -332,9 +332,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Check the hyperparameters that the config dataclasses and build_model do not check."""
         name = type(self).__name__
         self._dtype()
-        for key in ("early_stopping", "standardize", "verbose"):
+        for key in ("early_stopping", "standardize"):
             if not isinstance(getattr(self, key), (bool, np.bool_)):
                 raise ValueError(f"{name}: {key} must be True or False, got {getattr(self, key)!r}")
+        if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
+            raise ValueError(f"{name}: verbose must be True, False or an int (0: quiet), got {self.verbose!r}")
         if self.early_stopping and not (isinstance(self.validation_fraction, numbers.Real)
                                         and 0 < self.validation_fraction < 1):
             raise ValueError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
@@ -388,10 +390,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _augment_config(self) -> AugmentConfig:
         try:
-            return AugmentConfig(**(self.augment or {}))
-        except TypeError as exc:
+            return AugmentConfig(**{key: _python(value) for key, value in (self.augment or {}).items()})
+        except TypeError as exc:  # an unknown key
             known = [f.name for f in dataclasses.fields(AugmentConfig)]
             raise ValueError(f"{type(self).__name__}: augment: {exc}; known keys: {known}") from None
+        except ConfigError as exc:
+            raise ValueError(f"{type(self).__name__}: augment: {exc}") from None
 
     def _validation_split(self, y_encoded, seed: int):
         try:
@@ -421,8 +425,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """A fresh model and Trainer, seeded as ``train.py`` seeds them."""
         model_rng, train_rng = seed_generators(seed)
         self.layers_ = self._resolved_layers()
-        model = build_model(self.layers_, self.image_shape_, dtype=np.dtype(self.dtype), rng=model_rng)
-        return Trainer(model, train_config, train_rng, augment=self._augment_config())
+        augment = self._augment_config()
+        try:
+            model = build_model(self.layers_, self.image_shape_, dtype=np.dtype(self.dtype), rng=model_rng)
+        except ValueError as exc:  # names the layer: "model.layers[2].kernel_size ..."
+            raise ValueError(f"{type(self).__name__}: {exc} (for images of shape {self.image_shape_})") from None
+        return Trainer(model, train_config, train_rng, augment=augment)
 
     def _resolved_layers(self) -> list[dict]:
         specs = [dict(s) for s in (self.layers if self.layers is not None else default_layers(self.image_shape_))]
