@@ -164,14 +164,14 @@ def test_write_run_figures_writes_all_six(tmp_path, images):
         assert_png(tmp_path / name)
 
 
-def test_write_run_figures_shares_the_scale_between_init_and_learned(tmp_path, images, monkeypatch):
-    X, y = images
+def test_write_run_figures_shares_the_scale_between_init_and_learned(tmp_path, monkeypatch):
     model, init = small_model(0), small_model(0)
     model.layers[0].weight.data *= 4
     seen = []
     original = viz.plot_filters
     monkeypatch.setattr(viz, "plot_filters", lambda *a, **k: seen.append(k["vmax"]) or original(*a, **k))
-    viz.write_run_figures(tmp_path, model=model, init_model=init, history=[], X_test=X, y_test=y)
+    paths = viz.write_run_figures(tmp_path, model=model, init_model=init)  # only the two filter figures
+    assert [p.split("/")[-1] for p in paths] == ["filters_init.png", "filters_learned.png"]
     assert len(seen) == 2 and seen[0] == seen[1] == pytest.approx(np.abs(model.layers[0].weight.data).max())
 
 
