@@ -109,3 +109,14 @@ def test_most_similar_compares_a_5x5_kernel_with_the_classics_at_its_centre():
 def test_most_similar_of_an_all_zero_kernel_is_none():
     name, cosine = kernels.most_similar(np.zeros((3, 3)))
     assert name is None and np.isnan(cosine)
+
+
+def test_conv2d_with_the_flipped_kernel_is_true_convolution_as_scipy_computes_it():
+    from scipy.signal import convolve2d
+
+    rng = np.random.default_rng(4)
+    image, kernel = rng.random((9, 7)), rng.normal(size=(3, 3))
+    flipped = kernels.apply(kernel[::-1, ::-1], image)
+    np.testing.assert_allclose(flipped, convolve2d(image, kernel, mode="same"), atol=1e-12)
+    # and without the flip the layer computes something else (cross-correlation)
+    assert np.abs(kernels.apply(kernel, image) - convolve2d(image, kernel, mode="same")).max() > 0.1
