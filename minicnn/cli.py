@@ -1,0 +1,82 @@
+"""Command line: ``python train.py`` (or the ``minicnn-train`` console script).
+
+Exit codes: 0 done; 2 bad config, missing file or bad data (one line on stderr); 3 the loss
+diverged (NaN or inf); 130 interrupted with Ctrl-C (the checkpoint of the last completed epoch is
+kept and can be resumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .data import DataError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.toml"
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train a minicnn model from a TOML config and write a run directory.",
+        epilog="example: python train.py --config configs/digits_fast.toml --set train.epochs=5 --seed 1")
+    parser.add_argument("--config", metavar="PATH", help=f"TOML config (default: configs/digits.toml)")
+    parser.add_argument("--set", metavar="KEY.PATH=VALUE", action="append", default=[], dest="overrides",
+                        help="override one config value, typed as its field (repeatable), e.g. train.lr=0.01")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<config name>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its last.npz, with its config.toml")
+    parser.add_argument("--seed", type=int, metavar="N", help="training seed (same as --set seed=N)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    return parser
+
+
+def default_run_dir(output_dir: str, config_path) -> Path:
+    """``<output_dir>/<config name>-<YYYYmmdd-HHMMSS>``, with a suffix if that exists already."""
+    base = Path(output_dir) / f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate, n = Path(f"{base}-{n}"), n + 1
+    return candidate
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv=None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    try:
+        from . import training  # imported here so --help answers at once
+        if args.resume:
+            if args.config or args.out:
+                return _error("--resume RUN_DIR uses RUN_DIR's config.toml and writes into RUN_DIR; "
+                              "leave out --config and --out")
+            run_dir = Path(args.resume)
+            if not (run_dir / "last.npz").is_file():
+                return _error(f"cannot resume: {run_dir / 'last.npz'} does not exist")
+            cfg = load_config(run_dir / "config.toml", overrides)
+        else:
+            config_path = args.config or DEFAULT_CONFIG
+            cfg = load_config(config_path, overrides)
+            run_dir = Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
+        training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
+    except (ConfigError, DataError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
+        return _error(str(exc))
+    except training.DivergedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except training.TrainingInterrupted as exc:
+        print(f"\ninterrupted: {exc.run_dir / 'last.npz'} holds the weights after epoch {exc.epoch}. "
+              f"Resume with: python train.py --resume {exc.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
