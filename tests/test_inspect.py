@@ -1,0 +1,100 @@
+"""Tests for python -m minicnn.inspect, on a run directory made by a short training run."""
+
+import io
+import pathlib
+
+import numpy as np
+import pytest
+
+from minicnn import inspect as mc_inspect
+from minicnn.cli import main as train_main
+from minicnn.kernels import kernel
+from minicnn.layers import Conv2D
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished run of configs/digits_fast.toml, shortened to 2 epochs."""
+    out = tmp_path_factory.mktemp("runs") / "fast"
+    code = train_main(["--config", str(REPO / "configs" / "digits_fast.toml"), "--set", "train.epochs=2",
+                       "--set", "output.figures=false", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_inspect_prints_summary_and_one_row_per_kernel_and_writes_figures(run_dir, tmp_path, capsys):
+    code = mc_inspect.main([str(run_dir), "--index", "3", "--out", str(tmp_path)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Total params" in text and "0: Conv2D(1, 8" in text
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "most similar classic filter" in line) + 2
+    table = lines[start:lines.index("", start)]
+    assert [int(row.split()[0]) for row in table] == list(range(8))  # one line per first-layer filter
+    for row in table:  # filter, norm, mean, most similar classic filter (may hold a space), cosine
+        assert -1.0 <= float(row.split()[-1]) <= 1.0 and float(row.split()[1]) > 0
+    assert "Test image 3: label" in text
+    for name in ("filters_layer0.png", "feature_maps_layer0_image3.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_inspect_table_values_match_the_saved_kernels(run_dir):
+    from minicnn.model import Sequential
+
+    conv = Sequential.load(run_dir / "model.npz").layers[0]
+    rows = mc_inspect.kernel_table(conv)
+    assert [r["filter"] for r in rows] == list(range(conv.out_channels))
+    for r, w in zip(rows, conv.weight.data.astype(np.float64)):
+        assert r["norm"] == pytest.approx(np.linalg.norm(w))
+        assert r["mean"] == pytest.approx(w.mean())
+        assert -1.0 <= r["cosine"] <= 1.0
+
+
+def test_kernel_table_names_a_hand_set_sobel_filter():
+    layer = Conv2D(1, 2, 3, dtype=np.float64, rng=0)
+    layer.weight.data[0, 0] = kernel("sobel x")
+    layer.weight.data[1, 0] = -3 * kernel("sharpen")
+    rows = mc_inspect.kernel_table(layer)
+    assert (rows[0]["match"], rows[1]["match"]) == ("sobel x", "-sharpen")
+    assert rows[0]["cosine"] == pytest.approx(1.0)
+
+
+def test_inspect_the_test_images_are_the_runs_test_split(run_dir):
+    from minicnn.config import load_config
+    from minicnn.data import load_dataset
+
+    X, y = mc_inspect.load_test_split(run_dir)
+    expected = load_dataset(load_config(run_dir / "config.toml").data)
+    np.testing.assert_array_equal(X, expected.X_test)
+    np.testing.assert_array_equal(y, expected.y_test)
+    assert X.shape == (360, 1, 8, 8)
+
+
+def test_inspect_rejects_a_layer_that_is_not_a_convolution(run_dir, capsys):
+    assert mc_inspect.main([str(run_dir), "--layer", "1"]) == 2
+    assert "--layer 1 is not a Conv2D layer; the Conv2D layers are [0]" in capsys.readouterr().err
+
+
+def test_inspect_rejects_an_index_past_the_test_split(run_dir, capsys):
+    assert mc_inspect.main([str(run_dir), "--index", "360"]) == 2
+    assert "the test split has 360 images" in capsys.readouterr().err
+
+
+def test_inspect_of_a_folder_without_a_model_says_so(tmp_path, capsys):
+    assert mc_inspect.main([str(tmp_path)]) == 2
+    assert "has no model.npz" in capsys.readouterr().err
+
+
+def test_inspect_run_writes_into_run_dir_inspect_by_default(run_dir):
+    stream = io.StringIO()
+    paths = mc_inspect.inspect_run(run_dir, stream=stream)
+    assert all(str(run_dir / "inspect") in p for p in paths)
+    assert "wrote" in stream.getvalue()
+
+
+def test_inspect_rejects_an_input_channel_the_layer_does_not_have(run_dir, capsys):
+    assert mc_inspect.main([str(run_dir), "--in-channel", "1"]) == 2
+    assert "--in-channel 1: layer 0 has 1 input channels" in capsys.readouterr().err
