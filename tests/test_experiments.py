@@ -76,3 +76,57 @@ def test_stride_formula_agrees_with_conv2d_for_other_sizes(size, kernel, padding
     layer = Conv2D(1, 1, kernel, stride=s, padding=padding, rng=0)
     out = layer.forward(np.zeros((1, 1, size, size), np.float32))
     assert out.shape[2] == conv_output_size(size, kernel, s, 2 * padding) == expected
+
+
+# --- 2. learned versus frozen ------------------------------------------------------------------------------
+REPO = EXPERIMENTS.parent
+
+
+def test_frozen_variant_marks_conv_tables_untrainable_and_keeps_the_rest():
+    from minicnn.config import load_config
+
+    lvf = load("learned_vs_frozen")
+    cfg = load_config(REPO / "configs" / "digits.toml")
+    convs = [i for i, spec in enumerate(cfg.model.layers) if spec["type"] == "Conv2D"]
+    for which, expected in (("learned", []), ("first frozen", convs[:1]), ("all frozen", convs)):
+        layers = lvf.with_frozen_convs(cfg, which).model.layers
+        assert [i for i, spec in enumerate(layers) if spec.get("trainable") is False] == expected
+    assert "trainable" not in cfg.model.layers[convs[0]]  # the original config is untouched
+
+
+def test_learned_vs_frozen_small_scale_frozen_kernels_do_not_move(tmp_path):
+    lvf = load("learned_vs_frozen")
+    results = lvf.run(REPO / "configs" / "digits_fast.toml", seeds=(0,), variants=("learned", "all frozen"),
+                      overrides=["train.epochs=2"])
+    learned, frozen = results["learned"][0], results["all frozen"][0]
+    assert learned["moved"][0] > 0.05  # the kernels were learned
+    assert frozen["moved"] == [0.0]    # frozen means frozen
+    for r in (learned, frozen):
+        assert 0.5 < r["test_accuracy"] <= 1.0
+    assert "| all kernels learned (default) |" in lvf.table(results)
+    assert len(lvf.plot(results, path=tmp_path / "lvf.png").axes) == 1
+    assert (tmp_path / "lvf.png").stat().st_size > 5000
+
+
+# --- 3. zeroing each first-layer filter ------------------------------------------------------------------
+def test_filter_ablation_measures_each_filter_and_restores_the_weights(tmp_path):
+    ablation = load("filter_ablation")
+    model, X_test, y_test = ablation.trained_model(REPO / "configs" / "digits_fast.toml", overrides=["train.epochs=3"])
+    conv = ablation.first_conv(model)
+    before = conv.weight.data.copy(), conv.bias.data.copy()
+    result = ablation.ablate(model, X_test, y_test)
+    np.testing.assert_array_equal(conv.weight.data, before[0])
+    np.testing.assert_array_equal(conv.bias.data, before[1])
+    assert result["baseline"] == ablation.accuracy(model, X_test, y_test) > 0.8
+    assert result["accuracies"].shape == (conv.out_channels,)
+    np.testing.assert_allclose(result["drops"], result["baseline"] - result["accuracies"])
+    assert result["drops"].max() > 0  # at least one filter matters on its own
+    # zeroing a filter by hand gives the accuracy the experiment reports for it
+    k = int(np.argmax(result["drops"]))
+    conv.weight.data[k] = 0
+    conv.bias.data[k] = 0
+    assert ablation.accuracy(model, X_test, y_test) == result["accuracies"][k]
+    conv.weight.data[...], conv.bias.data[...] = before
+    fig = ablation.plot(result, conv.weight.data, len(y_test), path=tmp_path / "ablation.png")
+    assert len(fig.axes) == 1 + 8 + 1  # bars, the 8 most important kernels, colorbar
+    assert (tmp_path / "ablation.png").stat().st_size > 5000
