@@ -25,7 +25,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 SOURCES = ("digits", "idx", "npz")
 
@@ -168,6 +167,8 @@ def split_indices(y: np.ndarray, test_fraction: float = 0.2, val_fraction: float
     -------
     dict with int64 arrays ``"train"``, ``"val"``, ``"test"``: disjoint, together ``arange(len(y))``.
     """
+    from sklearn.model_selection import train_test_split  # here, so `train.py --help` starts at once
+
     y = np.asarray(y)
     everything = np.arange(len(y))
     if test_fraction > 0:

@@ -280,7 +280,7 @@ class Trainer:
         while self.epoch < self.config.epochs and not self.stopped_early:
             start = time.perf_counter()
             lr = self.optimizer.lr
-            bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}/{self.config.epochs}") if progress else None
+            bar = _Bar(n_batches, f"epoch {self.epoch + 1}/{self.config.epochs}") if progress else None
             try:
                 train_loss, train_acc = self.train_epoch(X_train, y_train,
                                                          on_batch=bar.update_loss if bar else None)
@@ -380,10 +380,6 @@ class _Bar:
         self._bar.close()
 
 
-def _progress_bar(total: int, desc: str) -> _Bar:
-    return _Bar(total, desc)
-
-
 def _fmt(value, spec: str) -> str:
     return "   -  " if value is None else format(value, spec)
 
@@ -466,6 +462,7 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
     :class:`TrainingInterrupted` on Ctrl-C and :class:`DivergedError` when the loss is not finite
     (in both cases ``last.npz`` holds the last good epoch).
     """
+    started = time.perf_counter()
     run_dir = Path(run_dir)
     dataset, model, trainer = prepare(cfg)
     if resume:
@@ -478,8 +475,7 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(to_toml(cfg))
-        save_npz_atomic(run_dir / "split.npz", {**{k: v for k, v in dataset.indices.items()},
-                                                  "mean": dataset.mean, "std": dataset.std})
+        save_npz_atomic(run_dir / "split.npz", {**dataset.indices, "mean": dataset.mean, "std": dataset.std})
         model.save(run_dir / "init.npz")
         save_npz_atomic(run_dir / "last.npz", trainer.state_dict())
         if not quiet:
@@ -501,23 +497,23 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
     try:
         history = trainer.fit(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
                               progress=not quiet, on_epoch_end=checkpoint)
+        model.save(run_dir / "model.npz")  # the best validation weights, which fit put back
+        test_loss, test_acc = trainer.evaluate(dataset.X_test, dataset.y_test)
+        train_seconds = float(sum(r["seconds"] for r in history))
+        metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "train_seconds": train_seconds,
+                   "best_epoch": trainer.best_epoch, "epochs_run": trainer.epoch,
+                   "stopped_early": trainer.stopped_early}
+        _write_metrics(run_dir, history, metrics)
+        if cfg.output.figures:
+            _write_figures(run_dir, model, history, dataset, cfg.output.figures, quiet)
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir, saved["epoch"]) from None
     except DivergedError as exc:
         raise DivergedError(f"{exc}. Training stopped; {run_dir / 'last.npz'} keeps the last good state "
                             f"(after epoch {saved['epoch']})") from None
-
-    model.save(run_dir / "model.npz")  # best validation weights, restored by fit
-    test_loss, test_acc = trainer.evaluate(dataset.X_test, dataset.y_test)
-    train_seconds = float(sum(r["seconds"] for r in history))
-    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "train_seconds": train_seconds,
-               "best_epoch": trainer.best_epoch, "epochs_run": trainer.epoch,
-               "stopped_early": trainer.stopped_early}
-    _write_metrics(run_dir, history, metrics)
-    if cfg.output.figures:
-        _write_figures(run_dir, model, history, dataset, cfg.output.figures, quiet)
     _say(quiet, f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}) with the weights of epoch "
-                f"{trainer.best_epoch}; {train_seconds:.1f}s of training; everything is in {run_dir}")
+                f"{trainer.best_epoch}; {train_seconds:.1f}s training, {time.perf_counter() - started:.1f}s "
+                f"in all; everything is in {run_dir}")
     metrics["history"] = history
     return metrics
 

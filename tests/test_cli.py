@@ -70,22 +70,31 @@ def test_quiet_prints_no_progress(tmp_path):
     assert "seed = 3" in (tmp_path / "r" / "config.toml").read_text()
 
 
+def test_bad_config_key_is_one_line_on_stderr_with_exit_code_2(tmp_path):
+    result = train("--config", FAST, "--out", str(tmp_path / "r"), "--set", "train.lerning_rate=0.1")
+    assert_one_line_error(result, 2, "unknown key 'train.lerning_rate'", "did you mean 'train.lr'?")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("args, fragments", [
-    (["--set", "train.lerning_rate=0.1"], ["unknown key 'train.lerning_rate'", "did you mean 'train.lr'?"]),
     (["--set", "train.epochs=zero"], ["--set train.epochs=zero: expected an integer"]),
     (["--set", "train.lr=-1"], ["train.lr = -1.0: must be > 0.0"]),
     (["--set", "data.source=npz", "--set", "data.path=/no/such/file.npz"], ["no such file: /no/such/file.npz"]),
     (["--set", "model.layers.4.out_features=3"], ["out_features = 3, but the data has 10 classes"]),
     (["--set", "model.layers.0.type=Conv3D"], ["model.layers[0].type = 'Conv3D': unknown layer"]),
 ])
-def test_bad_input_is_one_line_on_stderr_with_exit_code_2(tmp_path, args, fragments):
-    result = train("--config", FAST, "--out", str(tmp_path / "r"), *args)
-    assert_one_line_error(result, 2, *fragments)
+def test_bad_input_returns_2_with_one_line(tmp_path, capsys, args, fragments):
+    from minicnn.cli import main  # in-process: the subprocess path is covered above
+    assert main(["--config", FAST, "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err[0]
 
 
 def test_missing_config_file_and_missing_resume_dir(tmp_path):
     assert_one_line_error(train("--config", str(tmp_path / "nope.toml")), 2, "no such config file")
-    assert_one_line_error(train("--resume", str(tmp_path / "nope")), 2, "cannot resume")
+    assert_one_line_error(train("--resume", str(tmp_path / "nope"), "--quiet"), 2, "cannot resume")
 
 
 def test_bad_data_file_exits_2(tmp_path):
@@ -139,9 +148,10 @@ def test_ctrl_c_checkpoints_exits_130_and_the_run_resumes(tmp_path):
     assert len(metrics["history"]) == epoch + 1 and "test_accuracy" in metrics
 
 
-def test_resume_refuses_config_and_out(tmp_path):
-    result = train("--resume", str(tmp_path), "--config", FAST)
-    assert_one_line_error(result, 2, "leave out --config and --out")
+def test_resume_refuses_config_and_out(tmp_path, capsys):
+    from minicnn.cli import main
+    assert main(["--resume", str(tmp_path), "--config", FAST]) == 2
+    assert "leave out --config and --out" in capsys.readouterr().err
 
 
 def test_help_lists_the_options():

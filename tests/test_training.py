@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -187,11 +188,15 @@ def test_loading_a_mismatched_checkpoint_is_a_clear_error(tiny_data):
 
 # --- runs -------------------------------------------------------------------------------------------
 
-def test_two_runs_with_one_seed_give_identical_weights(tmp_path):
+def test_two_runs_with_one_seed_give_identical_weights(tmp_path, monkeypatch):
     cfg = small_config(epochs=2)
     training.run(cfg, tmp_path / "a", quiet=True)
+    later = time.time() + 7200
+    monkeypatch.setattr(time, "time", lambda: later)  # as if rerun hours later: no timestamps in the file
     training.run(cfg, tmp_path / "b", quiet=True)
     assert_same_arrays(weights(tmp_path / "a" / "model.npz"), weights(tmp_path / "b" / "model.npz"))
+    assert (tmp_path / "a" / "model.npz").read_bytes() == (tmp_path / "b" / "model.npz").read_bytes()
+    monkeypatch.undo()
     training.run(from_dict({**json.loads(json.dumps(_raw(cfg))), "seed": 8}), tmp_path / "c", quiet=True)
     assert not np.array_equal(weights(tmp_path / "a" / "model.npz")["0.weight"],
                               weights(tmp_path / "c" / "model.npz")["0.weight"])
