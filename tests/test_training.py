@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from minicnn import training
 from minicnn.config import ConfigError, TrainConfig, from_dict
 from minicnn.layers import BatchNorm2D, Conv2D, Dense, Dropout
 from minicnn.model import Sequential, load_npz, save_npz_atomic
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 SPECS = [
     {"type": "Conv2D", "out_channels": 4, "kernel_size": 3, "padding": 1},
@@ -296,3 +299,23 @@ def test_last_layer_must_match_the_number_of_classes(tmp_path):
     with pytest.raises(ConfigError, match="the last layer must be a Dense"):
         training.run(from_dict(raw), tmp_path / "r", quiet=True)
     assert not (tmp_path / "r").exists()  # checked before anything is written
+
+
+def test_idx_example_config_trains_on_mnist_format_files(tmp_path):
+    from minicnn.config import load_config
+    from minicnn.data import write_idx
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 50), ("t10k", 20)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        images[np.arange(n), 2 * labels + 4, 4:24] = 255  # a horizontal bar whose height is the class
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    overrides = [f"data.{key}={tmp_path}/{name}" for key, name in (
+        ("images", "train-images-idx3-ubyte.gz"), ("labels", "train-labels-idx1-ubyte.gz"),
+        ("test_images", "t10k-images-idx3-ubyte.gz"), ("test_labels", "t10k-labels-idx1-ubyte.gz"))]
+    overrides += ["train.epochs=1", "train.warmup_epochs=0", "data.val_fraction=0.2", "output.figures=false"]
+    cfg = load_config(CONFIGS / "idx_example.toml", overrides)
+    metrics = training.run(cfg, tmp_path / "r", quiet=True)
+    assert len(metrics["history"]) == 1 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert len(load_npz(tmp_path / "r" / "split.npz")["test"]) == 20
