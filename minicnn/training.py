@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import difflib
 import inspect
+import io
 import json
 import math
 import os
@@ -425,19 +426,22 @@ def prepare(cfg: Config, dataset=None):
     return dataset, model, trainer
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temporary file and a rename, so it is never left half written."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_metrics(run_dir: Path, history: list[dict], extra: dict) -> None:
-    payload = dict(extra)
-    payload["history"] = history
-    tmp = run_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, run_dir / "metrics.json")
+    """``metrics.json`` (``extra`` at the top level, then the history) and ``metrics.csv``."""
+    _write_text_atomic(run_dir / "metrics.json", json.dumps({**extra, "history": history}, indent=2) + "\n")
     columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
-    tmp = run_dir / ".metrics.csv.tmp"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in history)
-    os.replace(tmp, run_dir / "metrics.csv")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in history)
+    _write_text_atomic(run_dir / "metrics.csv", table.getvalue())
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -472,9 +476,10 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
         except ValueError as exc:
             raise ValueError(f"cannot resume from {checkpoint}: {exc}") from None
         _say(quiet, f"resuming {run_dir} after epoch {trainer.epoch}")
+        _write_text_atomic(run_dir / "config.toml", to_toml(cfg))  # with any --set changes, e.g. more epochs
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(to_toml(cfg))
+        _write_text_atomic(run_dir / "config.toml", to_toml(cfg))
         save_npz_atomic(run_dir / "split.npz", {**dataset.indices, "mean": dataset.mean, "std": dataset.std})
         model.save(run_dir / "init.npz")
         save_npz_atomic(run_dir / "last.npz", trainer.state_dict())
