@@ -100,6 +100,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         keep the weights of the best epoch, and stop after ``patience`` epochs without improvement.
     validation_fraction : float in (0, 1), default 0.1
         Used only with ``early_stopping``.
+    validation_split_state : int or None, default None
+        Seed of the stratified validation split; None uses the training seed (``random_state``).
+        Fixing it scores runs with different ``random_state`` on the same validation images, as the
+        configs' ``data.split_seed`` does for ``train.py``.
     patience : int, default 5
         Epochs without a better validation score before stopping; 0 trains all ``epochs`` (the best
         validation weights are still kept).
@@ -152,7 +156,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, layers=None, image_shape=None, epochs=20, batch_size=32, optimizer="adam",
                  learning_rate=3e-3, weight_decay=0.0, early_stopping=False, validation_fraction=0.1,
-                 patience=5, standardize=True, augment=None, train_options=None, random_state=None,
+                 validation_split_state=None, patience=5, standardize=True, augment=None, train_options=None, random_state=None,
                  verbose=False, dtype="float64"):
         self.layers = layers
         self.image_shape = image_shape
@@ -163,6 +167,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.validation_split_state = validation_split_state
         self.patience = patience
         self.standardize = standardize
         self.augment = augment
@@ -180,9 +185,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         override any setting.
 
         Fitted on the training part of the config's test split, it trains the weights ``train.py``
-        trains, bit for bit, when the config's ``split_seed`` equals its ``seed`` (as in
-        ``configs/digits.toml`` with seed 0): the estimator seeds its validation split with
-        ``random_state``, train.py with ``data.split_seed``.
+        trains, bit for bit, for any seed: the validation split is seeded by the config's
+        ``data.split_seed`` (``validation_split_state``), the rest by ``random_state`` (``seed``).
         """
         if not isinstance(config, Config):
             config = load_config(config)
@@ -196,6 +200,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                         batch_size=train.batch_size, optimizer=train.optimizer, learning_rate=train.lr,
                         weight_decay=train.weight_decay, early_stopping=data.val_fraction > 0,
                         validation_fraction=data.val_fraction if data.val_fraction > 0 else 0.1,
+                        validation_split_state=data.split_seed,
                         patience=train.patience, standardize=data.standardize, augment=augment or None,
                         train_options=options or None, random_state=config.seed, dtype=config.model.dtype)
         settings.update(params)
@@ -214,7 +219,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         seed = self._seed()
         train_idx, val_idx = np.arange(len(y_encoded)), None
         if self.early_stopping:
-            train_idx, val_idx = self._validation_split(y_encoded, seed)
+            split_seed = seed if self.validation_split_state is None else self.validation_split_state
+            train_idx, val_idx = self._validation_split(y_encoded, split_seed)
         self._set_standardization(X[train_idx])
         X = self._standardized(X)
         trainer = self._new_trainer(train_config, seed)
@@ -347,6 +353,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         for key in ("augment", "train_options"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), dict):
                 raise ValueError(f"{name}: {key} must be None or a dict, got {getattr(self, key)!r}")
+        if self.validation_split_state is not None and not (
+                isinstance(self.validation_split_state, numbers.Integral) and 0 <= self.validation_split_state < 2**32):
+            raise ValueError(f"{name}: validation_split_state must be None or an int in [0, 2**32), "
+                             f"got {self.validation_split_state!r}")
         if not (isinstance(self.random_state, (np.random.RandomState, type(None)))
                 or isinstance(self.random_state, numbers.Integral) and 0 <= self.random_state < 2**32):
             raise ValueError(f"{name}: random_state must be None, an int in [0, 2**32) or a "
