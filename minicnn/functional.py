@@ -20,10 +20,13 @@ the transposes of the same expansion.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-#: Largest im2col workspace (bytes) a convolution builds at once. Above it the batch is processed
-#: in chunks of samples, so memory stays bounded whatever the batch size.
+#: Default bound (bytes) on the scratch memory of one convolution's forward + backward pass
+#: (expanded matrix and its companions). Above it the batch is processed in chunks of samples,
+#: so memory stays bounded whatever the batch size. Change it with :func:`set_workspace_limit`.
 DEFAULT_WORKSPACE_BYTES = 64 * 2**20
 
 
@@ -127,13 +130,149 @@ def col2im(cols: np.ndarray, padded_shape, kernel_size, stride, dilation, out_hw
     return dxp
 
 
-def _chunk_size(n: int, bytes_per_sample: int, workspace_bytes: int) -> int:
-    return max(1, min(n, workspace_bytes // max(bytes_per_sample, 1)))
+# ----------------------------------------------------------------------------------------------
+# Convolution: one matrix product per chunk of samples
+# ----------------------------------------------------------------------------------------------
+#
+# The functions below follow the im2col derivation with a layout chosen for speed (each choice
+# measured on a 2-core EPYC with NumPy 2.4 + OpenBLAS; numbers from benchmarks/bench_conv.py):
+#
+# * Channel-major: the padded input is stored as (C, Hp, N, Wp), so the expanded matrix is
+#   (C*kh*kw + 1, Ho*N*Wg) and a whole chunk of samples is ONE matrix product with N*Ho*Wg
+#   columns instead of N small ones (cifar-2 forward product 11.0 ms vs 11.7 ms for 64 batched
+#   ones; digits-2 0.05 ms vs 0.11 ms).
+# * Stride 1, "shifted rows": the grid of outputs is computed Wg = Wp wide instead of Wo, so
+#   every row of the expanded matrix is the padded input itself, shifted by i*dh rows and j*dw
+#   columns: one contiguous run per (channel, kernel offset), copied at memory speed (cifar-2:
+#   1.2 ms instead of 8.4 ms for the strided im2col). The Wp - Wo extra columns per output row
+#   read into the next sample's padding; they cost (Wp - Wo)/Wo more multiply-adds and are
+#   cropped away. Other strides use Wg = Wo (one strided window per kernel offset, as in im2col).
+# * Bias folded in: the expanded matrix has a last row of ones, so the product adds the bias and
+#   the weight-gradient product returns the bias gradient as its last column (saves a broadcast
+#   pass over the output, 0.7 ms on cifar-2, and a reduction over the gradient, 0.5 ms).
+#
+# The output grid ``W @ cols`` is (C_out, Ho, N, Wg); one strided copy crops it and transposes
+# it to NCHW.
+
+_workspace_limit = DEFAULT_WORKSPACE_BYTES
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Set the default bound (bytes) on the scratch memory of one convolution's forward + backward.
+
+    Batches whose expanded matrices would need more are processed in chunks of samples. Used
+    whenever ``workspace_bytes`` is None (``Conv2D.workspace_bytes`` is None unless set).
+    """
+    global _workspace_limit
+    if not isinstance(nbytes, (int, np.integer)) or isinstance(nbytes, bool) or nbytes < 1:
+        raise ValueError(f"set_workspace_limit: expected a positive number of bytes, got {nbytes!r}")
+    _workspace_limit = int(nbytes)
+
+
+def get_workspace_limit() -> int:
+    """The default scratch-memory bound in bytes (see :func:`set_workspace_limit`)."""
+    return _workspace_limit
+
+
+class Workspace:
+    """A scratch array that a layer reuses from call to call.
+
+    A fresh array above glibc's mmap threshold (32 MB) is page-faulted in on every call: about
+    3 ms for a 48 MB expanded matrix, a quarter of cifar-2's forward product. Arrays handed out
+    are views of one buffer, so each call overwrites what the previous one returned.
+    """
+
+    def __init__(self):
+        self._buffer = None
+
+    def __getstate__(self):
+        return {"_buffer": None}   # scratch, not state: a pickled layer does not carry it
+
+    def array(self, shape, dtype) -> np.ndarray:
+        size = math.prod(shape)
+        if (self._buffer is None or self._buffer.dtype != dtype or self._buffer.size < size
+                or not self._buffer.flags.writeable):
+            self._buffer = None   # release the old buffer before allocating the new one
+            self._buffer = np.empty(size, dtype=dtype)
+        return self._buffer[:size].reshape(shape)
+
+
+class _Geometry:
+    """Sizes of one convolution: padded input, output, and the output grid width ``wg``."""
+
+    def __init__(self, x_shape, w_shape, stride, padding, dilation):
+        self.c, self.h, self.w = x_shape[1:]
+        self.c_out, _, self.kh, self.kw = w_shape
+        (self.top, bottom), (self.left, right) = padding
+        self.hp, self.wp = self.h + self.top + bottom, self.w + self.left + right
+        self.stride, self.dilation = tuple(stride), tuple(dilation)
+        self.ho = conv_output_size(self.hp, self.kh, stride[0], 0, dilation[0])
+        self.wo = conv_output_size(self.wp, self.kw, stride[1], 0, dilation[1])
+        self.shifted = self.stride == (1, 1)
+        self.wg = self.wp if self.shifted else self.wo
+        self.k = self.c * self.kh * self.kw
+        # at stride 1 the last sample's shifted rows read up to (kw-1)*dw past the input's end
+        self.margin = (self.kw - 1) * self.dilation[1] if self.shifted else 0
+
+    def chunk(self, n: int, itemsize: int, workspace_bytes) -> int:
+        """Samples per chunk so that a pass's scratch fits in the workspace: the padded input
+        and its gradient, the expanded matrix (reused for its gradient) and the output grid."""
+        per_sample = itemsize * (2 * self.c * self.hp * self.wp + (self.k + 1 + self.c_out) * self.ho * self.wg)
+        limit = _workspace_limit if workspace_bytes is None else workspace_bytes
+        return max(1, min(n, limit // per_sample))
+
+    def cols_shape(self, n: int) -> tuple[int, int]:
+        return self.k + 1, self.ho * n * self.wg
+
+    def padded(self, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """A zeroed flat (C, Hp*n*Wp + margin) buffer and its (C, Hp, n, Wp) view."""
+        flat = np.zeros((self.c, self.hp * n * self.wp + self.margin), dtype=dtype)
+        return flat, flat[:, :self.hp * n * self.wp].reshape(self.c, self.hp, n, self.wp)
+
+    def windows(self, flat: np.ndarray, n: int) -> np.ndarray:
+        """View (C, kh, kw, Ho, n, Wg) of the padded input: ``[c, i, j, ho, s, w]`` is the pixel
+        kernel offset (i, j) of output (ho, w) of sample s sees. A strided view, no copy."""
+        item = flat.itemsize
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        row = n * self.wp * item   # bytes from one padded row to the next
+        # np.ndarray over the buffer is numpy.lib.stride_tricks.as_strided without its 6 us overhead
+        return np.ndarray((self.c, self.kh, self.kw, self.ho, n, self.wg), flat.dtype, flat,
+                          strides=(flat.strides[0], dh * row, dw * item, sh * row, self.wp * item, sw * item))
+
+    def expand(self, x: np.ndarray, dtype, workspace) -> np.ndarray:
+        """x (n, C, H, W) -> expanded matrix (C*kh*kw + 1, Ho*n*Wg), rows (c, i, j) then ones."""
+        n = x.shape[0]
+        flat, padded = self.padded(n, dtype)
+        padded[:, self.top:self.top + self.h, :, self.left:self.left + self.w] = x.transpose(1, 2, 0, 3)
+        shape = self.cols_shape(n)
+        cols = workspace.array(shape, dtype) if workspace is not None else np.empty(shape, dtype=dtype)
+        cols[:-1].reshape(self.c, self.kh, self.kw, self.ho, n, self.wg)[...] = self.windows(flat, n)
+        cols[-1] = 1
+        return cols
+
+    def expand_adjoint(self, dcols: np.ndarray, n: int) -> np.ndarray:
+        """Adjoint of :meth:`expand` (col2im): (C*kh*kw, Ho*n*Wg) -> gradient of the padded
+        input, (C, Hp, n, Wp). One in-place add per kernel offset, where windows overlap."""
+        flat, padded = self.padded(n, dcols.dtype)
+        rows = dcols.reshape(self.c, self.kh, self.kw, self.ho, n, self.wg)
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        for i in range(self.kh):
+            for j in range(self.kw):
+                # basic-slice views, not the overlapping strided view of windows(): NumPy would
+                # copy the operands of an add into a view that overlaps itself
+                if self.shifted:
+                    start = i * dh * n * self.wp + j * dw
+                    window = flat[:, start:start + self.ho * n * self.wp]
+                else:
+                    window = padded[:, i * dh:i * dh + sh * (self.ho - 1) + 1:sh, :,
+                                    j * dw:j * dw + sw * (self.wo - 1) + 1:sw]
+                window += rows[:, i, j].reshape(window.shape)
+        return padded
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1, 1),
-           padding=((0, 0), (0, 0)), dilation=(1, 1), workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
-           keep_cols: bool = False):
+           padding=((0, 0), (0, 0)), dilation=(1, 1), workspace_bytes: int | None = None,
+           keep_cols: bool = False, workspace: Workspace | None = None):
     """2-D cross-correlation (what CNN layers call convolution; see the module docstring).
 
     Parameters
@@ -143,43 +282,49 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1
     bias : ndarray of shape (C_out,) or None
     stride, dilation : pairs of int
     padding : ((top, bottom), (left, right))
-    workspace_bytes : int
-        Largest im2col matrix built at once; larger batches are processed in chunks of samples.
+    workspace_bytes : int or None
+        Bound on the scratch memory of the forward and the backward pass; larger batches are
+        processed in chunks of samples. None: :func:`get_workspace_limit` (64 MiB by default).
     keep_cols : bool
-        Also return the im2col matrix for the backward pass when it fits in ``workspace_bytes``.
+        Also return the expanded input for :func:`conv2d_backward` when the batch fits in one chunk.
+    workspace : Workspace, optional
+        Build the expanded input in this reusable buffer instead of a fresh array.
 
     Returns
     -------
     out : ndarray of shape (N, C_out, Ho, Wo)
-    cols : ndarray of shape (N, C_in*kh*kw, Ho*Wo) or None
-        Only when ``keep_cols``; None when the batch was processed in chunks.
+    cols : ndarray of shape (C_in*kh*kw + 1, Ho*N*Wg) or None
+        Only when ``keep_cols``; None when the batch was processed in chunks. Channel-major
+        layout (see above): ``Wg = Wp`` at stride 1, ``Wo`` otherwise; the last row is ones.
     """
-    n, c, h, w = x.shape
-    c_out, _, kh, kw = weight.shape
-    xp = pad2d(x, padding)
-    ho = conv_output_size(xp.shape[2], kh, stride[0], 0, dilation[0])
-    wo = conv_output_size(xp.shape[3], kw, stride[1], 0, dilation[1])
-    w2d = weight.reshape(c_out, c * kh * kw)
-    out = np.empty((n, c_out, ho * wo), dtype=np.result_type(x, weight))
-    chunk = _chunk_size(n, c * kh * kw * ho * wo * xp.itemsize, workspace_bytes)
-    cols_kept = None
+    n = x.shape[0]
+    dtype = np.result_type(x, weight)
+    g = _Geometry(x.shape, weight.shape, stride, padding, dilation)
+    w2d = weight.reshape(g.c_out, g.k).astype(dtype, copy=False)
+    if bias is not None:
+        w2d = np.concatenate([w2d, bias.astype(dtype, copy=False)[:, None]], axis=1)
+    out = np.empty((n, g.c_out, g.ho, g.wo), dtype=dtype)
+    chunk = g.chunk(n, out.itemsize, workspace_bytes)
+    if workspace is None and chunk < n:
+        workspace = Workspace()   # one buffer for all chunks
+    grids = Workspace()           # the output grid, reused by every chunk
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        cols = im2col(xp[start:stop], (kh, kw), stride, dilation, (ho, wo))
-        # (C_out, K) @ (n, K, P) -> (n, C_out, P): NCHW comes out directly, no transpose copy.
-        np.matmul(w2d, cols, out=out[start:stop])
-        if keep_cols and chunk == n:
-            cols_kept = cols
-    if bias is not None:
-        out += bias[:, None]
-    out = out.reshape(n, c_out, ho, wo)
-    return (out, cols_kept) if keep_cols else out
+        cols = g.expand(x[start:stop], dtype, workspace)
+        grid = np.matmul(w2d, cols if bias is not None else cols[:-1],
+                         out=grids.array((g.c_out, cols.shape[1]), dtype))
+        # crop the extra columns and transpose the grid to NCHW in one strided copy
+        out[start:stop].transpose(1, 2, 0, 3)[...] = grid.reshape(g.c_out, g.ho, stop - start, g.wg)[..., :g.wo]
+    if keep_cols:
+        return out, cols if chunk == n else None
+    return out
 
 
 def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=(1, 1),
                     padding=((0, 0), (0, 0)), dilation=(1, 1), cols: np.ndarray | None = None,
                     need_input_grad: bool = True, need_weight_grad: bool = True,
-                    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES):
+                    workspace_bytes: int | None = None, overwrite_cols: bool = False,
+                    workspace: Workspace | None = None):
     """Gradients of :func:`conv2d`.
 
     Parameters
@@ -188,8 +333,12 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
     x : ndarray of shape (N, C_in, H, W)
         The forward input (unpadded).
     weight : ndarray of shape (C_out, C_in, kh, kw)
-    cols : ndarray of shape (N, C_in*kh*kw, Ho*Wo), optional
-        The forward pass's im2col matrix; rebuilt chunk by chunk when not given.
+    cols : ndarray, optional
+        The expanded input that ``conv2d(..., keep_cols=True)`` returned; rebuilt chunk by chunk
+        (in ``workspace`` when given) otherwise.
+    overwrite_cols : bool
+        Let the input gradient's expanded matrix take the memory of ``cols``, which is then
+        garbage: the pass needs no second matrix of that size.
 
     Returns
     -------
@@ -197,44 +346,42 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
     dweight : ndarray of shape (C_out, C_in, kh, kw) or None
     dbias : ndarray of shape (C_out,)
 
-    With ``cols`` the expanded input and ``W`` the weight as a (C_out, K) matrix:
-    ``dW = sum_n grad[n] @ cols[n].T`` and ``dcols = W.T @ grad``, then :func:`col2im`.
+    With ``cols`` the expanded input, ``G`` the output gradient on the grid as a (C_out, columns)
+    matrix and ``W`` the weight as a (C_out, C_in*kh*kw) matrix: ``[dW | dbias] = G @ cols.T``
+    (the row of ones gives the bias) and ``dcols = W.T @ G``, summed back onto the input by the
+    adjoint of the expansion (col2im).
     """
-    n, c, h, w = x.shape
-    c_out, _, kh, kw = weight.shape
-    ho, wo = grad_out.shape[2:]
-    k = c * kh * kw
-    g = grad_out.reshape(n, c_out, ho * wo)
-    w2d = weight.reshape(c_out, k)
-    (top, bottom), (left, right) = padding
-    padded_shape = (n, c, h + top + bottom, w + left + right)
-    dbias = grad_out.sum(axis=(0, 2, 3))
-    dweight = np.zeros((c_out, k), dtype=weight.dtype) if need_weight_grad else None
-    dxp = np.empty(padded_shape, dtype=x.dtype) if need_input_grad else None
-    xp = None
-    chunk = n if cols is not None else _chunk_size(n, k * ho * wo * x.itemsize, workspace_bytes)
+    n = x.shape[0]
+    dtype = np.result_type(x, weight)
+    g = _Geometry(x.shape, weight.shape, stride, padding, dilation)
+    w2d = weight.reshape(g.c_out, g.k).astype(dtype, copy=False)
+    if cols is not None and cols.shape != g.cols_shape(n):
+        cols = None
+    chunk = n if cols is not None else g.chunk(n, np.dtype(dtype).itemsize, workspace_bytes)
+    if cols is None and workspace is None and chunk < n:
+        workspace = Workspace()
+    dweight_bias = np.zeros((g.c_out, g.k + 1), dtype=dtype)
+    dx = np.empty(x.shape, dtype=dtype) if need_input_grad else None
+    grids = Workspace()
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        if cols is not None:
-            chunk_cols = cols
-        elif need_weight_grad:
-            if xp is None:
-                xp = pad2d(x, padding)
-            chunk_cols = im2col(xp[start:stop], (kh, kw), stride, dilation, (ho, wo))
-        g_chunk = g[start:stop]
+        m = stop - start
+        # the output gradient on the grid (C_out, Ho, m, Wg), zero in the extra columns
+        grid = grids.array((g.c_out, g.ho, m, g.wg), dtype)
+        grid[..., g.wo:] = 0
+        grid[..., :g.wo] = grad_out[start:stop].transpose(1, 2, 0, 3)
+        grid = grid.reshape(g.c_out, -1)
+        chunk_cols = cols if cols is not None else g.expand(x[start:stop], dtype, workspace)
         if need_weight_grad:
-            # sum over samples of (C_out, P) @ (P, K)
-            dweight += np.matmul(g_chunk, chunk_cols.transpose(0, 2, 1)).sum(axis=0)
+            dweight_bias += grid @ chunk_cols.T
+        else:
+            dweight_bias[:, -1] += grid.sum(axis=1)
         if need_input_grad:
-            dcols = np.matmul(w2d.T, g_chunk)  # (K, C_out) @ (n, C_out, P) -> (n, K, P)
-            dxp[start:stop] = col2im(dcols, (stop - start,) + padded_shape[1:], (kh, kw), stride,
-                                     dilation, (ho, wo))
-    dx = None
-    if need_input_grad:
-        dx = dxp if dxp.shape == x.shape else np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
-    if dweight is not None:
-        dweight = dweight.reshape(weight.shape)
-    return dx, dweight, dbias
+            reuse = chunk_cols is not cols or (overwrite_cols and cols.flags.writeable)
+            dcols = np.matmul(w2d.T, grid, out=chunk_cols[:-1] if reuse else None)
+            dx[start:stop] = g.expand_adjoint(dcols, m)[:, g.top:g.top + g.h, :, g.left:g.left + g.w].transpose(2, 0, 1, 3)
+    dweight = dweight_bias[:, :-1].reshape(weight.shape) if need_weight_grad else None
+    return dx, dweight, np.ascontiguousarray(dweight_bias[:, -1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,22 +407,28 @@ def max_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)):
     Returns
     -------
     out : ndarray of shape (N, C, Ho, Wo)
-    argmax : ndarray of shape (N, C, Ho, Wo), uint16
+    argmax : ndarray of shape (N, C, Ho, Wo), uint8 (uint16 for windows of more than 256 pixels)
         Which kernel offset ``i*kw + j`` held the maximum (the first one on ties).
+
+    One comparison and two ``np.maximum`` passes per kernel offset, no masked writes: the offsets
+    are visited in increasing order, so ``argmax = max(argmax, k * (window > out))`` records the
+    first maximum (masked ``copyto``/boolean indexing took 16 ms on mnist-1's output, this 1.1 ms).
+    A NaN in a window propagates to the output, as in PyTorch.
     """
     out_hw, pad = _pool_geometry(x.shape, kernel_size, stride, padding)
     xp = pad2d(x, pad, value=-np.inf)
     kh, kw = kernel_size
+    index_type = np.uint8 if kh * kw <= 256 else np.uint16
     out = _window(xp, 0, 0, out_hw, stride, (1, 1)).copy()
-    argmax = np.zeros(out.shape, dtype=np.uint16)
+    argmax = np.zeros(out.shape, dtype=index_type)
     for i in range(kh):
         for j in range(kw):
             if i == j == 0:
                 continue
             window = _window(xp, i, j, out_hw, stride, (1, 1))
             better = window > out
-            np.copyto(out, window, where=better)
-            argmax[better] = i * kw + j
+            np.maximum(out, window, out=out)
+            np.maximum(argmax, better * index_type(i * kw + j), out=argmax)
     return out, argmax
 
 
@@ -286,16 +439,27 @@ def max_pool2d_backward(grad_out: np.ndarray, argmax: np.ndarray, x_shape, kerne
     Returns
     -------
     dx : ndarray of shape ``x_shape`` (N, C, H, W)
+
+    When the windows do not overlap (stride >= kernel, no padding) each input pixel belongs to
+    at most one window, so each offset's share is written, not added (5.4 ms -> 0.8 ms on
+    mnist-1's output).
     """
     out_hw, pad = _pool_geometry(x_shape, kernel_size, stride, padding)
     n, c, h, w = x_shape
     (top, bottom), (left, right) = pad
-    dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_out.dtype)
     kh, kw = kernel_size
-    zero = np.zeros((), dtype=grad_out.dtype)
+    disjoint = stride[0] >= kh and stride[1] >= kw and top == left == 0
+    if disjoint and stride == tuple(kernel_size) and h == out_hw[0] * kh and w == out_hw[1] * kw:
+        dxp = np.empty((n, c, h, w), dtype=grad_out.dtype)   # every pixel is written below
+    else:
+        dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_out.dtype)
     for i in range(kh):
         for j in range(kw):
-            _window(dxp, i, j, out_hw, stride, (1, 1))[...] += np.where(argmax == i * kw + j, grad_out, zero)
+            window = _window(dxp, i, j, out_hw, stride, (1, 1))
+            if disjoint:
+                np.multiply(grad_out, argmax == i * kw + j, out=window)
+            else:
+                window += grad_out * (argmax == i * kw + j)
     return dxp if dxp.shape == tuple(x_shape) else np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
 
 
