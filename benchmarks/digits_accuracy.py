@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # works from a clone without installing
+
+from minicnn.model import load_npz  # noqa: E402
 
 
 def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figures: bool) -> dict:
@@ -36,7 +39,8 @@ def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figure
         raise SystemExit(f"seed {seed} failed (exit {result.returncode}): {result.stderr.strip()}")
     metrics = json.loads((out_dir / "metrics.json").read_text())
     return {"seed": seed, "accuracy": metrics["test_accuracy"], "train": metrics["train_seconds"], "wall": wall,
-            "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"]}
+            "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
+            "n_test": len(load_npz(out_dir / "split.npz")["test"])}
 
 
 def main(argv=None) -> int:
@@ -54,8 +58,10 @@ def main(argv=None) -> int:
             print(f"seed {seed}: {rows[-1]['accuracy']:.4f} in {rows[-1]['wall']:.1f}s", file=sys.stderr, flush=True)
 
     config = os.path.relpath(args.config, ROOT)
+    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
     print(f"`{config}`{' ' + ' '.join('--set ' + o for o in args.overrides) if args.overrides else ''}, "
-          f"{os.cpu_count()} CPU cores, test split: 360 images (one mistake = 0.28 points)\n")
+          f"{os.cpu_count()} CPU cores, BLAS threads: {threads}; test split: {len(rows) and rows[0]['n_test']} "
+          f"images\n")
     print("| seed | test accuracy | epochs (best) | train s | wall s |")
     print("|-----:|--------------:|--------------:|--------:|-------:|")
     for r in rows:

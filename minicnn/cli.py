@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py", description="Train a minicnn model from a TOML config and write a run directory.",
         epilog="example: python train.py --config configs/digits_fast.toml --set train.epochs=5 --seed 1")
-    parser.add_argument("--config", metavar="PATH", help=f"TOML config (default: configs/digits.toml)")
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default: configs/digits.toml)")
     parser.add_argument("--set", metavar="KEY.PATH=VALUE", action="append", default=[], dest="overrides",
                         help="override one config value, typed as its field (repeatable), e.g. train.lr=0.01")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<config name>-<time>)")

@@ -75,8 +75,8 @@ def test_build_model_float64():
 @pytest.mark.parametrize("specs, expected", [
     ([{"type": "Conv2d", "out_channels": 2, "kernel_size": 3}], "model.layers[0].type = 'Conv2d': unknown layer "
                                                                 "(did you mean 'Conv2D'?)"),
-    ([{"type": "Flatten"}, {"type": "Dense", "out_feature": 3}], "model.layers[1].out_feature: Dense has no "
-                                                                 "argument 'out_feature' (did you mean 'out_features'?)"),
+    ([{"type": "Flatten"}, {"type": "Dense", "out_feature": 3}],
+     "model.layers[1].out_feature: Dense has no argument 'out_feature' (did you mean 'out_features'?)"),
     ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 3, "in_channels": 3}], "model.layers[0].in_channels = 3"),
     ([{"type": "Dense", "out_features": 3}], "model.layers[0] (Dense): its input has shape (1, 8, 8); add a Flatten"),
     ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 11}], "model.layers[0] (Conv2D):"),
@@ -183,8 +183,8 @@ def test_trainer_state_round_trips_through_a_npz_file(tiny_data, tmp_path):
 
 
 def test_loading_a_mismatched_checkpoint_is_a_clear_error(tiny_data):
-    other = training.Trainer(training.build_model(SPECS[:4] + [{"type": "Flatten"}, {"type": "Dense", "out_features": 3}],
-                                                  (1, 8, 8), rng=0), TrainConfig(), 0)
+    specs = SPECS[:4] + [{"type": "Flatten"}, {"type": "Dense", "out_features": 3}]
+    other = training.Trainer(training.build_model(specs, (1, 8, 8), rng=0), TrainConfig(), 0)
     with pytest.raises(ValueError, match="checkpoint does not match"):
         make_trainer().load_state_dict(other.state_dict())
 
