@@ -137,16 +137,18 @@ def col2im(cols: np.ndarray, padded_shape, kernel_size, stride, dilation, out_hw
 # The functions below follow the im2col derivation with a layout chosen for speed (each choice
 # measured on a 2-core EPYC with NumPy 2.4 + OpenBLAS; numbers from benchmarks/bench_conv.py):
 #
-# * Channel-major: the padded input is stored as (C, Hp, N, Wp), so the expanded matrix is
+# * Channel-major: the padded input is stored as (C, Hp, N, Wb), so the expanded matrix is
 #   (C*kh*kw + 1, Ho*N*Wg) and a whole chunk of samples is ONE matrix product with N*Ho*Wg
 #   columns instead of N small ones (cifar-2 forward product 11.0 ms vs 11.7 ms for 64 batched
 #   ones; digits-2 0.05 ms vs 0.11 ms).
-# * Stride 1, "shifted rows": the grid of outputs is computed Wg = Wp wide instead of Wo, so
+# * Stride 1, "shifted rows": the grid of outputs is computed Wg = Wb wide instead of Wo, so
 #   every row of the expanded matrix is the padded input itself, shifted by i*dh rows and j*dw
 #   columns: one contiguous run per (channel, kernel offset), copied at memory speed (cifar-2:
-#   1.2 ms instead of 8.4 ms for the strided im2col). The Wp - Wo extra columns per output row
-#   read into the next sample's padding; they cost (Wp - Wo)/Wo more multiply-adds and are
-#   cropped away. Other strides use Wg = Wo (one strided window per kernel offset, as in im2col).
+#   1.2 ms instead of 8.4 ms for the strided im2col). Samples sit side by side in each row and
+#   share their padding columns, Wb = W + max(left, right); the Wb - Wo extra outputs per row
+#   read into the next sample, cost (Wb - Wo)/Wo more multiply-adds (cifar-2: 1/16) and are
+#   cropped away. Other strides use Wb = Wp, Wg = Wo (a strided window per kernel offset, as in
+#   im2col).
 # * Bias folded in: the expanded matrix has a last row of ones, so the product adds the bias and
 #   the weight-gradient product returns the bias gradient as its last column (saves a broadcast
 #   pass over the output, 0.7 ms on cifar-2, and a reduction over the gradient, 0.5 ms).
@@ -155,6 +157,12 @@ def col2im(cols: np.ndarray, padded_shape, kernel_size, stride, dilation, out_hw
 # it to NCHW.
 
 _workspace_limit = DEFAULT_WORKSPACE_BYTES
+
+#: Scratch per chunk that the batch is cut to even when the workspace limit allows more: chunks
+#: whose expanded matrix stays in cache are faster, although backward must then rebuild the
+#: expansion (fwd+bwd with 8 MiB vs 64 MiB chunks: mnist-2 N=256 47.3 -> 37.5 ms, cifar-1
+#: 14.0 -> 7.1 ms, cifar-2 44.6 -> 40.0 ms; 4 to 16 MiB measured about equally fast).
+CHUNK_BYTES = 8 * 2**20
 
 
 def set_workspace_limit(nbytes: int) -> None:
@@ -209,7 +217,13 @@ class _Geometry:
         self.ho = conv_output_size(self.hp, self.kh, stride[0], 0, dilation[0])
         self.wo = conv_output_size(self.wp, self.kw, stride[1], 0, dilation[1])
         self.shifted = self.stride == (1, 1)
-        self.wg = self.wp if self.shifted else self.wo
+        # wb: columns per sample in a row of the padded layout. Shifted rows let neighbouring
+        # samples share padding (one sample's right padding is the next one's left padding),
+        # so a row holds W + max(left, right) columns per sample, not Wp (digits-2: 5, not 6),
+        # as long as the Wo outputs still fit in them (padding wider than the kernel's reach)
+        shared = self.shifted and min(self.left, right) <= (self.kw - 1) * self.dilation[1]
+        self.wb = self.left + self.w + max(0, right - self.left) if shared else self.wp
+        self.wg = self.wb if self.shifted else self.wo
         self.k = self.c * self.kh * self.kw
         # at stride 1 the last sample's shifted rows read up to (kw-1)*dw past the input's end
         self.margin = (self.kw - 1) * self.dilation[1] if self.shifted else 0
@@ -217,27 +231,27 @@ class _Geometry:
     def chunk(self, n: int, itemsize: int, workspace_bytes) -> int:
         """Samples per chunk so that a pass's scratch fits in the workspace: the padded input
         and its gradient, the expanded matrix (reused for its gradient) and the output grid."""
-        per_sample = itemsize * (2 * self.c * self.hp * self.wp + (self.k + 1 + self.c_out) * self.ho * self.wg)
-        limit = _workspace_limit if workspace_bytes is None else workspace_bytes
+        per_sample = itemsize * (2 * self.c * self.hp * self.wb + (self.k + 1 + self.c_out) * self.ho * self.wg)
+        limit = min(CHUNK_BYTES, _workspace_limit if workspace_bytes is None else workspace_bytes)
         return max(1, min(n, limit // per_sample))
 
     def cols_shape(self, n: int) -> tuple[int, int]:
         return self.k + 1, self.ho * n * self.wg
 
     def padded(self, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-        """A zeroed flat (C, Hp*n*Wp + margin) buffer and its (C, Hp, n, Wp) view."""
-        flat = np.zeros((self.c, self.hp * n * self.wp + self.margin), dtype=dtype)
-        return flat, flat[:, :self.hp * n * self.wp].reshape(self.c, self.hp, n, self.wp)
+        """A zeroed flat (C, Hp*n*Wb + margin) buffer and its (C, Hp, n, Wb) view."""
+        flat = np.zeros((self.c, self.hp * n * self.wb + self.margin), dtype=dtype)
+        return flat, flat[:, :self.hp * n * self.wb].reshape(self.c, self.hp, n, self.wb)
 
     def windows(self, flat: np.ndarray, n: int) -> np.ndarray:
         """View (C, kh, kw, Ho, n, Wg) of the padded input: ``[c, i, j, ho, s, w]`` is the pixel
         kernel offset (i, j) of output (ho, w) of sample s sees. A strided view, no copy."""
         item = flat.itemsize
         (sh, sw), (dh, dw) = self.stride, self.dilation
-        row = n * self.wp * item   # bytes from one padded row to the next
+        row = n * self.wb * item   # bytes from one padded row to the next
         # np.ndarray over the buffer is numpy.lib.stride_tricks.as_strided without its 6 us overhead
         return np.ndarray((self.c, self.kh, self.kw, self.ho, n, self.wg), flat.dtype, flat,
-                          strides=(flat.strides[0], dh * row, dw * item, sh * row, self.wp * item, sw * item))
+                          strides=(flat.strides[0], dh * row, dw * item, sh * row, self.wb * item, sw * item))
 
     def expand(self, x: np.ndarray, dtype, workspace) -> np.ndarray:
         """x (n, C, H, W) -> expanded matrix (C*kh*kw + 1, Ho*n*Wg), rows (c, i, j) then ones."""
@@ -252,7 +266,7 @@ class _Geometry:
 
     def expand_adjoint(self, dcols: np.ndarray, n: int) -> np.ndarray:
         """Adjoint of :meth:`expand` (col2im): (C*kh*kw, Ho*n*Wg) -> gradient of the padded
-        input, (C, Hp, n, Wp). One in-place add per kernel offset, where windows overlap."""
+        input, (C, Hp, n, Wb). One in-place add per kernel offset, where windows overlap."""
         flat, padded = self.padded(n, dcols.dtype)
         rows = dcols.reshape(self.c, self.kh, self.kw, self.ho, n, self.wg)
         (sh, sw), (dh, dw) = self.stride, self.dilation
@@ -261,8 +275,8 @@ class _Geometry:
                 # basic-slice views, not the overlapping strided view of windows(): NumPy would
                 # copy the operands of an add into a view that overlaps itself
                 if self.shifted:
-                    start = i * dh * n * self.wp + j * dw
-                    window = flat[:, start:start + self.ho * n * self.wp]
+                    start = i * dh * n * self.wb + j * dw
+                    window = flat[:, start:start + self.ho * n * self.wb]
                 else:
                     window = padded[:, i * dh:i * dh + sh * (self.ho - 1) + 1:sh, :,
                                     j * dw:j * dw + sw * (self.wo - 1) + 1:sw]
@@ -295,7 +309,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1
     out : ndarray of shape (N, C_out, Ho, Wo)
     cols : ndarray of shape (C_in*kh*kw + 1, Ho*N*Wg) or None
         Only when ``keep_cols``; None when the batch was processed in chunks. Channel-major
-        layout (see above): ``Wg = Wp`` at stride 1, ``Wo`` otherwise; the last row is ones.
+        layout (see above): ``Wg = W + max(left, right)`` at stride 1, ``Wo`` otherwise; the
+        last row is ones.
     """
     n = x.shape[0]
     dtype = np.result_type(x, weight)
@@ -307,12 +322,12 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1
     chunk = g.chunk(n, out.itemsize, workspace_bytes)
     if workspace is None and chunk < n:
         workspace = Workspace()   # one buffer for all chunks
-    grids = Workspace()           # the output grid, reused by every chunk
+    grids = Workspace() if chunk < n else None   # the output grid, reused by every chunk
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         cols = g.expand(x[start:stop], dtype, workspace)
         grid = np.matmul(w2d, cols if bias is not None else cols[:-1],
-                         out=grids.array((g.c_out, cols.shape[1]), dtype))
+                         out=grids.array((g.c_out, cols.shape[1]), dtype) if grids else None)
         # crop the extra columns and transpose the grid to NCHW in one strided copy
         out[start:stop].transpose(1, 2, 0, 3)[...] = grid.reshape(g.c_out, g.ho, stop - start, g.wg)[..., :g.wo]
     if keep_cols:

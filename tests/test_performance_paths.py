@@ -61,7 +61,7 @@ def naive_conv(x, weight, bias, stride, padding, dilation):
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
 
 # (N, C_in, C_out, H, W, kernel, stride, padding ((t, b), (l, r)), dilation): both lowerings,
-# one input channel, 5x5, asymmetric padding, dilation, stride 2 and 3, a 1x1 kernel
+# one input channel, 5x5, asymmetric padding, dilation, stride 2 and 3, 1x1 kernels
 CASES = [
     (3, 2, 4, 6, 7, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
     (2, 1, 3, 8, 8, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
@@ -71,6 +71,8 @@ CASES = [
     (3, 2, 4, 9, 8, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),
     (2, 3, 2, 10, 11, (3, 2), (3, 2), ((0, 0), (2, 2)), (1, 2)),
     (2, 4, 3, 5, 5, (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    (2, 2, 3, 4, 5, (3, 3), (1, 1), ((1, 0), (2, 1)), (1, 1)),   # samples share padding columns
+    (2, 2, 3, 4, 3, (1, 1), (1, 1), ((1, 1), (1, 1)), (1, 1)),   # padding wider than the kernel
 ]
 
 
