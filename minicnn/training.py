@@ -14,6 +14,7 @@ All their states go into the checkpoint, so a resumed run continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import inspect
@@ -21,6 +22,7 @@ import io
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -266,13 +268,14 @@ class Trainer:
         return loss, float((logits.argmax(axis=1) == y).mean())
 
     # --- the loop --------------------------------------------------------------------------------
-    def fit(self, X_train, y_train, X_val=None, y_val=None, progress: bool = True, on_epoch_end=None):
+    def fit(self, X_train, y_train, X_val=None, y_val=None, progress: bool = True, on_epoch_end=None,
+            on_batch=None):
         """Train until ``config.epochs`` (counting epochs done before a resume) or early stopping.
 
         After each epoch, ``on_epoch_end(trainer, record)`` is called (checkpoints go there), then
-        the epoch's line is printed. At the
-        end the best validation weights are put back in the model (the last ones without validation
-        data). With ``progress`` a tqdm bar shows each epoch and one line sums it up.
+        the epoch's line is printed; after each batch, ``on_batch(loss)``. At the end the best
+        validation weights are put back in the model (the last ones without validation data).
+        With ``progress`` a tqdm bar shows each epoch and one line sums it up.
 
         Returns the history (list of per-epoch dicts).
         """
@@ -282,9 +285,15 @@ class Trainer:
             start = time.perf_counter()
             lr = self.optimizer.lr
             bar = _Bar(n_batches, f"epoch {self.epoch + 1}/{self.config.epochs}") if progress else None
+
+            def batch_done(loss):
+                if bar is not None:
+                    bar.update_loss(loss)
+                if on_batch is not None:
+                    on_batch(loss)
+
             try:
-                train_loss, train_acc = self.train_epoch(X_train, y_train,
-                                                         on_batch=bar.update_loss if bar else None)
+                train_loss, train_acc = self.train_epoch(X_train, y_train, on_batch=batch_done)
             finally:
                 if bar is not None:
                     bar.close()
@@ -500,8 +509,10 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
             on_epoch_end(trainer_, record)
 
     try:
-        history = trainer.fit(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
-                              progress=not quiet, on_epoch_end=checkpoint)
+        with _ctrl_c_between_batches() as stop_requested:
+            history = trainer.fit(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
+                                  progress=not quiet, on_epoch_end=checkpoint, on_batch=stop_requested)
+            stop_requested()
         model.save(run_dir / "model.npz")  # the best validation weights, which fit put back
         test_loss, test_acc = trainer.evaluate(dataset.X_test, dataset.y_test)
         train_seconds = float(sum(r["seconds"] for r in history))
@@ -521,6 +532,37 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
                 f"in all; everything is in {run_dir}")
     metrics["history"] = history
     return metrics
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_batches():
+    """Turn Ctrl-C into a KeyboardInterrupt raised by our own code, between two batches.
+
+    Python's default handler raises wherever the program is, including inside a ``__del__`` (tqdm's,
+    for one), where the exception is printed and swallowed and training goes on. Here the handler
+    only takes note, and the check this yields (called after every batch) raises. A second Ctrl-C
+    raises at once. Outside the main thread, signals cannot be handled and nothing changes.
+    """
+    requested = []
+
+    def on_sigint(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    def check(*_):
+        if requested:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        yield check
+        return
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write_figures(run_dir: Path, model: Sequential, history, dataset, figures, quiet: bool) -> None:
