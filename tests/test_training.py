@@ -319,3 +319,17 @@ def test_idx_example_config_trains_on_mnist_format_files(tmp_path):
     metrics = training.run(cfg, tmp_path / "r", quiet=True)
     assert len(metrics["history"]) == 1 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert len(load_npz(tmp_path / "r" / "split.npz")["test"]) == 20
+
+
+def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler(tmp_path):
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+
+    def press_ctrl_c(trainer, record):
+        if record["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # noted by run's handler, acted on after the next batch
+
+    with pytest.raises(training.TrainingInterrupted) as info:
+        training.run(small_config(epochs=3), tmp_path / "r", quiet=True, on_epoch_end=press_ctrl_c)
+    assert info.value.epoch == 1 and int(load_npz(tmp_path / "r" / "last.npz")["epoch"]) == 1
+    assert signal.getsignal(signal.SIGINT) is before
