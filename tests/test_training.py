@@ -321,9 +321,12 @@ def test_idx_example_config_trains_on_mnist_format_files(tmp_path):
     assert len(load_npz(tmp_path / "r" / "split.npz")["test"]) == 20
 
 
-def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler(tmp_path):
+def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler(tmp_path, monkeypatch):
     import signal
     before = signal.getsignal(signal.SIGINT)
+    steps = []
+    step = training.Trainer._step
+    monkeypatch.setattr(training.Trainer, "_step", lambda self, *args: steps.append(1) or step(self, *args))
 
     def press_ctrl_c(trainer, record):
         if record["epoch"] == 1:
@@ -332,4 +335,5 @@ def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler(tmp_path):
     with pytest.raises(training.TrainingInterrupted) as info:
         training.run(small_config(epochs=3), tmp_path / "r", quiet=True, on_epoch_end=press_ctrl_c)
     assert info.value.epoch == 1 and int(load_npz(tmp_path / "r" / "last.npz")["epoch"]) == 1
+    assert len(steps) == 21 + 1  # one epoch of 1293 / 64 batches, then the batch the signal waited for
     assert signal.getsignal(signal.SIGINT) is before
