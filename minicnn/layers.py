@@ -115,6 +115,12 @@ class Layer:
     def eval(self) -> "Layer":
         return self.train(False)
 
+    def __getstate__(self) -> dict:
+        """Pickle the layer without what the last forward pass cached for backward (``self._x``,
+        ``self._cols``, masks): a copy sent to a joblib worker carries weights, not activations."""
+        return {key: None if key.startswith("_") and isinstance(value, np.ndarray) else value
+                for key, value in vars(self).items()}
+
     def get_config(self) -> dict:
         """Constructor arguments as JSON-friendly values: ``type(self)(**get_config())`` rebuilds it."""
         return {}

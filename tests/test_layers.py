@@ -297,3 +297,17 @@ def test_bad_constructor_arguments_are_explained(make, pattern):
 def test_backward_before_forward_is_explained():
     with pytest.raises(RuntimeError, match=r"Conv2D.*backward\(\) called before forward\(\)"):
         Conv2D(1, 1, 3).backward(np.zeros((1, 1, 1, 1)))
+
+
+def test_pickled_layer_drops_cached_activations_but_keeps_weights():
+    import pickle
+
+    layer = Conv2D(3, 8, 3, padding=1, rng=0)
+    x = np.ones((64, 3, 16, 16), dtype=np.float32)
+    out = layer.forward(x)
+    clone = pickle.loads(pickle.dumps(layer))
+    assert len(pickle.dumps(layer)) < 20_000  # weights only: no input, no expanded matrix
+    assert np.array_equal(clone.weight.data, layer.weight.data)
+    assert np.array_equal(clone.forward(x), out)
+    with pytest.raises(RuntimeError, match="before forward"):
+        pickle.loads(pickle.dumps(layer)).backward(np.ones_like(out))
