@@ -306,8 +306,9 @@ def test_a_pickled_layer_works_from_read_only_arrays():
     x = rng.standard_normal((2, 2, 5, 5))
     layer.forward(x)
     clone = pickle.loads(pickle.dumps(layer))
-    if clone._cols is not None:
-        clone._cols.flags.writeable = False
+    assert clone._cols is None  # cached activations and scratch are not pickled
+    clone.weight.data.flags.writeable = False  # as when unpickled from a read-only memory map
     grad = rng.standard_normal((2, 3, 5, 5))
+    np.testing.assert_allclose(clone.forward(x), layer.forward(x), rtol=1e-12)
     np.testing.assert_allclose(clone.backward(grad), layer.backward(grad), rtol=1e-12)
     np.testing.assert_allclose(clone.forward(x), layer.forward(x), rtol=1e-12)
