@@ -459,13 +459,15 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, path=None) -> Fi
         return save(fig, path)
     cols = min(len(shown), 8)
     rows = -(-len(shown) // cols)
-    fig = new_figure(1.2 * cols + 0.3, 1.35 * rows + 0.5)
+    # at least ~3 inches wide, so the title fits above a grid of one or two mistakes
+    fig = new_figure(max(1.2 * cols + 0.3, 3.2), 1.35 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, i in zip(axes.flat, shown):
         show_image(ax, images[i], title=f"true {y_true[i]}, pred {y_pred[i]}")
     for ax in axes.flat[len(shown):]:
         ax.remove()
-    fig.suptitle(f"Misclassified: {len(wrong)} of {len(images)} (showing {len(shown)})", fontsize=11)
+    shown_note = "" if len(shown) == len(wrong) else f" (showing {len(shown)})"
+    fig.suptitle(f"Misclassified: {len(wrong)} of {len(images)}{shown_note}", fontsize=11)
     return save(fig, path)
 
 
