@@ -21,7 +21,7 @@ EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Train a minicnn model from a TOML config and write a run directory.",
+        description="Train a minicnn model from a TOML config and write a run directory.",
         epilog="example: python train.py --config configs/digits_fast.toml --set train.epochs=5 --seed 1")
     parser.add_argument("--config", metavar="PATH", help="TOML config (default: configs/digits.toml)")
     parser.add_argument("--set", metavar="KEY.PATH=VALUE", action="append", default=[], dest="overrides",
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last.npz, with its config.toml")
     parser.add_argument("--seed", type=int, metavar="N", help="training seed (same as --set seed=N)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (results are in the run directory)")
     return parser
 
 
