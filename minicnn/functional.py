@@ -528,7 +528,8 @@ def log_softmax(logits: np.ndarray, dtype=None) -> np.ndarray:
     """Numerically stable log-softmax over the last axis: finite for logits of any finite magnitude.
 
     Computed in float64 (the logits matrix is small) as ``shifted - log(sum(exp(shifted)))`` with
-    ``shifted = logits - max``, so exp never overflows; a gap beyond float64's range is clipped to
+    ``shifted = logits - max``, so exp never overflows and the largest term is 1 (the sum's log is
+    taken with log1p of the others); a gap beyond float64's range is clipped to
     its largest finite value.
 
     Parameters
@@ -544,7 +545,12 @@ def log_softmax(logits: np.ndarray, dtype=None) -> np.ndarray:
     with np.errstate(over="ignore"):
         shifted = logits64 - logits64.max(axis=-1, keepdims=True)
     np.maximum(shifted, -np.finfo(np.float64).max, out=shifted)
-    out = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    # log(sum(exp(shifted))) = log1p(sum of the other terms): the largest term is exactly 1, and
+    # log1p keeps full precision when the rest are tiny (a confident prediction's loss of 1e-6
+    # computed as log(1 + 1e-6) would lose 10 of its 16 digits)
+    others = np.exp(shifted)
+    np.put_along_axis(others, shifted.argmax(axis=-1)[..., None], 0.0, axis=-1)
+    out = shifted - np.log1p(others.sum(axis=-1, keepdims=True))
     return out.astype(dtype or logits.dtype, copy=False)
 
 
