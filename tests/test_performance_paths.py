@@ -1,6 +1,6 @@
 """The fast paths of minicnn.functional against the plain im2col path and naive loops.
 
-Every lowering the convolution picks (stride 1 "shifted rows", other strides "windows"), the
+Every lowering the convolution picks (stride 1 "shifted rows", other strides "phases"), the
 batch chunking under a small workspace, the reusable workspace, and the pooling / ReLU fast paths
 give the results of the plain versions, in float32 and float64, forward and backward. No timing
 here: speed is measured by benchmarks/, never asserted by tests.
