@@ -296,7 +296,8 @@ def default_stages(model, conv_index: int | None = None) -> list[int]:
     return stages
 
 
-def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns: int = 16, path=None) -> Figure:
+def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns: int = 16, title=None,
+                      path=None) -> Figure:
     """The input digit and each channel's feature map after chosen layers, aligned with the input.
 
     Parameters
@@ -310,6 +311,8 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
         Show at most this many channels per layer.
     columns : int
         Channels per row; a layer with more channels wraps onto further rows.
+    title : str, optional
+        Names the image (e.g. "test image 0, label 7") at the head of the figure's title.
     path : str or PathLike, optional
 
     Each feature map is drawn over the input pixels it is centred on (:func:`receptive_field_grid`),
@@ -366,7 +369,8 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
             ax.set_title(f"channel {c}", fontsize=7, pad=2)
         fig.colorbar(artist, ax=list(tiles[:shown[stage]]), shrink=0.85, pad=0.01)
     more = "" if all(s == m.shape[0] for s, m in zip(shown, maps)) else f" (first {max_channels} channels)"
-    fig.suptitle(f"Feature maps{more}, each drawn over the input pixels it is centred on", fontsize=11)
+    head = f"Feature maps of {title}" if title else "Feature maps"
+    fig.suptitle(f"{head}{more}: each cell drawn over the input pixels it is centred on", fontsize=11)
     return save(fig, path)
 
 
@@ -520,13 +524,17 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
     if initial is not None:
         plot_filters(initial, in_channel=in_channel, vmax=vmax, title="First-layer kernels at initialization",
                      path=target("filters_init.png"))
+    moved = ""
+    if initial is not None and np.linalg.norm(initial) > 0:
+        moved = f"moved {np.linalg.norm(learned - initial) / np.linalg.norm(initial):.0%} of their norm; "
     plot_filters(learned, in_channel=in_channel, vmax=vmax,
-                 title="First-layer kernels after training (same colour scale as filters_init.png)",
+                 title=f"First-layer kernels after training ({moved}same colour scale as filters_init.png)",
                  path=target("filters_learned.png"))
     if history is not None:
         plot_history(history, path=target("history.png"))
     if X_test is not None and y_test is not None and len(X_test):
-        plot_feature_maps(model, X_test[0], path=target("feature_maps.png"))
+        plot_feature_maps(model, X_test[0], title=f"test image 0 (label {y_test[0]})",
+                          path=target("feature_maps.png"))
         y_pred = model.predict(X_test)
         plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
         plot_mistakes(X_test, y_test, y_pred, path=target("mistakes.png"))
