@@ -65,6 +65,20 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def machine_info(**extra) -> dict:
+    """What the numbers were measured on, for the JSON output of every benchmark script."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "blas": blas_info(), "load_average": load, **extra}
+
+
+def write_json(path, result: dict) -> None:
+    """Write ``result`` to ``path`` (the scripts' ``--json PATH``); nothing when path is None."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
 def timeit(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
     """(best, median) wall time of ``fn()`` in seconds."""
     for _ in range(warmup):
@@ -196,13 +210,10 @@ def main(argv=None) -> dict:
     pool = bench_maxpool(repeats)
     print(f"MaxPool2D(2) forward+backward on {tuple(pool['shape'])}: best {pool['fwd_bwd_best_ms']:.2f} ms "
           f"(forward {pool['forward_best_ms']:.2f} ms)")
-    result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                          "numpy": np.__version__, "blas": blas_info(), "load_average": load},
+    result = {"machine": machine_info(load_average=load),
               "repeats": repeats, "rounds": args.rounds, "matmul_gflops": peak, "matmul_peak_gflops": peak_gflops,
               "shapes": rows, "summary": summary, "maxpool": pool}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result)
     return result
 
 

@@ -12,7 +12,6 @@ sample from batch 16 to 256 (target: flat within 25%).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from minicnn import functional as F  # noqa: E402
 from minicnn.layers import Conv2D  # noqa: E402
 
-from bench_conv import blas_info, cpu_name  # noqa: E402
+from bench_conv import blas_info, cpu_name, machine_info, write_json  # noqa: E402
 
 LIMIT_MB = 128
 
@@ -79,7 +78,7 @@ def main(argv=None) -> dict:
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"workspace limit: {F.get_workspace_limit() / 2**20:.0f} MiB; target: scratch <= {LIMIT_MB} MB\n")
     rows = []
-    print(f"Conv2D(64 -> 128, 3x3, pad 1), float32, forward + backward")
+    print("Conv2D(64 -> 128, 3x3, pad 1), float32, forward + backward")
     header = f"{'N':>4} {'HxW':>6} {'input MB':>9} {'scratch MB':>10} {'fwd+bwd s':>9} {'ms/sample':>9}"
     print(header)
     print("-" * len(header))
@@ -107,12 +106,9 @@ def main(argv=None) -> dict:
     per_sample = [r["us_per_sample"] for r in sweep]
     spread = max(per_sample) / min(per_sample) - 1
     print(f"  slowest / fastest per sample: +{100 * spread:.0f}% (target: within 25%)")
-    result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "numpy": np.__version__, "blas": blas_info()},
-              "workspace_limit_bytes": F.get_workspace_limit(), "conv_64_128": rows,
+    result = {"machine": machine_info(), "workspace_limit_bytes": F.get_workspace_limit(), "conv_64_128": rows,
               "mnist2_per_sample": sweep, "mnist2_spread": spread}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result)
     return result
 
 

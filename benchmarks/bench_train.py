@@ -34,7 +34,7 @@ from minicnn.losses import SoftmaxCrossEntropy  # noqa: E402
 from minicnn.model import Sequential  # noqa: E402
 from minicnn.optim import Adam  # noqa: E402
 
-from bench_conv import blas_info, cpu_name  # noqa: E402
+from bench_conv import blas_info, cpu_name, machine_info, write_json  # noqa: E402
 
 TORCH_EPOCH_S = 0.070
 CONFIG_TARGET_S = 20.0
@@ -92,10 +92,6 @@ def bench_small_cnn(epochs: int) -> dict:
 
 def bench_config(config: Path) -> dict | None:
     """Wall time of ``train.py --config <config> --quiet`` and the training time it reports."""
-    try:
-        import minicnn.training  # noqa: F401
-    except ImportError:
-        return None
     if not config.exists() or not (ROOT / "train.py").exists():
         return None
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,12 +134,8 @@ def main(argv=None) -> dict:
         print(f"\n{config['config']} via train.py --quiet: {config['wall_s']:.1f} s in all "
               f"(target < {CONFIG_TARGET_S:.0f} s), {config['train_s']:.1f} s training, {config['epochs']} epochs "
               f"({config['epoch_median_s']:.2f} s median), test accuracy {config['test_accuracy']:.4f}")
-    result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "numpy": np.__version__, "blas": blas_info(),
-                          "load_average": os.getloadavg()},
-              "small_cnn": small, "torch_epoch_s": TORCH_EPOCH_S, "config": config}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    result = {"machine": machine_info(), "small_cnn": small, "torch_epoch_s": TORCH_EPOCH_S, "config": config}
+    write_json(args.json, result)
     return result
 
 
