@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from minicnn.functional import conv_output_size
-from minicnn.kernels import conv_from_kernel, kernel as classic_kernel
+from minicnn.kernels import kernel as classic_kernel
 from minicnn.layers import Conv2D
 
 STRIDES = (1, 2, 3)

@@ -1,7 +1,6 @@
 """Forward passes against independent oracles: scipy's correlate2d / convolve2d and naive loops."""
 
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.signal import convolve2d, correlate2d
 
