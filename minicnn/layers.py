@@ -62,6 +62,12 @@ def _check_dtype(dtype) -> np.dtype:
     return dtype
 
 
+def _positive_int(value, name: str, owner: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def _positive_pair(value, name: str, owner: str, minimum: int = 1) -> tuple[int, int]:
     try:
         pair = F._pair(value, name)
@@ -181,10 +187,8 @@ class Conv2D(Layer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  bias: bool = True, dtype=np.float32, rng=None, init: str = "he"):
         name = f"Conv2D(in_channels={in_channels}, out_channels={out_channels})"
-        for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: {label} must be a positive int, got {value!r}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.in_channels = _positive_int(in_channels, "in_channels", name)
+        self.out_channels = _positive_int(out_channels, "out_channels", name)
         self.kernel_size = _positive_pair(kernel_size, "kernel_size", name)
         self.stride = _positive_pair(stride, "stride", name)
         self.dilation = _positive_pair(dilation, "dilation", name)
@@ -308,10 +312,8 @@ class Dense(Layer):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32, rng=None,
                  init: str = "he"):
         name = f"Dense(in_features={in_features}, out_features={out_features})"
-        for label, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: {label} must be a positive int, got {value!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = _positive_int(in_features, "in_features", name)
+        self.out_features = _positive_int(out_features, "out_features", name)
         self.dtype = _check_dtype(dtype)
         self.init = init
         rng = as_generator(rng)
@@ -564,9 +566,7 @@ class BatchNorm2D(Layer):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32):
-        if not isinstance(num_features, (int, np.integer)) or num_features < 1:
-            raise ValueError(f"BatchNorm2D: num_features must be a positive int, got {num_features!r}")
-        self.num_features = int(num_features)
+        self.num_features = _positive_int(num_features, "num_features", "BatchNorm2D")
         self.eps, self.momentum = float(eps), float(momentum)
         self.dtype = _check_dtype(dtype)
         self.weight = Parameter(np.ones(num_features, dtype=self.dtype))
