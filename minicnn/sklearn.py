@@ -256,11 +256,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"CNNClassifier.partial_fit: y holds labels {unknown.tolist()} that are not in "
                              f"classes_ {self.classes_.tolist()}")
         trainer = self._trainer
-        # one more epoch of the same loop: raise the epoch budget by one; no validation data is given,
-        # so the current weights (not an earlier best) are kept at the end
-        trainer.config = dataclasses.replace(trainer.config, epochs=trainer.epoch + 1)
-        trainer.best_state, trainer.stopped_early = None, False
-        trainer.fit(self._standardized(X), np.searchsorted(self.classes_, y), progress=bool(self.verbose))
+        trainer.train_more(self._standardized(X), np.searchsorted(self.classes_, y), epochs=1,
+                           progress=bool(self.verbose))
         self._set_fitted(trainer)
         return self
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import difflib
 import inspect
 import io
@@ -312,6 +313,14 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return self.history
+
+    def train_more(self, X_train, y_train, epochs: int = 1, progress: bool = False):
+        """Train ``epochs`` more epochs on ``(X_train, y_train)`` from the current weights and optimizer
+        state, after a finished :meth:`fit` too (the epoch budget rises, early stopping is reset). No
+        validation data: the weights at the end are kept. Returns the history."""
+        self.config = dataclasses.replace(self.config, epochs=self.epoch + epochs)
+        self.best_state, self.stopped_early = None, False
+        return self.fit(X_train, y_train, progress=progress)
 
     def _track_best(self, record: dict, has_val: bool) -> None:
         if not has_val:
