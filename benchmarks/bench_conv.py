@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from minicnn.layers import Conv2D, MaxPool2D  # noqa: E402
+from minicnn.nn.layers import Conv2D, MaxPool2D  # noqa: E402
 
 #: name, (N, C_in, C_out, H=W, kernel, stride, pad), PyTorch forward ms, PyTorch forward+backward ms.
 #: Where PyTorch's own algorithm choice varied between runs the table gives two values; the

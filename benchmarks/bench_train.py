@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from minicnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU  # noqa: E402
-from minicnn.losses import SoftmaxCrossEntropy  # noqa: E402
-from minicnn.model import Sequential  # noqa: E402
-from minicnn.optim import Adam  # noqa: E402
+from minicnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU  # noqa: E402
+from minicnn.nn.losses import SoftmaxCrossEntropy  # noqa: E402
+from minicnn.nn.model import Sequential  # noqa: E402
+from minicnn.nn.optim import Adam  # noqa: E402
 
 from bench_conv import blas_info, cpu_name, machine_info, write_json  # noqa: E402
 
@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
           f"(accuracy {small['test_accuracy']:.3f} after {small['epochs_timed'] + 1} epochs)")
     config = None if args.skip_config else bench_config(Path(args.config))
     if config is None and not args.skip_config:
-        print(f"\n{args.config}: skipped (no configs/digits.toml or minicnn.training)")
+        print(f"\n{args.config}: skipped (no configs/digits.toml or minicnn.train.trainer)")
     elif config is not None and "error" in config:
         print(f"\n{args.config}: failed after {config['wall_s']:.1f} s: {config['error'][0]}")
     elif config is not None:

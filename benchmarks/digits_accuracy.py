@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # works from a clone without installing
 
-from minicnn.model import load_npz  # noqa: E402
+from minicnn.io import load_npz  # noqa: E402
 
 
 def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figures: bool) -> dict:

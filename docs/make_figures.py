@@ -62,9 +62,9 @@ def convolve_by_definition(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 def correlation_figure(path) -> dict:
     """Conv2D (cross-correlation) with the flipped kernel equals true convolution with the kernel."""
-    from minicnn.gallery import load_digit
-    from minicnn.kernels import conv_from_kernel
-    from minicnn.viz import KERNEL_CMAP, new_figure, save, show_image, symmetric_limit
+    from minicnn.see.gallery import load_digit
+    from minicnn.see.filters import conv_from_kernel
+    from minicnn.see.plots import KERNEL_CMAP, new_figure, save, show_image, symmetric_limit
 
     image = load_digit(0)
     kernel = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, -2.0]])  # no symmetry: the flip shows
@@ -109,16 +109,16 @@ def correlation_figure(path) -> dict:
 
 def digits_model(run_dir, config: str = "digits.toml"):
     """(trained model, initial model, X_test, y_test) for configs/<config>, seed 0 (or a finished run)."""
-    from minicnn.model import Sequential
+    from minicnn.nn.model import Sequential
 
     if run_dir is not None:
-        from minicnn.inspect import load_test_split
+        from minicnn.see.inspect import load_test_split
 
         X_test, y_test = load_test_split(run_dir)
         return (Sequential.load(Path(run_dir) / "model.npz"), Sequential.load(Path(run_dir) / "init.npz"),
                 X_test, y_test)
-    from minicnn.config import load_config
-    from minicnn.training import prepare
+    from minicnn.train.config import load_config
+    from minicnn.train.trainer import prepare
 
     dataset, model, trainer = prepare(load_config(REPO / "configs" / config))
     initial = Sequential.from_architecture(model.architecture())
@@ -148,8 +148,8 @@ def main(argv=None) -> int:
         for what, value in correlation_figure(out("correlation")).items():
             print(f"  {what}: {value:.3g}")
     if "gallery" in wanted:
-        from minicnn.gallery import plot_gallery
-        from minicnn.viz import save
+        from minicnn.see.gallery import plot_gallery
+        from minicnn.see.plots import save
         save(plot_gallery(), out("gallery"), dpi=DPI)
     if wanted & {"filters", "feature_maps", "filter_ablation"}:
         from minicnn import viz
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         conv = experiment("filter_ablation").first_conv(model)
         first = model.layers.index(conv)
         if "filters" in wanted:
-            from minicnn.kernels import most_similar
+            from minicnn.see.filters import most_similar
             cosines = [most_similar(w[0])[1] for w in conv.weight.data]
             moved = np.linalg.norm(conv.weight.data - initial.layers[first].weight.data) / np.linalg.norm(
                 initial.layers[first].weight.data)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minicnn.kernels import most_similar
-from minicnn.layers import Conv2D
+from minicnn.see.filters import most_similar
+from minicnn.nn.layers import Conv2D
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,8 +68,8 @@ def ablate(model, X, y, layer: Conv2D | None = None) -> dict:
 
 def trained_model(config_path, seed: int = 0, overrides=()):
     """Train the config's model with the one training loop; return (model, X_test, y_test)."""
-    from minicnn.config import load_config, replace
-    from minicnn.training import prepare
+    from minicnn.train.config import load_config, replace
+    from minicnn.train.trainer import prepare
 
     cfg = replace(load_config(config_path, overrides), seed=seed)
     dataset, model, trainer = prepare(cfg)
@@ -79,8 +79,8 @@ def trained_model(config_path, seed: int = 0, overrides=()):
 
 def from_run(run_dir):
     """The model of a finished run and the test split it was scored on."""
-    from minicnn.inspect import load_test_split
-    from minicnn.model import Sequential
+    from minicnn.see.inspect import load_test_split
+    from minicnn.nn.model import Sequential
 
     X_test, y_test = load_test_split(run_dir)
     return Sequential.load(os.path.join(run_dir, "model.npz")), X_test, y_test
@@ -88,7 +88,7 @@ def from_run(run_dir):
 
 def plot(result: dict, weights: np.ndarray, n_test: int, path=None):
     """Bars: accuracy drop per filter (percentage points). Below: the most important kernels."""
-    from minicnn.viz import KERNEL_CMAP, new_figure, save, symmetric_limit
+    from minicnn.see.plots import KERNEL_CMAP, new_figure, save, symmetric_limit
 
     drops = 100 * result["drops"]
     order = np.argsort(-drops)

@@ -18,10 +18,10 @@ import sys
 
 import numpy as np
 
-from minicnn.kernels import cosine_similarity, kernel as classic_kernel
-from minicnn.layers import Conv2D
-from minicnn.losses import MSELoss
-from minicnn.optim import Adam, CosineLR
+from minicnn.see.filters import cosine_similarity, kernel as classic_kernel
+from minicnn.nn.layers import Conv2D
+from minicnn.nn.losses import MSELoss
+from minicnn.nn.optim import Adam, CosineLR
 
 COSINE_THRESHOLD, BIAS_TOLERANCE = 0.999, 0.01
 
@@ -91,7 +91,7 @@ def run(n_images: int | None = 500, steps: int = 400, seed: int = 0) -> dict[str
 
 def plot(results: dict[str, dict], path=None):
     """Rows: one per kernel; columns: the kernel at a few steps, the target, and cosine per step."""
-    from minicnn.viz import KERNEL_CMAP, new_figure, save, symmetric_limit
+    from minicnn.see.plots import KERNEL_CMAP, new_figure, save, symmetric_limit
 
     steps = len(next(iter(results.values()))["losses"])
     moments = sorted({0, 5, 20, 60, steps // 4, steps})

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minicnn.config import load_config, replace
+from minicnn.train.config import load_config, replace
 from minicnn.data import load_dataset
-from minicnn.layers import Conv2D
-from minicnn.training import prepare
+from minicnn.nn.layers import Conv2D
+from minicnn.train.trainer import prepare
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"learned": "all kernels learned (default)",
@@ -95,7 +95,7 @@ def table(results: dict[str, list[dict]]) -> str:
 
 
 def plot(results: dict[str, list[dict]], path=None):
-    from minicnn.viz import new_figure, save
+    from minicnn.see.plots import new_figure, save
 
     fig = new_figure(6.0, 3.4)
     ax = fig.subplots()

@@ -16,9 +16,9 @@ import sys
 
 import numpy as np
 
-from minicnn.functional import conv_output_size
-from minicnn.kernels import kernel as classic_kernel
-from minicnn.layers import Conv2D
+from minicnn.nn.functional import conv_output_size
+from minicnn.see.filters import kernel as classic_kernel
+from minicnn.nn.layers import Conv2D
 
 STRIDES = (1, 2, 3)
 
@@ -57,7 +57,7 @@ def plot(image: np.ndarray, kernel: np.ndarray, results: list[dict], path=None):
     stride-1 map with the positions each stride keeps outlined and the others faded."""
     from matplotlib.patches import Rectangle
 
-    from minicnn.viz import KERNEL_CMAP, new_figure, save, show_image, symmetric_limit
+    from minicnn.see.plots import KERNEL_CMAP, new_figure, save, show_image, symmetric_limit
 
     full = results[0]["map"]
     vmax = symmetric_limit(full)

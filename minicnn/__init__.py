@@ -1,20 +1,23 @@
 """minicnn: a convolutional neural network framework written from scratch on NumPy.
 
-Layers live in :mod:`minicnn.layers`, losses in :mod:`minicnn.losses`, the model in
-:mod:`minicnn.model`, optimizers in :mod:`minicnn.optim`, and the numerical gradient checker in
-:mod:`minicnn.gradcheck`. The stateless math they share is in :mod:`minicnn.functional`.
+The package is in parts, and imports flow one way (nn <- data <- train; see reads models and data):
+
+- :mod:`minicnn.nn`: the framework (layers, losses, ``Sequential``, optimizers, gradient checks);
+- :mod:`minicnn.data`: data sets, splits, standardization, augmentation;
+- :mod:`minicnn.train`: configs, the training loop, the run directory;
+- :mod:`minicnn.see`: figures, classic filters, the gallery, inspect;
+- :mod:`minicnn.io`: safe ``.npz`` reading and atomic writes; :mod:`minicnn.sklearn`: the estimator;
+- commands: :mod:`minicnn.cli` (``train.py``), :mod:`minicnn.inspect`, :mod:`minicnn.gallery`.
+
+The common names are importable from here: ``from minicnn import Conv2D, Sequential, Adam``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .parameter import Parameter  # noqa: E402
-from .layers import (  # noqa: E402
-    AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU, MaxPool2D, ReLU,
-    Sigmoid, Tanh,
+from .nn import (  # noqa: E402
+    AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU, MaxPool2D, MSELoss,
+    Parameter, ReLU, Sequential, SGD, Adam, AdamW, Sigmoid, SoftmaxCrossEntropy, Tanh,
 )
-from .losses import MSELoss, SoftmaxCrossEntropy  # noqa: E402
-from .model import Sequential  # noqa: E402
-from .optim import SGD, Adam, AdamW  # noqa: E402
 
 __all__ = ["Parameter", "Conv2D", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "MaxPool2D", "AvgPool2D",
            "GlobalAvgPool2D", "Flatten", "Dropout", "BatchNorm2D", "SoftmaxCrossEntropy", "MSELoss",

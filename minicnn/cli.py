@@ -1,4 +1,4 @@
-"""Command line: ``python train.py`` (or the ``minicnn-train`` console script).
+"""Command: ``python train.py`` (or ``minicnn-train``): train from a config, then draw the figures.
 
 Exit codes: 0 done; 2 bad config, missing file or bad data (one line on stderr); 3 the loss
 diverged (NaN or inf); 130 interrupted with Ctrl-C (the checkpoint of the last completed epoch is
@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, load_config
 from .data import DataError
+from .train.config import ConfigError, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.toml"
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
@@ -48,12 +48,22 @@ def _error(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def _figure_writer(figures, quiet: bool):
+    """The step that draws a finished run's figures (:func:`minicnn.see.plots.write_run_figures`)."""
+    def draw(run_dir, model, history, dataset):
+        from .nn.model import Sequential
+        from .see.plots import write_run_figures  # matplotlib only once training is done
+        write_run_figures(run_dir, model=model, init_model=Sequential.load(run_dir / "init.npz"),
+                          history=history, X_test=dataset.X_test, y_test=dataset.y_test, figures=figures)
+    return draw
+
+
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
     args = build_parser().parse_args(argv)
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     try:
-        from . import training  # imported here so --help answers at once
+        from .train import trainer as training  # imported here so --help answers at once
         if args.resume:
             if args.config or args.out:
                 return _error("--resume RUN_DIR uses RUN_DIR's config.toml and writes into RUN_DIR; "
@@ -66,7 +76,8 @@ def main(argv=None) -> int:
             config_path = args.config or DEFAULT_CONFIG
             cfg = load_config(config_path, overrides)
             run_dir = Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
-        training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
+        figures = _figure_writer(cfg.output.figures, args.quiet) if cfg.output.figures else None
+        training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, finish=figures)
     except (ConfigError, DataError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
         return _error(str(exc))
     except training.DivergedError as exc:

@@ -18,8 +18,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import data as data_mod
-from .config import AugmentConfig, Config, ConfigError, TrainConfig, load_config
-from .training import Trainer, build_model, seed_generators
+from .train.config import AugmentConfig, Config, ConfigError, TrainConfig, load_config
+from .train.trainer import Trainer, build_model, seed_generators
 
 #: Marks "no y given" (None is a y value: fit(X, None) must fail with scikit-learn's message).
 _NO_Y = object()

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicnn.model import Sequential, load_npz
+from minicnn.io import load_npz
+from minicnn.nn.model import Sequential
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = str(ROOT / "configs" / "digits_fast.toml")

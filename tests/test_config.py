@@ -1,11 +1,11 @@
-"""minicnn.config: TOML -> frozen dataclasses, validation messages, --set overrides, writing TOML."""
+"""minicnn.train.config: TOML -> frozen dataclasses, validation messages, --set overrides, writing TOML."""
 
 import dataclasses
 from pathlib import Path
 
 import pytest
 
-from minicnn.config import (Config, ConfigError, TrainConfig, apply_override, from_dict, load_config, to_toml)
+from minicnn.train.config import (Config, ConfigError, TrainConfig, apply_override, from_dict, load_config, to_toml)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

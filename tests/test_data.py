@@ -8,7 +8,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from minicnn import data
-from minicnn.config import AugmentConfig, DataConfig
+from minicnn.train.config import AugmentConfig, DataConfig
 from minicnn.data import DataError
 
 

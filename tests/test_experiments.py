@@ -70,8 +70,8 @@ def test_stride_sizes_follow_the_formula_and_maps_are_subsampled(tmp_path):
 
 @pytest.mark.parametrize("size, kernel, padding, s, expected", [(8, 3, 0, 2, 3), (7, 5, 2, 3, 3), (28, 3, 1, 2, 14)])
 def test_stride_formula_agrees_with_conv2d_for_other_sizes(size, kernel, padding, s, expected):
-    from minicnn.functional import conv_output_size
-    from minicnn.layers import Conv2D
+    from minicnn.nn.functional import conv_output_size
+    from minicnn.nn.layers import Conv2D
 
     layer = Conv2D(1, 1, kernel, stride=s, padding=padding, rng=0)
     out = layer.forward(np.zeros((1, 1, size, size), np.float32))
@@ -83,7 +83,7 @@ REPO = EXPERIMENTS.parent
 
 
 def test_frozen_variant_marks_conv_tables_untrainable_and_keeps_the_rest():
-    from minicnn.config import load_config
+    from minicnn.train.config import load_config
 
     lvf = load("learned_vs_frozen")
     cfg = load_config(REPO / "configs" / "digits.toml")

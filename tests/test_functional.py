@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from scipy.signal import convolve2d, correlate2d
 
-from minicnn import functional as F
-from minicnn.layers import AvgPool2D, Conv2D, MaxPool2D
+from minicnn.nn import functional as F
+from minicnn.nn.layers import AvgPool2D, Conv2D, MaxPool2D
 
 
 def scipy_conv_layer(x, weight, bias, stride, padding):

@@ -6,10 +6,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from minicnn import inspect as mc_inspect
+from minicnn.see import inspect as mc_inspect
 from minicnn.cli import main as train_main
-from minicnn.kernels import kernel
-from minicnn.layers import Conv2D
+from minicnn.see.filters import kernel
+from minicnn.nn.layers import Conv2D
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def test_inspect_prints_summary_and_one_row_per_kernel_and_writes_figures(run_di
 
 
 def test_inspect_table_values_match_the_saved_kernels(run_dir):
-    from minicnn.model import Sequential
+    from minicnn.nn.model import Sequential
 
     conv = Sequential.load(run_dir / "model.npz").layers[0]
     rows = mc_inspect.kernel_table(conv)
@@ -63,7 +63,7 @@ def test_kernel_table_names_a_hand_set_sobel_filter():
 
 
 def test_inspect_the_test_images_are_the_runs_test_split(run_dir):
-    from minicnn.config import load_config
+    from minicnn.train.config import load_config
     from minicnn.data import load_dataset
 
     X, y = mc_inspect.load_test_split(run_dir)

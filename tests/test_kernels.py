@@ -1,10 +1,10 @@
-"""Tests for minicnn.kernels: the classic filters, their Conv2D, and the similarity search."""
+"""Tests for minicnn.see.filters: the classic filters, their Conv2D, and the similarity search."""
 
 import numpy as np
 import pytest
 
-from minicnn import kernels
-from minicnn.layers import Conv2D
+from minicnn.see import filters as kernels
+from minicnn.nn.layers import Conv2D
 
 
 def reference_correlate(image, kernel):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minicnn.gradcheck import check_layer
-from minicnn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
+from minicnn.nn.gradcheck import check_layer
+from minicnn.nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
                             MaxPool2D, ReLU, Sigmoid, Tanh)
 
 TOL = 1e-6

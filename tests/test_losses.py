@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from minicnn.gradcheck import check_loss
-from minicnn.losses import MSELoss, SoftmaxCrossEntropy
+from minicnn.nn.gradcheck import check_loss
+from minicnn.nn.losses import MSELoss, SoftmaxCrossEntropy
 
 
 @settings(max_examples=30, deadline=None)

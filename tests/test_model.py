@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from minicnn.gradcheck import check_layer
-from minicnn.layers import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU, MaxPool2D,
+from minicnn.nn.gradcheck import check_layer
+from minicnn.nn.layers import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU, MaxPool2D,
                             ReLU, Tanh)
-from minicnn.losses import SoftmaxCrossEntropy
-from minicnn.model import Sequential
-from minicnn.optim import Adam
+from minicnn.nn.losses import SoftmaxCrossEntropy
+from minicnn.nn.model import Sequential
+from minicnn.nn.optim import Adam
 
 
 def small_cnn(dtype=np.float32, seed=0):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from minicnn.optim import SGD, Adam, AdamW, CosineLR, StepLR, clip_grad_norm
-from minicnn.parameter import Parameter
+from minicnn.nn.optim import SGD, Adam, AdamW, CosineLR, StepLR, clip_grad_norm
+from minicnn.nn.parameter import Parameter
 
 
 def quadratic_param(seed=0):

@@ -1,4 +1,4 @@
-"""The fast paths of minicnn.functional against the plain im2col path and naive loops.
+"""The fast paths of minicnn.nn.functional against the plain im2col path and naive loops.
 
 Every lowering the convolution picks (stride 1 "shifted rows", other strides "phases"), the
 batch chunking under a small workspace, the reusable workspace, and the pooling / ReLU fast paths
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minicnn import functional as F
-from minicnn.gradcheck import check_layer
-from minicnn.layers import Conv2D, MaxPool2D, ReLU
+from minicnn.nn import _lowering
+from minicnn.nn import functional as F
+from minicnn.nn.gradcheck import check_layer
+from minicnn.nn.layers import Conv2D, MaxPool2D, ReLU
 
 
 # --- the plain path: im2col per sample, one product per sample, col2im ---------------------------
@@ -90,12 +91,12 @@ def case_arrays(case, dtype, seed=0):
 def test_conv_forward_matches_the_plain_im2col_path_and_naive_loops(case, dtype):
     stride, padding, dilation = case[6:]
     x, weight, bias = case_arrays(case, dtype)
-    out = F.conv2d(x, weight, bias, stride, padding, dilation)
+    out = _lowering.conv2d(x, weight, bias, stride, padding, dilation)
     assert out.dtype == dtype and out.flags.c_contiguous
     np.testing.assert_allclose(out, plain_conv(x, weight, bias, stride, padding, dilation), **TOL[dtype])
     np.testing.assert_allclose(out, naive_conv(x.astype(np.float64), weight.astype(np.float64), bias,
                                                stride, padding, dilation), **TOL[dtype])
-    np.testing.assert_allclose(F.conv2d(x, weight, None, stride, padding, dilation),
+    np.testing.assert_allclose(_lowering.conv2d(x, weight, None, stride, padding, dilation),
                                plain_conv(x, weight, None, stride, padding, dilation), **TOL[dtype])
 
 
@@ -104,11 +105,11 @@ def test_conv_forward_matches_the_plain_im2col_path_and_naive_loops(case, dtype)
 def test_conv_backward_matches_the_plain_im2col_path(case, dtype):
     stride, padding, dilation = case[6:]
     x, weight, bias = case_arrays(case, dtype)
-    out, cols = F.conv2d(x, weight, bias, stride, padding, dilation, keep_cols=True)
+    out, cols = _lowering.conv2d(x, weight, bias, stride, padding, dilation, keep_cols=True)
     grad = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
     expected = plain_conv_backward(grad, x, weight, stride, padding, dilation)
     for given_cols in (cols, None):   # the kept expansion, and one rebuilt by the backward pass
-        got = F.conv2d_backward(grad, x, weight, stride, padding, dilation, cols=given_cols)
+        got = _lowering.conv2d_backward(grad, x, weight, stride, padding, dilation, cols=given_cols)
         for ours, theirs in zip(got, expected):
             assert ours.dtype == dtype
             np.testing.assert_allclose(ours, theirs, **TOL[dtype])
@@ -125,10 +126,10 @@ def test_conv_matches_the_plain_path_for_random_shapes(n, c_in, c_out, kh, kw, s
     weight = rng.standard_normal((c_out, c_in, kh, kw))
     bias = rng.standard_normal(c_out)
     args = ((sh, sw), ((pad, pad), (pad, pad)), (dil, dil))
-    out = F.conv2d(x, weight, bias, *args)
+    out = _lowering.conv2d(x, weight, bias, *args)
     np.testing.assert_allclose(out, plain_conv(x, weight, bias, *args), rtol=1e-10, atol=1e-10)
     grad = rng.standard_normal(out.shape)
-    for ours, theirs in zip(F.conv2d_backward(grad, x, weight, *args), plain_conv_backward(grad, x, weight, *args)):
+    for ours, theirs in zip(_lowering.conv2d_backward(grad, x, weight, *args), plain_conv_backward(grad, x, weight, *args)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
@@ -147,16 +148,16 @@ def test_conv_layer_passes_the_numerical_gradient_check_on_both_lowerings(kwargs
 def test_chunked_batches_give_the_unchunked_results(stride, dtype):
     x, weight, bias = case_arrays((7, 3, 4, 9, 8, (3, 3)), dtype)
     args = (stride, ((1, 1), (1, 1)), (1, 1))
-    whole, cols = F.conv2d(x, weight, bias, *args, keep_cols=True)
+    whole, cols = _lowering.conv2d(x, weight, bias, *args, keep_cols=True)
     assert cols is not None
     tiny = 1   # below one sample's scratch: every sample is its own chunk
-    chunked, no_cols = F.conv2d(x, weight, bias, *args, workspace_bytes=tiny, keep_cols=True)
+    chunked, no_cols = _lowering.conv2d(x, weight, bias, *args, workspace_bytes=tiny, keep_cols=True)
     assert no_cols is None
     np.testing.assert_allclose(chunked, whole, **TOL[dtype])
     grad = np.random.default_rng(2).standard_normal(whole.shape).astype(dtype)
-    expected = F.conv2d_backward(grad, x, weight, *args, cols=cols)
+    expected = _lowering.conv2d_backward(grad, x, weight, *args, cols=cols)
     for workspace_bytes in (tiny, 3 * 2**10):   # 1 sample per chunk; a few samples per chunk
-        got = F.conv2d_backward(grad, x, weight, *args, workspace_bytes=workspace_bytes)
+        got = _lowering.conv2d_backward(grad, x, weight, *args, workspace_bytes=workspace_bytes)
         for ours, theirs in zip(got, expected):
             np.testing.assert_allclose(ours, theirs, **TOL[dtype])
 
@@ -170,15 +171,15 @@ def test_the_workspace_limit_is_configurable_per_layer_and_globally():
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-6, atol=1e-6)
     assert layer._cols is None       # chunked: rebuilt by backward
     layer.workspace_bytes = None
-    saved = F.get_workspace_limit()
+    saved = _lowering.get_workspace_limit()
     try:
-        F.set_workspace_limit(1)
+        _lowering.set_workspace_limit(1)
         layer.forward(x)
         assert layer._cols is None
     finally:
-        F.set_workspace_limit(saved)
+        _lowering.set_workspace_limit(saved)
     with pytest.raises(ValueError, match="positive number of bytes"):
-        F.set_workspace_limit(0)
+        _lowering.set_workspace_limit(0)
 
 
 def test_backward_twice_and_reused_workspaces_give_the_same_gradients():

@@ -1,4 +1,4 @@
-"""minicnn.training: build_model, the Trainer, runs, checkpoints, resume, divergence."""
+"""minicnn.train.trainer: build_model, the Trainer, runs, checkpoints, resume, divergence."""
 
 import json
 import os
@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minicnn import training
-from minicnn.config import ConfigError, TrainConfig, from_dict
-from minicnn.layers import BatchNorm2D, Conv2D, Dense, Dropout
-from minicnn.model import Sequential, load_npz, save_npz_atomic
+from minicnn.train import trainer as training
+from minicnn.train.config import ConfigError, TrainConfig, from_dict
+from minicnn.nn.layers import BatchNorm2D, Conv2D, Dense, Dropout
+from minicnn.io import load_npz, save_npz_atomic
+from minicnn.nn.model import Sequential
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -206,7 +207,7 @@ def test_two_runs_with_one_seed_give_identical_weights(tmp_path, monkeypatch):
 
 
 def _raw(cfg):
-    from minicnn.config import to_dict
+    from minicnn.train.config import to_dict
     return to_dict(cfg)
 
 
@@ -245,7 +246,7 @@ def test_run_directory_contents_and_metrics(tmp_path):
     assert (run_dir / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_accuracy")
     model = Sequential.load(run_dir / "model.npz")
     assert model.forward(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)
-    from minicnn.config import load_config
+    from minicnn.train.config import load_config
     assert load_config(run_dir / "config.toml") == cfg
     assert len(load_npz(run_dir / "split.npz")["test"]) == 360
 
@@ -302,7 +303,7 @@ def test_last_layer_must_match_the_number_of_classes(tmp_path):
 
 
 def test_idx_example_config_trains_on_mnist_format_files(tmp_path):
-    from minicnn.config import load_config
+    from minicnn.train.config import load_config
     from minicnn.data import write_idx
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 50), ("t10k", 20)):

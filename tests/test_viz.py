@@ -1,4 +1,4 @@
-"""Tests for minicnn.viz: every plot returns a Figure with the expected Axes and saves a real PNG."""
+"""Tests for minicnn.see.plots: every plot returns a Figure with the expected Axes and saves a real PNG."""
 
 import sys
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from minicnn import viz
-from minicnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
-from minicnn.model import Sequential
+from minicnn.see import plots as viz
+from minicnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from minicnn.nn.model import Sequential
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -35,7 +35,7 @@ def test_viz_never_imports_pyplot(tmp_path):
     # the object API needs no pyplot; drawing and saving every figure must not import it (so the
     # user's backend is never chosen or changed for them)
     import subprocess
-    code = ("import sys, numpy as np, minicnn.viz as viz; from test_viz import small_model; "
+    code = ("import sys, numpy as np, minicnn.see.plots as viz; from test_viz import small_model; "
             "rng = np.random.default_rng(0); X = rng.random((12, 1, 8, 8)).astype(np.float32); "
             "y = rng.integers(0, 10, 12); h = [{'epoch': 1, 'train_loss': 1.0}]; "
             f"viz.write_run_figures({str(tmp_path)!r}, small_model(), small_model(1), h, X, y); "

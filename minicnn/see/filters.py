@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import Conv2D
+from ..nn.layers import Conv2D
 
 #: The 3x3 spatial kernels, as cross-correlation weights, by the name a photo editor gives them.
 KERNELS: dict[str, np.ndarray] = {

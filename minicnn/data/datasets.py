@@ -98,7 +98,7 @@ def write_idx(path, array: np.ndarray) -> None:
 
 def read_npz_xy(path) -> tuple[np.ndarray, np.ndarray]:
     """Arrays ``X`` and ``y`` from a ``.npz`` file (never unpickled)."""
-    from .model import load_npz
+    from ..io import load_npz
     path = os.fspath(path)
     try:
         arrays = load_npz(path)

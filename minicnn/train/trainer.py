@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as data_mod
+from .. import data as data_mod
+from ..io import load_npz, save_npz_atomic, write_text_atomic
+from ..nn.layers import LAYERS, Dense, Dropout, as_generator
+from ..nn.losses import SoftmaxCrossEntropy
+from ..nn.model import Sequential
+from ..nn.optim import OPTIMIZERS, ConstantLR, CosineLR, StepLR, clip_grad_norm
 from .config import AugmentConfig, Config, ConfigError, TrainConfig, to_toml
-from .layers import LAYERS, Dense, Dropout, as_generator
-from .losses import SoftmaxCrossEntropy
-from .model import Sequential, load_npz, save_npz_atomic
-from .optim import OPTIMIZERS, ConstantLR, CosineLR, StepLR, clip_grad_norm
 
 #: Constructor arguments inferred from the incoming shape; a spec may give them only if they agree.
 _INFERRED = {"Conv2D": "in_channels", "Dense": "in_features", "BatchNorm2D": "num_features"}
@@ -444,22 +445,15 @@ def prepare(cfg: Config, dataset=None):
     return dataset, model, trainer
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename, so it is never left half written."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_metrics(run_dir: Path, history: list[dict], extra: dict) -> None:
     """``metrics.json`` (``extra`` at the top level, then the history) and ``metrics.csv``."""
-    _write_text_atomic(run_dir / "metrics.json", json.dumps({**extra, "history": history}, indent=2) + "\n")
+    write_text_atomic(run_dir / "metrics.json", json.dumps({**extra, "history": history}, indent=2) + "\n")
     columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in history)
-    _write_text_atomic(run_dir / "metrics.csv", table.getvalue())
+    write_text_atomic(run_dir / "metrics.csv", table.getvalue())
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -467,14 +461,16 @@ def _say(quiet: bool, text: str) -> None:
         print(text, flush=True)
 
 
-def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoch_end=None) -> dict:
+def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoch_end=None,
+        finish=None) -> dict:
     """Train the model a config describes, writing everything into ``run_dir``.
 
     The run directory holds ``config.toml`` (the resolved config), ``split.npz`` (the split indices
     and standardization), ``init.npz`` (initial weights), ``last.npz`` (the checkpoint after the last
     completed epoch: weights, optimizer, schedule, RNG states, history), ``model.npz`` (best
-    validation weights, loadable with ``Sequential.load``), ``metrics.json`` / ``metrics.csv`` and
-    the figures of :mod:`minicnn.viz`.
+    validation weights, loadable with ``Sequential.load``) and ``metrics.json`` / ``metrics.csv``.
+    ``finish(run_dir, model, history, dataset)``, when given, runs after the test evaluation (the
+    ``train.py`` command draws the figures there; training itself never imports plotting).
 
     With ``resume=True`` training continues from ``run_dir / 'last.npz'``. ``on_epoch_end(trainer,
     record)`` runs after each epoch's checkpoint is written. Returns the metrics dict (as in
@@ -494,10 +490,10 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
         except ValueError as exc:
             raise ValueError(f"cannot resume from {checkpoint}: {exc}") from None
         _say(quiet, f"resuming {run_dir} after epoch {trainer.epoch}")
-        _write_text_atomic(run_dir / "config.toml", to_toml(cfg))  # with any --set changes, e.g. more epochs
+        write_text_atomic(run_dir / "config.toml", to_toml(cfg))  # with any --set changes, e.g. more epochs
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(run_dir / "config.toml", to_toml(cfg))
+        write_text_atomic(run_dir / "config.toml", to_toml(cfg))
         save_npz_atomic(run_dir / "split.npz", {**dataset.indices, "mean": dataset.mean, "std": dataset.std})
         model.save(run_dir / "init.npz")
         save_npz_atomic(run_dir / "last.npz", trainer.state_dict())
@@ -529,8 +525,8 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
                    "best_epoch": trainer.best_epoch, "epochs_run": trainer.epoch,
                    "stopped_early": trainer.stopped_early}
         _write_metrics(run_dir, history, metrics)
-        if cfg.output.figures:
-            _write_figures(run_dir, model, history, dataset, cfg.output.figures, quiet)
+        if finish is not None:
+            finish(run_dir, model, history, dataset)
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir, saved["epoch"]) from None
     except DivergedError as exc:
@@ -573,14 +569,3 @@ def _ctrl_c_between_batches():
     finally:
         signal.signal(signal.SIGINT, previous)
 
-
-def _write_figures(run_dir: Path, model: Sequential, history, dataset, figures, quiet: bool) -> None:
-    """Draw the run's figures with :mod:`minicnn.viz` when it is available."""
-    try:
-        from . import viz
-        write_run_figures = viz.write_run_figures
-    except (ImportError, AttributeError):
-        _say(quiet, "note: minicnn.viz.write_run_figures is not available; figures skipped")
-        return
-    write_run_figures(run_dir, model=model, init_model=Sequential.load(run_dir / "init.npz"), history=history,
-                      X_test=dataset.X_test, y_test=dataset.y_test, figures=figures)

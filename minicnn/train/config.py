@@ -27,8 +27,8 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 
-from .data import SOURCES
-from .optim import OPTIMIZERS
+from ..data import SOURCES
+from ..nn.optim import OPTIMIZERS
 
 SCHEDULES = ("constant", "step", "cosine")
 

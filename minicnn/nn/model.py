@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import zipfile
 
 import numpy as np
 
+from ..io import load_npz, save_npz_atomic
 from .layers import LAYERS, Layer
 from .parameter import Parameter
 
@@ -218,41 +216,3 @@ class Sequential:
         for name, p in model.named_parameters():
             p.requires_grad = name not in frozen
         return model
-
-
-def save_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` to a temporary file beside ``path``, flushed to disk, then renamed over it."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_npz(path) -> dict[str, np.ndarray]:
-    """Every array of a ``.npz`` file, loaded with ``allow_pickle=False``; clear errors for a missing,
-    truncated, corrupt or pickled file."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path} holds a single array, not a .npz archive")
-        with data:
-            return {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable .npz file (truncated or corrupt?): {exc}") from None
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise ValueError(f"{path} holds pickled objects, which minicnn never loads "
-                             "(allow_pickle=False)") from None
-        raise ValueError(f"{path} is not a readable .npz file: {exc}") from None

@@ -18,18 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional as F
+from . import _lowering
 from .parameter import Parameter
+from .utils import as_generator, check_dtype, positive_int, positive_pair
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
-
-
-def as_generator(rng) -> np.random.Generator:
-    """A ``numpy.random.Generator`` from a seed, a Generator (returned as is), or None (fresh entropy)."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
 
 
 def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.random.Generator) -> np.ndarray:
@@ -53,29 +46,6 @@ def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.rand
     else:
         raise ValueError(f"init must be one of {_INITS}, got {init!r}")
     return values.astype(dtype)
-
-
-def _check_dtype(dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
-
-
-def _positive_int(value, name: str, owner: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _positive_pair(value, name: str, owner: str, minimum: int = 1) -> tuple[int, int]:
-    try:
-        pair = F._pair(value, name)
-    except TypeError as exc:
-        raise TypeError(f"{owner}: {exc}") from None
-    if min(pair) < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value!r}")
-    return pair
 
 
 class Layer:
@@ -181,17 +151,17 @@ class Conv2D(Layer):
     """
 
     #: Scratch-memory bound in bytes of one forward + backward pass; larger batches are processed
-    #: in chunks of samples. None: :func:`minicnn.functional.get_workspace_limit` (64 MiB by default).
+    #: in chunks of samples. None: :func:`minicnn.nn._lowering.get_workspace_limit` (64 MiB by default).
     workspace_bytes: int | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  bias: bool = True, dtype=np.float32, rng=None, init: str = "he"):
         name = f"Conv2D(in_channels={in_channels}, out_channels={out_channels})"
-        self.in_channels = _positive_int(in_channels, "in_channels", name)
-        self.out_channels = _positive_int(out_channels, "out_channels", name)
-        self.kernel_size = _positive_pair(kernel_size, "kernel_size", name)
-        self.stride = _positive_pair(stride, "stride", name)
-        self.dilation = _positive_pair(dilation, "dilation", name)
+        self.in_channels = positive_int(in_channels, "in_channels", name)
+        self.out_channels = positive_int(out_channels, "out_channels", name)
+        self.kernel_size = positive_pair(kernel_size, "kernel_size", name)
+        self.stride = positive_pair(stride, "stride", name)
+        self.dilation = positive_pair(dilation, "dilation", name)
         if isinstance(padding, str):
             if padding not in ("valid", "same"):
                 raise ValueError(f"{name}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
@@ -199,8 +169,8 @@ class Conv2D(Layer):
                 raise ValueError(f"{name}: padding='same' needs stride 1, got stride={self.stride}")
             self.padding = padding
         else:
-            self.padding = _positive_pair(padding, "padding", name, minimum=0)
-        self.dtype = _check_dtype(dtype)
+            self.padding = positive_pair(padding, "padding", name, minimum=0)
+        self.dtype = check_dtype(dtype)
         self.init = init
         kh, kw = self.kernel_size
         fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
@@ -212,7 +182,7 @@ class Conv2D(Layer):
         # _cols: the expanded input kept for backward (None once backward has reused its memory),
         # a view of _workspace, the scratch buffer this layer reuses from call to call
         self._x = self._cols = None
-        self._workspace = F.Workspace()
+        self._workspace = _lowering.Workspace()
 
     @property
     def pad_amounts(self) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -246,7 +216,7 @@ class Conv2D(Layer):
                              f"{self.pad_amounts} is {x.shape[2] + t + b}x{x.shape[3] + l + r}, smaller "
                              f"than the kernel's reach {reach[0]}x{reach[1]}")
         bias = None if self.bias is None else self.bias.data
-        out, self._cols = F.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation,
+        out, self._cols = _lowering.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation,
                                    workspace_bytes=self.workspace_bytes, keep_cols=True,
                                    workspace=self._workspace)
         self._x = x
@@ -260,7 +230,7 @@ class Conv2D(Layer):
         """
         x = self._cached(self._x)
         need_w = self.weight.requires_grad
-        dx, dweight, dbias = F.conv2d_backward(
+        dx, dweight, dbias = _lowering.conv2d_backward(
             grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
             need_input_grad=self.compute_input_grad, need_weight_grad=need_w,
             workspace_bytes=self.workspace_bytes, overwrite_cols=True, workspace=self._workspace)
@@ -312,9 +282,9 @@ class Dense(Layer):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32, rng=None,
                  init: str = "he"):
         name = f"Dense(in_features={in_features}, out_features={out_features})"
-        self.in_features = _positive_int(in_features, "in_features", name)
-        self.out_features = _positive_int(out_features, "out_features", name)
-        self.dtype = _check_dtype(dtype)
+        self.in_features = positive_int(in_features, "in_features", name)
+        self.out_features = positive_int(out_features, "out_features", name)
+        self.dtype = check_dtype(dtype)
         self.init = init
         rng = as_generator(rng)
         self.weight = Parameter(init_weight((out_features, in_features), in_features, out_features, init,
@@ -424,9 +394,9 @@ class Sigmoid(Layer):
 class _Pool2D(Layer):
     def __init__(self, kernel_size, stride=None, padding=0):
         name = f"{type(self).__name__}(kernel_size={kernel_size!r})"
-        self.kernel_size = _positive_pair(kernel_size, "kernel_size", name)
-        self.stride = self.kernel_size if stride is None else _positive_pair(stride, "stride", name)
-        self.padding = _positive_pair(padding, "padding", name, minimum=0)
+        self.kernel_size = positive_pair(kernel_size, "kernel_size", name)
+        self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride", name)
+        self.padding = positive_pair(padding, "padding", name, minimum=0)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"{name}: padding must be at most half the kernel size, got padding={padding!r}")
         self._x_shape = None
@@ -566,9 +536,9 @@ class BatchNorm2D(Layer):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32):
-        self.num_features = _positive_int(num_features, "num_features", "BatchNorm2D")
+        self.num_features = positive_int(num_features, "num_features", "BatchNorm2D")
         self.eps, self.momentum = float(eps), float(momentum)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.weight = Parameter(np.ones(num_features, dtype=self.dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=self.dtype))
         self.running_mean = np.zeros(num_features, dtype=self.dtype)

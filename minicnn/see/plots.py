@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .layers import AvgPool2D, Conv2D, MaxPool2D, _Pool2D
+from ..nn.layers import AvgPool2D, Conv2D, MaxPool2D, _Pool2D
 
 KERNEL_CMAP = "RdBu_r"
 IMAGE_CMAP = "gray_r"

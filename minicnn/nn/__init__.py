@@ -1,0 +1,18 @@
+"""The framework: parameters, the convolution math, layers, losses, the model, optimizers, gradient checks.
+
+Imports only NumPy (and :mod:`minicnn.io` for files). ``minicnn.nn.functional`` is the readable,
+stateless math; the layers hold parameters and call it (or the fast private lowering).
+"""
+
+from .layers import (
+    LAYERS, AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, LeakyReLU,
+    MaxPool2D, ReLU, Sigmoid, Tanh,
+)
+from .losses import MSELoss, SoftmaxCrossEntropy
+from .model import Sequential
+from .optim import SGD, Adam, AdamW
+from .parameter import Parameter
+
+__all__ = ["Parameter", "Layer", "LAYERS", "Conv2D", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid",
+           "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten", "Dropout", "BatchNorm2D",
+           "SoftmaxCrossEntropy", "MSELoss", "Sequential", "SGD", "Adam", "AdamW"]

@@ -1,0 +1,4 @@
+"""Seeing what was learned: figures of kernels and feature maps, the classic filters, the gallery, inspect.
+
+Reads models (:mod:`minicnn.nn`) and data (:mod:`minicnn.data`); nothing in training imports it.
+"""

@@ -1,0 +1,155 @@
+"""Look inside a trained model: ``python -m minicnn.inspect RUN_DIR [--layer N] [--index I] [--out DIR]``
+(and ``--in-channel C`` to draw one input channel's slice of a deeper layer's kernels).
+
+Prints the model summary, then one line per kernel of a convolution layer: its norm, its mean, and
+the classic filter (:mod:`minicnn.kernels`) it points most nearly along, with the cosine similarity.
+Redraws that layer's kernels and the feature maps of one test image into ``--out``
+(default ``RUN_DIR/inspect``).
+
+RUN_DIR is a directory written by ``python train.py``: ``model.npz`` (read with
+:meth:`Sequential.load`) and ``config.toml`` (from which :func:`minicnn.data.load_dataset` rebuilds the
+same test split the run was scored on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from .filters import most_similar
+from ..nn.layers import Conv2D
+from ..nn.model import Sequential
+
+
+def load_test_split(run_dir) -> tuple[np.ndarray, np.ndarray]:
+    """The run's test images (N, C, H, W) float32 and labels (N,), rebuilt from ``RUN_DIR/config.toml``.
+
+    Without a config file, the default digits split: ``train_test_split(X, y, test_size=0.2,
+    stratify=y, random_state=0)`` of scikit-learn's digits scaled to [0, 1] (not standardized).
+    """
+    from ..data import load_dataset
+
+    config_path = os.path.join(run_dir, "config.toml")
+    if os.path.isfile(config_path):
+        from ..train.config import load_config
+
+        dataset = load_dataset(load_config(config_path).data)
+        return dataset.X_test, dataset.y_test
+    from ..data import load_digits_arrays, split_indices
+
+    X, y = load_digits_arrays()
+    test = split_indices(y, 0.2, 0.0, 0)["test"]
+    return X[test], y[test]
+
+
+def conv_layers(model: Sequential) -> list[int]:
+    """Indices of the model's Conv2D layers."""
+    return [i for i, layer in enumerate(model.layers) if isinstance(layer, Conv2D)]
+
+
+def kernel_table(layer: Conv2D) -> list[dict]:
+    """One row per output filter: ``filter, norm, mean`` of the whole filter (in, kh, kw), and the
+    most similar classic kernel (``match``, ``cosine``) of its slice on ``in_channel``, the input
+    channel where the filter is largest (the only one for a first layer)."""
+    rows = []
+    for o, weights in enumerate(layer.weight.data.astype(np.float64)):
+        channel = int(np.argmax(np.linalg.norm(weights.reshape(len(weights), -1), axis=1)))
+        match, cosine = most_similar(weights[channel])
+        rows.append({"filter": o, "norm": float(np.linalg.norm(weights)), "mean": float(weights.mean()),
+                     "in_channel": channel, "match": match, "cosine": cosine})
+    return rows
+
+
+def format_table(rows: list[dict], in_channels: int) -> str:
+    header = f"{'filter':>6}  {'norm':>7}  {'mean':>8}  "
+    header += f"{'in':>3}  " if in_channels > 1 else ""
+    header += "most similar classic filter   cosine"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        line = f"{r['filter']:>6}  {r['norm']:>7.3f}  {r['mean']:>8.4f}  "
+        line += f"{r['in_channel']:>3}  " if in_channels > 1 else ""
+        line += f"{str(r['match']):<27}  {r['cosine']:>6.3f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+#: Above this many kernels (out x in), the filter figure shows one input channel's slice.
+MAX_GRID_KERNELS = 256
+
+
+def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_channel: int | None = None,
+                stream=None) -> list[str]:
+    """Print the summary and kernel table, and write the figures; returns the figure paths.
+
+    layer : index into ``model.layers`` of a Conv2D (default: the first one)
+    index : which test image to draw feature maps for
+    out : folder for the figures (default ``RUN_DIR/inspect``)
+    in_channel : draw only the kernels' slice on this input channel; by default every kernel is drawn
+        (out x in grid) unless there are more than :data:`MAX_GRID_KERNELS`, then input channel 0
+    """
+    from . import plots as viz  # matplotlib only when figures are drawn
+
+    stream = sys.stdout if stream is None else stream
+    model_path = os.path.join(run_dir, "model.npz")
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{run_dir} has no model.npz; is it a run directory written by train.py?")
+    model = Sequential.load(model_path)
+    X_test, y_test = load_test_split(run_dir)
+    convs = conv_layers(model)
+    if not convs:
+        raise ValueError(f"{model_path}: the model has no Conv2D layer to inspect")
+    layer = convs[0] if layer is None else layer
+    if layer not in convs:
+        raise ValueError(f"--layer {layer} is not a Conv2D layer; the Conv2D layers are {convs} "
+                         "(indices as in the summary below)\n" + model.summary(X_test.shape[1:]))
+    if not 0 <= index < len(X_test):
+        raise ValueError(f"--index {index}: the test split has {len(X_test)} images, use 0 to {len(X_test) - 1}")
+    conv = model.layers[layer]
+    print(model.summary(X_test.shape[1:]), file=stream)
+    print(f"\nLayer {layer}: {conv!r}, kernels {conv.weight.data.shape} (out, in, kh, kw)", file=stream)
+    print(format_table(kernel_table(conv), conv.in_channels), file=stream)
+    prediction = int(model.predict(X_test[index:index + 1])[0])
+    print(f"\nTest image {index}: label {int(y_test[index])}, predicted {prediction}", file=stream)
+
+    out = os.path.join(run_dir, "inspect") if out is None else out
+    paths = [os.path.join(out, f"filters_layer{layer}.png"),
+             os.path.join(out, f"feature_maps_layer{layer}_image{index}.png")]
+    if in_channel is None and conv.out_channels * conv.in_channels > MAX_GRID_KERNELS:
+        in_channel = 0
+        print(f"\n{conv.out_channels}x{conv.in_channels} kernels are too many for one figure; drawing input "
+              "channel 0's slice (choose another with --in-channel)", file=stream)
+    if in_channel is not None and not 0 <= in_channel < conv.in_channels:
+        raise ValueError(f"--in-channel {in_channel}: layer {layer} has {conv.in_channels} input channels")
+    slice_note = "" if in_channel is None else f", input channel {in_channel}"
+    viz.plot_filters(conv, in_channel=in_channel, title=f"Layer {layer}: {conv!r}{slice_note}", path=paths[0])
+    viz.plot_feature_maps(model, X_test[index], layer=viz.default_stages(model, layer), path=paths[1])
+    for path in paths:
+        print(f"wrote {path}", file=stream)
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minicnn.inspect",
+                                     description="Print a trained model's kernels and redraw its filters "
+                                                 "and feature maps.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+    parser.add_argument("--layer", type=int, default=None,
+                        help="index (as in the summary) of the Conv2D layer to inspect; default the first")
+    parser.add_argument("--index", type=int, default=0, help="test image for the feature maps (default 0)")
+    parser.add_argument("--out", default=None, help="folder for the figures (default RUN_DIR/inspect)")
+    parser.add_argument("--in-channel", type=int, default=None,
+                        help="draw only the kernels' slice on this input channel (deeper layers)")
+    args = parser.parse_args(argv)
+    try:
+        inspect_run(args.run_dir, layer=args.layer, index=args.index, out=args.out, in_channel=args.in_channel)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
