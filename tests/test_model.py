@@ -49,7 +49,41 @@ def test_backward_without_input_gradient_still_fills_parameter_gradients():
     assert model.backward(np.ones_like(model.forward(x)), need_input_grad=False) is None
     for a, p in zip(full, model.parameters()):
         np.testing.assert_allclose(p.grad, a, rtol=1e-6)
-    assert model.layers[0].compute_input_grad  # restored
+
+
+def test_sequential_is_a_layer_that_nests_and_infers_shapes():
+    rng = np.random.default_rng(0)
+    block = Sequential(Conv2D(1, 4, 3, padding=1, rng=rng), ReLU(), MaxPool2D(2))
+    model = Sequential(block, Flatten(), Dense(4 * 4 * 4, 10, rng=rng))
+    x = rng.random((3, 1, 8, 8), dtype=np.float32)
+    assert model.output_shape(x.shape) == model.forward(x).shape == (3, 10)
+    assert [name for name, _ in model.named_parameters()] == ["0.0.weight", "0.0.bias", "2.weight", "2.bias"]
+    assert [name for name, _ in model.find_layers(Conv2D)] == ["0.0"]
+    rebuilt = Sequential.from_architecture(model.architecture())
+    rebuilt.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(rebuilt.forward(x), model.forward(x))
+    with model.evaluating():
+        assert not block.layers[0].training
+    assert model.training and block.layers[0].training
+
+
+def test_every_layer_output_shape_matches_forward():
+    rng = np.random.default_rng(0)
+    model = small_cnn()
+    x = rng.random((2, 1, 8, 8), dtype=np.float32)
+    shape = x.shape
+    for layer in model.layers:
+        expected = layer.output_shape(shape)
+        x = layer.forward(x)
+        assert x.shape == expected, layer
+        shape = x.shape
+
+
+def test_predict_on_an_empty_batch_returns_empty_results():
+    model = small_cnn()
+    empty = np.zeros((0, 1, 8, 8), np.float32)
+    assert model.predict(empty).shape == (0,)
+    assert model.predict_proba(empty).shape == (0, 10)
 
 
 def test_constructor_accepts_a_list_and_rejects_non_layers():

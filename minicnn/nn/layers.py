@@ -1,19 +1,25 @@
 """Layers: objects that hold parameters and call the math in :mod:`minicnn.functional`.
 
-Every layer follows one contract:
+Every layer follows one contract (:class:`Layer`):
 
+- ``output_shape(input_shape)`` says what ``forward`` returns for an input of that shape, without
+  computing anything (model summaries and config builders infer sizes through it);
 - ``forward(x)`` returns the output and keeps what ``backward`` needs (in attributes named for
   what they hold, e.g. ``self._cols``);
-- ``backward(grad_out)`` returns d loss / d input and *adds* d loss / d parameter to each
-  ``Parameter.grad``;
-- ``parameters()`` lists the layer's :class:`~minicnn.parameter.Parameter` objects;
-- ``train()`` / ``eval()`` set the mode (it matters for Dropout and BatchNorm2D).
+- ``backward(grad_out, need_input_grad=True)`` returns d loss / d input and *adds* d loss / d
+  parameter to each ``Parameter.grad``; with ``need_input_grad=False`` a layer may skip the input
+  gradient and return None (a model's first layer: a training step never needs it);
+- ``parameters()`` lists the layer's :class:`~minicnn.nn.parameter.Parameter` objects;
+- ``train()`` / ``eval()`` set the mode (it matters for Dropout and BatchNorm2D), and
+  ``with layer.evaluating():`` runs a block in eval mode and restores the previous mode.
 
 Activations are NCHW ``(N, C, H, W)`` for image layers and ``(N, features)`` after Flatten.
 Parameter names and layouts are PyTorch's, so weights can be exchanged with it.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -53,10 +59,14 @@ class Layer:
 
     training: bool = True
 
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of ``forward``'s output for an input of ``input_shape`` (the same, unless overridden)."""
+        return tuple(input_shape)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         raise NotImplementedError
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -90,6 +100,28 @@ class Layer:
 
     def eval(self) -> "Layer":
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """``with model.evaluating(): ...`` runs the block in eval mode, then restores the previous mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
+
+    def children(self) -> list["Layer"]:
+        """The layers this one contains (a :class:`~minicnn.nn.model.Sequential`'s); none for a plain layer."""
+        return []
+
+    def find_layers(self, layer_type: type | tuple[type, ...]) -> list[tuple[str, "Layer"]]:
+        """``[(name, layer)]`` for every layer of ``layer_type`` in this one, depth first, named as
+        PyTorch names them (``"0"``, ``"3.1"``); a plain layer of that type finds itself as ``""``."""
+        found = [("", self)] if isinstance(self, layer_type) else []
+        for i, child in enumerate(self.children()):
+            found += [(f"{i}.{name}" if name else str(i), layer) for name, layer in child.find_layers(layer_type)]
+        return found
 
     def __getstate__(self) -> dict:
         """Pickle the layer without what the last forward pass cached for backward (``self._x``,
@@ -178,7 +210,6 @@ class Conv2D(Layer):
         self.weight = Parameter(init_weight((out_channels, in_channels, kh, kw), fan_in, fan_out, init,
                                             self.dtype, rng))
         self.bias = Parameter(np.zeros(out_channels, dtype=self.dtype)) if bias else None
-        self.compute_input_grad = True
         # _cols: the expanded input kept for backward (None once backward has reused its memory),
         # a view of _workspace, the scratch buffer this layer reuses from call to call
         self._x = self._cols = None
@@ -222,17 +253,17 @@ class Conv2D(Layer):
         self._x = x
         return out
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """grad_out : (N, out_channels, H_out, W_out) -> d loss / d x : (N, in_channels, H, W).
 
-        Returns None when ``compute_input_grad`` is False (the first layer of a model needs no
-        input gradient; :meth:`Sequential.backward` sets it).
+        Returns None when ``need_input_grad`` is False (the first layer of a model needs no input
+        gradient; :meth:`Sequential.backward` says so).
         """
         x = self._cached(self._x)
         need_w = self.weight.requires_grad
         dx, dweight, dbias = _lowering.conv2d_backward(
             grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
-            need_input_grad=self.compute_input_grad, need_weight_grad=need_w,
+            need_input_grad=need_input_grad, need_weight_grad=need_w,
             workspace_bytes=self.workspace_bytes, overwrite_cols=True, workspace=self._workspace)
         self._cols = None   # its memory now holds the input gradient's columns; a second backward rebuilds
         if need_w:
@@ -290,8 +321,11 @@ class Dense(Layer):
         self.weight = Parameter(init_weight((out_features, in_features), in_features, out_features, init,
                                             self.dtype, rng))
         self.bias = Parameter(np.zeros(out_features, dtype=self.dtype)) if bias else None
-        self.compute_input_grad = True
         self._x = None
+
+    def output_shape(self, input_shape):
+        """(N, out_features) for an input of shape (N, in_features)."""
+        return (input_shape[0], self.out_features)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x : (N, in_features) -> (N, out_features)."""
@@ -306,14 +340,14 @@ class Dense(Layer):
             out += self.bias.data
         return out
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """grad_out : (N, out_features) -> d loss / d x : (N, in_features)."""
         x = self._cached(self._x)
         if self.weight.requires_grad:
             self.weight.grad += grad_out.T @ x
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += grad_out.sum(axis=0)
-        return grad_out @ self.weight.data if self.compute_input_grad else None
+        return grad_out @ self.weight.data if need_input_grad else None
 
     def get_config(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features,
@@ -335,7 +369,7 @@ class ReLU(Layer):
         self._mask = x > 0
         return np.maximum(x, x.dtype.type(0))
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         mask = self._cached(self._mask)
         return grad_out * mask
 
@@ -352,7 +386,7 @@ class LeakyReLU(Layer):
         self._mask = x > 0
         return np.where(self._mask, x, x * x.dtype.type(self.negative_slope))
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         mask = self._cached(self._mask)
         return np.where(mask, grad_out, grad_out * grad_out.dtype.type(self.negative_slope))
 
@@ -370,7 +404,7 @@ class Tanh(Layer):
         self._out = np.tanh(self._input(x, "an array"))
         return self._out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         out = self._cached(self._out)
         return grad_out * (1 - out * out)
 
@@ -386,7 +420,7 @@ class Sigmoid(Layer):
         self._out = 0.5 * (1 + np.tanh(0.5 * x))
         return self._out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         out = self._cached(self._out)
         return grad_out * out * (1 - out)
 
@@ -441,7 +475,7 @@ class MaxPool2D(_Pool2D):
         out, self._argmax = F.max_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding)
         return out
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         argmax = self._cached(self._argmax)
         return F.max_pool2d_backward(grad_out, argmax, self._x_shape, self.kernel_size, self.stride, self.padding)
 
@@ -453,7 +487,7 @@ class AvgPool2D(_Pool2D):
     def forward(self, x):
         return F.avg_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         x_shape = self._cached(self._x_shape)
         return F.avg_pool2d_backward(grad_out, x_shape, self.kernel_size, self.stride, self.padding)
 
@@ -464,12 +498,15 @@ class GlobalAvgPool2D(Layer):
     def __init__(self):
         self._x_shape = None
 
+    def output_shape(self, input_shape):
+        return tuple(input_shape[:2])
+
     def forward(self, x):
         x = self._input(x, "(N, C, H, W)", ndim=4)
         self._x_shape = x.shape
         return x.mean(axis=(2, 3))
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         n, c, h, w = self._cached(self._x_shape)
         return np.broadcast_to((grad_out / (h * w))[:, :, None, None], (n, c, h, w)).copy()
 
@@ -480,6 +517,12 @@ class Flatten(Layer):
     def __init__(self):
         self._x_shape = None
 
+    def output_shape(self, input_shape):
+        size = 1
+        for d in input_shape[1:]:
+            size *= int(d)
+        return (input_shape[0], size)
+
     def forward(self, x):
         x = self._input(x, "(N, ...)")
         if x.ndim < 2:
@@ -487,7 +530,7 @@ class Flatten(Layer):
         self._x_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         return grad_out.reshape(self._cached(self._x_shape))
 
 
@@ -512,7 +555,7 @@ class Dropout(Layer):
         self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self._mask
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         return grad_out if self._mask is None else grad_out * self._mask
 
     def get_config(self):
@@ -576,7 +619,7 @@ class BatchNorm2D(Layer):
         self._inv_std = inv_std
         return self._x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         """grad_out : (N, num_features, H, W) -> d loss / d x, same shape."""
         x_hat = self._cached(self._x_hat)
         shape = (1, -1, 1, 1)

@@ -14,8 +14,12 @@ FORMAT = "minicnn.Sequential/1"
 _ARCH_KEY = "__architecture__"
 
 
-class Sequential:
+class Sequential(Layer):
     """A stack of layers: ``Sequential(Conv2D(...), ReLU(), ...)`` or ``Sequential([layers])``.
+
+    A Sequential is itself a :class:`~minicnn.nn.layers.Layer`, so models nest (``Sequential(block,
+    block, Flatten(), Dense(...))``) and follow the same contract: ``output_shape``, ``forward``,
+    ``backward``, ``parameters``, ``train`` / ``eval`` / ``evaluating``.
 
     Attributes
     ----------
@@ -32,31 +36,31 @@ class Sequential:
         self.layers: list[Layer] = list(layers)
         self.training = True
 
+    def children(self) -> list[Layer]:
+        return self.layers
+
     # --- computing -------------------------------------------------------------------------------
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape after every layer, inferred layer by layer through their ``output_shape``."""
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
-    __call__ = forward
-
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """Back-propagate d loss / d output through every layer; parameter gradients accumulate.
 
-        With ``need_input_grad=False`` the first layer skips its input gradient (a training step
-        never needs it) and None is returned.
+        With ``need_input_grad=False`` the first layer is told it may skip its input gradient (a
+        training step never needs it), and None is returned.
         """
-        first = self.layers[0] if self.layers else None
-        saved = getattr(first, "compute_input_grad", None)
-        if saved is not None:
-            first.compute_input_grad = need_input_grad
-        try:
-            for layer in reversed(self.layers):
-                grad_out = layer.backward(grad_out)
-        finally:
-            if saved is not None:
-                first.compute_input_grad = saved
-        return grad_out
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad_out = self.layers[i].backward(grad_out, need_input_grad=need_input_grad or i > 0)
+        return grad_out if need_input_grad else None
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Softmax of the outputs in eval mode, in batches; the previous mode is restored.
@@ -64,36 +68,38 @@ class Sequential:
         X : (N, C, H, W) -> (N, K).
         """
         from .functional import softmax
-        return softmax(self._predict_outputs(X, batch_size))
+        return softmax(self.predict_logits(X, batch_size))
 
     def predict(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Index of the largest output, (N,), computed in eval mode in batches."""
-        return self._predict_outputs(X, batch_size).argmax(axis=1)
+        return self.predict_logits(X, batch_size).argmax(axis=1)
 
-    def _predict_outputs(self, X, batch_size: int) -> np.ndarray:
+    def predict_logits(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The model's outputs in eval mode, computed in batches; the previous mode is restored.
+
+        X : (N, C, H, W) -> (N, K).
+        """
         if not isinstance(X, np.ndarray):
             raise TypeError(f"Sequential.predict: expected a numpy.ndarray, got {type(X).__name__}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Sequential.predict: batch_size must be a positive int, got {batch_size!r}")
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             chunks = [self.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]
-        finally:
-            self.train(was_training)
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0))
+        if not chunks:   # an empty batch: empty results of the right width
+            return np.zeros((0,) + self.output_shape(X.shape)[1:], dtype=self._dtype())
+        return np.concatenate(chunks)
+
+    def _dtype(self) -> np.dtype:
+        return next((p.dtype for p in self.parameters()), np.dtype(np.float32))
 
     # --- parameters and modes ---------------------------------------------------------------------
     def named_parameters(self) -> list[tuple[str, Parameter]]:
-        """``[("0.weight", Parameter), ("0.bias", Parameter), ...]``: PyTorch's naming."""
+        """``[("0.weight", Parameter), ("0.bias", Parameter), ...]``: PyTorch's naming (nested: ``"1.0.weight"``)."""
         return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers) for name, p in layer.named_parameters()]
 
-    def parameters(self) -> list[Parameter]:
-        return [p for _, p in self.named_parameters()]
-
-    def zero_grad(self) -> None:
-        for p in self.parameters():
-            p.zero_grad()
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Every layer's buffers, keyed as PyTorch keys them (``"1.running_mean"``)."""
+        return {f"{i}.{name}": buf for i, layer in enumerate(self.layers) for name, buf in layer.buffers().items()}
 
     def train(self, mode: bool = True) -> "Sequential":
         self.training = bool(mode)
@@ -101,22 +107,16 @@ class Sequential:
             layer.train(mode)
         return self
 
-    def eval(self) -> "Sequential":
-        return self.train(False)
-
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed as PyTorch keys them (``"0.weight"``)."""
         state = {name: p.data.copy() for name, p in self.named_parameters()}
-        for i, layer in enumerate(self.layers):
-            for name, buf in layer.buffers().items():
-                state[f"{i}.{name}"] = buf.copy()
+        state.update({name: buf.copy() for name, buf in self.buffers().items()})
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy values into the model's arrays in place; keys and shapes must match exactly."""
         targets = {name: p.data for name, p in self.named_parameters()}
-        for i, layer in enumerate(self.layers):
-            targets.update({f"{i}.{name}": buf for name, buf in layer.buffers().items()})
+        targets.update(self.buffers())
         missing = sorted(set(targets) - set(state))
         unexpected = sorted(set(state) - set(targets))
         if missing or unexpected:
@@ -131,25 +131,20 @@ class Sequential:
     # --- description --------------------------------------------------------------------------------
     def summary(self, input_shape) -> str:
         """A table of layers, output shapes and parameter counts for inputs of ``input_shape``
-        (C, H, W) or (N, C, H, W), like Keras's ``model.summary()``. Runs one zero sample in eval mode."""
+        (C, H, W) or (N, C, H, W), like Keras's ``model.summary()``. Shapes come from each layer's
+        ``output_shape``; nothing is computed."""
         shape = tuple(input_shape)
         if len(shape) in (1, 3):
             shape = (1,) + shape
-        dtype = next((p.dtype for p in self.parameters()), np.float32)
-        x = np.zeros(shape, dtype=dtype)
         rows = [("Layer", "Output shape", "Params")]
         total = trainable = 0
-        was_training = self.training
-        self.eval()
-        try:
-            for i, layer in enumerate(self.layers):
-                x = layer.forward(x)
-                count = sum(p.size for p in layer.parameters())
-                total += count
-                trainable += sum(p.size for p in layer.parameters() if p.requires_grad)
-                rows.append((f"{i}: {layer!r}", str((None,) + x.shape[1:]).replace("None", "N"), f"{count:,}"))
-        finally:
-            self.train(was_training)
+        out = shape
+        for i, layer in enumerate(self.layers):
+            out = layer.output_shape(out)
+            count = sum(p.size for p in layer.parameters())
+            total += count
+            trainable += sum(p.size for p in layer.parameters() if p.requires_grad)
+            rows.append((f"{i}: {layer!r}", str((None,) + tuple(out[1:])).replace("None", "N"), f"{count:,}"))
         widths = [max(len(r[k]) for r in rows) for k in range(3)]
         line = "-" * (sum(widths) + 4)
         fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"  # noqa: E731
@@ -160,7 +155,7 @@ class Sequential:
         return "\n".join(body)
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
 
     def __len__(self) -> int:
@@ -170,8 +165,15 @@ class Sequential:
         return self.layers[index]
 
     def architecture(self) -> list[dict]:
-        """The layers as ``[{"type": "Conv2D", ...constructor arguments}]`` (JSON-friendly)."""
+        """The layers as ``[{"type": "Conv2D", ...constructor arguments}]`` (JSON-friendly); a nested
+        Sequential is ``{"type": "Sequential", "layers": [...]}``."""
         return [{"type": type(layer).__name__, **layer.get_config()} for layer in self.layers]
+
+    def get_config(self) -> dict:
+        return {"layers": self.architecture()}
+
+    def extra_repr(self) -> str:
+        return ", ".join(repr(layer) for layer in self.layers)
 
     @classmethod
     def from_architecture(cls, spec: list[dict]) -> "Sequential":
@@ -180,8 +182,12 @@ class Sequential:
         for i, item in enumerate(spec):
             item = dict(item)
             kind = item.pop("type", None)
+            if kind == "Sequential":
+                layers.append(cls.from_architecture(item.get("layers", [])))
+                continue
             if kind not in LAYERS:
-                raise ValueError(f"Sequential: layer {i} has unknown type {kind!r}; known: {sorted(LAYERS)}")
+                known = sorted(LAYERS) + ["Sequential"]
+                raise ValueError(f"Sequential: layer {i} has unknown type {kind!r}; known: {known}")
             layers.append(LAYERS[kind](**item))
         return cls(layers)
 

@@ -247,13 +247,9 @@ def feature_maps(model, x, layer: int) -> np.ndarray:
     """
     layer = _check_layer(model, layer)
     out = _batch(model, x)
-    was_training = model.training
-    model.eval()
-    try:
+    with model.evaluating():
         for item in model.layers[:layer + 1]:
             out = item.forward(out)
-    finally:
-        model.train(was_training)
     return out
 
 

@@ -253,12 +253,7 @@ class Trainer:
 
     def logits(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Model outputs in eval mode, (N, K), computed in batches."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return np.concatenate([self.model.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
-        finally:
-            self.model.train(was_training)
+        return self.model.predict_logits(X, batch_size)
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 256) -> tuple[float, float]:
         """Mean loss (with the training label smoothing, so it compares with the training loss) and
