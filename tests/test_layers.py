@@ -286,7 +286,17 @@ def test_bad_input_names_the_layer_and_the_shapes(layer, x, error, pattern):
     (lambda: Conv2D(1, 4, (3, 3, 3)), r"Conv2D.*kernel_size must be an int or a pair"),
     (lambda: Dense(4, -1), r"Dense.*out_features must be a positive int"),
     (lambda: MaxPool2D(2, padding=2), r"MaxPool2D.*padding must be at most half"),
-    (lambda: Dropout(1.0), r"Dropout.*p must be in \[0, 1\)"),
+    (lambda: Dropout(1.0), r"Dropout: p must be a finite number in \[0, 1\), got 1.0"),
+    (lambda: Dropout("0.5"), r"Dropout: p must be a number, got '0.5'"),
+    (lambda: Conv2D(1, 1, 3, bias="no"), r"Conv2D.*bias must be True or False, got 'no'"),
+    (lambda: Dense(2, 2, bias=1), r"Dense.*bias must be True or False, got 1"),
+    (lambda: LeakyReLU(float("nan")), r"LeakyReLU: negative_slope must be a finite number"),
+    (lambda: LeakyReLU(float("inf")), r"LeakyReLU: negative_slope must be a finite number"),
+    (lambda: BatchNorm2D(4, eps=0.0), r"BatchNorm2D: eps must be a finite number in \(0, inf\), got 0.0"),
+    (lambda: BatchNorm2D(4, eps=-1e-5), r"BatchNorm2D: eps must be a finite number in \(0, inf\)"),
+    (lambda: BatchNorm2D(4, momentum=1.5), r"BatchNorm2D: momentum must be a finite number in \[0, 1\]"),
+    (lambda: BatchNorm2D(4, momentum=float("nan")), r"BatchNorm2D: momentum must be a finite number"),
+    (lambda: Conv2D(1, 3, 3, init="kaiming"), r"Conv2D.*init must be one of"),
     (lambda: Conv2D(1, 1, 3, dtype=np.int32), r"dtype must be float32 or float64"),
 ])
 def test_bad_constructor_arguments_are_explained(make, pattern):

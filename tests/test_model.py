@@ -216,3 +216,43 @@ def test_same_seed_trains_to_bit_identical_weights(digits):
     a, b, c = train(3), train(3), train(4)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["0.weight"], c["0.weight"])
+
+
+def _resave_with(tmp_path, mutate):
+    """Save small_cnn, let ``mutate(meta, arrays)`` corrupt it, and write it back."""
+    import json
+    from minicnn.io import load_npz, save_npz_atomic
+    path = tmp_path / "m.npz"
+    small_cnn().save(path)
+    arrays = load_npz(path)
+    meta = json.loads(str(arrays["__architecture__"]))
+    record = mutate(meta, arrays)
+    arrays["__architecture__"] = np.array(record if isinstance(record, str) else json.dumps(meta))
+    save_npz_atomic(path, arrays)
+    return path
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda meta, arrays: "[1, 2, 3]", "JSON list, expected an object"),
+    (lambda meta, arrays: meta.update(frozen=5), "'frozen' must be a list"),
+    (lambda meta, arrays: meta.update(layers=[]), "non-empty list"),
+    (lambda meta, arrays: meta.update(layers={"type": "Conv2D"}), "non-empty list"),
+    (lambda meta, arrays: "[" * 200_000 + "]" * 200_000, "nested too deeply|JSON list"),
+    (lambda meta, arrays: meta["layers"][0].update(out_channels=2**40), "memory budget|expected shape"),
+    (lambda meta, arrays: meta["layers"][0].update(colour="red"), "unexpected keyword"),
+    (lambda meta, arrays: arrays.update({"0.weight": arrays["0.weight"].astype(np.complex64)}), "complex64"),
+    (lambda meta, arrays: arrays["0.weight"].__setitem__((0, 0, 0, 0), np.nan), "NaN or infinite"),
+    (lambda meta, arrays: arrays.pop("0.bias"), "missing keys \\['0.bias'\\]"),
+    (lambda meta, arrays: arrays.update(extra=np.zeros(2, np.float32)), "unexpected keys \\['extra'\\]"),
+])
+def test_malformed_model_files_raise_one_error_type_naming_the_file(tmp_path, mutate, message):
+    from minicnn.io import FileFormatError
+    path = _resave_with(tmp_path, mutate)
+    with pytest.raises(FileFormatError, match=message) as info:
+        Sequential.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_layers_above_the_memory_budget_are_refused_before_allocating():
+    with pytest.raises(MemoryError, match=r"Conv2D\(in_channels=1, out_channels=2147483648\).*memory budget"):
+        Conv2D(1, 2**31, kernel_size=1)

@@ -26,19 +26,25 @@ import numpy as np
 from . import functional as F
 from . import _lowering
 from .parameter import Parameter
-from .utils import as_generator, check_dtype, positive_int, positive_pair
+from ..io import check_budget
+from .utils import as_generator, check_bool, check_dtype, check_real, positive_int, positive_pair
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 
 
-def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.random.Generator) -> np.ndarray:
+def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.random.Generator,
+                owner: str = "init_weight") -> np.ndarray:
     """Initial weights: He (Kaiming) normal by default, or Glorot (Xavier) uniform.
 
     ``he``: N(0, 2/fan_in), for ReLU networks (He et al. 2015). ``he_uniform``: U(-a, a), a = sqrt(6/fan_in).
     ``glorot``: U(-a, a), a = sqrt(6/(fan_in + fan_out)) (Glorot & Bengio 2010). ``glorot_normal``:
     N(0, 2/(fan_in + fan_out)). Drawn in float64 and cast, so float32 and float64 layers built
-    from one seed hold the same values up to rounding.
+    from one seed hold the same values up to rounding. Shapes whose draw would exceed the memory
+    budget (:func:`minicnn.io.memory_budget`) raise MemoryError before anything is allocated.
     """
+    if init not in _INITS:
+        raise ValueError(f"{owner}: init must be one of {_INITS}, got {init!r}")
+    check_budget(int(np.prod(shape, dtype=object)) * (8 + np.dtype(dtype).itemsize), f"{owner}: weights of shape {tuple(shape)}")
     if init == "he":
         values = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
     elif init == "he_uniform":
@@ -47,10 +53,8 @@ def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.rand
     elif init == "glorot":
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         values = rng.uniform(-limit, limit, size=shape)
-    elif init == "glorot_normal":
-        values = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=shape)
     else:
-        raise ValueError(f"init must be one of {_INITS}, got {init!r}")
+        values = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=shape)   # glorot_normal
     return values.astype(dtype)
 
 
@@ -207,8 +211,9 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
         rng = as_generator(rng)
+        bias = check_bool(bias, "bias", name)
         self.weight = Parameter(init_weight((out_channels, in_channels, kh, kw), fan_in, fan_out, init,
-                                            self.dtype, rng))
+                                            self.dtype, rng, owner=name))
         self.bias = Parameter(np.zeros(out_channels, dtype=self.dtype)) if bias else None
         # _cols: the expanded input kept for backward (None once backward has reused its memory),
         # a view of _workspace, the scratch buffer this layer reuses from call to call
@@ -318,8 +323,9 @@ class Dense(Layer):
         self.dtype = check_dtype(dtype)
         self.init = init
         rng = as_generator(rng)
+        bias = check_bool(bias, "bias", name)
         self.weight = Parameter(init_weight((out_features, in_features), in_features, out_features, init,
-                                            self.dtype, rng))
+                                            self.dtype, rng, owner=name))
         self.bias = Parameter(np.zeros(out_features, dtype=self.dtype)) if bias else None
         self._x = None
 
@@ -378,7 +384,7 @@ class LeakyReLU(Layer):
     """``x`` where positive, ``negative_slope * x`` elsewhere. Any shape."""
 
     def __init__(self, negative_slope: float = 0.01):
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_real(negative_slope, "negative_slope", "LeakyReLU")
         self._mask = None
 
     def forward(self, x):
@@ -540,9 +546,7 @@ class Dropout(Layer):
     """
 
     def __init__(self, p: float = 0.5, rng=None):
-        if not 0.0 <= float(p) < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_real(p, "p", "Dropout", low=0.0, high=1.0, high_open=True)
         self.rng = as_generator(rng)
         self._mask = None
 
@@ -580,7 +584,9 @@ class BatchNorm2D(Layer):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32):
         self.num_features = positive_int(num_features, "num_features", "BatchNorm2D")
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps = check_real(eps, "eps", "BatchNorm2D", low=0.0, low_open=True)
+        self.momentum = check_real(momentum, "momentum", "BatchNorm2D", low=0.0, high=1.0)
+        check_budget(4 * self.num_features * np.dtype(dtype).itemsize, f"BatchNorm2D({num_features})")
         self.dtype = check_dtype(dtype)
         self.weight = Parameter(np.ones(num_features, dtype=self.dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=self.dtype))

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from ..io import load_npz, save_npz_atomic
+from ..io import FileFormatError, load_npz, save_npz_atomic, show_path
 from .layers import LAYERS, Layer
 from .parameter import Parameter
 
@@ -206,19 +206,53 @@ class Sequential(Layer):
 
     @classmethod
     def load(cls, path) -> "Sequential":
-        """Rebuild a model saved by :meth:`save`. Never unpickles; a foreign or broken file raises ValueError."""
+        """Rebuild a model saved by :meth:`save`. Never unpickles.
+
+        Every malformed input (a foreign file, a wrong JSON type, deep nesting, complex or non-finite
+        weights, missing or extra arrays, shapes that disagree, layers above the memory budget)
+        raises :class:`minicnn.io.FileFormatError`, a ValueError that names the file.
+        """
+        shown = show_path(path)
         arrays = load_npz(path)
         if _ARCH_KEY not in arrays:
-            raise ValueError(f"Sequential.load: {path} is not a minicnn model file (no architecture record)")
+            raise FileFormatError(f"Sequential.load: {shown} is not a minicnn model file (no architecture record)")
         try:
-            meta = json.loads(str(arrays.pop(_ARCH_KEY)))
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+            meta = _model_meta(arrays.pop(_ARCH_KEY))
             model = cls.from_architecture(meta["layers"])
+            _check_weights(arrays)
             model.load_state_dict(arrays)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"Sequential.load: {path} does not hold a valid minicnn model: {exc}") from None
-        frozen = set(meta.get("frozen", []))
+        except (ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(
+                exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+            raise FileFormatError(f"Sequential.load: {shown} does not hold a valid minicnn model: {reason}") from None
+        frozen = set(meta["frozen"])
         for name, p in model.named_parameters():
             p.requires_grad = name not in frozen
         return model
+
+
+def _model_meta(record: np.ndarray) -> dict:
+    """The architecture record of a saved model, with every JSON type checked."""
+    if record.dtype.kind != "U" or record.shape != ():
+        raise ValueError(f"the architecture record is a {record.dtype} array of shape {record.shape}, "
+                         "expected one string")
+    meta = json.loads(str(record))
+    if not isinstance(meta, dict):
+        raise ValueError(f"the architecture record is a JSON {type(meta).__name__}, expected an object")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+    layers, frozen = meta.get("layers"), meta.get("frozen", [])
+    if not isinstance(layers, list) or not layers or not all(isinstance(item, dict) for item in layers):
+        raise ValueError("'layers' must be a non-empty list of layer records")
+    if not isinstance(frozen, list) or not all(isinstance(name, str) for name in frozen):
+        raise ValueError(f"'frozen' must be a list of parameter names, got {frozen!r}")
+    return {"layers": layers, "frozen": frozen}
+
+
+def _check_weights(arrays: dict[str, np.ndarray]) -> None:
+    """Weights must be real floating-point numbers and finite."""
+    for name, value in arrays.items():
+        if value.dtype.kind != "f":
+            raise ValueError(f"{name} has dtype {value.dtype}, expected float32 or float64")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} holds NaN or infinite values")

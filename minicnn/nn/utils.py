@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -45,3 +47,25 @@ def positive_pair(value, name: str, owner: str, minimum: int = 1) -> tuple[int, 
     if min(result) < minimum:
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value!r}")
     return result
+
+
+def check_bool(value, name: str, owner: str) -> bool:
+    """``value`` if it is a real bool (no truthiness: ``"no"`` is not False)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_real(value, name: str, owner: str, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (not a bool or a string) within ``[low, high]`` (ends open when asked)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    number = float(value)
+    below = low is not None and (number <= low if low_open else number < low)
+    above = high is not None and (number >= high if high_open else number > high)
+    if not math.isfinite(number) or below or above:
+        left, right = ("(" if low_open else "[") if low is not None else "(", ")" if high_open or high is None else "]"
+        span = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+        raise ValueError(f"{owner}: {name} must be a finite number in {span}, got {value!r}")
+    return number
