@@ -1,11 +1,13 @@
 """Layers: numerical gradient checks, shape rules, modes, initialization and input errors."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from minicnn.nn.gradcheck import check_layer
-from minicnn.nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
+from minicnn.nn.layers import (LAYERS, AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
                             MaxPool2D, ReLU, Sigmoid, Tanh)
 
 TOL = 1e-6
@@ -302,6 +304,53 @@ def test_bad_input_names_the_layer_and_the_shapes(layer, x, error, pattern):
 def test_bad_constructor_arguments_are_explained(make, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
         make()
+
+
+# every layer type, with an input it accepts: (N, C, H, W) images, or (N, features) for Dense
+WRONG_GRAD_CASES = {
+    "Conv2D": (lambda: Conv2D(1, 4, kernel_size=(3, 3)), (4, 1, 8, 8)),
+    "Dense": (lambda: Dense(6, 3), (5, 6)),
+    "ReLU": (ReLU, (2, 3, 4, 4)),
+    "LeakyReLU": (LeakyReLU, (2, 3, 4, 4)),
+    "Tanh": (Tanh, (2, 3)),
+    "Sigmoid": (Sigmoid, (2, 3)),
+    "MaxPool2D": (lambda: MaxPool2D(2), (2, 3, 4, 4)),
+    "AvgPool2D": (lambda: AvgPool2D(2), (2, 3, 4, 4)),
+    "GlobalAvgPool2D": (GlobalAvgPool2D, (2, 3, 4, 4)),
+    "Flatten": (Flatten, (2, 3, 4, 4)),
+    "Dropout": (lambda: Dropout(0.5, rng=0), (2, 3, 4, 4)),
+    "BatchNorm2D": (lambda: BatchNorm2D(3), (2, 3, 4, 4)),
+}
+
+
+def test_the_wrong_gradient_cases_cover_every_layer_type():
+    assert set(WRONG_GRAD_CASES) == set(LAYERS)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", sorted(WRONG_GRAD_CASES))
+def test_backward_with_a_wrong_gradient_shape_names_the_layer_and_both_shapes(name, training):
+    make, x_shape = WRONG_GRAD_CASES[name]
+    layer = make().train(training)
+    out = layer.forward(np.random.default_rng(0).standard_normal(x_shape).astype(np.float32))
+    wrong = out.shape[:-1] + (out.shape[-1] + 2,)
+    message = f"{layer!r}.backward: expected grad_out of shape {out.shape}, got {wrong}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        layer.backward(np.zeros(wrong, dtype=np.float32))
+    with pytest.raises(ValueError, match=re.escape(f"got {out.shape[1:]}")):
+        layer.backward(np.zeros(out.shape[1:], dtype=np.float32))   # the batch axis forgotten
+    with pytest.raises(TypeError, match=re.escape(f"{layer!r}.backward: expected grad_out as a numpy.ndarray")):
+        layer.backward(out.tolist())
+    assert layer.backward(np.ones_like(out)).shape == x_shape   # the right shape still works
+
+
+def test_conv2d_wrong_gradient_message_reads_as_documented():
+    layer = Conv2D(1, 4, kernel_size=(3, 3))
+    layer.forward(np.zeros((4, 1, 8, 8), dtype=np.float32))
+    with pytest.raises(ValueError) as info:
+        layer.backward(np.zeros((4, 8, 2, 8), dtype=np.float32))
+    assert str(info.value) == ("Conv2D(1, 4, kernel_size=(3, 3)).backward: expected grad_out of shape "
+                               "(4, 4, 6, 6), got (4, 8, 2, 8)")
 
 
 def test_backward_before_forward_is_explained():

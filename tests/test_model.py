@@ -1,6 +1,8 @@
 """Sequential: composition, gradients end to end, prediction, summary, state and files, training."""
 
 import pickle
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +140,50 @@ def test_save_load_round_trip_is_exact(tmp_path, digits):
     assert not loaded.layers[9].weight.requires_grad and loaded.layers[0].weight.requires_grad
     assert np.array_equal(loaded.predict_proba(X[:20]), model.predict_proba(X[:20]))
     assert not list(tmp_path.glob(".tmp-*"))  # the temporary file was renamed away
+
+
+@pytest.mark.parametrize("name, written", [("model", "model.npz"), ("model.npz", "model.npz"),
+                                           ("run.best", "run.best.npz")])
+def test_save_adds_npz_like_numpy_and_returns_the_path_written(tmp_path, name, written):
+    model = small_cnn()
+    path = model.save(tmp_path / name)
+    assert path == tmp_path / written and isinstance(path, Path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [written]
+    assert np.array_equal(Sequential.load(path).state_dict()["0.weight"], model.state_dict()["0.weight"])
+    assert model.save(str(tmp_path / name)) == path   # a str path too
+
+
+def test_load_on_an_instance_raises_and_says_what_to_use(tmp_path):
+    model, other = small_cnn(seed=0), small_cnn(seed=1)
+    path = other.save(tmp_path / "other")
+    before = model.state_dict()["0.weight"].copy()
+    with pytest.raises(TypeError, match=r"Sequential.load\(\) builds a new model.*"
+                                        r"model = Sequential.load\(path\).*model.load_state_dict"):
+        model.load(path)
+    assert np.array_equal(model.state_dict()["0.weight"], before)   # unchanged, and not silently
+    model.load_state_dict(Sequential.load(path).state_dict())    # the in-place way the message names
+    assert np.array_equal(model.state_dict()["0.weight"], other.state_dict()["0.weight"])
+    assert "Rebuild a model saved by" in Sequential.load.__doc__
+
+
+def test_load_on_a_subclass_builds_that_subclass(tmp_path):
+    class Net(Sequential):
+        pass
+
+    path = small_cnn().save(tmp_path / "net")
+    assert type(Net.load(path)) is Net
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_backward_with_a_wrong_gradient_shape_names_the_model_and_both_shapes(digits, nested):
+    model = small_cnn()
+    if nested:
+        model = Sequential(Sequential(*model.layers[:4]), Sequential(*model.layers[4:]))
+    model.forward(digits[0][:3])
+    with pytest.raises(ValueError, match=re.escape(f"Sequential(<{len(model)} layers>).backward: expected "
+                                                   "grad_out of shape (3, 10), got (3, 9)")):
+        model.backward(np.zeros((3, 9), dtype=np.float32))
+    assert model.backward(np.ones((3, 10), dtype=np.float32)).shape == (3, 1, 8, 8)
 
 
 def test_loading_a_truncated_file_raises_a_clear_error(tmp_path):

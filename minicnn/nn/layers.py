@@ -162,6 +162,22 @@ class Layer:
             raise RuntimeError(f"{self!r}: backward() called before {what}()")
         return value
 
+    def _check_grad(self, grad_out, expected_shape: tuple[int, ...]) -> np.ndarray:
+        """Check that ``grad_out`` has the shape of the last forward pass's output; every ``backward``
+        calls this first, so a wrong gradient names the layer and both shapes."""
+        expected = tuple(int(d) for d in expected_shape)
+        if not isinstance(grad_out, np.ndarray):
+            raise TypeError(f"{self._label()}.backward: expected grad_out as a numpy.ndarray of shape "
+                            f"{expected}, got {type(grad_out).__name__}")
+        if grad_out.shape != expected:
+            raise ValueError(f"{self._label()}.backward: expected grad_out of shape {expected}, "
+                             f"got {grad_out.shape}")
+        return grad_out
+
+    def _label(self) -> str:
+        """The layer as named in error messages (its one-line repr)."""
+        return repr(self)
+
 
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every CNN library; see :mod:`minicnn.functional`).
@@ -265,6 +281,7 @@ class Conv2D(Layer):
         gradient; :meth:`Sequential.backward` says so).
         """
         x = self._cached(self._x)
+        grad_out = self._check_grad(grad_out, self.output_shape(x.shape))
         need_w = self.weight.requires_grad
         dx, dweight, dbias = _lowering.conv2d_backward(
             grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
@@ -349,6 +366,7 @@ class Dense(Layer):
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """grad_out : (N, out_features) -> d loss / d x : (N, in_features)."""
         x = self._cached(self._x)
+        grad_out = self._check_grad(grad_out, self.output_shape(x.shape))
         if self.weight.requires_grad:
             self.weight.grad += grad_out.T @ x
         if self.bias is not None and self.bias.requires_grad:
@@ -377,7 +395,7 @@ class ReLU(Layer):
 
     def backward(self, grad_out, need_input_grad=True):
         mask = self._cached(self._mask)
-        return grad_out * mask
+        return self._check_grad(grad_out, mask.shape) * mask
 
 
 class LeakyReLU(Layer):
@@ -394,6 +412,7 @@ class LeakyReLU(Layer):
 
     def backward(self, grad_out, need_input_grad=True):
         mask = self._cached(self._mask)
+        grad_out = self._check_grad(grad_out, mask.shape)
         return np.where(mask, grad_out, grad_out * grad_out.dtype.type(self.negative_slope))
 
     def get_config(self):
@@ -412,7 +431,7 @@ class Tanh(Layer):
 
     def backward(self, grad_out, need_input_grad=True):
         out = self._cached(self._out)
-        return grad_out * (1 - out * out)
+        return self._check_grad(grad_out, out.shape) * (1 - out * out)
 
 
 class Sigmoid(Layer):
@@ -428,7 +447,7 @@ class Sigmoid(Layer):
 
     def backward(self, grad_out, need_input_grad=True):
         out = self._cached(self._out)
-        return grad_out * out * (1 - out)
+        return self._check_grad(grad_out, out.shape) * out * (1 - out)
 
 
 class _Pool2D(Layer):
@@ -483,6 +502,7 @@ class MaxPool2D(_Pool2D):
 
     def backward(self, grad_out, need_input_grad=True):
         argmax = self._cached(self._argmax)
+        grad_out = self._check_grad(grad_out, argmax.shape)
         return F.max_pool2d_backward(grad_out, argmax, self._x_shape, self.kernel_size, self.stride, self.padding)
 
 
@@ -495,6 +515,7 @@ class AvgPool2D(_Pool2D):
 
     def backward(self, grad_out, need_input_grad=True):
         x_shape = self._cached(self._x_shape)
+        grad_out = self._check_grad(grad_out, self.output_shape(x_shape))
         return F.avg_pool2d_backward(grad_out, x_shape, self.kernel_size, self.stride, self.padding)
 
 
@@ -514,6 +535,7 @@ class GlobalAvgPool2D(Layer):
 
     def backward(self, grad_out, need_input_grad=True):
         n, c, h, w = self._cached(self._x_shape)
+        grad_out = self._check_grad(grad_out, (n, c))
         return np.broadcast_to((grad_out / (h * w))[:, :, None, None], (n, c, h, w)).copy()
 
 
@@ -537,7 +559,8 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out, need_input_grad=True):
-        return grad_out.reshape(self._cached(self._x_shape))
+        x_shape = self._cached(self._x_shape)
+        return self._check_grad(grad_out, self.output_shape(x_shape)).reshape(x_shape)
 
 
 class Dropout(Layer):
@@ -549,9 +572,11 @@ class Dropout(Layer):
         self.p = check_real(p, "p", "Dropout", low=0.0, high=1.0, high_open=True)
         self.rng = as_generator(rng)
         self._mask = None
+        self._x_shape = None
 
     def forward(self, x):
         x = self._input(x, "an array")
+        self._x_shape = x.shape
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
@@ -560,6 +585,7 @@ class Dropout(Layer):
         return x * self._mask
 
     def backward(self, grad_out, need_input_grad=True):
+        grad_out = self._check_grad(grad_out, self._cached(self._x_shape))
         return grad_out if self._mask is None else grad_out * self._mask
 
     def get_config(self):
@@ -628,6 +654,7 @@ class BatchNorm2D(Layer):
     def backward(self, grad_out, need_input_grad=True):
         """grad_out : (N, num_features, H, W) -> d loss / d x, same shape."""
         x_hat = self._cached(self._x_hat)
+        grad_out = self._check_grad(grad_out, x_hat.shape)
         shape = (1, -1, 1, 1)
         if self.bias.requires_grad:
             self.bias.grad += grad_out.sum(axis=(0, 2, 3))

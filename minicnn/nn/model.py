@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import types
+from pathlib import Path
+from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
@@ -12,6 +15,32 @@ from .parameter import Parameter
 
 FORMAT = "minicnn.Sequential/1"
 _ARCH_KEY = "__architecture__"
+
+_Model = TypeVar("_Model")
+
+
+class _ClassOnly(Generic[_Model]):
+    """A classmethod that refuses to be called on an instance.
+
+    ``Sequential.load(path)`` builds a new model; ``model.load(path)`` on an existing model would
+    return that new model and leave ``model`` unchanged, silently. Through this descriptor the
+    instance call raises a TypeError that says what to use instead.
+    """
+
+    def __init__(self, method: Callable[..., _Model]):
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    def __get__(self, instance: object, owner: type) -> Callable[..., _Model]:
+        if instance is None:
+            return types.MethodType(self.method, owner)   # bound to the class, as a classmethod is
+        name = self.method.__name__
+
+        def refuse(*args, **kwargs):
+            raise TypeError(f"{owner.__name__}.{name}() builds a new model and is called on the class: "
+                            f"model = {owner.__name__}.{name}(path); to load weights into this model in "
+                            f"place, use model.load_state_dict({owner.__name__}.{name}(path).state_dict())")
+        return refuse
 
 
 class Sequential(Layer):
@@ -35,6 +64,7 @@ class Sequential(Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a minicnn Layer")
         self.layers: list[Layer] = list(layers)
         self.training = True
+        self._out_shape: tuple[int, ...] | None = None   # the last forward's output shape, for backward
 
     def children(self) -> list[Layer]:
         return self.layers
@@ -50,6 +80,7 @@ class Sequential(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         for layer in self.layers:
             x = layer.forward(x)
+        self._out_shape = np.shape(x)
         return x
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -58,6 +89,7 @@ class Sequential(Layer):
         With ``need_input_grad=False`` the first layer is told it may skip its input gradient (a
         training step never needs it), and None is returned.
         """
+        grad_out = self._check_grad(grad_out, self._cached(self._out_shape))
         for i in range(len(self.layers) - 1, -1, -1):
             grad_out = self.layers[i].backward(grad_out, need_input_grad=need_input_grad or i > 0)
         return grad_out if need_input_grad else None
@@ -154,6 +186,9 @@ class Sequential(Layer):
                  f"Non-trainable params: {total - trainable:,}"]
         return "\n".join(body)
 
+    def _label(self) -> str:
+        return f"Sequential(<{len(self.layers)} layers>)"
+
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
@@ -192,21 +227,30 @@ class Sequential(Layer):
         return cls(layers)
 
     # --- files -------------------------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path) -> Path:
         """Write the architecture (JSON) and every weight and buffer to a ``.npz`` file.
 
-        The write is atomic: a temporary file in the same folder, then a rename, so an interrupted
-        save never replaces a good file with a broken one.
+        ``.npz`` is appended when ``path`` does not end with it, as ``np.savez`` does
+        (``model.save("digits")`` writes ``digits.npz``); the path written is returned. The write is
+        atomic: a temporary file in the same folder, then a rename, so an interrupted save never
+        replaces a good file with a broken one.
         """
+        path = Path(path)
+        if not path.name.endswith(".npz"):
+            path = path.with_name(path.name + ".npz")
         arrays = self.state_dict()
         meta = {"format": FORMAT, "layers": self.architecture(),
                 "frozen": [name for name, p in self.named_parameters() if not p.requires_grad]}
         arrays[_ARCH_KEY] = np.array(json.dumps(meta))
         save_npz_atomic(path, arrays)
+        return path
 
-    @classmethod
+    @_ClassOnly
     def load(cls, path) -> "Sequential":
-        """Rebuild a model saved by :meth:`save`. Never unpickles.
+        """Rebuild a model saved by :meth:`save`: ``model = Sequential.load("digits.npz")``.
+
+        Called on the class only: ``model.load(path)`` raises TypeError (it cannot change ``model``;
+        to load weights into an existing model use ``model.load_state_dict(...)``). Never unpickles.
 
         Every malformed input (a foreign file, a wrong JSON type, deep nesting, complex or non-finite
         weights, missing or extra arrays, shapes that disagree, layers above the memory budget)
