@@ -44,6 +44,15 @@ def test_conv2d_same_padding_gradients(kh, kw, dilation, extra, seed):
     assert report.worst < TOL, report
 
 
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=(2, 3), stride=(2, 1)),
+                                    dict(kernel_size=2, padding=((0, 1), (2, 0)), dilation=2)])
+def test_conv2d_im2col_algorithm_gradients(kwargs):
+    layer = Conv2D(2, 3, dtype=np.float64, rng=0, algorithm="im2col", **kwargs)
+    x = np.random.default_rng(1).standard_normal((2, 2, 6, 7))
+    report = check_layer(layer, x)
+    assert report.worst < TOL, report
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.integers(1, 2), st.integers(1, 4), st.integers(1, 4), seeds)
 def test_dense_gradients(n, fan_in, fan_out, seed):
@@ -300,6 +309,8 @@ def test_bad_input_names_the_layer_and_the_shapes(layer, x, error, pattern):
     (lambda: BatchNorm2D(4, momentum=float("nan")), r"BatchNorm2D: momentum must be a finite number"),
     (lambda: Conv2D(1, 3, 3, init="kaiming"), r"Conv2D.*init must be one of"),
     (lambda: Conv2D(1, 1, 3, dtype=np.int32), r"dtype must be float32 or float64"),
+    (lambda: Conv2D(1, 1, 3, algorithm="slow"), r"Conv2D.*algorithm must be one of \('fast', 'im2col'\), got 'slow'"),
+    (lambda: Conv2D(1, 1, 3, padding=((1, 1), (1, -1))), r"Conv2D.*padding \(left, right\) must be >= 0"),
 ])
 def test_bad_constructor_arguments_are_explained(make, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):

@@ -166,6 +166,15 @@ def test_load_on_an_instance_raises_and_says_what_to_use(tmp_path):
     assert "Rebuild a model saved by" in Sequential.load.__doc__
 
 
+def test_saved_model_keeps_each_convolution_algorithm(tmp_path, digits):
+    model = Sequential(Conv2D(1, 4, 3, padding=((0, 1), (1, 0)), rng=0, algorithm="im2col"), ReLU(),
+                       Conv2D(4, 2, 3, rng=1), Flatten(), Dense(2 * 5 * 5, 10, rng=2))
+    loaded = Sequential.load(model.save(tmp_path / "model"))
+    assert [conv.algorithm for _, conv in loaded.find_layers(Conv2D)] == ["im2col", "fast"]
+    assert loaded.layers[0].padding == ((0, 1), (1, 0))
+    assert np.array_equal(loaded.predict_logits(digits[0][:5]), model.predict_logits(digits[0][:5]))
+
+
 def test_load_on_a_subclass_builds_that_subclass(tmp_path):
     class Net(Sequential):
         pass

@@ -1,4 +1,4 @@
-"""The fast paths of minicnn.nn.functional against the plain im2col path and naive loops.
+"""The fast lowering (minicnn.nn._lowering) against the readable im2col path and naive loops.
 
 Every lowering the convolution picks (stride 1 "shifted rows", other strides "phases"), the
 batch chunking under a small workspace, the reusable workspace, and the pooling / ReLU fast paths
@@ -18,29 +18,14 @@ from minicnn.nn.gradcheck import check_layer
 from minicnn.nn.layers import Conv2D, MaxPool2D, ReLU
 
 
-# --- the plain path: im2col per sample, one product per sample, col2im ---------------------------
+# --- the plain path: the readable im2col functions of minicnn.nn.functional ----------------------
 
 def plain_conv(x, weight, bias, stride, padding, dilation):
-    xp = F.pad2d(x, padding)
-    c_out, _, kh, kw = weight.shape
-    ho = F.conv_output_size(xp.shape[2], kh, stride[0], 0, dilation[0])
-    wo = F.conv_output_size(xp.shape[3], kw, stride[1], 0, dilation[1])
-    cols = F.im2col(xp, (kh, kw), stride, dilation, (ho, wo))
-    out = np.matmul(weight.reshape(c_out, -1), cols).reshape(len(x), c_out, ho, wo)
-    return out if bias is None else out + bias[:, None, None]
+    return F.conv2d(x, weight, bias, stride, padding, dilation)
 
 
 def plain_conv_backward(grad, x, weight, stride, padding, dilation):
-    (top, bottom), (left, right) = padding
-    xp = F.pad2d(x, padding)
-    c_out, _, kh, kw = weight.shape
-    ho, wo = grad.shape[2:]
-    cols = F.im2col(xp, (kh, kw), stride, dilation, (ho, wo))
-    g = grad.reshape(len(x), c_out, -1)
-    dweight = np.einsum("nop,nkp->ok", g, cols).reshape(weight.shape)
-    dxp = F.col2im(np.matmul(weight.reshape(c_out, -1).T, g), xp.shape, (kh, kw), stride, dilation, (ho, wo))
-    dx = dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
-    return dx, dweight, grad.sum(axis=(0, 2, 3))
+    return F.conv2d_backward(grad, x, weight, stride, padding, dilation)
 
 
 def naive_conv(x, weight, bias, stride, padding, dilation):

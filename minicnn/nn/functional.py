@@ -1,7 +1,7 @@
 """Stateless array math: convolution and pooling, forward and backward.
 
 Everything here is a plain function of NumPy arrays, testable on its own; the layers in
-:mod:`minicnn.layers` hold parameters and call these functions.
+:mod:`minicnn.nn.layers` hold parameters and call these functions.
 
 Layouts follow PyTorch: activations are NCHW, ``(N, C, H, W)``; convolution weights are OIHW,
 ``(out_channels, in_channels, kh, kw)``.
@@ -20,9 +20,11 @@ the transposes of the same expansion.
 
 from __future__ import annotations
 
-import math
+from typing import NamedTuple, Tuple, Union
 
 import numpy as np
+
+from .utils import pair, positive_pair
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1) -> int:
@@ -52,67 +54,220 @@ def pad2d(x: np.ndarray, padding: tuple[tuple[int, int], tuple[int, int]], value
     return out
 
 
-def _window(xp: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride, dilation) -> np.ndarray:
+def _window(xp: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int],
+            dilation: tuple[int, int]) -> np.ndarray:
     """View of ``xp`` that kernel offset (i, j) sees at every output position: (N, C, Ho, Wo)."""
     ho, wo = out_hw
     top, left = i * dilation[0], j * dilation[1]
     return xp[:, :, top:top + stride[0] * (ho - 1) + 1:stride[0], left:left + stride[1] * (wo - 1) + 1:stride[1]]
 
 
-def im2col(xp: np.ndarray, kernel_size, stride, dilation, out_hw, out: np.ndarray | None = None) -> np.ndarray:
-    """Expand a padded input into receptive-field columns.
+# ----------------------------------------------------------------------------------------------
+# Convolution, the readable way: im2col, one matrix product, and its two transposes
+# ----------------------------------------------------------------------------------------------
+
+Padding = Union[int, Tuple[int, int], str, Tuple[Tuple[int, int], Tuple[int, int]]]
+
+
+class ConvGeometry(NamedTuple):
+    """A convolution's arguments as pairs, and its output size.
+
+    ``padding`` is ((top, bottom), (left, right)); ``out_hw`` is (Ho, Wo).
+    """
+
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    dilation: tuple[int, int]
+    out_hw: tuple[int, int]
+
+
+def conv_padding(padding: Padding, kernel_size, dilation=1) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Padding as ((top, bottom), (left, right)) from any of the forms a convolution accepts.
+
+    ``p`` pads every side by p; ``(ph, pw)`` pads top and bottom by ph, left and right by pw;
+    ``"valid"`` is no padding; ``"same"`` keeps the size at stride 1 (:func:`same_padding`);
+    ``((top, bottom), (left, right))`` is taken as it is.
+    """
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(f"padding must be an int, a pair, 'valid', 'same' or ((top, bottom), (left, right)), "
+                             f"got {padding!r}")
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        (kh, kw), (dh, dw) = positive_pair(kernel_size, "kernel_size", "padding='same'"), pair(dilation, "dilation")
+        return same_padding(kh, dh), same_padding(kw, dw)
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
+        top_bottom = positive_pair(padding[0], "padding (top, bottom)", "conv_padding", minimum=0)
+        left_right = positive_pair(padding[1], "padding (left, right)", "conv_padding", minimum=0)
+        return top_bottom, left_right
+    ph, pw = positive_pair(padding, "padding", "conv_padding", minimum=0)
+    return (ph, ph), (pw, pw)
+
+
+def conv_geometry(x_shape, kernel_size, stride=1, padding: Padding = 0, dilation=1) -> ConvGeometry:
+    """Check a convolution's arguments against an input of ``x_shape`` (N, C, H, W) and size its output.
+
+    Raises ValueError when the padded input is smaller than the kernel's reach ``d*(k-1) + 1``, or
+    for ``padding="same"`` with a stride other than 1.
+    """
+    kernel = positive_pair(kernel_size, "kernel_size", "conv")
+    strides = positive_pair(stride, "stride", "conv")
+    dilations = positive_pair(dilation, "dilation", "conv")
+    if padding == "same" and strides != (1, 1):
+        raise ValueError(f"conv: padding='same' needs stride 1, got stride={strides}")
+    pads = conv_padding(padding, kernel, dilations)
+    h, w = x_shape[2:]
+    out_hw = (conv_output_size(h, kernel[0], strides[0], sum(pads[0]), dilations[0]),
+              conv_output_size(w, kernel[1], strides[1], sum(pads[1]), dilations[1]))
+    if min(out_hw) < 1:
+        reach = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+        raise ValueError(f"conv: input {tuple(x_shape)} padded by {pads} is smaller than the kernel's reach "
+                         f"{reach[0]}x{reach[1]}")
+    return ConvGeometry(kernel, strides, pads, dilations, out_hw)
+
+
+def im2col(x: np.ndarray, kernel_size, stride=1, padding: Padding = 0, dilation=1) -> np.ndarray:
+    """Expand an input into a matrix whose columns are its receptive fields.
 
     Parameters
     ----------
-    xp : ndarray of shape (N, C, Hp, Wp)
-        The already padded input.
-    kernel_size, stride, dilation : pairs of int
-    out_hw : (Ho, Wo)
-    out : optional ndarray of shape (N, C*kh*kw, Ho*Wo) to fill in place.
+    x : ndarray of shape (N, C, H, W)
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, (int, int), "valid", "same" or ((top, bottom), (left, right))
+        Zeros added around ``x`` first (see :func:`conv_padding`).
 
     Returns
     -------
     cols : ndarray of shape (N, C*kh*kw, Ho*Wo)
-        ``cols[n, (c*kh + i)*kw + j, ho*Wo + wo] == xp[n, c, ho*sh + i*dh, wo*sw + j*dw]``.
-        Row order (c, i, j) matches a weight reshaped from OIHW to (O, C*kh*kw).
+        ``cols[n, (c*kh + i)*kw + j, ho*Wo + wo] == xp[n, c, ho*sh + i*dh, wo*sw + j*dw]``, with
+        ``xp`` the padded input and Ho, Wo from :func:`conv_output_size`. Row order (c, i, j)
+        matches a weight reshaped from OIHW to (C_out, C*kh*kw), so the convolution is one
+        matrix product (J. Wu's im2row, transposed: one column per output pixel).
 
     One strided copy per kernel offset (kh*kw of them); no loop over samples, channels or pixels.
     """
-    n, c = xp.shape[:2]
-    kh, kw = kernel_size
-    ho, wo = out_hw
-    if out is None:
-        out = np.empty((n, c * kh * kw, ho * wo), dtype=xp.dtype)
-    view = out.reshape(n, c, kh, kw, ho, wo)
+    geometry = conv_geometry(x.shape, kernel_size, stride, padding, dilation)
+    (kh, kw), (ho, wo) = geometry.kernel_size, geometry.out_hw
+    xp = pad2d(x, geometry.padding)
+    n, c = x.shape[:2]
+    cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            view[:, :, i, j] = _window(xp, i, j, out_hw, stride, dilation)
-    return out
+            cols[:, :, i, j] = _window(xp, i, j, (ho, wo), geometry.stride, geometry.dilation)
+    return cols.reshape(n, c * kh * kw, ho * wo)
 
 
-def col2im(cols: np.ndarray, padded_shape, kernel_size, stride, dilation, out_hw) -> np.ndarray:
-    """Adjoint of :func:`im2col`: scatter-add columns back onto a padded input.
+def col2im(cols: np.ndarray, x_shape, kernel_size, stride=1, padding: Padding = 0, dilation=1) -> np.ndarray:
+    """Adjoint (transpose) of :func:`im2col`: sum columns back onto the input they were copied from.
 
     Parameters
     ----------
     cols : ndarray of shape (N, C*kh*kw, Ho*Wo)
-    padded_shape : (N, C, Hp, Wp)
+    x_shape : (N, C, H, W), the shape of :func:`im2col`'s input
+    kernel_size, stride, padding, dilation : as for :func:`im2col`
 
     Returns
     -------
-    dxp : ndarray of shape (N, C, Hp, Wp)
-        Each input pixel receives the sum over every receptive field that contains it. Summed with
-        one slice-add per kernel offset, so no ``np.add.at`` is needed.
+    x_sum : ndarray of shape (N, C, H, W)
+        Each input pixel receives the sum of every column entry that :func:`im2col` copied from it
+        (entries that came from the padding are dropped). Summed with one slice-add per kernel
+        offset, so no ``np.add.at`` is needed.
     """
-    n, c = padded_shape[:2]
-    kh, kw = kernel_size
-    ho, wo = out_hw
-    dxp = np.zeros(padded_shape, dtype=cols.dtype)
+    geometry = conv_geometry(x_shape, kernel_size, stride, padding, dilation)
+    (kh, kw), (ho, wo) = geometry.kernel_size, geometry.out_hw
+    (top, bottom), (left, right) = geometry.padding
+    n, c, h, w = x_shape
+    if cols.shape != (n, c * kh * kw, ho * wo):
+        raise ValueError(f"col2im: expected cols of shape {(n, c * kh * kw, ho * wo)}, got {cols.shape}")
+    xp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=cols.dtype)
     view = cols.reshape(n, c, kh, kw, ho, wo)
     for i in range(kh):
         for j in range(kw):
-            _window(dxp, i, j, out_hw, stride, dilation)[...] += view[:, :, i, j]
-    return dxp
+            _window(xp, i, j, (ho, wo), geometry.stride, geometry.dilation)[...] += view[:, :, i, j]
+    return np.ascontiguousarray(xp[:, :, top:top + h, left:left + w])
+
+
+def _check_conv_arrays(x, weight, caller: str) -> None:
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+        raise ValueError(f"{caller}: expected x of shape (N, C_in, H, W), got {got}")
+    if not isinstance(weight, np.ndarray) or weight.ndim != 4 or weight.shape[1] != x.shape[1]:
+        got = weight.shape if isinstance(weight, np.ndarray) else type(weight).__name__
+        raise ValueError(f"{caller}: expected weight of shape (C_out, {x.shape[1]}, kh, kw) for x of shape "
+                         f"{x.shape}, got {got}")
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
+           padding: Padding = 0, dilation=1) -> np.ndarray:
+    """2-D convolution (cross-correlation) as one matrix product: ``Y = W @ im2col(x) + b``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W)
+    weight : ndarray of shape (C_out, C_in, kh, kw)
+    bias : ndarray of shape (C_out,) or None
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), "valid", "same" or ((top, bottom), (left, right))
+
+    Returns
+    -------
+    out : ndarray of shape (N, C_out, Ho, Wo)
+
+    The readable version, for stepping through; ``Conv2D(..., algorithm="im2col")`` runs it. The
+    default layer computes the same products faster (:mod:`minicnn.nn._lowering`).
+    """
+    _check_conv_arrays(x, weight, "conv2d")
+    c_out, _, kh, kw = weight.shape
+    ho, wo = conv_geometry(x.shape, (kh, kw), stride, padding, dilation).out_hw
+    cols = im2col(x, (kh, kw), stride, padding, dilation)   # (N, C_in*kh*kw, Ho*Wo)
+    kernels = weight.reshape(c_out, -1)                      # (C_out, C_in*kh*kw): one filter per row
+    out = kernels @ cols                                     # (N, C_out, Ho*Wo): every filter at every position
+    if bias is not None:
+        out += bias[:, None]
+    return out.reshape(len(x), c_out, ho, wo)
+
+
+def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1, padding: Padding = 0,
+                    dilation=1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv2d` as two matrix products with the same expansion (J. Wu, sec. 6).
+
+    With ``cols = im2col(x)`` (K, P) per sample, ``W`` the weight as a (C_out, K) matrix and ``G``
+    the output gradient as a (C_out, P) matrix (K = C_in*kh*kw, P = Ho*Wo), the forward pass is
+    ``Y = W @ cols``, so
+
+    - ``dW = sum over samples of G @ cols.T``: each filter's gradient is the output gradient
+      correlated with the inputs it saw;
+    - ``dcols = W.T @ G``, and ``dx = col2im(dcols)``: each input pixel collects the gradient of
+      every column it was copied into;
+    - ``dbias = G`` summed over samples and positions.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, C_out, Ho, Wo)
+    x : ndarray of shape (N, C_in, H, W), the forward pass's input
+    weight : ndarray of shape (C_out, C_in, kh, kw)
+    stride, padding, dilation : as for :func:`conv2d`
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C_in, H, W)
+    dweight : ndarray of shape (C_out, C_in, kh, kw)
+    dbias : ndarray of shape (C_out,)
+    """
+    _check_conv_arrays(x, weight, "conv2d_backward")
+    c_out, _, kh, kw = weight.shape
+    ho, wo = conv_geometry(x.shape, (kh, kw), stride, padding, dilation).out_hw
+    if not isinstance(grad_out, np.ndarray) or grad_out.shape != (len(x), c_out, ho, wo):
+        got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
+        raise ValueError(f"conv2d_backward: expected grad_out of shape {(len(x), c_out, ho, wo)}, got {got}")
+    cols = im2col(x, (kh, kw), stride, padding, dilation)      # (N, K, P), as in the forward pass
+    grad = grad_out.reshape(len(x), c_out, ho * wo)             # G: (N, C_out, P)
+    kernels = weight.reshape(c_out, -1)                         # W: (C_out, K)
+    dweight = (grad @ cols.transpose(0, 2, 1)).sum(axis=0)      # sum_n G @ cols.T: (C_out, K)
+    dcols = kernels.T @ grad                                    # W.T @ G: (N, K, P)
+    dx = col2im(dcols, x.shape, (kh, kw), stride, padding, dilation)
+    return dx, dweight.reshape(weight.shape), grad_out.sum(axis=(0, 2, 3))
 
 
 # ----------------------------------------------------------------------------------------------

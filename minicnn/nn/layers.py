@@ -31,6 +31,9 @@ from .utils import as_generator, check_bool, check_dtype, check_real, positive_i
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 
+#: Conv2D's algorithms: the fast private lowering (default), or the readable im2col functions.
+ALGORITHMS = ("fast", "im2col")
+
 
 def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.random.Generator,
                 owner: str = "init_weight") -> np.ndarray:
@@ -179,6 +182,27 @@ class Layer:
         return repr(self)
 
 
+def _conv_padding_argument(padding, stride: tuple[int, int], name: str):
+    """Conv2D's padding as given, checked: "valid", "same" (stride 1 only), (ph, pw) or
+    ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(f"{name}: padding must be an int, a pair, 'valid', 'same' or "
+                             f"((top, bottom), (left, right)), got {padding!r}")
+        if padding == "same" and stride != (1, 1):
+            raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride}")
+        return padding
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
+        return (positive_pair(padding[0], "padding (top, bottom)", name, minimum=0),
+                positive_pair(padding[1], "padding (left, right)", name, minimum=0))
+    return positive_pair(padding, "padding", name, minimum=0)
+
+
+def _as_lists(value):
+    """Tuples (nested or not) as lists, for JSON."""
+    return [_as_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every CNN library; see :mod:`minicnn.functional`).
 
@@ -186,12 +210,17 @@ class Conv2D(Layer):
     ----------
     in_channels, out_channels : int
     kernel_size, stride, dilation : int or (int, int)
-    padding : int, (int, int), "valid" or "same"
+    padding : int, (int, int), "valid", "same" or ((top, bottom), (left, right))
         "same" keeps H and W at stride 1; for even kernels the extra pixel goes after, as in PyTorch.
     bias : bool
     dtype : float32 (default) or float64
     rng : int seed, numpy.random.Generator or None
     init : "he" (default), "he_uniform", "glorot" or "glorot_normal"
+    algorithm : "fast" (default) or "im2col"
+        Which code computes the same products: "im2col" runs the readable
+        :func:`minicnn.nn.functional.conv2d` / :func:`~minicnn.nn.functional.conv2d_backward`
+        (step through them to see the math); "fast" the private lowering in
+        :mod:`minicnn.nn._lowering`, laid out for speed and bounded memory.
 
     Attributes
     ----------
@@ -207,21 +236,17 @@ class Conv2D(Layer):
     workspace_bytes: int | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 bias: bool = True, dtype=np.float32, rng=None, init: str = "he"):
+                 bias: bool = True, dtype=np.float32, rng=None, init: str = "he", algorithm: str = "fast"):
         name = f"Conv2D(in_channels={in_channels}, out_channels={out_channels})"
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"{name}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        self.algorithm = algorithm
         self.in_channels = positive_int(in_channels, "in_channels", name)
         self.out_channels = positive_int(out_channels, "out_channels", name)
         self.kernel_size = positive_pair(kernel_size, "kernel_size", name)
         self.stride = positive_pair(stride, "stride", name)
         self.dilation = positive_pair(dilation, "dilation", name)
-        if isinstance(padding, str):
-            if padding not in ("valid", "same"):
-                raise ValueError(f"{name}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"{name}: padding='same' needs stride 1, got stride={self.stride}")
-            self.padding = padding
-        else:
-            self.padding = positive_pair(padding, "padding", name, minimum=0)
+        self.padding = _conv_padding_argument(padding, self.stride, name)
         self.dtype = check_dtype(dtype)
         self.init = init
         kh, kw = self.kernel_size
@@ -239,12 +264,7 @@ class Conv2D(Layer):
     @property
     def pad_amounts(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """Padding as ((top, bottom), (left, right))."""
-        if self.padding == "valid":
-            return (0, 0), (0, 0)
-        if self.padding == "same":
-            return (F.same_padding(self.kernel_size[0], self.dilation[0]),
-                    F.same_padding(self.kernel_size[1], self.dilation[1]))
-        return (self.padding[0],) * 2, (self.padding[1],) * 2
+        return F.conv_padding(self.padding, self.kernel_size, self.dilation)
 
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """(N, C_out, H_out, W_out) for an input of shape (N, C_in, H, W)."""
@@ -268,10 +288,12 @@ class Conv2D(Layer):
                              f"{self.pad_amounts} is {x.shape[2] + t + b}x{x.shape[3] + l + r}, smaller "
                              f"than the kernel's reach {reach[0]}x{reach[1]}")
         bias = None if self.bias is None else self.bias.data
-        out, self._cols = _lowering.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation,
-                                   workspace_bytes=self.workspace_bytes, keep_cols=True,
-                                   workspace=self._workspace)
         self._x = x
+        if self.algorithm == "im2col":
+            return F.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation)
+        out, self._cols = _lowering.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation,
+                                           workspace_bytes=self.workspace_bytes, keep_cols=True,
+                                           workspace=self._workspace)
         return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -283,11 +305,16 @@ class Conv2D(Layer):
         x = self._cached(self._x)
         grad_out = self._check_grad(grad_out, self.output_shape(x.shape))
         need_w = self.weight.requires_grad
-        dx, dweight, dbias = _lowering.conv2d_backward(
-            grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
-            need_input_grad=need_input_grad, need_weight_grad=need_w,
-            workspace_bytes=self.workspace_bytes, overwrite_cols=True, workspace=self._workspace)
-        self._cols = None   # its memory now holds the input gradient's columns; a second backward rebuilds
+        if self.algorithm == "im2col":
+            dx, dweight, dbias = F.conv2d_backward(grad_out, x, self.weight.data, self.stride, self.pad_amounts,
+                                                   self.dilation)
+            dx = dx if need_input_grad else None
+        else:
+            dx, dweight, dbias = _lowering.conv2d_backward(
+                grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
+                need_input_grad=need_input_grad, need_weight_grad=need_w,
+                workspace_bytes=self.workspace_bytes, overwrite_cols=True, workspace=self._workspace)
+            self._cols = None   # its memory now holds the input gradient's columns; a second backward rebuilds
         if need_w:
             self.weight.grad += dweight
         if self.bias is not None and self.bias.requires_grad:
@@ -297,8 +324,9 @@ class Conv2D(Layer):
     def get_config(self) -> dict:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
-                "dilation": list(self.dilation), "bias": self.bias is not None, "dtype": self.dtype.name}
+                "padding": self.padding if isinstance(self.padding, str) else _as_lists(self.padding),
+                "dilation": list(self.dilation), "bias": self.bias is not None, "dtype": self.dtype.name,
+                "algorithm": self.algorithm}
 
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
@@ -310,6 +338,8 @@ class Conv2D(Layer):
             text += f", dilation={self.dilation}"
         if self.bias is None:
             text += ", bias=False"
+        if self.algorithm != "fast":
+            text += f", algorithm={self.algorithm!r}"
         return text
 
 
