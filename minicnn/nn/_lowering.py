@@ -226,6 +226,23 @@ class _Geometry:
         out[-1] = 1
         return out
 
+    def grad_grid(self, grad_out: np.ndarray, grids: Workspace, dtype) -> np.ndarray:
+        """The output gradient (n, C_out, Ho, Wo) on the grid as a (C_out, Ho*n*Wg) matrix, zero in
+        the extra columns, in the ``grids`` buffer."""
+        grid = grids.array((self.c_out, self.ho, grad_out.shape[0], self.wg), dtype)
+        grid[..., self.wo:] = 0
+        grid[..., :self.wo] = grad_out.transpose(1, 2, 0, 3)
+        return grid.reshape(self.c_out, -1)
+
+    def input_grad(self, dcols: np.ndarray, n: int, dx: np.ndarray) -> None:
+        """Sum the expanded matrix's gradient (C*kh*kw, Ho*n*Wg) back onto ``dx`` (n, C, H, W): the
+        adjoint of :meth:`expand` (col2im at stride 1, the phases otherwise)."""
+        if self.shifted:
+            padded = self.expand_adjoint(dcols, n)
+            dx[...] = padded[:, self.top:self.top + self.h, :, self.left:self.left + self.w].transpose(2, 0, 1, 3)
+        else:
+            self.input_grad_phases(dcols, n, dx)
+
     def expand_adjoint(self, dcols: np.ndarray, n: int) -> np.ndarray:
         """Adjoint of :meth:`expand` at stride 1 (col2im): (C*kh*kw, Ho*n*Wg) -> gradient of the
         padded input, (C, Hp, n, Wb). One in-place add per kernel offset, where windows overlap.
@@ -341,11 +358,7 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         m = stop - start
-        # the output gradient on the grid (C_out, Ho, m, Wg), zero in the extra columns
-        grid = grids.array((g.c_out, g.ho, m, g.wg), dtype)
-        grid[..., g.wo:] = 0
-        grid[..., :g.wo] = grad_out[start:stop].transpose(1, 2, 0, 3)
-        grid = grid.reshape(g.c_out, -1)
+        grid = g.grad_grid(grad_out[start:stop], grids, dtype)
         chunk_cols = cols if cols is not None else g.expand(x[start:stop], dtype, workspace)
         if need_weight_grad:
             dweight_bias += grid @ chunk_cols.T
@@ -354,10 +367,7 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
         if need_input_grad:
             reuse = chunk_cols is not cols or (overwrite_cols and cols.flags.writeable)
             dcols = np.matmul(w2d.T, grid, out=chunk_cols[:-1] if reuse else None)
-            if g.shifted:
-                dx[start:stop] = g.expand_adjoint(dcols, m)[:, g.top:g.top + g.h, :, g.left:g.left + g.w].transpose(2, 0, 1, 3)
-            else:
-                g.input_grad_phases(dcols, m, dx[start:stop])
+            g.input_grad(dcols, m, dx[start:stop])
     dweight = dweight_bias[:, :-1].reshape(weight.shape) if need_weight_grad else None
     return dx, dweight, np.ascontiguousarray(dweight_bias[:, -1])
 
