@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.signal import convolve2d, correlate2d
 
 from minicnn.nn import functional as F
@@ -173,7 +174,7 @@ def readable_case_arrays(case):
     h, w = max(1, dh * (kh - 1) + 1 + eh - top - bottom), max(1, dw * (kw - 1) + 1 + ew - left - right)
     x = rng.standard_normal((n, c_in, h, w))
     weight, bias = rng.standard_normal((c_out, c_in, kh, kw)), rng.standard_normal(c_out)
-    return x, weight, bias, dict(stride=(sh, sw), padding=((top, bottom), (left, right)), dilation=(dh, dw)), rng
+    return x, weight, bias, {"stride": (sh, sw), "padding": ((top, bottom), (left, right)), "dilation": (dh, dw)}, rng
 
 
 @settings(max_examples=60, deadline=None)
@@ -248,7 +249,7 @@ def test_im2col_and_col2im_are_adjoint(padding):
     # <im2col(x), c> == <x, col2im(c)> for random x, c: col2im is exactly the transpose
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6))
-    args = dict(kernel_size=(3, 2), stride=(2, 1), padding=padding, dilation=(1, 2))
+    args = {"kernel_size": (3, 2), "stride": (2, 1), "padding": padding, "dilation": (1, 2)}
     cols = F.im2col(x, **args)
     c = rng.standard_normal(cols.shape)
     back = F.col2im(c, x.shape, **args)

@@ -4,11 +4,25 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minicnn.nn.gradcheck import check_layer
-from minicnn.nn.layers import (LAYERS, AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
-                            MaxPool2D, ReLU, Sigmoid, Tanh)
+from minicnn.nn.layers import (
+    LAYERS,
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
 
 TOL = 1e-6
 seeds = st.integers(0, 2**31)
@@ -44,8 +58,8 @@ def test_conv2d_same_padding_gradients(kh, kw, dilation, extra, seed):
     assert report.worst < TOL, report
 
 
-@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=(2, 3), stride=(2, 1)),
-                                    dict(kernel_size=2, padding=((0, 1), (2, 0)), dilation=2)])
+@pytest.mark.parametrize("kwargs", [{"kernel_size": 3, "padding": 1}, {"kernel_size": (2, 3), "stride": (2, 1)},
+                                    {"kernel_size": 2, "padding": ((0, 1), (2, 0)), "dilation": 2}])
 def test_conv2d_im2col_algorithm_gradients(kwargs):
     layer = Conv2D(2, 3, dtype=np.float64, rng=0, algorithm="im2col", **kwargs)
     x = np.random.default_rng(1).standard_normal((2, 2, 6, 7))

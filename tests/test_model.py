@@ -9,8 +9,18 @@ import pytest
 from sklearn.datasets import load_digits
 
 from minicnn.nn.gradcheck import check_layer
-from minicnn.nn.layers import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU, MaxPool2D,
-                            ReLU, Tanh)
+from minicnn.nn.layers import (
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Tanh,
+)
 from minicnn.nn.losses import SoftmaxCrossEntropy
 from minicnn.nn.model import Sequential
 from minicnn.nn.optim import Adam
@@ -214,7 +224,7 @@ def test_loading_a_pickle_raises_a_clear_error_and_never_unpickles(tmp_path):
     with pytest.raises(ValueError, match="pickled"):
         Sequential.load(path)
     obj_path = tmp_path / "objects.npz"
-    np.savez(obj_path, **{"__architecture__": np.array([{"a": 1}], dtype=object)})
+    np.savez(obj_path, __architecture__=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="pickled"):
         Sequential.load(obj_path)
 

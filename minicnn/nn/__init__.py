@@ -5,14 +5,26 @@ stateless math; the layers hold parameters and call it (or the fast private lowe
 """
 
 from .layers import (
-    LAYERS, AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, LeakyReLU,
-    MaxPool2D, ReLU, Sigmoid, Tanh,
+    LAYERS,
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    Layer,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Tanh,
 )
 from .losses import MSELoss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, AdamW
 from .parameter import Parameter
 
-__all__ = ["Parameter", "Layer", "LAYERS", "Conv2D", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid",
-           "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten", "Dropout", "BatchNorm2D",
-           "SoftmaxCrossEntropy", "MSELoss", "Sequential", "SGD", "Adam", "AdamW"]
+__all__ = ["LAYERS", "SGD", "Adam", "AdamW", "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten",
+           "GlobalAvgPool2D", "Layer", "LeakyReLU", "MSELoss", "MaxPool2D", "Parameter", "ReLU", "Sequential",
+           "Sigmoid", "SoftmaxCrossEntropy", "Tanh"]

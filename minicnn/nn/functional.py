@@ -20,7 +20,7 @@ the transposes of the same expansion.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple, Union
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def _window(xp: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride: tup
 # Convolution, the readable way: im2col, one matrix product, and its two transposes
 # ----------------------------------------------------------------------------------------------
 
-Padding = Union[int, Tuple[int, int], str, Tuple[Tuple[int, int], Tuple[int, int]]]
+Padding = int | tuple[int, int] | str | tuple[tuple[int, int], tuple[int, int]]
 
 
 class ConvGeometry(NamedTuple):

@@ -23,8 +23,8 @@ import contextlib
 
 import numpy as np
 
-from . import functional as F
 from . import _lowering
+from . import functional as F
 from .parameter import Parameter
 from ..io import check_budget
 from .utils import as_generator, check_bool, check_dtype, check_real, positive_int, positive_pair
@@ -95,17 +95,17 @@ class Layer:
         for p in self.parameters():
             p.zero_grad()
 
-    def freeze(self, frozen: bool = True) -> "Layer":
+    def freeze(self, frozen: bool = True) -> Layer:
         """Stop (or resume) training this layer's parameters; returns the layer."""
         for p in self.parameters():
             p.requires_grad = not frozen
         return self
 
-    def train(self, mode: bool = True) -> "Layer":
+    def train(self, mode: bool = True) -> Layer:
         self.training = bool(mode)
         return self
 
-    def eval(self) -> "Layer":
+    def eval(self) -> Layer:
         return self.train(False)
 
     @contextlib.contextmanager
@@ -118,11 +118,11 @@ class Layer:
         finally:
             self.train(was_training)
 
-    def children(self) -> list["Layer"]:
+    def children(self) -> list[Layer]:
         """The layers this one contains (a :class:`~minicnn.nn.model.Sequential`'s); none for a plain layer."""
         return []
 
-    def find_layers(self, layer_type: type | tuple[type, ...]) -> list[tuple[str, "Layer"]]:
+    def find_layers(self, layer_type: type | tuple[type, ...]) -> list[tuple[str, Layer]]:
         """``[(name, layer)]`` for every layer of ``layer_type`` in this one, depth first, named as
         PyTorch names them (``"0"``, ``"3.1"``); a plain layer of that type finds itself as ``""``."""
         found = [("", self)] if isinstance(self, layer_type) else []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -133,7 +134,7 @@ class Sequential(Layer):
         """Every layer's buffers, keyed as PyTorch keys them (``"1.running_mean"``)."""
         return {f"{i}.{name}": buf for i, layer in enumerate(self.layers) for name, buf in layer.buffers().items()}
 
-    def train(self, mode: bool = True) -> "Sequential":
+    def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
         for layer in self.layers:
             layer.train(mode)
@@ -179,7 +180,7 @@ class Sequential(Layer):
             rows.append((f"{i}: {layer!r}", str((None,) + tuple(out[1:])).replace("None", "N"), f"{count:,}"))
         widths = [max(len(r[k]) for r in rows) for k in range(3)]
         line = "-" * (sum(widths) + 4)
-        fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"  # noqa: E731
+        fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"
         body = [fmt(rows[0]), line] + [fmt(r) for r in rows[1:]] + [line]
         body += [f"Input shape: {(None,) + shape[1:]}".replace("None", "N"),
                  f"Total params: {total:,}", f"Trainable params: {trainable:,}",
@@ -211,7 +212,7 @@ class Sequential(Layer):
         return ", ".join(repr(layer) for layer in self.layers)
 
     @classmethod
-    def from_architecture(cls, spec: list[dict]) -> "Sequential":
+    def from_architecture(cls, spec: list[dict]) -> Sequential:
         """Build a model from :meth:`architecture`'s output (weights freshly initialized)."""
         layers = []
         for i, item in enumerate(spec):
@@ -246,7 +247,7 @@ class Sequential(Layer):
         return path
 
     @_ClassOnly
-    def load(cls, path) -> "Sequential":
+    def load(cls, path) -> Sequential:
         """Rebuild a model saved by :meth:`save`: ``model = Sequential.load("digits.npz")``.
 
         Called on the class only: ``model.load(path)`` raises TypeError (it cannot change ``model``;
