@@ -149,7 +149,8 @@ def scipy_conv_backward(grad, x, weight, stride, padding, dilation):
     spread = np.zeros((n, c_out, (ho - 1) * stride[0] + 1, (wo - 1) * stride[1] + 1))
     spread[:, :, ::stride[0], ::stride[1]] = grad
     rows, cols = spread.shape[2] + kernel.shape[2] - 1, spread.shape[3] + kernel.shape[3] - 1
-    dkernel = np.array([[sum(correlate2d(xp[i, c, :rows, :cols], spread[i, o], mode="valid") for i in range(n))
+    dkernel = np.array([[sum(correlate2d(xp[i, c, :rows, :cols], spread[i, o], mode="valid")
+                             for i in range(n))
                          for c in range(x.shape[1])] for o in range(c_out)])
     dxp = np.zeros(xp.shape)
     dxp[:, :, :rows, :cols] = [[sum(convolve2d(spread[i, o], kernel[o, c]) for o in range(c_out))
@@ -174,7 +175,8 @@ def readable_case_arrays(case):
     h, w = max(1, dh * (kh - 1) + 1 + eh - top - bottom), max(1, dw * (kw - 1) + 1 + ew - left - right)
     x = rng.standard_normal((n, c_in, h, w))
     weight, bias = rng.standard_normal((c_out, c_in, kh, kw)), rng.standard_normal(c_out)
-    return x, weight, bias, {"stride": (sh, sw), "padding": ((top, bottom), (left, right)), "dilation": (dh, dw)}, rng
+    args = {"stride": (sh, sw), "padding": ((top, bottom), (left, right)), "dilation": (dh, dw)}
+    return x, weight, bias, args, rng
 
 
 @settings(max_examples=60, deadline=None)
@@ -186,7 +188,8 @@ def test_readable_conv2d_and_its_gradients_match_scipy(case):
     np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
     grad = rng.standard_normal(out.shape)
     got = F.conv2d_backward(grad, x, weight, **args)
-    for name, ours, theirs in zip(("dx", "dweight", "dbias"), got, scipy_conv_backward(grad, x, weight, **args)):
+    expected = scipy_conv_backward(grad, x, weight, **args)
+    for name, ours, theirs in zip(("dx", "dweight", "dbias"), got, expected, strict=True):
         assert ours.shape == theirs.shape, name
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10, err_msg=name)
 
@@ -199,13 +202,13 @@ def test_both_conv2d_algorithms_give_the_same_outputs_and_gradients(case, use_bi
         args = dict(args, stride=(1, 1), padding="same")
     c_in, c_out, kernel = x.shape[1], case[2], case[3:5]
     seed = int(rng.integers(2**31))
-    fast, readable = (Conv2D(c_in, c_out, kernel, bias=use_bias, dtype=np.float64, rng=seed, algorithm=algorithm,
-                             **args) for algorithm in ("fast", "im2col"))
+    fast, readable = (Conv2D(c_in, c_out, kernel, bias=use_bias, dtype=np.float64, rng=seed,
+                             algorithm=algorithm, **args) for algorithm in ("fast", "im2col"))
     out = fast.forward(x)
     np.testing.assert_allclose(readable.forward(x), out, rtol=1e-12, atol=1e-12)
     grad = rng.standard_normal(out.shape)
     np.testing.assert_allclose(readable.backward(grad), fast.backward(grad), rtol=1e-12, atol=1e-12)
-    for p, q in zip(readable.parameters(), fast.parameters()):
+    for p, q in zip(readable.parameters(), fast.parameters(), strict=True):
         np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-12)
     assert readable.backward(grad, need_input_grad=False) is None
 
@@ -231,7 +234,8 @@ def test_im2col_entries_follow_the_documented_index_formula(case):
     for _ in range(10):
         n, c, i, j = (int(rng.integers(d)) for d in (x.shape[0], x.shape[1], kh, kw))
         ho_, wo_ = divmod(int(rng.integers(cols.shape[2])), wo)
-        assert cols[n, (c * kh + i) * kw + j, ho_ * wo + wo_] == xp[n, c, ho_ * sh + i * dh, wo_ * sw + j * dw]
+        row, column = (c * kh + i) * kw + j, ho_ * wo + wo_
+        assert cols[n, row, column] == xp[n, c, ho_ * sh + i * dh, wo_ * sw + j * dw]
 
 
 @pytest.mark.parametrize("padding, explicit", [
@@ -262,8 +266,10 @@ def test_im2col_and_col2im_are_adjoint(padding):
     (lambda x, w: F.im2col(x, 7), ValueError, r"input \(2, 3, 5, 6\) .* smaller than the kernel's reach 7x7"),
     (lambda x, w: F.im2col(x, 3, stride=2, padding="same"), ValueError, r"'same' needs stride 1"),
     (lambda x, w: F.im2col(x, 3, stride=0), ValueError, r"stride must be >= 1"),
-    (lambda x, w: F.conv2d(x, w[:, :2]), ValueError, r"conv2d: expected weight of shape \(C_out, 3, kh, kw\)"),
-    (lambda x, w: F.conv2d(x[0], w), ValueError, r"conv2d: expected x of shape \(N, C_in, H, W\), got \(3, 5, 6\)"),
+    (lambda x, w: F.conv2d(x, w[:, :2]), ValueError,
+     r"conv2d: expected weight of shape \(C_out, 3, kh, kw\)"),
+    (lambda x, w: F.conv2d(x[0], w), ValueError,
+     r"conv2d: expected x of shape \(N, C_in, H, W\), got \(3, 5, 6\)"),
     (lambda x, w: F.conv2d_backward(np.zeros((2, 4, 3, 3)), x, w), ValueError,
      r"conv2d_backward: expected grad_out of shape \(2, 4, 3, 4\), got \(2, 4, 3, 3\)"),
     (lambda x, w: F.col2im(np.zeros((2, 27, 5)), x.shape, 3), ValueError,

@@ -41,7 +41,8 @@ def away_from_kinks(x, width=1e-3):
 def test_conv2d_gradients(n, c_in, c_out, kh, kw, stride, pad, dilation, extra, seed):
     rng = np.random.default_rng(seed)
     size = dilation * (kh - 1) + 1 + extra, dilation * (kw - 1) + 1 + extra
-    layer = Conv2D(c_in, c_out, (kh, kw), stride=stride, padding=pad, dilation=dilation, dtype=np.float64, rng=seed)
+    layer = Conv2D(c_in, c_out, (kh, kw), stride=stride, padding=pad, dilation=dilation, dtype=np.float64,
+                   rng=seed)
     layer.bias.data[:] = rng.standard_normal(c_out)
     report = check_layer(layer, rng.standard_normal((n, c_in) + size), seed=seed)
     assert report.worst < TOL, report
@@ -58,7 +59,8 @@ def test_conv2d_same_padding_gradients(kh, kw, dilation, extra, seed):
     assert report.worst < TOL, report
 
 
-@pytest.mark.parametrize("kwargs", [{"kernel_size": 3, "padding": 1}, {"kernel_size": (2, 3), "stride": (2, 1)},
+@pytest.mark.parametrize("kwargs", [{"kernel_size": 3, "padding": 1},
+                                    {"kernel_size": (2, 3), "stride": (2, 1)},
                                     {"kernel_size": 2, "padding": ((0, 1), (2, 0)), "dilation": 2}])
 def test_conv2d_im2col_algorithm_gradients(kwargs):
     layer = Conv2D(2, 3, dtype=np.float64, rng=0, algorithm="im2col", **kwargs)
@@ -178,7 +180,7 @@ def test_float32_forward_matches_float64():
     layers32 = [Conv2D(3, 8, 3, padding=1, rng=1), BatchNorm2D(8), ReLU(), MaxPool2D(2),
                 Conv2D(8, 4, 2, stride=2, rng=2), Tanh(), Flatten(), Dense(16, 5, rng=3), Sigmoid()]
     a, b = x, x.astype(np.float32)
-    for l64, l32 in zip(layers64, layers32):
+    for l64, l32 in zip(layers64, layers32, strict=True):
         a, b = l64.forward(a), l32.forward(b)
         assert b.dtype == np.float32, l32
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=repr(l32))
@@ -198,7 +200,8 @@ def test_same_seed_gives_bit_identical_weights_and_different_seeds_differ():
     assert np.array_equal(a.weight.data, b.weight.data)
     assert not np.array_equal(a.weight.data, c.weight.data)
     g = np.random.default_rng(9)
-    assert np.array_equal(Dense(5, 4, rng=np.random.default_rng(9)).weight.data, Dense(5, 4, rng=g).weight.data)
+    same_seed = Dense(5, 4, rng=np.random.default_rng(9))
+    assert np.array_equal(same_seed.weight.data, Dense(5, 4, rng=g).weight.data)
 
 
 def test_layers_never_touch_numpy_global_random_state():
@@ -283,17 +286,23 @@ def test_backward_accumulates_into_grad():
 @pytest.mark.parametrize("layer, x, error, pattern", [
     (Conv2D(3, 4, 3), np.zeros((2, 1, 8, 8), np.float32), ValueError,
      r"Conv2D\(3, 4.*expected input \(N, 3, H, W\), got \(2, 1, 8, 8\)"),
-    (Conv2D(1, 4, 3), np.zeros((8, 8), np.float32), ValueError, r"Conv2D.*expected input \(N, 1, H, W\), got \(8, 8\)"),
-    (Conv2D(1, 4, 5), np.zeros((2, 1, 3, 3), np.float32), ValueError, r"Conv2D.*\(2, 1, 3, 3\).*smaller than the kernel"),
+    (Conv2D(1, 4, 3), np.zeros((8, 8), np.float32), ValueError,
+     r"Conv2D.*expected input \(N, 1, H, W\), got \(8, 8\)"),
+    (Conv2D(1, 4, 5), np.zeros((2, 1, 3, 3), np.float32), ValueError,
+     r"Conv2D.*\(2, 1, 3, 3\).*smaller than the kernel"),
     (Conv2D(1, 4, 3, dilation=3), np.zeros((1, 1, 6, 6)), ValueError, r"Conv2D.*reach 7x7"),
     (Conv2D(1, 4, 3), [[[[0.0] * 5] * 5]], TypeError, r"Conv2D.*expected a numpy.ndarray.*got list"),
     (Conv2D(1, 4, 3), np.array([["a"]]), TypeError, r"Conv2D.*dtype <U1"),
-    (Dense(10, 3), np.zeros((2, 12)), ValueError, r"Dense\(in_features=10.*expected input \(N, 10\), got \(2, 12\)"),
+    (Dense(10, 3), np.zeros((2, 12)), ValueError,
+     r"Dense\(in_features=10.*expected input \(N, 10\), got \(2, 12\)"),
     (Dense(16, 3), np.zeros((2, 1, 4, 4)), ValueError, r"Dense.*got \(2, 1, 4, 4\).*Flatten"),
-    (MaxPool2D(2), np.zeros((2, 3, 4)), ValueError, r"MaxPool2D.*expected input \(N, C, H, W\), got \(2, 3, 4\)"),
-    (MaxPool2D(3), np.zeros((1, 1, 2, 2)), ValueError, r"MaxPool2D.*\(1, 1, 2, 2\).*smaller than the pooling window"),
+    (MaxPool2D(2), np.zeros((2, 3, 4)), ValueError,
+     r"MaxPool2D.*expected input \(N, C, H, W\), got \(2, 3, 4\)"),
+    (MaxPool2D(3), np.zeros((1, 1, 2, 2)), ValueError,
+     r"MaxPool2D.*\(1, 1, 2, 2\).*smaller than the pooling window"),
     (AvgPool2D(2), "image", TypeError, r"AvgPool2D.*got str"),
-    (BatchNorm2D(4), np.zeros((2, 3, 4, 4)), ValueError, r"BatchNorm2D.*expected input \(N, 4, H, W\), got \(2, 3, 4, 4\)"),
+    (BatchNorm2D(4), np.zeros((2, 3, 4, 4)), ValueError,
+     r"BatchNorm2D.*expected input \(N, 4, H, W\), got \(2, 3, 4, 4\)"),
     (GlobalAvgPool2D(), np.zeros((2, 3)), ValueError, r"GlobalAvgPool2D.*got \(2, 3\)"),
     (Flatten(), np.zeros(3), ValueError, r"Flatten.*got \(3,\)"),
     (ReLU(), None, TypeError, r"ReLU.*got NoneType"),
@@ -323,7 +332,8 @@ def test_bad_input_names_the_layer_and_the_shapes(layer, x, error, pattern):
     (lambda: BatchNorm2D(4, momentum=float("nan")), r"BatchNorm2D: momentum must be a finite number"),
     (lambda: Conv2D(1, 3, 3, init="kaiming"), r"Conv2D.*init must be one of"),
     (lambda: Conv2D(1, 1, 3, dtype=np.int32), r"dtype must be float32 or float64"),
-    (lambda: Conv2D(1, 1, 3, algorithm="slow"), r"Conv2D.*algorithm must be one of \('fast', 'im2col'\), got 'slow'"),
+    (lambda: Conv2D(1, 1, 3, algorithm="slow"),
+     r"Conv2D.*algorithm must be one of \('fast', 'im2col'\), got 'slow'"),
     (lambda: Conv2D(1, 1, 3, padding=((1, 1), (1, -1))), r"Conv2D.*padding \(left, right\) must be >= 0"),
 ])
 def test_bad_constructor_arguments_are_explained(make, pattern):
@@ -364,7 +374,8 @@ def test_backward_with_a_wrong_gradient_shape_names_the_layer_and_both_shapes(na
         layer.backward(np.zeros(wrong, dtype=np.float32))
     with pytest.raises(ValueError, match=re.escape(f"got {out.shape[1:]}")):
         layer.backward(np.zeros(out.shape[1:], dtype=np.float32))   # the batch axis forgotten
-    with pytest.raises(TypeError, match=re.escape(f"{layer!r}.backward: expected grad_out as a numpy.ndarray")):
+    not_an_array = f"{layer!r}.backward: expected grad_out as a numpy.ndarray"
+    with pytest.raises(TypeError, match=re.escape(not_an_array)):
         layer.backward(out.tolist())
     assert layer.backward(np.ones_like(out)).shape == x_shape   # the right shape still works
 

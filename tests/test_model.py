@@ -59,7 +59,7 @@ def test_backward_without_input_gradient_still_fills_parameter_gradients():
     full = [p.grad.copy() for p in model.parameters()]
     model.zero_grad()
     assert model.backward(np.ones_like(model.forward(x)), need_input_grad=False) is None
-    for a, p in zip(full, model.parameters()):
+    for a, p in zip(full, model.parameters(), strict=True):
         np.testing.assert_allclose(p.grad, a, rtol=1e-6)
 
 
@@ -253,7 +253,8 @@ def test_load_state_dict_reports_missing_and_mismatched_keys():
 def test_a_small_cnn_fits_a_fixed_batch_of_digits(digits):
     X, y = digits
     model = Sequential(Conv2D(1, 16, 3, padding=1, rng=0), ReLU(), MaxPool2D(2),
-                       Conv2D(16, 32, 3, padding=1, rng=1), ReLU(), MaxPool2D(2), Flatten(), Dense(128, 10, rng=2))
+                       Conv2D(16, 32, 3, padding=1, rng=1), ReLU(), MaxPool2D(2), Flatten(),
+                       Dense(128, 10, rng=2))
     opt, loss_fn = Adam(model.parameters(), lr=3e-3), SoftmaxCrossEntropy()
     losses = []
     for _ in range(300):

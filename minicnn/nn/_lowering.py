@@ -238,8 +238,9 @@ class _Geometry:
         """Sum the expanded matrix's gradient (C*kh*kw, Ho*n*Wg) back onto ``dx`` (n, C, H, W): the
         adjoint of :meth:`expand` (col2im at stride 1, the phases otherwise)."""
         if self.shifted:
-            padded = self.expand_adjoint(dcols, n)
-            dx[...] = padded[:, self.top:self.top + self.h, :, self.left:self.left + self.w].transpose(2, 0, 1, 3)
+            padded = self.expand_adjoint(dcols, n)   # (C, Hp, n, Wb)
+            inside = padded[:, self.top:self.top + self.h, :, self.left:self.left + self.w]
+            dx[...] = inside.transpose(2, 0, 1, 3)
         else:
             self.input_grad_phases(dcols, n, dx)
 
@@ -306,7 +307,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1
         grid = np.matmul(w2d, cols if bias is not None else cols[:-1],
                          out=grids.array((g.c_out, cols.shape[1]), dtype) if grids else None)
         # crop the extra columns and transpose the grid to NCHW in one strided copy
-        out[start:stop].transpose(1, 2, 0, 3)[...] = grid.reshape(g.c_out, g.ho, stop - start, g.wg)[..., :g.wo]
+        grid = grid.reshape(g.c_out, g.ho, stop - start, g.wg)
+        out[start:stop].transpose(1, 2, 0, 3)[...] = grid[..., :g.wo]
     if keep_cols:
         return out, cols if chunk == n else None
     return out

@@ -59,7 +59,9 @@ def _window(xp: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride: tup
     """View of ``xp`` that kernel offset (i, j) sees at every output position: (N, C, Ho, Wo)."""
     ho, wo = out_hw
     top, left = i * dilation[0], j * dilation[1]
-    return xp[:, :, top:top + stride[0] * (ho - 1) + 1:stride[0], left:left + stride[1] * (wo - 1) + 1:stride[1]]
+    rows = slice(top, top + stride[0] * (ho - 1) + 1, stride[0])
+    cols = slice(left, left + stride[1] * (wo - 1) + 1, stride[1])
+    return xp[:, :, rows, cols]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,18 +93,25 @@ def conv_padding(padding: Padding, kernel_size, dilation=1) -> tuple[tuple[int, 
     """
     if isinstance(padding, str):
         if padding not in ("valid", "same"):
-            raise ValueError(f"padding must be an int, a pair, 'valid', 'same' or ((top, bottom), (left, right)), "
-                             f"got {padding!r}")
+            raise ValueError("padding must be an int, a pair, 'valid', 'same' or "
+                             f"((top, bottom), (left, right)), got {padding!r}")
         if padding == "valid":
             return (0, 0), (0, 0)
-        (kh, kw), (dh, dw) = positive_pair(kernel_size, "kernel_size", "padding='same'"), pair(dilation, "dilation")
+        kh, kw = positive_pair(kernel_size, "kernel_size", "padding='same'")
+        dh, dw = pair(dilation, "dilation")
         return same_padding(kh, dh), same_padding(kw, dw)
-    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
+    if is_per_side_padding(padding):
         top_bottom = positive_pair(padding[0], "padding (top, bottom)", "conv_padding", minimum=0)
         left_right = positive_pair(padding[1], "padding (left, right)", "conv_padding", minimum=0)
         return top_bottom, left_right
     ph, pw = positive_pair(padding, "padding", "conv_padding", minimum=0)
     return (ph, ph), (pw, pw)
+
+
+def is_per_side_padding(padding) -> bool:
+    """Whether ``padding`` is given per side, as ((top, bottom), (left, right))."""
+    return (isinstance(padding, (tuple, list)) and len(padding) == 2
+            and all(isinstance(p, (tuple, list)) for p in padding))
 
 
 def conv_geometry(x_shape, kernel_size, stride=1, padding: Padding = 0, dilation=1) -> ConvGeometry:
@@ -121,7 +130,7 @@ def conv_geometry(x_shape, kernel_size, stride=1, padding: Padding = 0, dilation
     out_hw = (conv_output_size(h, kernel[0], strides[0], sum(pads[0]), dilations[0]),
               conv_output_size(w, kernel[1], strides[1], sum(pads[1]), dilations[1]))
     if min(out_hw) < 1:
-        reach = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+        reach = [d * (k - 1) + 1 for k, d in zip(kernel, dilations, strict=True)]
         raise ValueError(f"conv: input {tuple(x_shape)} padded by {pads} is smaller than the kernel's reach "
                          f"{reach[0]}x{reach[1]}")
     return ConvGeometry(kernel, strides, pads, dilations, out_hw)
@@ -222,7 +231,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     ho, wo = conv_geometry(x.shape, (kh, kw), stride, padding, dilation).out_hw
     cols = im2col(x, (kh, kw), stride, padding, dilation)   # (N, C_in*kh*kw, Ho*Wo)
     kernels = weight.reshape(c_out, -1)                      # (C_out, C_in*kh*kw): one filter per row
-    out = kernels @ cols                                     # (N, C_out, Ho*Wo): every filter at every position
+    out = kernels @ cols                                     # (N, C_out, Ho*Wo): each filter at each position
     if bias is not None:
         out += bias[:, None]
     return out.reshape(len(x), c_out, ho, wo)

@@ -40,7 +40,8 @@ class GradCheckReport:
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray, tiny: float = 1e-12) -> float:
     """``max|a - n| / max(max|a|, max|n|, tiny)``."""
-    scale = max(float(np.max(np.abs(analytic), initial=0.0)), float(np.max(np.abs(numeric), initial=0.0)), tiny)
+    largest = [float(np.max(np.abs(values), initial=0.0)) for values in (analytic, numeric)]
+    scale = max(*largest, tiny)
     return float(np.max(np.abs(analytic - numeric), initial=0.0)) / scale
 
 
@@ -59,7 +60,8 @@ def numerical_gradient(f, array: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return grad
 
 
-def check_layer(layer, x: np.ndarray, h: float = 1e-6, seed: int = 0, check_input: bool = True) -> GradCheckReport:
+def check_layer(layer, x: np.ndarray, h: float = 1e-6, seed: int = 0,
+                check_input: bool = True) -> GradCheckReport:
     """Compare a layer's backward pass with central differences, for the input and every parameter.
 
     Parameters
@@ -81,7 +83,8 @@ def check_layer(layer, x: np.ndarray, h: float = 1e-6, seed: int = 0, check_inpu
     x = np.array(x, dtype=np.float64)
     for name, p in _named_parameters(layer):
         if p.data.dtype != np.float64:
-            raise TypeError(f"check_layer: parameter {name} is {p.data.dtype}; build the layer with dtype=np.float64")
+            raise TypeError(f"check_layer: parameter {name} is {p.data.dtype}; "
+                            "build the layer with dtype=np.float64")
     out = layer.forward(x.copy())
     projection = np.random.default_rng(seed).standard_normal(out.shape)
 

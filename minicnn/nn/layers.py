@@ -119,7 +119,7 @@ class Layer:
             self.train(was_training)
 
     def children(self) -> list[Layer]:
-        """The layers this one contains (a :class:`~minicnn.nn.model.Sequential`'s); none for a plain layer."""
+        """The layers this one contains (a :class:`~minicnn.nn.model.Sequential`'s); none for a plain one."""
         return []
 
     def find_layers(self, layer_type: type | tuple[type, ...]) -> list[tuple[str, Layer]]:
@@ -127,7 +127,8 @@ class Layer:
         PyTorch names them (``"0"``, ``"3.1"``); a plain layer of that type finds itself as ``""``."""
         found = [("", self)] if isinstance(self, layer_type) else []
         for i, child in enumerate(self.children()):
-            found += [(f"{i}.{name}" if name else str(i), layer) for name, layer in child.find_layers(layer_type)]
+            found += [(f"{i}.{name}" if name else str(i), layer)
+                      for name, layer in child.find_layers(layer_type)]
         return found
 
     def __getstate__(self) -> dict:
@@ -153,7 +154,8 @@ class Layer:
             raise TypeError(f"{self!r}: expected a numpy.ndarray of shape {expected}, "
                             f"got {type(x).__name__}")
         if x.dtype.kind not in "biuf":
-            raise TypeError(f"{self!r}: expected a real-valued array of shape {expected}, got dtype {x.dtype}")
+            raise TypeError(f"{self!r}: expected a real-valued array of shape {expected}, "
+                            f"got dtype {x.dtype}")
         if ndim is not None and x.ndim != ndim:
             raise ValueError(f"{self!r}: expected input {expected}, got {x.shape} ({x.ndim}-D)")
         if dtype is None:
@@ -192,7 +194,7 @@ def _conv_padding_argument(padding, stride: tuple[int, int], name: str):
         if padding == "same" and stride != (1, 1):
             raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride}")
         return padding
-    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
+    if F.is_per_side_padding(padding):
         return (positive_pair(padding[0], "padding (top, bottom)", name, minimum=0),
                 positive_pair(padding[1], "padding (left, right)", name, minimum=0))
     return positive_pair(padding, "padding", name, minimum=0)
@@ -268,11 +270,11 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """(N, C_out, H_out, W_out) for an input of shape (N, C_in, H, W)."""
-        (t, b), (l, r) = self.pad_amounts
+        (top, bottom), (left, right) = self.pad_amounts
         n, _, h, w = input_shape
         return (n, self.out_channels,
-                F.conv_output_size(h, self.kernel_size[0], self.stride[0], t + b, self.dilation[0]),
-                F.conv_output_size(w, self.kernel_size[1], self.stride[1], l + r, self.dilation[1]))
+                F.conv_output_size(h, self.kernel_size[0], self.stride[0], top + bottom, self.dilation[0]),
+                F.conv_output_size(w, self.kernel_size[1], self.stride[1], left + right, self.dilation[1]))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x : (N, in_channels, H, W) -> (N, out_channels, H_out, W_out)."""
@@ -282,18 +284,19 @@ class Conv2D(Layer):
             raise ValueError(f"{self!r}: expected input {expected}, got {x.shape}")
         out_shape = self.output_shape(x.shape)
         if min(out_shape[2:]) < 1:
-            (t, b), (l, r) = self.pad_amounts
-            reach = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation)]
+            (top, bottom), (left, right) = self.pad_amounts
+            padded = (x.shape[2] + top + bottom, x.shape[3] + left + right)
+            reach = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True)]
             raise ValueError(f"{self!r}: input {x.shape} with padding ((top, bottom), (left, right))="
-                             f"{self.pad_amounts} is {x.shape[2] + t + b}x{x.shape[3] + l + r}, smaller "
+                             f"{self.pad_amounts} is {padded[0]}x{padded[1]}, smaller "
                              f"than the kernel's reach {reach[0]}x{reach[1]}")
         bias = None if self.bias is None else self.bias.data
         self._x = x
         if self.algorithm == "im2col":
             return F.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation)
-        out, self._cols = _lowering.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation,
-                                           workspace_bytes=self.workspace_bytes, keep_cols=True,
-                                           workspace=self._workspace)
+        out, self._cols = _lowering.conv2d(
+            x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation,
+            workspace_bytes=self.workspace_bytes, keep_cols=True, workspace=self._workspace)
         return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -306,15 +309,15 @@ class Conv2D(Layer):
         grad_out = self._check_grad(grad_out, self.output_shape(x.shape))
         need_w = self.weight.requires_grad
         if self.algorithm == "im2col":
-            dx, dweight, dbias = F.conv2d_backward(grad_out, x, self.weight.data, self.stride, self.pad_amounts,
-                                                   self.dilation)
+            dx, dweight, dbias = F.conv2d_backward(
+                grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation)
             dx = dx if need_input_grad else None
         else:
             dx, dweight, dbias = _lowering.conv2d_backward(
                 grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
                 need_input_grad=need_input_grad, need_weight_grad=need_w,
                 workspace_bytes=self.workspace_bytes, overwrite_cols=True, workspace=self._workspace)
-            self._cols = None   # its memory now holds the input gradient's columns; a second backward rebuilds
+            self._cols = None   # its memory now holds the input gradient's columns; backward again rebuilds
         if need_w:
             self.weight.grad += dweight
         if self.bias is not None and self.bias.requires_grad:
@@ -486,7 +489,7 @@ class _Pool2D(Layer):
         self.kernel_size = positive_pair(kernel_size, "kernel_size", name)
         self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride", name)
         self.padding = positive_pair(padding, "padding", name, minimum=0)
-        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size, strict=True)):
             raise ValueError(f"{name}: padding must be at most half the kernel size, got padding={padding!r}")
         self._x_shape = None
 
@@ -504,7 +507,8 @@ class _Pool2D(Layer):
         return x
 
     def get_config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding)}
 
     def extra_repr(self):
         text = f"kernel_size={self.kernel_size}"
@@ -533,7 +537,8 @@ class MaxPool2D(_Pool2D):
     def backward(self, grad_out, need_input_grad=True):
         argmax = self._cached(self._argmax)
         grad_out = self._check_grad(grad_out, argmax.shape)
-        return F.max_pool2d_backward(grad_out, argmax, self._x_shape, self.kernel_size, self.stride, self.padding)
+        return F.max_pool2d_backward(grad_out, argmax, self._x_shape, self.kernel_size, self.stride,
+                                     self.padding)
 
 
 class AvgPool2D(_Pool2D):

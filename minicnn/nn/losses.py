@@ -16,8 +16,8 @@ class Loss:
     def _outputs(self, outputs, expected: str) -> np.ndarray:
         if not isinstance(outputs, np.ndarray) or outputs.dtype.kind != "f":
             got = type(outputs).__name__ if not isinstance(outputs, np.ndarray) else f"dtype {outputs.dtype}"
-            raise TypeError(f"{type(self).__name__}: expected outputs as a float ndarray of shape {expected}, "
-                            f"got {got}")
+            raise TypeError(f"{type(self).__name__}: expected outputs as a float ndarray of shape "
+                            f"{expected}, got {got}")
         return outputs
 
     def _cached(self, value):
@@ -41,7 +41,8 @@ class SoftmaxCrossEntropy(Loss):
 
     def __init__(self, label_smoothing: float = 0.0):
         if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ValueError(f"SoftmaxCrossEntropy: label_smoothing must be in [0, 1), got {label_smoothing!r}")
+            raise ValueError("SoftmaxCrossEntropy: label_smoothing must be in [0, 1), "
+                             f"got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
         self._probs = self._target = None
 
@@ -82,7 +83,8 @@ class MSELoss(Loss):
         outputs = self._outputs(outputs, "(N, ...)")
         targets = np.asarray(targets)
         if targets.shape != outputs.shape:
-            raise ValueError(f"MSELoss: expected targets of the outputs' shape {outputs.shape}, got {targets.shape}")
+            raise ValueError(f"MSELoss: expected targets of the outputs' shape {outputs.shape}, "
+                             f"got {targets.shape}")
         self._diff = outputs - targets.astype(outputs.dtype, copy=False)
         return float(np.mean(self._diff * self._diff))
 

@@ -127,12 +127,15 @@ class Sequential(Layer):
 
     # --- parameters and modes ---------------------------------------------------------------------
     def named_parameters(self) -> list[tuple[str, Parameter]]:
-        """``[("0.weight", Parameter), ("0.bias", Parameter), ...]``: PyTorch's naming (nested: ``"1.0.weight"``)."""
-        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers) for name, p in layer.named_parameters()]
+        """``[("0.weight", Parameter), ("0.bias", Parameter), ...]``: PyTorch's naming (nested:
+        ``"1.0.weight"``)."""
+        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
+                for name, p in layer.named_parameters()]
 
     def buffers(self) -> dict[str, np.ndarray]:
         """Every layer's buffers, keyed as PyTorch keys them (``"1.running_mean"``)."""
-        return {f"{i}.{name}": buf for i, layer in enumerate(self.layers) for name, buf in layer.buffers().items()}
+        return {f"{i}.{name}": buf for i, layer in enumerate(self.layers)
+                for name, buf in layer.buffers().items()}
 
     def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
@@ -153,7 +156,8 @@ class Sequential(Layer):
         missing = sorted(set(targets) - set(state))
         unexpected = sorted(set(state) - set(targets))
         if missing or unexpected:
-            raise KeyError(f"Sequential.load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            raise KeyError(f"Sequential.load_state_dict: missing keys {missing}, "
+                           f"unexpected keys {unexpected}")
         for name, target in targets.items():
             value = np.asarray(state[name])
             if value.shape != target.shape:
@@ -180,7 +184,10 @@ class Sequential(Layer):
             rows.append((f"{i}: {layer!r}", str((None,) + tuple(out[1:])).replace("None", "N"), f"{count:,}"))
         widths = [max(len(r[k]) for r in rows) for k in range(3)]
         line = "-" * (sum(widths) + 4)
-        fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"
+
+        def fmt(r: tuple[str, str, str]) -> str:
+            return f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"
+
         body = [fmt(rows[0]), line] + [fmt(r) for r in rows[1:]] + [line]
         body += [f"Input shape: {(None,) + shape[1:]}".replace("None", "N"),
                  f"Total params: {total:,}", f"Trainable params: {trainable:,}",
@@ -191,7 +198,8 @@ class Sequential(Layer):
         return f"Sequential(<{len(self.layers)} layers>)"
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self.layers))
+        inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ")
+                        for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
 
     def __len__(self) -> int:

@@ -75,7 +75,8 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay, as PyTorch's:
 
-    ``g = grad + weight_decay * w``; ``v = momentum * v + g``; ``w -= lr * (g + momentum * v if nesterov else v)``.
+    ``g = grad + weight_decay * w``; ``v = momentum * v + g``;
+    ``w -= lr * (g + momentum * v if nesterov else v)``.
     """
 
     _buffers = ("velocity",)
@@ -105,7 +106,8 @@ class Adam(Optimizer):
     _buffers = ("exp_avg", "exp_avg_sq")
     _decoupled = False
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
         b1, b2 = betas
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas!r}")
@@ -137,7 +139,8 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
@@ -197,7 +200,8 @@ class CosineLR(LRSchedule):
 
     def __init__(self, optimizer, total: int, warmup: int = 0, min_factor: float = 0.0):
         if total < 1 or not 0 <= warmup < total:
-            raise ValueError(f"CosineLR: need total >= 1 and 0 <= warmup < total, got total={total}, warmup={warmup}")
+            raise ValueError("CosineLR: need total >= 1 and 0 <= warmup < total, "
+                             f"got total={total}, warmup={warmup}")
         self.total, self.warmup, self.min_factor = int(total), int(warmup), float(min_factor)
         super().__init__(optimizer)
 
