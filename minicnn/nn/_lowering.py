@@ -366,7 +366,7 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
             dweight_bias += grid @ chunk_cols.T
         else:
             dweight_bias[:, -1] += grid.sum(axis=1)
-        if need_input_grad:
+        if dx is not None:   # need_input_grad
             reuse = chunk_cols is not cols or (overwrite_cols and cols.flags.writeable)
             dcols = np.matmul(w2d.T, grid, out=chunk_cols[:-1] if reuse else None)
             g.input_grad(dcols, m, dx[start:stop])

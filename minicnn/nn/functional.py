@@ -20,7 +20,7 @@ the transposes of the same expansion.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def conv_padding(padding: Padding, kernel_size, dilation=1) -> tuple[tuple[int, 
     return (ph, ph), (pw, pw)
 
 
-def is_per_side_padding(padding) -> bool:
+def is_per_side_padding(padding: object) -> TypeGuard[tuple[tuple[int, int], tuple[int, int]]]:
     """Whether ``padding`` is given per side, as ((top, bottom), (left, right))."""
     return (isinstance(padding, (tuple, list)) and len(padding) == 2
             and all(isinstance(p, (tuple, list)) for p in padding))

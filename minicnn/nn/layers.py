@@ -260,7 +260,8 @@ class Conv2D(Layer):
         self.bias = Parameter(np.zeros(out_channels, dtype=self.dtype)) if bias else None
         # _cols: the expanded input kept for backward (None once backward has reused its memory),
         # a view of _workspace, the scratch buffer this layer reuses from call to call
-        self._x = self._cols = None
+        self._x: np.ndarray | None = None
+        self._cols: np.ndarray | None = None
         self._workspace = _lowering.Workspace()
 
     @property
@@ -311,7 +312,6 @@ class Conv2D(Layer):
         if self.algorithm == "im2col":
             dx, dweight, dbias = F.conv2d_backward(
                 grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation)
-            dx = dx if need_input_grad else None
         else:
             dx, dweight, dbias = _lowering.conv2d_backward(
                 grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
@@ -322,7 +322,7 @@ class Conv2D(Layer):
             self.weight.grad += dweight
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += dbias
-        return dx
+        return dx if need_input_grad else None
 
     def get_config(self) -> dict:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -377,7 +377,7 @@ class Dense(Layer):
         self.weight = Parameter(init_weight((out_features, in_features), in_features, out_features, init,
                                             self.dtype, rng, owner=name))
         self.bias = Parameter(np.zeros(out_features, dtype=self.dtype)) if bias else None
-        self._x = None
+        self._x: np.ndarray | None = None
 
     def output_shape(self, input_shape):
         """(N, out_features) for an input of shape (N, in_features)."""
@@ -418,8 +418,8 @@ class ReLU(Layer):
     forward and 0.3 ms instead of 6.1 ms backward on a (64, 32, 28, 28) float32 array.
     """
 
-    def __init__(self):
-        self._mask = None
+    def __init__(self) -> None:
+        self._mask: np.ndarray | None = None
 
     def forward(self, x):
         x = self._input(x, "an array")
@@ -434,9 +434,9 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     """``x`` where positive, ``negative_slope * x`` elsewhere. Any shape."""
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         self.negative_slope = check_real(negative_slope, "negative_slope", "LeakyReLU")
-        self._mask = None
+        self._mask: np.ndarray | None = None
 
     def forward(self, x):
         x = self._input(x, "an array")
@@ -455,8 +455,8 @@ class LeakyReLU(Layer):
 class Tanh(Layer):
     """``tanh(x)``; derivative ``1 - tanh(x)**2``. Any shape."""
 
-    def __init__(self):
-        self._out = None
+    def __init__(self) -> None:
+        self._out: np.ndarray | None = None
 
     def forward(self, x):
         self._out = np.tanh(self._input(x, "an array"))
@@ -470,8 +470,8 @@ class Tanh(Layer):
 class Sigmoid(Layer):
     """``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x/2)) / 2`` (no overflow); derivative ``s(1 - s)``."""
 
-    def __init__(self):
-        self._out = None
+    def __init__(self) -> None:
+        self._out: np.ndarray | None = None
 
     def forward(self, x):
         x = self._input(x, "an array")
@@ -484,14 +484,14 @@ class Sigmoid(Layer):
 
 
 class _Pool2D(Layer):
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
         name = f"{type(self).__name__}(kernel_size={kernel_size!r})"
         self.kernel_size = positive_pair(kernel_size, "kernel_size", name)
         self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride", name)
         self.padding = positive_pair(padding, "padding", name, minimum=0)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size, strict=True)):
             raise ValueError(f"{name}: padding must be at most half the kernel size, got padding={padding!r}")
-        self._x_shape = None
+        self._x_shape: tuple[int, ...] | None = None
 
     def output_shape(self, input_shape):
         n, c, h, w = input_shape
@@ -526,9 +526,9 @@ class MaxPool2D(_Pool2D):
     gradient to the input that held the window's maximum.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
         super().__init__(kernel_size, stride, padding)
-        self._argmax = None
+        self._argmax: np.ndarray | None = None
 
     def forward(self, x):
         out, self._argmax = F.max_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding)
@@ -557,8 +557,8 @@ class AvgPool2D(_Pool2D):
 class GlobalAvgPool2D(Layer):
     """Mean over the spatial axes: (N, C, H, W) -> (N, C)."""
 
-    def __init__(self):
-        self._x_shape = None
+    def __init__(self) -> None:
+        self._x_shape: tuple[int, ...] | None = None
 
     def output_shape(self, input_shape):
         return tuple(input_shape[:2])
@@ -577,8 +577,8 @@ class GlobalAvgPool2D(Layer):
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...), in C order (PyTorch's ``nn.Flatten``)."""
 
-    def __init__(self):
-        self._x_shape = None
+    def __init__(self) -> None:
+        self._x_shape: tuple[int, ...] | None = None
 
     def output_shape(self, input_shape):
         size = 1
@@ -603,11 +603,11 @@ class Dropout(Layer):
     scaled by ``1/(1-p)``, so eval mode is the identity. Random only through ``rng``. Any shape.
     """
 
-    def __init__(self, p: float = 0.5, rng=None):
+    def __init__(self, p: float = 0.5, rng=None) -> None:
         self.p = check_real(p, "p", "Dropout", low=0.0, high=1.0, high_open=True)
         self.rng = as_generator(rng)
-        self._mask = None
-        self._x_shape = None
+        self._mask: np.ndarray | None = None
+        self._x_shape: tuple[int, ...] | None = None
 
     def forward(self, x):
         x = self._input(x, "an array")
@@ -643,7 +643,7 @@ class BatchNorm2D(Layer):
     Shapes: (N, num_features, H, W) -> same.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32) -> None:
         self.num_features = positive_int(num_features, "num_features", "BatchNorm2D")
         self.eps = check_real(eps, "eps", "BatchNorm2D", low=0.0, low_open=True)
         self.momentum = check_real(momentum, "momentum", "BatchNorm2D", low=0.0, high=1.0)
@@ -653,7 +653,8 @@ class BatchNorm2D(Layer):
         self.bias = Parameter(np.zeros(num_features, dtype=self.dtype))
         self.running_mean = np.zeros(num_features, dtype=self.dtype)
         self.running_var = np.ones(num_features, dtype=self.dtype)
-        self._x_hat = self._inv_std = None
+        self._x_hat: np.ndarray | None = None
+        self._inv_std: np.ndarray | None = None
 
     def buffers(self):
         return {"running_mean": self.running_mean, "running_var": self.running_var}

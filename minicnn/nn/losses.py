@@ -8,9 +8,21 @@ from .functional import log_softmax
 
 
 class Loss:
-    """Base class: a loss remembers what its backward pass needs from the last ``forward``."""
+    """Base class: a loss remembers what its backward pass needs from the last ``forward``.
 
-    def __call__(self, outputs, targets) -> float:
+    Subclasses implement ``forward(outputs, targets) -> float`` (the mean loss over the batch) and
+    ``backward() -> ndarray`` (d loss / d outputs, the outputs' shape).
+    """
+
+    def forward(self, outputs: np.ndarray, targets) -> float:
+        """The mean loss of ``outputs`` against ``targets``; keeps what :meth:`backward` needs."""
+        raise NotImplementedError
+
+    def backward(self) -> np.ndarray:
+        """d loss / d outputs for the last :meth:`forward`, of the outputs' shape."""
+        raise NotImplementedError
+
+    def __call__(self, outputs: np.ndarray, targets) -> float:
         return self.forward(outputs, targets)
 
     def _outputs(self, outputs, expected: str) -> np.ndarray:
@@ -39,12 +51,13 @@ class SoftmaxCrossEntropy(Loss):
     ``backward()``: d loss / d logits, (N, K): ``(softmax(logits) - target) / N``.
     """
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0) -> None:
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ValueError("SoftmaxCrossEntropy: label_smoothing must be in [0, 1), "
                              f"got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
-        self._probs = self._target = None
+        self._probs: np.ndarray | None = None
+        self._target: np.ndarray | None = None
 
     def forward(self, outputs, targets) -> float:
         logits = self._outputs(outputs, "(N, K)")
@@ -76,8 +89,8 @@ class MSELoss(Loss):
     ``forward(outputs, targets)``: arrays of the same shape; ``backward()``: ``2 (outputs - targets) / size``.
     """
 
-    def __init__(self):
-        self._diff = None
+    def __init__(self) -> None:
+        self._diff: np.ndarray | None = None
 
     def forward(self, outputs, targets) -> float:
         outputs = self._outputs(outputs, "(N, ...)")

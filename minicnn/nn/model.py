@@ -6,7 +6,7 @@ import json
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class _ClassOnly(Generic[_Model]):
     instance call raises a TypeError that says what to use instead.
     """
 
-    def __init__(self, method: Callable[..., _Model]):
+    def __init__(self, method: Callable[..., _Model]) -> None:
         self.method = method
         self.__doc__ = method.__doc__
 
@@ -37,7 +37,7 @@ class _ClassOnly(Generic[_Model]):
             return types.MethodType(self.method, owner)   # bound to the class, as a classmethod is
         name = self.method.__name__
 
-        def refuse(*args, **kwargs):
+        def refuse(*args: object, **kwargs: object) -> NoReturn:
             raise TypeError(f"{owner.__name__}.{name}() builds a new model and is called on the class: "
                             f"model = {owner.__name__}.{name}(path); to load weights into this model in "
                             f"place, use model.load_state_dict({owner.__name__}.{name}(path).state_dict())")
@@ -57,7 +57,7 @@ class Sequential(Layer):
         ``model.layers[0].weight.data`` are the first convolution's kernels, (out, in, kh, kw).
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers) -> None:
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         for i, layer in enumerate(layers):
@@ -90,10 +90,11 @@ class Sequential(Layer):
         With ``need_input_grad=False`` the first layer is told it may skip its input gradient (a
         training step never needs it), and None is returned.
         """
-        grad_out = self._check_grad(grad_out, self._cached(self._out_shape))
+        grad: np.ndarray | None = self._check_grad(grad_out, self._cached(self._out_shape))
         for i in range(len(self.layers) - 1, -1, -1):
-            grad_out = self.layers[i].backward(grad_out, need_input_grad=need_input_grad or i > 0)
-        return grad_out if need_input_grad else None
+            assert grad is not None   # every layer after the first was asked for its input gradient
+            grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
+        return grad if need_input_grad else None
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Softmax of the outputs in eval mode, in batches; the previous mode is restored.
@@ -222,7 +223,7 @@ class Sequential(Layer):
     @classmethod
     def from_architecture(cls, spec: list[dict]) -> Sequential:
         """Build a model from :meth:`architecture`'s output (weights freshly initialized)."""
-        layers = []
+        layers: list[Layer] = []
         for i, item in enumerate(spec):
             item = dict(item)
             kind = item.pop("type", None)
