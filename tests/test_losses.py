@@ -5,7 +5,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from minicnn.nn.gradcheck import check_loss
-from minicnn.nn.losses import MSELoss, SoftmaxCrossEntropy
+from minicnn.nn.losses import Loss, MSELoss, SoftmaxCrossEntropy
 
 
 @settings(max_examples=30, deadline=None)
@@ -68,3 +68,10 @@ def test_mse_shape_mismatch_is_explained():
 def test_backward_before_forward():
     with pytest.raises(RuntimeError, match="before forward"):
         MSELoss().backward()
+
+
+def test_loss_base_declares_forward_and_backward():
+    with pytest.raises(NotImplementedError):
+        Loss()(np.zeros((2, 3)), np.zeros(2, dtype=int))
+    with pytest.raises(NotImplementedError):
+        Loss().backward()
