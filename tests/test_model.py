@@ -287,6 +287,7 @@ def test_same_seed_trains_to_bit_identical_weights(digits):
 def _resave_with(tmp_path, mutate):
     """Save small_cnn, let ``mutate(meta, arrays)`` corrupt it, and write it back."""
     import json
+
     from minicnn.io import load_npz, save_npz_atomic
     path = tmp_path / "m.npz"
     small_cnn().save(path)

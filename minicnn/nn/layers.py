@@ -23,10 +23,10 @@ import contextlib
 
 import numpy as np
 
+from ..io import check_budget
 from . import _lowering
 from . import functional as F
 from .parameter import Parameter
-from ..io import check_budget
 from .utils import as_generator, check_bool, check_dtype, check_real, positive_int, positive_pair
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
@@ -47,7 +47,8 @@ def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.rand
     """
     if init not in _INITS:
         raise ValueError(f"{owner}: init must be one of {_INITS}, got {init!r}")
-    check_budget(int(np.prod(shape, dtype=object)) * (8 + np.dtype(dtype).itemsize), f"{owner}: weights of shape {tuple(shape)}")
+    check_budget(int(np.prod(shape, dtype=object)) * (8 + np.dtype(dtype).itemsize),
+                 f"{owner}: weights of shape {tuple(shape)}")
     if init == "he":
         values = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
     elif init == "he_uniform":

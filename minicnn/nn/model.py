@@ -269,7 +269,8 @@ class Sequential(Layer):
         shown = show_path(path)
         arrays = load_npz(path)
         if _ARCH_KEY not in arrays:
-            raise FileFormatError(f"Sequential.load: {shown} is not a minicnn model file (no architecture record)")
+            raise FileFormatError(f"Sequential.load: {shown} is not a minicnn model file "
+                                  "(no architecture record)")
         try:
             meta = _model_meta(arrays.pop(_ARCH_KEY))
             model = cls.from_architecture(meta["layers"])
@@ -278,7 +279,8 @@ class Sequential(Layer):
         except (ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(
                 exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-            raise FileFormatError(f"Sequential.load: {shown} does not hold a valid minicnn model: {reason}") from None
+            raise FileFormatError(f"Sequential.load: {shown} does not hold a valid minicnn model: "
+                                  f"{reason}") from None
         frozen = set(meta["frozen"])
         for name, p in model.named_parameters():
             p.requires_grad = name not in frozen
@@ -292,7 +294,9 @@ def _model_meta(record: np.ndarray) -> dict:
                          "expected one string")
     meta = json.loads(str(record))
     if not isinstance(meta, dict):
-        raise ValueError(f"the architecture record is a JSON {type(meta).__name__}, expected an object")
+        # a ValueError, as every malformed file is (load turns it into FileFormatError)
+        raise ValueError(  # noqa: TRY004
+            f"the architecture record is a JSON {type(meta).__name__}, expected an object")
     if meta.get("format") != FORMAT:
         raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
     layers, frozen = meta.get("layers"), meta.get("frozen", [])

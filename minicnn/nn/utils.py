@@ -65,7 +65,9 @@ def check_real(value, name: str, owner: str, low: float | None = None, high: flo
     below = low is not None and (number <= low if low_open else number < low)
     above = high is not None and (number >= high if high_open else number > high)
     if not math.isfinite(number) or below or above:
-        left, right = ("(" if low_open else "[") if low is not None else "(", ")" if high_open or high is None else "]"
-        span = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+        left = ("(" if low_open else "[") if low is not None else "("
+        right = ")" if high_open or high is None else "]"
+        lower, upper = "-inf" if low is None else f"{low:g}", "inf" if high is None else f"{high:g}"
+        span = f"{left}{lower}, {upper}{right}"
         raise ValueError(f"{owner}: {name} must be a finite number in {span}, got {value!r}")
     return number
