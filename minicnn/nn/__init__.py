@@ -25,6 +25,26 @@ from .model import Sequential
 from .optim import SGD, Adam, AdamW
 from .parameter import Parameter
 
-__all__ = ["LAYERS", "SGD", "Adam", "AdamW", "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout",
-           "Flatten", "GlobalAvgPool2D", "Layer", "LeakyReLU", "MSELoss", "MaxPool2D", "Parameter", "ReLU",
-           "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh"]
+__all__ = [
+    "LAYERS",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "AvgPool2D",
+    "BatchNorm2D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalAvgPool2D",
+    "Layer",
+    "LeakyReLU",
+    "MSELoss",
+    "MaxPool2D",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "SoftmaxCrossEntropy",
+    "Tanh",
+]

@@ -50,12 +50,18 @@ def pad2d(x: np.ndarray, padding: tuple[tuple[int, int], tuple[int, int]], value
         return x
     n, c, h, w = x.shape
     out = np.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype)
-    out[:, :, top:top + h, left:left + w] = x
+    out[:, :, top : top + h, left : left + w] = x
     return out
 
 
-def _window(xp: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int],
-            dilation: tuple[int, int]) -> np.ndarray:
+def _window(
+    xp: np.ndarray,
+    i: int,
+    j: int,
+    out_hw: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> np.ndarray:
     """View of ``xp`` that kernel offset (i, j) sees at every output position: (N, C, Ho, Wo)."""
     ho, wo = out_hw
     top, left = i * dilation[0], j * dilation[1]
@@ -93,8 +99,10 @@ def conv_padding(padding: Padding, kernel_size, dilation=1) -> tuple[tuple[int, 
     """
     if isinstance(padding, str):
         if padding not in ("valid", "same"):
-            raise ValueError("padding must be an int, a pair, 'valid', 'same' or "
-                             f"((top, bottom), (left, right)), got {padding!r}")
+            raise ValueError(
+                "padding must be an int, a pair, 'valid', 'same' or "
+                f"((top, bottom), (left, right)), got {padding!r}"
+            )
         if padding == "valid":
             return (0, 0), (0, 0)
         kh, kw = positive_pair(kernel_size, "kernel_size", "padding='same'")
@@ -110,8 +118,11 @@ def conv_padding(padding: Padding, kernel_size, dilation=1) -> tuple[tuple[int, 
 
 def is_per_side_padding(padding: object) -> TypeGuard[tuple[tuple[int, int], tuple[int, int]]]:
     """Whether ``padding`` is given per side, as ((top, bottom), (left, right))."""
-    return (isinstance(padding, (tuple, list)) and len(padding) == 2
-            and all(isinstance(p, (tuple, list)) for p in padding))
+    return (
+        isinstance(padding, (tuple, list))
+        and len(padding) == 2
+        and all(isinstance(p, (tuple, list)) for p in padding)
+    )
 
 
 def conv_geometry(x_shape, kernel_size, stride=1, padding: Padding = 0, dilation=1) -> ConvGeometry:
@@ -127,12 +138,16 @@ def conv_geometry(x_shape, kernel_size, stride=1, padding: Padding = 0, dilation
         raise ValueError(f"conv: padding='same' needs stride 1, got stride={strides}")
     pads = conv_padding(padding, kernel, dilations)
     h, w = x_shape[2:]
-    out_hw = (conv_output_size(h, kernel[0], strides[0], sum(pads[0]), dilations[0]),
-              conv_output_size(w, kernel[1], strides[1], sum(pads[1]), dilations[1]))
+    out_hw = (
+        conv_output_size(h, kernel[0], strides[0], sum(pads[0]), dilations[0]),
+        conv_output_size(w, kernel[1], strides[1], sum(pads[1]), dilations[1]),
+    )
     if min(out_hw) < 1:
         reach = [d * (k - 1) + 1 for k, d in zip(kernel, dilations, strict=True)]
-        raise ValueError(f"conv: input {tuple(x_shape)} padded by {pads} is smaller than the kernel's reach "
-                         f"{reach[0]}x{reach[1]}")
+        raise ValueError(
+            f"conv: input {tuple(x_shape)} padded by {pads} is smaller than the kernel's reach "
+            f"{reach[0]}x{reach[1]}"
+        )
     return ConvGeometry(kernel, strides, pads, dilations, out_hw)
 
 
@@ -194,7 +209,7 @@ def col2im(cols: np.ndarray, x_shape, kernel_size, stride=1, padding: Padding = 
     for i in range(kh):
         for j in range(kw):
             _window(xp, i, j, (ho, wo), geometry.stride, geometry.dilation)[...] += view[:, :, i, j]
-    return np.ascontiguousarray(xp[:, :, top:top + h, left:left + w])
+    return np.ascontiguousarray(xp[:, :, top : top + h, left : left + w])
 
 
 def _check_conv_arrays(x, weight, caller: str) -> None:
@@ -203,12 +218,20 @@ def _check_conv_arrays(x, weight, caller: str) -> None:
         raise ValueError(f"{caller}: expected x of shape (N, C_in, H, W), got {got}")
     if not isinstance(weight, np.ndarray) or weight.ndim != 4 or weight.shape[1] != x.shape[1]:
         got = weight.shape if isinstance(weight, np.ndarray) else type(weight).__name__
-        raise ValueError(f"{caller}: expected weight of shape (C_out, {x.shape[1]}, kh, kw) for x of shape "
-                         f"{x.shape}, got {got}")
+        raise ValueError(
+            f"{caller}: expected weight of shape (C_out, {x.shape[1]}, kh, kw) for x of shape "
+            f"{x.shape}, got {got}"
+        )
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
-           padding: Padding = 0, dilation=1) -> np.ndarray:
+def conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride=1,
+    padding: Padding = 0,
+    dilation=1,
+) -> np.ndarray:
     """2-D convolution (cross-correlation) as one matrix product: ``Y = W @ im2col(x) + b``.
 
     Parameters
@@ -229,16 +252,17 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     _check_conv_arrays(x, weight, "conv2d")
     c_out, _, kh, kw = weight.shape
     ho, wo = conv_geometry(x.shape, (kh, kw), stride, padding, dilation).out_hw
-    cols = im2col(x, (kh, kw), stride, padding, dilation)   # (N, C_in*kh*kw, Ho*Wo)
-    kernels = weight.reshape(c_out, -1)                      # (C_out, C_in*kh*kw): one filter per row
-    out = kernels @ cols                                     # (N, C_out, Ho*Wo): each filter at each position
+    cols = im2col(x, (kh, kw), stride, padding, dilation)  # (N, C_in*kh*kw, Ho*Wo)
+    kernels = weight.reshape(c_out, -1)  # (C_out, C_in*kh*kw): one filter per row
+    out = kernels @ cols  # (N, C_out, Ho*Wo): each filter at each position
     if bias is not None:
         out += bias[:, None]
     return out.reshape(len(x), c_out, ho, wo)
 
 
-def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1, padding: Padding = 0,
-                    dilation=1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv2d_backward(
+    grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1, padding: Padding = 0, dilation=1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d` as two matrix products with the same expansion (J. Wu, sec. 6).
 
     With ``cols = im2col(x)`` (K, P) per sample, ``W`` the weight as a (C_out, K) matrix and ``G``
@@ -270,11 +294,11 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
     if not isinstance(grad_out, np.ndarray) or grad_out.shape != (len(x), c_out, ho, wo):
         got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
         raise ValueError(f"conv2d_backward: expected grad_out of shape {(len(x), c_out, ho, wo)}, got {got}")
-    cols = im2col(x, (kh, kw), stride, padding, dilation)      # (N, K, P), as in the forward pass
-    grad = grad_out.reshape(len(x), c_out, ho * wo)             # G: (N, C_out, P)
-    kernels = weight.reshape(c_out, -1)                         # W: (C_out, K)
-    dweight = (grad @ cols.transpose(0, 2, 1)).sum(axis=0)      # sum_n G @ cols.T: (C_out, K)
-    dcols = kernels.T @ grad                                    # W.T @ G: (N, K, P)
+    cols = im2col(x, (kh, kw), stride, padding, dilation)  # (N, K, P), as in the forward pass
+    grad = grad_out.reshape(len(x), c_out, ho * wo)  # G: (N, C_out, P)
+    kernels = weight.reshape(c_out, -1)  # W: (C_out, K)
+    dweight = (grad @ cols.transpose(0, 2, 1)).sum(axis=0)  # sum_n G @ cols.T: (C_out, K)
+    dcols = kernels.T @ grad  # W.T @ G: (N, K, P)
     dx = col2im(dcols, x.shape, (kh, kw), stride, padding, dilation)
     return dx, dweight.reshape(weight.shape), grad_out.sum(axis=(0, 2, 3))
 
@@ -282,6 +306,7 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
 # ----------------------------------------------------------------------------------------------
 # Pooling
 # ----------------------------------------------------------------------------------------------
+
 
 def _pool_geometry(x_shape, kernel_size, stride, padding):
     h, w = x_shape[2:]
@@ -327,8 +352,9 @@ def max_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)):
     return out, argmax
 
 
-def max_pool2d_backward(grad_out: np.ndarray, argmax: np.ndarray, x_shape, kernel_size, stride,
-                        padding=(0, 0)) -> np.ndarray:
+def max_pool2d_backward(
+    grad_out: np.ndarray, argmax: np.ndarray, x_shape, kernel_size, stride, padding=(0, 0)
+) -> np.ndarray:
     """Gradient of :func:`max_pool2d`: each output's gradient goes to the input that was its max.
 
     Returns
@@ -345,7 +371,7 @@ def max_pool2d_backward(grad_out: np.ndarray, argmax: np.ndarray, x_shape, kerne
     kh, kw = kernel_size
     disjoint = stride[0] >= kh and stride[1] >= kw and top == left == 0
     if disjoint and stride == tuple(kernel_size) and h == out_hw[0] * kh and w == out_hw[1] * kw:
-        dxp = np.empty((n, c, h, w), dtype=grad_out.dtype)   # every pixel is written below
+        dxp = np.empty((n, c, h, w), dtype=grad_out.dtype)  # every pixel is written below
     else:
         dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_out.dtype)
     for i in range(kh):
@@ -355,7 +381,11 @@ def max_pool2d_backward(grad_out: np.ndarray, argmax: np.ndarray, x_shape, kerne
                 np.multiply(grad_out, argmax == i * kw + j, out=window)
             else:
                 window += grad_out * (argmax == i * kw + j)
-    return dxp if dxp.shape == tuple(x_shape) else np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
+    return (
+        dxp
+        if dxp.shape == tuple(x_shape)
+        else np.ascontiguousarray(dxp[:, :, top : top + h, left : left + w])
+    )
 
 
 def avg_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)) -> np.ndarray:
@@ -397,12 +427,17 @@ def avg_pool2d_backward(grad_out: np.ndarray, x_shape, kernel_size, stride, padd
     for i in range(kh):
         for j in range(kw):
             _window(dxp, i, j, out_hw, stride, (1, 1))[...] += share
-    return dxp if dxp.shape == tuple(x_shape) else np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
+    return (
+        dxp
+        if dxp.shape == tuple(x_shape)
+        else np.ascontiguousarray(dxp[:, :, top : top + h, left : left + w])
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Softmax
 # ----------------------------------------------------------------------------------------------
+
 
 def log_softmax(logits: np.ndarray, dtype=None) -> np.ndarray:
     """Numerically stable log-softmax over the last axis: finite for logits of any finite magnitude.

@@ -60,8 +60,9 @@ def numerical_gradient(f, array: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return grad
 
 
-def check_layer(layer, x: np.ndarray, h: float = 1e-6, seed: int = 0,
-                check_input: bool = True) -> GradCheckReport:
+def check_layer(
+    layer, x: np.ndarray, h: float = 1e-6, seed: int = 0, check_input: bool = True
+) -> GradCheckReport:
     """Compare a layer's backward pass with central differences, for the input and every parameter.
 
     Parameters
@@ -83,8 +84,9 @@ def check_layer(layer, x: np.ndarray, h: float = 1e-6, seed: int = 0,
     x = np.array(x, dtype=np.float64)
     for name, p in _named_parameters(layer):
         if p.data.dtype != np.float64:
-            raise TypeError(f"check_layer: parameter {name} is {p.data.dtype}; "
-                            "build the layer with dtype=np.float64")
+            raise TypeError(
+                f"check_layer: parameter {name} is {p.data.dtype}; build the layer with dtype=np.float64"
+            )
     out = layer.forward(x.copy())
     projection = np.random.default_rng(seed).standard_normal(out.shape)
 

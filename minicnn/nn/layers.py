@@ -35,8 +35,9 @@ _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 ALGORITHMS = ("fast", "im2col")
 
 
-def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.random.Generator,
-                owner: str = "init_weight") -> np.ndarray:
+def init_weight(
+    shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.random.Generator, owner: str = "init_weight"
+) -> np.ndarray:
     """Initial weights: He (Kaiming) normal by default, or Glorot (Xavier) uniform.
 
     ``he``: N(0, 2/fan_in), for ReLU networks (He et al. 2015). ``he_uniform``: U(-a, a), a = sqrt(6/fan_in).
@@ -47,8 +48,10 @@ def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.rand
     """
     if init not in _INITS:
         raise ValueError(f"{owner}: init must be one of {_INITS}, got {init!r}")
-    check_budget(int(np.prod(shape, dtype=object)) * (8 + np.dtype(dtype).itemsize),
-                 f"{owner}: weights of shape {tuple(shape)}")
+    check_budget(
+        int(np.prod(shape, dtype=object)) * (8 + np.dtype(dtype).itemsize),
+        f"{owner}: weights of shape {tuple(shape)}",
+    )
     if init == "he":
         values = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
     elif init == "he_uniform":
@@ -58,7 +61,7 @@ def init_weight(shape, fan_in: int, fan_out: int, init: str, dtype, rng: np.rand
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         values = rng.uniform(-limit, limit, size=shape)
     else:
-        values = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=shape)   # glorot_normal
+        values = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=shape)  # glorot_normal
     return values.astype(dtype)
 
 
@@ -128,15 +131,18 @@ class Layer:
         PyTorch names them (``"0"``, ``"3.1"``); a plain layer of that type finds itself as ``""``."""
         found = [("", self)] if isinstance(self, layer_type) else []
         for i, child in enumerate(self.children()):
-            found += [(f"{i}.{name}" if name else str(i), layer)
-                      for name, layer in child.find_layers(layer_type)]
+            found += [
+                (f"{i}.{name}" if name else str(i), layer) for name, layer in child.find_layers(layer_type)
+            ]
         return found
 
     def __getstate__(self) -> dict:
         """Pickle the layer without what the last forward pass cached for backward (``self._x``,
         ``self._cols``, masks): a copy sent to a joblib worker carries weights, not activations."""
-        return {key: None if key.startswith("_") and isinstance(value, np.ndarray) else value
-                for key, value in vars(self).items()}
+        return {
+            key: None if key.startswith("_") and isinstance(value, np.ndarray) else value
+            for key, value in vars(self).items()
+        }
 
     def get_config(self) -> dict:
         """Constructor arguments as JSON-friendly values: ``type(self)(**get_config())`` rebuilds it."""
@@ -152,11 +158,11 @@ class Layer:
     def _input(self, x, expected: str, ndim: int | None = None, dtype=None) -> np.ndarray:
         """Check the array type and number of dimensions; cast to ``dtype`` (or to a float type)."""
         if not isinstance(x, np.ndarray):
-            raise TypeError(f"{self!r}: expected a numpy.ndarray of shape {expected}, "
-                            f"got {type(x).__name__}")
+            raise TypeError(f"{self!r}: expected a numpy.ndarray of shape {expected}, got {type(x).__name__}")
         if x.dtype.kind not in "biuf":
-            raise TypeError(f"{self!r}: expected a real-valued array of shape {expected}, "
-                            f"got dtype {x.dtype}")
+            raise TypeError(
+                f"{self!r}: expected a real-valued array of shape {expected}, got dtype {x.dtype}"
+            )
         if ndim is not None and x.ndim != ndim:
             raise ValueError(f"{self!r}: expected input {expected}, got {x.shape} ({x.ndim}-D)")
         if dtype is None:
@@ -173,11 +179,14 @@ class Layer:
         calls this first, so a wrong gradient names the layer and both shapes."""
         expected = tuple(int(d) for d in expected_shape)
         if not isinstance(grad_out, np.ndarray):
-            raise TypeError(f"{self._label()}.backward: expected grad_out as a numpy.ndarray of shape "
-                            f"{expected}, got {type(grad_out).__name__}")
+            raise TypeError(
+                f"{self._label()}.backward: expected grad_out as a numpy.ndarray of shape "
+                f"{expected}, got {type(grad_out).__name__}"
+            )
         if grad_out.shape != expected:
-            raise ValueError(f"{self._label()}.backward: expected grad_out of shape {expected}, "
-                             f"got {grad_out.shape}")
+            raise ValueError(
+                f"{self._label()}.backward: expected grad_out of shape {expected}, got {grad_out.shape}"
+            )
         return grad_out
 
     def _label(self) -> str:
@@ -190,14 +199,18 @@ def _conv_padding_argument(padding, stride: tuple[int, int], name: str):
     ((top, bottom), (left, right))."""
     if isinstance(padding, str):
         if padding not in ("valid", "same"):
-            raise ValueError(f"{name}: padding must be an int, a pair, 'valid', 'same' or "
-                             f"((top, bottom), (left, right)), got {padding!r}")
+            raise ValueError(
+                f"{name}: padding must be an int, a pair, 'valid', 'same' or "
+                f"((top, bottom), (left, right)), got {padding!r}"
+            )
         if padding == "same" and stride != (1, 1):
             raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride}")
         return padding
     if F.is_per_side_padding(padding):
-        return (positive_pair(padding[0], "padding (top, bottom)", name, minimum=0),
-                positive_pair(padding[1], "padding (left, right)", name, minimum=0))
+        return (
+            positive_pair(padding[0], "padding (top, bottom)", name, minimum=0),
+            positive_pair(padding[1], "padding (left, right)", name, minimum=0),
+        )
     return positive_pair(padding, "padding", name, minimum=0)
 
 
@@ -238,8 +251,20 @@ class Conv2D(Layer):
     #: in chunks of samples. None: :func:`minicnn.nn._lowering.get_workspace_limit` (64 MiB by default).
     workspace_bytes: int | None = None
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 bias: bool = True, dtype=np.float32, rng=None, init: str = "he", algorithm: str = "fast"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias: bool = True,
+        dtype=np.float32,
+        rng=None,
+        init: str = "he",
+        algorithm: str = "fast",
+    ):
         name = f"Conv2D(in_channels={in_channels}, out_channels={out_channels})"
         if algorithm not in ALGORITHMS:
             raise ValueError(f"{name}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -256,8 +281,11 @@ class Conv2D(Layer):
         fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
         rng = as_generator(rng)
         bias = check_bool(bias, "bias", name)
-        self.weight = Parameter(init_weight((out_channels, in_channels, kh, kw), fan_in, fan_out, init,
-                                            self.dtype, rng, owner=name))
+        self.weight = Parameter(
+            init_weight(
+                (out_channels, in_channels, kh, kw), fan_in, fan_out, init, self.dtype, rng, owner=name
+            )
+        )
         self.bias = Parameter(np.zeros(out_channels, dtype=self.dtype)) if bias else None
         # _cols: the expanded input kept for backward (None once backward has reused its memory),
         # a view of _workspace, the scratch buffer this layer reuses from call to call
@@ -274,9 +302,12 @@ class Conv2D(Layer):
         """(N, C_out, H_out, W_out) for an input of shape (N, C_in, H, W)."""
         (top, bottom), (left, right) = self.pad_amounts
         n, _, h, w = input_shape
-        return (n, self.out_channels,
-                F.conv_output_size(h, self.kernel_size[0], self.stride[0], top + bottom, self.dilation[0]),
-                F.conv_output_size(w, self.kernel_size[1], self.stride[1], left + right, self.dilation[1]))
+        return (
+            n,
+            self.out_channels,
+            F.conv_output_size(h, self.kernel_size[0], self.stride[0], top + bottom, self.dilation[0]),
+            F.conv_output_size(w, self.kernel_size[1], self.stride[1], left + right, self.dilation[1]),
+        )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x : (N, in_channels, H, W) -> (N, out_channels, H_out, W_out)."""
@@ -289,16 +320,26 @@ class Conv2D(Layer):
             (top, bottom), (left, right) = self.pad_amounts
             padded = (x.shape[2] + top + bottom, x.shape[3] + left + right)
             reach = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True)]
-            raise ValueError(f"{self!r}: input {x.shape} with padding ((top, bottom), (left, right))="
-                             f"{self.pad_amounts} is {padded[0]}x{padded[1]}, smaller "
-                             f"than the kernel's reach {reach[0]}x{reach[1]}")
+            raise ValueError(
+                f"{self!r}: input {x.shape} with padding ((top, bottom), (left, right))="
+                f"{self.pad_amounts} is {padded[0]}x{padded[1]}, smaller "
+                f"than the kernel's reach {reach[0]}x{reach[1]}"
+            )
         bias = None if self.bias is None else self.bias.data
         self._x = x
         if self.algorithm == "im2col":
             return F.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation)
         out, self._cols = _lowering.conv2d(
-            x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation,
-            workspace_bytes=self.workspace_bytes, keep_cols=True, workspace=self._workspace)
+            x,
+            self.weight.data,
+            bias,
+            self.stride,
+            self.pad_amounts,
+            self.dilation,
+            workspace_bytes=self.workspace_bytes,
+            keep_cols=True,
+            workspace=self._workspace,
+        )
         return out
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -312,13 +353,24 @@ class Conv2D(Layer):
         need_w = self.weight.requires_grad
         if self.algorithm == "im2col":
             dx, dweight, dbias = F.conv2d_backward(
-                grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation)
+                grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation
+            )
         else:
             dx, dweight, dbias = _lowering.conv2d_backward(
-                grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation, cols=self._cols,
-                need_input_grad=need_input_grad, need_weight_grad=need_w,
-                workspace_bytes=self.workspace_bytes, overwrite_cols=True, workspace=self._workspace)
-            self._cols = None   # its memory now holds the input gradient's columns; backward again rebuilds
+                grad_out,
+                x,
+                self.weight.data,
+                self.stride,
+                self.pad_amounts,
+                self.dilation,
+                cols=self._cols,
+                need_input_grad=need_input_grad,
+                need_weight_grad=need_w,
+                workspace_bytes=self.workspace_bytes,
+                overwrite_cols=True,
+                workspace=self._workspace,
+            )
+            self._cols = None  # its memory now holds the input gradient's columns; backward again rebuilds
         if need_w:
             self.weight.grad += dweight
         if self.bias is not None and self.bias.requires_grad:
@@ -326,11 +378,17 @@ class Conv2D(Layer):
         return dx if need_input_grad else None
 
     def get_config(self) -> dict:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": self.padding if isinstance(self.padding, str) else _as_lists(self.padding),
-                "dilation": list(self.dilation), "bias": self.bias is not None, "dtype": self.dtype.name,
-                "algorithm": self.algorithm}
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": self.padding if isinstance(self.padding, str) else _as_lists(self.padding),
+            "dilation": list(self.dilation),
+            "bias": self.bias is not None,
+            "dtype": self.dtype.name,
+            "algorithm": self.algorithm,
+        }
 
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
@@ -366,8 +424,15 @@ class Dense(Layer):
     Shapes: (N, in_features) -> (N, out_features).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32, rng=None,
-                 init: str = "he"):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dtype=np.float32,
+        rng=None,
+        init: str = "he",
+    ):
         name = f"Dense(in_features={in_features}, out_features={out_features})"
         self.in_features = positive_int(in_features, "in_features", name)
         self.out_features = positive_int(out_features, "out_features", name)
@@ -375,8 +440,11 @@ class Dense(Layer):
         self.init = init
         rng = as_generator(rng)
         bias = check_bool(bias, "bias", name)
-        self.weight = Parameter(init_weight((out_features, in_features), in_features, out_features, init,
-                                            self.dtype, rng, owner=name))
+        self.weight = Parameter(
+            init_weight(
+                (out_features, in_features), in_features, out_features, init, self.dtype, rng, owner=name
+            )
+        )
         self.bias = Parameter(np.zeros(out_features, dtype=self.dtype)) if bias else None
         self._x: np.ndarray | None = None
 
@@ -408,8 +476,12 @@ class Dense(Layer):
         return grad_out @ self.weight.data if need_input_grad else None
 
     def get_config(self) -> dict:
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "dtype": self.dtype.name}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "dtype": self.dtype.name,
+        }
 
 
 class ReLU(Layer):
@@ -496,20 +568,29 @@ class _Pool2D(Layer):
 
     def output_shape(self, input_shape):
         n, c, h, w = input_shape
-        return (n, c, F.conv_output_size(h, self.kernel_size[0], self.stride[0], 2 * self.padding[0]),
-                F.conv_output_size(w, self.kernel_size[1], self.stride[1], 2 * self.padding[1]))
+        return (
+            n,
+            c,
+            F.conv_output_size(h, self.kernel_size[0], self.stride[0], 2 * self.padding[0]),
+            F.conv_output_size(w, self.kernel_size[1], self.stride[1], 2 * self.padding[1]),
+        )
 
     def _checked(self, x):
         x = self._input(x, "(N, C, H, W)", ndim=4)
         if min(self.output_shape(x.shape)[2:]) < 1:
-            raise ValueError(f"{self!r}: input {x.shape} with padding {self.padding} is smaller than the "
-                             f"pooling window {self.kernel_size}")
+            raise ValueError(
+                f"{self!r}: input {x.shape} with padding {self.padding} is smaller than the "
+                f"pooling window {self.kernel_size}"
+            )
         self._x_shape = x.shape
         return x
 
     def get_config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding)}
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+        }
 
     def extra_repr(self):
         text = f"kernel_size={self.kernel_size}"
@@ -538,8 +619,9 @@ class MaxPool2D(_Pool2D):
     def backward(self, grad_out, need_input_grad=True):
         argmax = self._cached(self._argmax)
         grad_out = self._check_grad(grad_out, argmax.shape)
-        return F.max_pool2d_backward(grad_out, argmax, self._x_shape, self.kernel_size, self.stride,
-                                     self.padding)
+        return F.max_pool2d_backward(
+            grad_out, argmax, self._x_shape, self.kernel_size, self.stride, self.padding
+        )
 
 
 class AvgPool2D(_Pool2D):
@@ -670,8 +752,9 @@ class BatchNorm2D(Layer):
         if self.training:
             count = x.shape[0] * x.shape[2] * x.shape[3]
             if count < 2:
-                raise ValueError(f"{self!r}: training mode needs more than one value per channel, "
-                                 f"got input {x.shape}")
+                raise ValueError(
+                    f"{self!r}: training mode needs more than one value per channel, got input {x.shape}"
+                )
             mean = x.mean(axis=(0, 2, 3))
             centered = x - mean.reshape(shape)
             var = np.mean(centered * centered, axis=(0, 2, 3))
@@ -706,12 +789,31 @@ class BatchNorm2D(Layer):
         return g_hat - mean_g - x_hat * mean_gx
 
     def get_config(self):
-        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
-                "dtype": self.dtype.name}
+        return {
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "dtype": self.dtype.name,
+        }
 
 
 #: Layer classes by name, for building models from configs and saved files.
-LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, ReLU, LeakyReLU, Tanh, Sigmoid, MaxPool2D, AvgPool2D,
-                                        GlobalAvgPool2D, Flatten, Dropout, BatchNorm2D)}
+LAYERS = {
+    cls.__name__: cls
+    for cls in (
+        Conv2D,
+        Dense,
+        ReLU,
+        LeakyReLU,
+        Tanh,
+        Sigmoid,
+        MaxPool2D,
+        AvgPool2D,
+        GlobalAvgPool2D,
+        Flatten,
+        Dropout,
+        BatchNorm2D,
+    )
+}
 
 __all__ = list(LAYERS) + ["Layer", "LAYERS", "as_generator", "init_weight"]

@@ -28,8 +28,9 @@ class Loss:
     def _outputs(self, outputs, expected: str) -> np.ndarray:
         if not isinstance(outputs, np.ndarray) or outputs.dtype.kind != "f":
             got = type(outputs).__name__ if not isinstance(outputs, np.ndarray) else f"dtype {outputs.dtype}"
-            raise TypeError(f"{type(self).__name__}: expected outputs as a float ndarray of shape "
-                            f"{expected}, got {got}")
+            raise TypeError(
+                f"{type(self).__name__}: expected outputs as a float ndarray of shape {expected}, got {got}"
+            )
         return outputs
 
     def _cached(self, value):
@@ -53,8 +54,9 @@ class SoftmaxCrossEntropy(Loss):
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ValueError("SoftmaxCrossEntropy: label_smoothing must be in [0, 1), "
-                             f"got {label_smoothing!r}")
+            raise ValueError(
+                f"SoftmaxCrossEntropy: label_smoothing must be in [0, 1), got {label_smoothing!r}"
+            )
         self.label_smoothing = float(label_smoothing)
         self._probs: np.ndarray | None = None
         self._target: np.ndarray | None = None
@@ -66,11 +68,15 @@ class SoftmaxCrossEntropy(Loss):
         n, k = logits.shape
         targets = np.asarray(targets)
         if targets.shape != (n,) or targets.dtype.kind not in "iu":
-            raise ValueError(f"SoftmaxCrossEntropy: expected integer labels of shape ({n},), "
-                             f"got {targets.dtype} array of shape {targets.shape}")
+            raise ValueError(
+                f"SoftmaxCrossEntropy: expected integer labels of shape ({n},), "
+                f"got {targets.dtype} array of shape {targets.shape}"
+            )
         if n and (targets.min() < 0 or targets.max() >= k):
-            raise ValueError(f"SoftmaxCrossEntropy: labels must be in [0, {k}), "
-                             f"got values from {targets.min()} to {targets.max()}")
+            raise ValueError(
+                f"SoftmaxCrossEntropy: labels must be in [0, {k}), "
+                f"got values from {targets.min()} to {targets.max()}"
+            )
         log_probs = log_softmax(logits, dtype=np.float64)
         target = np.full((n, k), self.label_smoothing / k)
         target[np.arange(n), targets] += 1.0 - self.label_smoothing
@@ -96,8 +102,9 @@ class MSELoss(Loss):
         outputs = self._outputs(outputs, "(N, ...)")
         targets = np.asarray(targets)
         if targets.shape != outputs.shape:
-            raise ValueError(f"MSELoss: expected targets of the outputs' shape {outputs.shape}, "
-                             f"got {targets.shape}")
+            raise ValueError(
+                f"MSELoss: expected targets of the outputs' shape {outputs.shape}, got {targets.shape}"
+            )
         self._diff = outputs - targets.astype(outputs.dtype, copy=False)
         return float(np.mean(self._diff * self._diff))
 

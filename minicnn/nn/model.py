@@ -34,13 +34,16 @@ class _ClassOnly(Generic[_Model]):
 
     def __get__(self, instance: object, owner: type) -> Callable[..., _Model]:
         if instance is None:
-            return types.MethodType(self.method, owner)   # bound to the class, as a classmethod is
+            return types.MethodType(self.method, owner)  # bound to the class, as a classmethod is
         name = self.method.__name__
 
         def refuse(*args: object, **kwargs: object) -> NoReturn:
-            raise TypeError(f"{owner.__name__}.{name}() builds a new model and is called on the class: "
-                            f"model = {owner.__name__}.{name}(path); to load weights into this model in "
-                            f"place, use model.load_state_dict({owner.__name__}.{name}(path).state_dict())")
+            raise TypeError(
+                f"{owner.__name__}.{name}() builds a new model and is called on the class: "
+                f"model = {owner.__name__}.{name}(path); to load weights into this model in "
+                f"place, use model.load_state_dict({owner.__name__}.{name}(path).state_dict())"
+            )
+
         return refuse
 
 
@@ -65,7 +68,7 @@ class Sequential(Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a minicnn Layer")
         self.layers: list[Layer] = list(layers)
         self.training = True
-        self._out_shape: tuple[int, ...] | None = None   # the last forward's output shape, for backward
+        self._out_shape: tuple[int, ...] | None = None  # the last forward's output shape, for backward
 
     def children(self) -> list[Layer]:
         return self.layers
@@ -92,7 +95,7 @@ class Sequential(Layer):
         """
         grad: np.ndarray | None = self._check_grad(grad_out, self._cached(self._out_shape))
         for i in range(len(self.layers) - 1, -1, -1):
-            assert grad is not None   # every layer after the first was asked for its input gradient
+            assert grad is not None  # every layer after the first was asked for its input gradient
             grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
         return grad if need_input_grad else None
 
@@ -102,6 +105,7 @@ class Sequential(Layer):
         X : (N, C, H, W) -> (N, K).
         """
         from .functional import softmax
+
         return softmax(self.predict_logits(X, batch_size))
 
     def predict(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -118,8 +122,8 @@ class Sequential(Layer):
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Sequential.predict: batch_size must be a positive int, got {batch_size!r}")
         with self.evaluating():
-            chunks = [self.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]
-        if not chunks:   # an empty batch: empty results of the right width
+            chunks = [self.forward(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]
+        if not chunks:  # an empty batch: empty results of the right width
             return np.zeros((0,) + self.output_shape(X.shape)[1:], dtype=self._dtype())
         return np.concatenate(chunks)
 
@@ -130,13 +134,15 @@ class Sequential(Layer):
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         """``[("0.weight", Parameter), ("0.bias", Parameter), ...]``: PyTorch's naming (nested:
         ``"1.0.weight"``)."""
-        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
-                for name, p in layer.named_parameters()]
+        return [
+            (f"{i}.{name}", p) for i, layer in enumerate(self.layers) for name, p in layer.named_parameters()
+        ]
 
     def buffers(self) -> dict[str, np.ndarray]:
         """Every layer's buffers, keyed as PyTorch keys them (``"1.running_mean"``)."""
-        return {f"{i}.{name}": buf for i, layer in enumerate(self.layers)
-                for name, buf in layer.buffers().items()}
+        return {
+            f"{i}.{name}": buf for i, layer in enumerate(self.layers) for name, buf in layer.buffers().items()
+        }
 
     def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
@@ -157,13 +163,15 @@ class Sequential(Layer):
         missing = sorted(set(targets) - set(state))
         unexpected = sorted(set(state) - set(targets))
         if missing or unexpected:
-            raise KeyError(f"Sequential.load_state_dict: missing keys {missing}, "
-                           f"unexpected keys {unexpected}")
+            raise KeyError(
+                f"Sequential.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
         for name, target in targets.items():
             value = np.asarray(state[name])
             if value.shape != target.shape:
-                raise ValueError(f"Sequential.load_state_dict: {name} expected shape {target.shape}, "
-                                 f"got {value.shape}")
+                raise ValueError(
+                    f"Sequential.load_state_dict: {name} expected shape {target.shape}, got {value.shape}"
+                )
             target[...] = value
 
     # --- description --------------------------------------------------------------------------------
@@ -190,17 +198,21 @@ class Sequential(Layer):
             return f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"
 
         body = [fmt(rows[0]), line] + [fmt(r) for r in rows[1:]] + [line]
-        body += [f"Input shape: {(None,) + shape[1:]}".replace("None", "N"),
-                 f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-                 f"Non-trainable params: {total - trainable:,}"]
+        body += [
+            f"Input shape: {(None,) + shape[1:]}".replace("None", "N"),
+            f"Total params: {total:,}",
+            f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {total - trainable:,}",
+        ]
         return "\n".join(body)
 
     def _label(self) -> str:
         return f"Sequential(<{len(self.layers)} layers>)"
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ")
-                        for i, layer in enumerate(self.layers))
+        inner = "".join(
+            f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self.layers)
+        )
         return f"Sequential({inner}\n)"
 
     def __len__(self) -> int:
@@ -249,8 +261,11 @@ class Sequential(Layer):
         if not path.name.endswith(".npz"):
             path = path.with_name(path.name + ".npz")
         arrays = self.state_dict()
-        meta = {"format": FORMAT, "layers": self.architecture(),
-                "frozen": [name for name, p in self.named_parameters() if not p.requires_grad]}
+        meta = {
+            "format": FORMAT,
+            "layers": self.architecture(),
+            "frozen": [name for name, p in self.named_parameters() if not p.requires_grad],
+        }
         arrays[_ARCH_KEY] = np.array(json.dumps(meta))
         save_npz_atomic(path, arrays)
         return path
@@ -269,18 +284,23 @@ class Sequential(Layer):
         shown = show_path(path)
         arrays = load_npz(path)
         if _ARCH_KEY not in arrays:
-            raise FileFormatError(f"Sequential.load: {shown} is not a minicnn model file "
-                                  "(no architecture record)")
+            raise FileFormatError(
+                f"Sequential.load: {shown} is not a minicnn model file (no architecture record)"
+            )
         try:
             meta = _model_meta(arrays.pop(_ARCH_KEY))
             model = cls.from_architecture(meta["layers"])
             _check_weights(arrays)
             model.load_state_dict(arrays)
         except (ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(
-                exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-            raise FileFormatError(f"Sequential.load: {shown} does not hold a valid minicnn model: "
-                                  f"{reason}") from None
+            reason = (
+                "nested too deeply"
+                if isinstance(exc, RecursionError)
+                else str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+            )
+            raise FileFormatError(
+                f"Sequential.load: {shown} does not hold a valid minicnn model: {reason}"
+            ) from None
         frozen = set(meta["frozen"])
         for name, p in model.named_parameters():
             p.requires_grad = name not in frozen
@@ -290,13 +310,15 @@ class Sequential(Layer):
 def _model_meta(record: np.ndarray) -> dict:
     """The architecture record of a saved model, with every JSON type checked."""
     if record.dtype.kind != "U" or record.shape != ():
-        raise ValueError(f"the architecture record is a {record.dtype} array of shape {record.shape}, "
-                         "expected one string")
+        raise ValueError(
+            f"the architecture record is a {record.dtype} array of shape {record.shape}, expected one string"
+        )
     meta = json.loads(str(record))
     if not isinstance(meta, dict):
         # a ValueError, as every malformed file is (load turns it into FileFormatError)
         raise ValueError(  # noqa: TRY004
-            f"the architecture record is a JSON {type(meta).__name__}, expected an object")
+            f"the architecture record is a JSON {type(meta).__name__}, expected an object"
+        )
     if meta.get("format") != FORMAT:
         raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
     layers, frozen = meta.get("layers"), meta.get("frozen", [])

@@ -25,8 +25,10 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         for i, p in enumerate(self.params):
             if not isinstance(p, Parameter):
-                raise TypeError(f"{type(self).__name__}: item {i} is a {type(p).__name__}, not a Parameter "
-                                "(pass model.parameters())")
+                raise TypeError(
+                    f"{type(self).__name__}: item {i} is a {type(p).__name__}, not a Parameter "
+                    "(pass model.parameters())"
+                )
         if not lr > 0:
             raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr!r}")
         if weight_decay < 0:
@@ -67,8 +69,10 @@ class Optimizer:
                     raise KeyError(f"{type(self).__name__}.load_state_dict: missing {key!r}")
                 value = np.asarray(state[key])
                 if value.shape != target.shape:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: {key} expected shape "
-                                     f"{target.shape}, got {value.shape}")
+                    raise ValueError(
+                        f"{type(self).__name__}.load_state_dict: {key} expected shape "
+                        f"{target.shape}, got {value.shape}"
+                    )
                 target[...] = value
 
 
@@ -81,8 +85,14 @@ class SGD(Optimizer):
 
     _buffers = ("velocity",)
 
-    def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
         if nesterov and momentum == 0:
@@ -106,8 +116,9 @@ class Adam(Optimizer):
     _buffers = ("exp_avg", "exp_avg_sq")
     _decoupled = False
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0
+    ):
         b1, b2 = betas
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas!r}")
@@ -127,8 +138,8 @@ class Adam(Optimizer):
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * (g * g)
-        step_size = self.lr / (1 - b1 ** self.steps)
-        denom = np.sqrt(v / (1 - b2 ** self.steps))
+        step_size = self.lr / (1 - b1**self.steps)
+        denom = np.sqrt(v / (1 - b2**self.steps))
         denom += self.eps
         p.data -= (step_size * m / denom).astype(p.data.dtype, copy=False)
 
@@ -139,8 +150,9 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
+    def __init__(
+        self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01
+    ):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
@@ -150,6 +162,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 # ----------------------------------------------------------------------------------------------
 # Learning-rate schedules: call ``step()`` once per epoch (or per batch, with counts in batches).
 # ----------------------------------------------------------------------------------------------
+
 
 class LRSchedule:
     """Sets ``optimizer.lr = base_lr * factor(t)``, where t counts calls to :meth:`step`."""
@@ -200,8 +213,9 @@ class CosineLR(LRSchedule):
 
     def __init__(self, optimizer, total: int, warmup: int = 0, min_factor: float = 0.0):
         if total < 1 or not 0 <= warmup < total:
-            raise ValueError("CosineLR: need total >= 1 and 0 <= warmup < total, "
-                             f"got total={total}, warmup={warmup}")
+            raise ValueError(
+                f"CosineLR: need total >= 1 and 0 <= warmup < total, got total={total}, warmup={warmup}"
+            )
         self.total, self.warmup, self.min_factor = int(total), int(warmup), float(min_factor)
         super().__init__(optimizer)
 
