@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from minicnn.cli import main as train_main
 from minicnn.nn import layers as L
@@ -109,7 +110,7 @@ def rgb_run_dir(tmp_path_factory):
 
 def page_json(path: Path) -> dict:
     text = Path(path).read_text()
-    block = re.search(r'<script type="application/json" id="minicnn-data">(.*?)</script>', text, flags=re.S)
+    block = re.search(r'<script type="application/json" id="minicnn-data">(.*?)</script>', text, flags=re.DOTALL)
     return json.loads(block.group(1))
 
 
@@ -119,7 +120,7 @@ def test_explore_writes_one_self_contained_page_into_the_run_directory(run_dir, 
     assert f"wrote {page}" in capsys.readouterr().out
     text = page.read_text()
     assert "http://" not in text and "https://" not in text   # nothing a browser would fetch
-    assert not re.search(r"<(link|img|iframe|object|embed)\b|\bsrc\s*=|@import|url\(", text, flags=re.I)
+    assert not re.search(r"<(link|img|iframe|object|embed)\b|\bsrc\s*=|@import|url\(", text, flags=re.IGNORECASE)
     assert text.count("<script") == 2 and "/*@" not in text   # the data block and the inline script
     data = page_json(page)
     assert data["input_shape"] == [1, 8, 8] and data["source"] == "digits" and data["unsupported"] is None
@@ -160,7 +161,7 @@ def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
         (tmp_path / "model.npz").write_bytes(b"not a folder")
         return [str(tmp_path / "model.npz")]
     if case == "corrupt model":
-        shutil.copytree(run_dir, tmp_path / "run")
+        shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("explore.html"))
         (tmp_path / "run" / "model.npz").write_bytes((run_dir / "model.npz").read_bytes()[:300])
         return [str(tmp_path / "run")]
     if case == "foreign npz":
@@ -186,7 +187,7 @@ def test_bad_input_gives_one_line_on_stderr_and_exit_2(case, run_dir, tmp_path, 
 
 def test_command_with_a_corrupt_model_exits_2_without_a_traceback(run_dir, tmp_path):
     args = _bad_input("corrupt model", run_dir, tmp_path)
-    result = subprocess.run([sys.executable, "-m", "minicnn.explore", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "minicnn.explore", *args], capture_output=True, text=True, check=False,
                             cwd=ROOT, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and BAD_INPUT["corrupt model"] in result.stderr
@@ -390,7 +391,7 @@ def test_screenshot_of_a_drawing_is_not_blank(browser, digits_page, tmp_path):
     page("flush()")
     png = browser.get_screenshot_as_png()
     pixels = matplotlib.image.imread(io.BytesIO(png))[..., :3]
-    assert pixels.shape[:2] == (1100, 1280) or pixels.shape[0] > 500
+    assert pixels.shape[0] > 500 and pixels.shape[1] == 1280
     assert pixels.mean(axis=2).var() > 0.01                  # far from one flat colour
     assert (np.abs(pixels - pixels[0, 0]).sum(axis=2) > 0.1).mean() > 0.1
     if os.environ.get("MINICNN_UPDATE_FIGURES") == "1":      # the README's screenshot comes from here

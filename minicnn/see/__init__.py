@@ -1,4 +1,5 @@
-"""Seeing what was learned: figures of kernels and feature maps, the classic filters, the gallery, inspect.
+"""Seeing what was learned: figures of kernels and feature maps, the classic filters, the gallery, inspect,
+the explorer page (:mod:`minicnn.see.explore`).
 
 Reads models (:mod:`minicnn.nn`) and data (:mod:`minicnn.data`); nothing in training imports it.
 """

@@ -189,7 +189,8 @@
   // Drawing: pointer events on a canvas showing the bitmap enlarged
   // ---------------------------------------------------------------------------------------------
   const drawCanvas = document.getElementById("draw");
-  const penRadius = Math.max(1.5, W / 4);   // in bitmap pixels: about one input pixel wide strokes
+  // in bitmap pixels: strokes about 1.4 input pixels wide on the 8x8 digits, wider (relative) on larger inputs
+  const penRadius = BLOCK * Math.max(0.7, W / 24);
   let last = null;
 
   function stamp(x, y) {
@@ -239,6 +240,7 @@
   function clearDrawing(update) {
     state.bitmap.fill(0);
     state.selected = -1;
+    document.querySelectorAll("#test-images figure.selected").forEach((f) => f.classList.remove("selected"));
     state.input = bitmapToInput(state.bitmap);
     if (update) scheduleUpdate(true);
   }

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
-import os
 import sys
 from dataclasses import dataclass
 from functools import partial
