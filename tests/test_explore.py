@@ -104,6 +104,23 @@ def rgb_run_dir(tmp_path_factory):
     return _train(folder / "run", config=config)
 
 
+@pytest.fixture(scope="module")
+def idx_run_dir(tmp_path_factory):
+    """A run on 14x14 grey images read from IDX files (configs/digits_fast.toml's model, 2 epochs)."""
+    from minicnn.data import write_idx
+
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(10), 12).astype(np.uint8)
+    X = rng.integers(0, 60, size=(120, 14, 14))
+    for k in range(10):   # class k: a bright bar in row k + 2
+        X[y == k, k + 2, 2:12] += 180
+    write_idx(folder / "images.gz", X.astype(np.uint8))
+    write_idx(folder / "labels.gz", y)
+    return _train(folder / "run", "--set", "train.epochs=2", "--set", "data.source=idx",
+                  "--set", f"data.images={folder / 'images.gz'}", "--set", f"data.labels={folder / 'labels.gz'}")
+
+
 # ----------------------------------------------------------------------------------------------
 # The page's data and file, without a browser
 # ----------------------------------------------------------------------------------------------
@@ -167,6 +184,8 @@ def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
     if case == "foreign npz":
         np.savez(tmp_path / "model.npz", X=np.zeros(3))
         return [str(tmp_path)]
+    if case == "bad port":
+        return [str(run_dir), "--serve", "--port", "70000"]
     if case == "out in a missing folder":
         return [str(run_dir), "--out", str(tmp_path / "missing" / "x.html")]
     return [str(run_dir), "--out", str(tmp_path)] if case == "out is a folder" else [str(tmp_path)]
@@ -174,7 +193,7 @@ def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
 
 BAD_INPUT = {"missing": "is not a directory", "file": "is not a directory", "no model": "has no model.npz",
              "corrupt model": "model.npz is not a readable .npz file",
-             "foreign npz": "is not a minicnn model file", "out in a missing folder": "cannot write --out",
+             "foreign npz": "is not a minicnn model file", "out in a missing folder": "cannot write --out", "bad port": "--port 70000: expected a port number",
              "out is a folder": "is a directory; expected the path of an .html file"}
 
 
@@ -327,6 +346,10 @@ def test_drawing_with_pointer_events_gives_minicnns_prediction_and_feature_maps(
     np.testing.assert_allclose(page("probabilities()"), probabilities, atol=1e-5)
     assert page("prediction()") == int(probabilities.argmax())
     assert browser.find_element("id", "prediction").get_attribute("data-class") == str(int(probabilities.argmax()))
+    browser.find_element("id", "clear").click()
+    page("flush()")
+    assert not any(page("bitmap()"))
+    np.testing.assert_allclose(page("input()"), np.full(64, -data["mean"][0] / data["std"][0]), rtol=1e-6)
 
 
 def test_clicking_a_convolution_cell_shows_kernel_patch_products_sum_and_bias(browser, digits_page, run_dir):
@@ -417,6 +440,24 @@ def test_rgb_run_of_other_size_draws_in_colour_and_matches_minicnn(browser, rgb_
     x = np.array(page("input()")).reshape(3, 10, 12)
     np.testing.assert_allclose(x, expected_input(bitmap, (3, 10, 12), data["mean"], data["std"]), rtol=1e-6)
     model = Sequential.load(rgb_run_dir / "model.npz")
+    np.testing.assert_allclose(page("probabilities()"), model.predict_proba(x[None].astype(np.float32))[0],
+                               atol=1e-5)
+
+
+def test_idx_run_of_another_size_gets_a_canvas_of_its_size_and_matches_minicnn(browser, idx_run_dir):
+    assert explore.main([str(idx_run_dir)]) == 0
+    page = open_page(browser, idx_run_dir / "explore.html")
+    assert page("selfCheck()")["ok"] is True
+    assert browser.execute_script("const c = document.getElementById('draw'); return [c.width, c.height]") == [56, 56]
+    page("clear()")
+    draw(browser, [(30, 120), (220, 120)])   # a horizontal bar across the middle
+    page("flush()")
+    data = page_json(idx_run_dir / "explore.html")
+    assert data["source"] == "idx" and data["input_shape"] == [1, 14, 14]
+    bitmap = np.array(page("bitmap()")).reshape(56, 56)
+    x = np.array(page("input()")).reshape(1, 14, 14)
+    np.testing.assert_allclose(x, expected_input(bitmap, (1, 14, 14), data["mean"], data["std"]), rtol=1e-6)
+    model = Sequential.load(idx_run_dir / "model.npz")
     np.testing.assert_allclose(page("probabilities()"), model.predict_proba(x[None].astype(np.float32))[0],
                                atol=1e-5)
 

@@ -117,6 +117,8 @@ def _metrics(run_dir: Path) -> dict:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(metrics, dict):
+        return {}
     return {k: metrics[k] for k in ("test_accuracy", "best_epoch", "epochs_run") if k in metrics}
 
 
@@ -263,6 +265,9 @@ def main(argv=None) -> int:
                         help="also serve the page on 127.0.0.1 with Python's http.server")
     parser.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port {args.port}: expected a port number from 0 to 65535", file=sys.stderr)
+        return 2
     try:
         path = write_page(args.run_dir, args.out)
     except (FileNotFoundError, ValueError) as exc:
