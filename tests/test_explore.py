@@ -462,6 +462,23 @@ def test_idx_run_of_another_size_gets_a_canvas_of_its_size_and_matches_minicnn(b
                                atol=1e-5)
 
 
+def test_nested_sequential_model_is_drawn_layer_by_layer(browser, tmp_path):
+    rng = np.random.default_rng(3)
+    block = Sequential(L.Conv2D(1, 3, 3, padding=1, rng=rng), L.BatchNorm2D(3), L.ReLU())
+    model = Sequential(block, L.MaxPool2D(2), Sequential(L.Flatten(), L.Dense(48, 5, rng=rng)))
+    images = rng.normal(size=(6, 1, 8, 8)).astype(np.float32)
+    run = explore.Run("nested", model, model, images, np.arange(6) % 5, np.zeros(1, np.float32),
+                      np.ones(1, np.float32), "npz", {})
+    data = explore.page_data(run)
+    assert [layer["name"].split(":")[0] for layer in data["layers"]] == ["0.0", "0.1", "0.2", "1", "2.0", "2.1"]
+    assert list(data["init_kernels"]) == ["0"]
+    path = tmp_path / "nested.html"
+    path.write_text(explore.render_page(data))
+    page = open_page(browser, path)
+    assert page("selfCheck()")["ok"] is True
+    assert page("kernelAngles()")["0"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-5)   # init and trained are one
+
+
 def test_page_says_when_it_cannot_draw_a_model(browser, tmp_path):
     run = explore.Run("conv-only", Sequential(L.Conv2D(1, 2, 3, rng=0)), None, np.zeros((3, 1, 8, 8), np.float32),
                       np.arange(3), np.zeros(1, np.float32), np.ones(1, np.float32), "digits", {})

@@ -132,16 +132,26 @@ def _array(values) -> dict:
     return {"shape": list(values.shape), "data": values.astype(np.float64).ravel().tolist()}
 
 
-def layer_record(index: int, layer, input_shape: tuple, output_shape: tuple) -> dict:
+def leaf_layers(model: Sequential, prefix: str = "") -> list[tuple[str, object]]:
+    """The model's layers in the order they run, nested Sequentials opened, each with PyTorch's name
+    (``"0"``, ``"3.1"``)."""
+    leaves = []
+    for i, layer in enumerate(model.layers):
+        name = f"{prefix}{i}"
+        leaves += leaf_layers(layer, name + ".") if isinstance(layer, Sequential) else [(name, layer)]
+    return leaves
+
+
+def layer_record(name: str, layer, input_shape: tuple, output_shape: tuple) -> dict:
     """One layer as the page needs it: type, constructor arguments, shapes (without N) and weights."""
     kind = type(layer).__name__
-    record = {"index": index, "type": kind, "name": f"{index}: {layer!r}", "config": layer.get_config(),
+    record = {"type": kind, "name": f"{name}: {layer!r}", "config": layer.get_config(),
               "input_shape": list(input_shape[1:]), "output_shape": list(output_shape[1:])}
     if isinstance(layer, Conv2D):
         (top, bottom), (left, right) = layer.pad_amounts
         record["pad"] = [top, bottom, left, right]  # "same" resolved here, as minicnn resolves it
-    params = {name: _array(p.data) for name, p in layer.named_parameters()}
-    params.update({name: _array(buffer) for name, buffer in layer.buffers().items()})
+    params = {key: _array(p.data) for key, p in layer.named_parameters()}
+    params.update({key: _array(buffer) for key, buffer in layer.buffers().items()})
     record["params"] = params
     return record
 
@@ -150,33 +160,37 @@ def describe_model(model: Sequential, input_shape: tuple) -> tuple[list[dict], s
     """Layer records for an input of ``input_shape`` (C, H, W), and why the page cannot draw the model
     (None when it can)."""
     x = np.zeros((1,) + tuple(input_shape), dtype=np.float32)
-    records, reason = [], None
-    model.eval()
-    for i, layer in enumerate(model.layers):
-        kind = type(layer).__name__
-        if kind not in DRAWABLE:
-            return records, (f"layer {i} is a {kind}, which the page has no JavaScript forward pass for "
-                             f"(it draws {', '.join(DRAWABLE)})")
-        try:
-            y = layer.forward(x)
-        except (ValueError, TypeError) as exc:
-            return records, f"layer {i} does not accept the run's inputs {tuple(input_shape)}: {exc}"
-        records.append(layer_record(i, layer, x.shape, y.shape))
-        x = y
+    records = []
+    with model.evaluating():
+        for name, layer in leaf_layers(model):
+            kind = type(layer).__name__
+            if kind not in DRAWABLE:
+                return records, (f"layer {name} is a {kind}, which the page has no JavaScript forward pass for "
+                                 f"(it draws {', '.join(DRAWABLE)})")
+            try:
+                y = layer.forward(x)
+            except (ValueError, TypeError) as exc:
+                return records, f"layer {name} does not accept the run's inputs {tuple(input_shape)}: {exc}"
+            records.append(layer_record(name, layer, x.shape, y.shape))
+            x = y
     if x.ndim != 2:
-        reason = (f"the model's output has shape {tuple(x.shape[1:])} per image; the page draws models that "
-                  "end in one score per class (add Flatten and Dense)")
-    return records, reason
+        return records, (f"the model's output has shape {tuple(x.shape[1:])} per image; the page draws models "
+                         "that end in one score per class (add Flatten and Dense)")
+    return records, None
 
 
 def init_kernels(run: Run) -> dict:
-    """``{layer index: initial kernels (out, in, kh, kw)}`` for each Conv2D whose shape matches the final one."""
-    if run.init_model is None or len(run.init_model.layers) != len(run.model.layers):
+    """``{position in the page's layer list: initial kernels (out, in, kh, kw)}`` for each Conv2D of
+    ``init.npz`` whose shape matches the trained one."""
+    if run.init_model is None:
+        return {}
+    before, after = leaf_layers(run.init_model), leaf_layers(run.model)
+    if [name for name, _ in before] != [name for name, _ in after]:
         return {}
     kernels = {}
-    for i, (before, after) in enumerate(zip(run.init_model.layers, run.model.layers)):
-        if isinstance(before, Conv2D) and isinstance(after, Conv2D) and before.weight.shape == after.weight.shape:
-            kernels[str(i)] = _array(before.weight.data)
+    for i, ((_, old), (_, new)) in enumerate(zip(before, after)):
+        if isinstance(old, Conv2D) and isinstance(new, Conv2D) and old.weight.shape == new.weight.shape:
+            kernels[str(i)] = _array(old.weight.data)
     return kernels
 
 
@@ -200,8 +214,7 @@ def page_data(run: Run) -> dict:
             "images": [{"index": int(i), "label": int(run.y_test[i]), "input": _array(x)}
                        for i, x in zip(picked, images)]}
     if reason is None and len(images):
-        run.model.eval()
-        logits = run.model.forward(images)  # what Sequential.predict_proba takes the softmax of
+        logits = run.model.predict_logits(images)  # what Sequential.predict_proba takes the softmax of
         data["check"] = {"logits": logits.astype(np.float64).tolist(),
                          "probabilities": run.model.predict_proba(images).astype(np.float64).tolist()}
     return data
