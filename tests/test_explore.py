@@ -181,6 +181,10 @@ def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
         shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("explore.html"))
         (tmp_path / "run" / "model.npz").write_bytes((run_dir / "model.npz").read_bytes()[:300])
         return [str(tmp_path / "run")]
+    if case == "corrupt split":
+        shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("explore.html"))
+        np.savez(tmp_path / "run" / "split.npz", mean=np.array(["a"]), std=np.ones(1))
+        return [str(tmp_path / "run")]
     if case == "foreign npz":
         np.savez(tmp_path / "model.npz", X=np.zeros(3))
         return [str(tmp_path)]
@@ -193,7 +197,7 @@ def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
 
 BAD_INPUT = {"missing": "is not a directory", "file": "is not a directory", "no model": "has no model.npz",
              "corrupt model": "model.npz is not a readable .npz file",
-             "foreign npz": "is not a minicnn model file", "out in a missing folder": "cannot write --out", "bad port": "--port 70000: expected a port number",
+             "foreign npz": "is not a minicnn model file", "corrupt split": "expected finite numbers 'mean'", "out in a missing folder": "cannot write --out", "bad port": "--port 70000: expected a port number",
              "out is a folder": "is a directory; expected the path of an .html file"}
 
 

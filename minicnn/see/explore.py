@@ -98,10 +98,13 @@ def _standardization(run_dir: Path, channels: int) -> tuple[np.ndarray, np.ndarr
     if not (run_dir / "split.npz").is_file():
         return np.zeros(channels, np.float32), np.ones(channels, np.float32)
     split = load_npz(run_dir / "split.npz")
-    mean, std = (np.asarray(split.get(k, np.zeros(0)), dtype=np.float32).ravel() for k in ("mean", "std"))
-    if mean.shape != (channels,) or std.shape != (channels,) or not np.all(np.isfinite(std) & (std > 0)):
-        raise ValueError(f"{run_dir / 'split.npz'}: expected 'mean' and 'std' of shape ({channels},) with "
-                         f"std > 0, got shapes {mean.shape} and {std.shape}")
+    mean, std = (np.asarray(split.get(k, np.zeros(0))).ravel() for k in ("mean", "std"))
+    numbers = mean.dtype.kind in "biuf" and std.dtype.kind in "biuf"
+    mean, std = (a.astype(np.float32) if numbers else np.zeros(0, np.float32) for a in (mean, std))
+    if (mean.shape != (channels,) or std.shape != (channels,) or not np.all(np.isfinite(mean))
+            or not np.all(np.isfinite(std) & (std > 0))):
+        raise ValueError(f"{run_dir / 'split.npz'}: expected finite numbers 'mean' and 'std' of shape "
+                         f"({channels},) with std > 0, got shapes {mean.shape} and {std.shape}")
     return mean, std
 
 
@@ -119,7 +122,8 @@ def _metrics(run_dir: Path) -> dict:
         return {}
     if not isinstance(metrics, dict):
         return {}
-    return {k: metrics[k] for k in ("test_accuracy", "best_epoch", "epochs_run") if k in metrics}
+    return {k: metrics[k] for k in ("test_accuracy", "best_epoch", "epochs_run")
+            if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)}
 
 
 # ----------------------------------------------------------------------------------------------
