@@ -5,7 +5,7 @@
 (function () {
   const DATA = JSON.parse(document.getElementById("minicnn-data").textContent);
   const [C, H, W] = DATA.input_shape;
-  const BLOCK = 4;          // the drawing is a bitmap BLOCK times the input's size, counted in BLOCK x BLOCK blocks
+  const BLOCK = 4;          // the drawing is a bitmap BLOCK times the input's size, counted in BLOCK x BLOCK
   const MAX_MAPS = 64;      // feature maps drawn per layer
   const state = { input: null, acts: null, bitmap: new Uint8Array(BLOCK * H * BLOCK * W), selected: -1,
                   pending: false, check: null, occlusion: null };
@@ -26,9 +26,12 @@
   // ---------------------------------------------------------------------------------------------
   // The forward pass, one function per layer type (minicnn.nn.layers, eval mode)
   // ---------------------------------------------------------------------------------------------
-  function convOutSize(size, k, s, padTotal, d) { return Math.floor((size + padTotal - d * (k - 1) - 1) / s) + 1; }
+  function convOutSize(size, k, s, padTotal, d) {
+    return Math.floor((size + padTotal - d * (k - 1) - 1) / s) + 1;
+  }
 
-  // Cross-correlation: out[o, i, j] = bias[o] + sum over c, u, v of kernel[o, c, u, v] * x[c, i*s - pad + u*d, ...]
+  // Cross-correlation:
+  // out[o, i, j] = bias[o] + sum over c, u, v of kernel[o, c, u, v] * x[c, i*s - pad + u*d, j*s - pad + v*d]
   function conv2d(x, L) {
     const [Ci, Hi, Wi] = x.shape, w = L.params.weight, [O, , kh, kw] = w.shape;
     const [sh, sw] = L.config.stride, [dh, dw] = L.config.dilation, [pt, pb, pl, pr] = L.pad;
@@ -60,7 +63,8 @@
   function pool2d(x, L, isMax) {
     const [Ci, Hi, Wi] = x.shape, [kh, kw] = L.config.kernel_size, [sh, sw] = L.config.stride;
     const [ph, pw] = L.config.padding;
-    const Ho = convOutSize(Hi, kh, sh, 2 * ph, 1), Wo = convOutSize(Wi, kw, sw, 2 * pw, 1), out = tensor([Ci, Ho, Wo]);
+    const Ho = convOutSize(Hi, kh, sh, 2 * ph, 1), Wo = convOutSize(Wi, kw, sw, 2 * pw, 1);
+    const out = tensor([Ci, Ho, Wo]);
     for (let c = 0; c < Ci; c++) {
       for (let i = 0; i < Ho; i++) {
         for (let j = 0; j < Wo; j++) {
@@ -152,11 +156,12 @@
       const scale = Math.max(Math.max.apply(null, theirs.map(Math.abs)), 1e-30);
       const diff = Math.max.apply(null, mine.map((v, k) => Math.abs(v - theirs[k])));
       worst = Math.max(worst, diff / scale);
-      const probs = softmax(mine);
-      worstProb = Math.max(worstProb, Math.max.apply(null, probs.map((v, k) => Math.abs(v - DATA.check.probabilities[n][k]))));
+      const probs = softmax(mine), expected = DATA.check.probabilities[n];
+      worstProb = Math.max(worstProb, Math.max.apply(null, probs.map((v, k) => Math.abs(v - expected[k]))));
     });
     const ok = DATA.images.length > 0 && worst <= DATA.check_rtol && worstProb <= DATA.check_rtol;
-    state.check = { ok: ok, images: DATA.images.length, maxRelativeError: worst, maxProbabilityError: worstProb,
+    state.check = { ok: ok, images: DATA.images.length, maxRelativeError: worst,
+                    maxProbabilityError: worstProb,
                     rtol: DATA.check_rtol };
     return state.check;
   }
@@ -189,7 +194,7 @@
   // Drawing: pointer events on a canvas showing the bitmap enlarged
   // ---------------------------------------------------------------------------------------------
   const drawCanvas = document.getElementById("draw");
-  // in bitmap pixels: strokes about 1.4 input pixels wide on the 8x8 digits, wider (relative) on larger inputs
+  // in bitmap pixels: strokes 1.4 input pixels wide on the 8x8 digits, relatively wider on larger inputs
   const penRadius = BLOCK * Math.max(0.7, W / 24);
   let last = null;
 
@@ -204,7 +209,8 @@
   }
 
   function strokeTo(point) {
-    const from = last || point, steps = Math.max(1, Math.ceil(2 * Math.hypot(point.x - from.x, point.y - from.y)));
+    const from = last || point;
+    const steps = Math.max(1, Math.ceil(2 * Math.hypot(point.x - from.x, point.y - from.y)));
     for (let s = 1; s <= steps; s++) {
       stamp(from.x + (point.x - from.x) * s / steps, from.y + (point.y - from.y) * s / steps);
     }
@@ -246,7 +252,8 @@
   }
 
   function paintBitmap() {
-    const BW = BLOCK * W, BH = BLOCK * H, ctx = drawCanvas.getContext("2d"), img = ctx.createImageData(BW, BH);
+    const BW = BLOCK * W, BH = BLOCK * H, ctx = drawCanvas.getContext("2d");
+    const img = ctx.createImageData(BW, BH);
     for (let k = 0; k < BW * BH; k++) {
       const v = state.bitmap[k] ? 255 : 0;
       img.data.set([v, v, v, 255], 4 * k);
@@ -270,6 +277,19 @@
     const ctx = canvas.getContext("2d"), img = ctx.createImageData(cols, rows);
     for (let k = 0; k < rows * cols; k++) img.data.set(heatColour(values[k], limit).concat([255]), 4 * k);
     ctx.putImageData(img, 0, 0);
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // Filter o of a kernel tensor (out, in, kh, kw), flattened.
+  function filterOf(kernels, o) {
+    const size = kernels.data.length / kernels.shape[0];
+    return kernels.data.slice(o * size, (o + 1) * size);
   }
 
   function maxAbs(values) {
@@ -305,11 +325,8 @@
   function buildBars(count) {
     const bars = document.getElementById("bars");
     for (let k = 0; k < count; k++) {
-      const bar = document.createElement("div"), fill = document.createElement("div"), label = document.createElement("span");
-      bar.className = "bar";
-      fill.className = "fill";
-      label.textContent = String(k);
-      bar.append(fill, label);
+      const bar = element("div", "bar");
+      bar.append(element("div", "fill"), element("span", "", String(k)));
       bars.appendChild(bar);
     }
   }
@@ -330,9 +347,7 @@
   function buildLayers() {
     const host = document.getElementById("layers");
     LAYERS.forEach(function (L, n) {
-      const block = document.createElement("div"), title = document.createElement("h3"), maps = document.createElement("div");
-      block.className = "layer";
-      maps.className = "maps";
+      const block = element("div", "layer"), title = element("h3"), maps = element("div", "maps");
       const shape = L.output_shape, shown = shape.length === 3 ? Math.min(shape[0], MAX_MAPS) : 1;
       title.textContent = L.name + "  \u2192  output (" + shape.join(", ") + ")" +
         (shape.length === 3 && shape[0] > MAX_MAPS ? ", first " + MAX_MAPS + " channels drawn" : "");
@@ -376,7 +391,8 @@
   // ---------------------------------------------------------------------------------------------
   function cellDetail(layer, o, i, j) {
     const L = LAYERS[layer], x = state.acts[layer], [Ci, Hi, Wi] = x.shape, w = L.params.weight;
-    const [, , kh, kw] = w.shape, [sh, sw] = L.config.stride, [dh, dw] = L.config.dilation, [pt, , pl] = L.pad;
+    const [, , kh, kw] = w.shape, [sh, sw] = L.config.stride, [dh, dw] = L.config.dilation;
+    const [pt, , pl] = L.pad;
     const channels = [];
     let sum = 0;
     for (let c = 0; c < Ci; c++) {
@@ -396,7 +412,8 @@
       channels.push({ kernel: kernel, patch: patch, products: products });
     }
     const bias = L.params.bias ? L.params.bias.data[o] : 0;
-    return { layer: layer, channel: o, i: i, j: j, rows: kh, cols: kw, channels: channels, sum: sum, bias: bias,
+    return { layer: layer, channel: o, i: i, j: j, rows: kh, cols: kw, channels: channels, sum: sum,
+             bias: bias,
              total: sum + bias, value: featureValue(layer, o, i, j) };
   }
 
@@ -421,7 +438,8 @@
     host.textContent = "";
     const head = document.createElement("p");
     head.textContent = L.name + ", feature map " + d.channel + ", cell (" + d.i + ", " + d.j + ")" +
-      (d.channels.length > 4 ? ": input channels 0 to 3 of " + d.channels.length + " shown, the sum covers all" : "");
+      (d.channels.length > 4 ? ": input channels 0 to 3 of " + d.channels.length + " shown, the sum covers all"
+        : "");
     host.appendChild(head);
     d.channels.slice(0, 4).forEach(function (ch, c) {
       const row = document.createElement("div");
@@ -432,8 +450,8 @@
     });
     const sum = document.createElement("p");
     sum.id = "detail-sum";
-    sum.textContent = "sum of element-wise products " + d.sum.toFixed(5) + " + bias " + d.bias.toFixed(5) + " = " +
-      d.total.toFixed(5) + "   (the feature map holds " + d.value.toFixed(5) + ")";
+    sum.textContent = "sum of element-wise products " + d.sum.toFixed(5) + " + bias " + d.bias.toFixed(5) +
+      " = " + d.total.toFixed(5) + "   (the feature map holds " + d.value.toFixed(5) + ")";
     host.appendChild(sum);
   }
 
@@ -457,7 +475,8 @@
   // Occlusion: how much the predicted class's probability drops when a patch is blanked
   // ---------------------------------------------------------------------------------------------
   function occlusion(input) {
-    const patch = Math.max(1, Math.ceil(Math.max(H, W) / 16)), rows = Math.ceil(H / patch), cols = Math.ceil(W / patch);
+    const patch = Math.max(1, Math.ceil(Math.max(H, W) / 16));   // at most 16x16 patches
+    const rows = Math.ceil(H / patch), cols = Math.ceil(W / patch);
     const base = softmax(logitsOf(input)), top = base.indexOf(Math.max.apply(null, base));
     const drops = new Float64Array(rows * cols);
     for (let r = 0; r < rows; r++) {
@@ -465,7 +484,9 @@
         const blanked = tensor(input.shape.slice(), Float64Array.from(input.data));
         for (let c = 0; c < C; c++) {
           for (let i = r * patch; i < Math.min(H, (r + 1) * patch); i++) {
-            for (let j = q * patch; j < Math.min(W, (q + 1) * patch); j++) blanked.data[(c * H + i) * W + j] = blankValue(c);
+            for (let j = q * patch; j < Math.min(W, (q + 1) * patch); j++) {
+              blanked.data[(c * H + i) * W + j] = blankValue(c);
+            }
           }
         }
         drops[r * cols + q] = base[top] - softmax(logitsOf(blanked))[top];
@@ -479,9 +500,9 @@
     state.occlusion = result;
     paintHeat(canvas, result.drops, result.rows, result.cols, Math.max(maxAbs(result.drops), 1e-6));
     sizeCanvas(canvas, result.rows, result.cols, 160);
-    document.getElementById("occlusion-note").textContent = "red: blanking this " + result.patch + "x" + result.patch +
-      " patch lowers the probability of class " + result.predicted + " (largest drop " + maxAbs(result.drops).toFixed(3) +
-      "); blue: raises it";
+    document.getElementById("occlusion-note").textContent = "red: blanking this " + result.patch + "x" +
+      result.patch + " patch lowers the probability of class " + result.predicted + " (largest drop " +
+      maxAbs(result.drops).toFixed(3) + "); blue: raises it";
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -497,10 +518,10 @@
   function kernelAngles() {
     const angles = {};
     for (const key in DATA.init_kernels) {
-      const before = DATA.init_kernels[key], after = LAYERS[Number(key)].params.weight, size = before.data.length / before.shape[0];
+      const before = DATA.init_kernels[key], after = LAYERS[Number(key)].params.weight;
       angles[key] = [];
       for (let o = 0; o < before.shape[0]; o++) {
-        angles[key].push(angleDegrees(before.data.slice(o * size, (o + 1) * size), after.data.slice(o * size, (o + 1) * size)));
+        angles[key].push(angleDegrees(filterOf(before, o), filterOf(after, o)));
       }
     }
     return angles;
@@ -519,20 +540,22 @@
 
   function buildKernels() {
     const host = document.getElementById("kernels"), angles = kernelAngles();
-    if (Object.keys(angles).length === 0) host.textContent = "This run has no init.npz (or no Conv2D layer) to compare with.";
+    if (Object.keys(angles).length === 0) {
+      host.textContent = "This run has no init.npz (or no Conv2D layer) to compare with.";
+    }
     for (const key in angles) {
-      const before = DATA.init_kernels[key], after = LAYERS[Number(key)].params.weight, title = document.createElement("h3");
-      const [O, Ci, kh, kw] = before.shape, size = Ci * kh * kw;
+      const before = DATA.init_kernels[key], after = LAYERS[Number(key)].params.weight, title = element("h3");
+      const [O, Ci] = before.shape;
       title.textContent = LAYERS[Number(key)].name + ": before (top) and after (bottom) training" +
         (Ci > 8 ? ", input channels 0 to 7 of " + Ci : "");
       host.appendChild(title);
       for (let o = 0; o < Math.min(O, MAX_MAPS); o++) {
-        const pair = document.createElement("div"), label = document.createElement("div");
-        const limit = Math.max(maxAbs(before.data.slice(o * size, (o + 1) * size)), maxAbs(after.data.slice(o * size, (o + 1) * size)));
-        pair.className = "kernel-pair";
-        label.textContent = "filter " + o + ": " + angles[key][o].toFixed(1) + "\u00b0";
+        const pair = element("div", "kernel-pair"), label = element("div", "", "filter " + o + ": " +
+                                                                     angles[key][o].toFixed(1) + "\u00b0");
+        const limit = Math.max(maxAbs(filterOf(before, o)), maxAbs(filterOf(after, o)));
         label.dataset.angle = String(angles[key][o]);
-        pair.append(kernelCanvases(before.data, o, before.shape, limit), kernelCanvases(after.data, o, before.shape, limit), label);
+        pair.append(kernelCanvases(before.data, o, before.shape, limit),
+                    kernelCanvases(after.data, o, before.shape, limit), label);
         host.appendChild(pair);
       }
     }
@@ -544,9 +567,9 @@
   function buildImages() {
     const host = document.getElementById("test-images");
     DATA.images.forEach(function (image, n) {
-      const figure = document.createElement("figure"), canvas = document.createElement("canvas"), caption = document.createElement("figcaption");
+      const figure = element("figure"), canvas = element("canvas");
+      const caption = element("figcaption", "", "label " + image.label);
       paintImage(canvas, fromJSON(image.input));
-      caption.textContent = "label " + image.label;
       figure.title = "test image " + image.index;
       figure.append(canvas, caption);
       figure.addEventListener("click", () => selectImage(n));
@@ -588,7 +611,8 @@
   }
 
   function describeRun() {
-    const m = DATA.metrics, parts = ["run " + DATA.run, "data " + DATA.source, "input " + DATA.input_shape.join("\u00d7")];
+    const m = DATA.metrics;
+    const parts = ["run " + DATA.run, "data " + DATA.source, "input " + DATA.input_shape.join("\u00d7")];
     if (m.test_accuracy !== undefined) parts.push("test accuracy " + (100 * m.test_accuracy).toFixed(1) + "%");
     document.getElementById("run-info").textContent = parts.join(" \u00b7 ");
     document.getElementById("draw-note").textContent = C === 3 ? "the pen draws white in all three channels" : "";
@@ -601,8 +625,9 @@
     const status = document.getElementById("check-status");
     status.className = "status " + (check.ok ? "ok" : "fail");
     status.dataset.ok = String(check.ok);
-    status.textContent = "forward pass check on " + check.images + " test images: largest relative difference of the " +
-      "logits from minicnn's " + check.maxRelativeError.toExponential(2) + " (limit " + check.rtol + ")" +
+    status.textContent = "forward pass check on " + check.images + " test images: largest relative " +
+      "difference of the logits from minicnn's " + check.maxRelativeError.toExponential(2) +
+      " (limit " + check.rtol + ")" +
       (check.ok ? "" : ": THE PAGE DISAGREES WITH MINICNN");
   }
 
