@@ -425,7 +425,7 @@
     for (let r = 0; r < rows; r++) {
       const tr = table.insertRow();
       for (let c = 0; c < cols; c++) {
-        const td = tr.insertCell(), v = values[r * cols + c], rgb = heatColour(v, limit);
+        const td = tr.insertCell(), v = values[r * cols + c], rgb = heatColour(v, 2 * limit);   // pale: text stays legible
         td.textContent = v.toFixed(3);
         td.style.background = "rgb(" + rgb.join(",") + ")";
       }
