@@ -425,7 +425,8 @@
     for (let r = 0; r < rows; r++) {
       const tr = table.insertRow();
       for (let c = 0; c < cols; c++) {
-        const td = tr.insertCell(), v = values[r * cols + c], rgb = heatColour(v, 2 * limit);   // pale: text stays legible
+        // colours at half strength, so the numbers stay legible
+        const td = tr.insertCell(), v = values[r * cols + c], rgb = heatColour(v, 2 * limit);
         td.textContent = v.toFixed(3);
         td.style.background = "rgb(" + rgb.join(",") + ")";
       }
