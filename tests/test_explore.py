@@ -446,6 +446,15 @@ def test_rgb_run_of_other_size_draws_in_colour_and_matches_minicnn(browser, rgb_
     model = Sequential.load(rgb_run_dir / "model.npz")
     np.testing.assert_allclose(page("probabilities()"), model.predict_proba(x[None].astype(np.float32))[0],
                                atol=1e-5)
+    result = page("state.occlusion")   # 2x2 patches (at most 8x8 of them), blanked in all three channels
+    base = model.predict_proba(x[None].astype(np.float32))[0]
+    blanked = np.repeat(x[None], 30, axis=0).astype(np.float32)
+    blank = (0 - np.float32(data["mean"])) / np.float32(data["std"])
+    for k in range(30):
+        blanked[k, :, 2 * (k // 6):2 * (k // 6) + 2, 2 * (k % 6):2 * (k % 6) + 2] = blank[:, None, None]
+    drops = base[base.argmax()] - model.predict_proba(blanked)[:, base.argmax()]
+    assert (result["patch"], result["rows"], result["cols"]) == (2, 5, 6)
+    np.testing.assert_allclose(result["drops"], drops, atol=1e-5)
 
 
 def test_idx_run_of_another_size_gets_a_canvas_of_its_size_and_matches_minicnn(browser, idx_run_dir):

@@ -476,7 +476,7 @@
   // Occlusion: how much the predicted class's probability drops when a patch is blanked
   // ---------------------------------------------------------------------------------------------
   function occlusion(input) {
-    const patch = Math.max(1, Math.ceil(Math.max(H, W) / 16));   // at most 16x16 patches
+    const patch = Math.max(1, Math.ceil(Math.max(H, W) / 8));   // at most 8x8 patches: 64 forward passes
     const rows = Math.ceil(H / patch), cols = Math.ceil(W / patch);
     const base = softmax(logitsOf(input)), top = base.indexOf(Math.max.apply(null, base));
     const drops = new Float64Array(rows * cols);
