@@ -292,6 +292,7 @@ def test_page_forward_pass_matches_minicnn_within_1e4(browser, digits_page):
     assert check["maxRelativeError"] <= 1e-4 and check["maxProbabilityError"] <= 1e-4
     status = browser.find_element("id", "check-status")
     assert status.get_attribute("data-ok") == "true" and "12 test images" in status.text
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0   # fetched nothing
 
 
 def test_page_self_check_fails_when_the_embedded_logits_are_off(browser, digits_page, tmp_path):
