@@ -44,49 +44,21 @@ def run_dir(tmp_path_factory):
     return _train(tmp_path_factory.mktemp("runs") / "digits", "--set", "train.epochs=3")
 
 
-RGB_LAYERS = """
-[[model.layers]]
-type = "Conv2D"
-out_channels = 4
-kernel_size = 3
-padding = "same"
-dilation = 2
-[[model.layers]]
-type = "BatchNorm2D"
-[[model.layers]]
-type = "LeakyReLU"
-negative_slope = 0.1
-[[model.layers]]
-type = "Conv2D"
-out_channels = 5
-kernel_size = [3, 2]
-stride = [2, 1]
-padding = [1, 0]
-[[model.layers]]
-type = "Tanh"
-[[model.layers]]
-type = "AvgPool2D"
-kernel_size = 2
-stride = 1
-padding = 1
-[[model.layers]]
-type = "Sigmoid"
-[[model.layers]]
-type = "MaxPool2D"
-kernel_size = 3
-stride = 1
-padding = 1
-[[model.layers]]
-type = "ReLU"
-[[model.layers]]
-type = "Flatten"
-[[model.layers]]
-type = "Dropout"
-p = 0.25
-[[model.layers]]
-type = "Dense"
-out_features = 3
-"""
+#: Every layer type minicnn has, with stride, padding ("same" and pairs) and dilation.
+RGB_LAYERS = [
+    {"type": "Conv2D", "out_channels": 4, "kernel_size": 3, "padding": "same", "dilation": 2},
+    {"type": "BatchNorm2D"}, {"type": "LeakyReLU", "negative_slope": 0.1},
+    {"type": "Conv2D", "out_channels": 5, "kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 0]},
+    {"type": "Tanh"}, {"type": "AvgPool2D", "kernel_size": 2, "stride": 1, "padding": 1}, {"type": "Sigmoid"},
+    {"type": "MaxPool2D", "kernel_size": 3, "stride": 1, "padding": 1}, {"type": "ReLU"}, {"type": "Flatten"},
+    {"type": "Dropout", "p": 0.25}, {"type": "Dense", "out_features": 3},
+]
+
+
+def toml_layers(layers: list[dict]) -> str:
+    """``[[model.layers]]`` tables (JSON's strings, numbers and lists are TOML's too)."""
+    return "".join("[[model.layers]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in layer.items())
+                   for layer in layers)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +72,7 @@ def rgb_run_dir(tmp_path_factory):
     np.savez(folder / "rgb.npz", X=X.astype(np.uint8), y=y)
     config = folder / "rgb.toml"
     config.write_text(f'seed = 0\n[data]\nsource = "npz"\npath = "{folder / "rgb.npz"}"\n'
-                      f'[train]\nepochs = 2\nbatch_size = 16\n{RGB_LAYERS}')
+                      f'[train]\nepochs = 2\nbatch_size = 16\n{toml_layers(RGB_LAYERS)}')
     return _train(folder / "run", config=config)
 
 
