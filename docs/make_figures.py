@@ -118,7 +118,7 @@ def digits_model(run_dir, config: str = "digits.toml"):
         return (Sequential.load(Path(run_dir) / "model.npz"), Sequential.load(Path(run_dir) / "init.npz"),
                 X_test, y_test)
     from minicnn.train.config import load_config
-    from minicnn.train.trainer import prepare
+    from minicnn.train import prepare
 
     dataset, model, trainer = prepare(load_config(REPO / "configs" / config))
     initial = Sequential.from_architecture(model.architecture())

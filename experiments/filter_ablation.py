@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def first_conv(model) -> Conv2D:
-    for layer in model.layers:
-        if isinstance(layer, Conv2D):
-            return layer
-    raise ValueError("the model has no Conv2D layer")
+    found = model.find_layers(Conv2D)
+    if not found:
+        raise ValueError("the model has no Conv2D layer")
+    return found[0][1]
 
 
 def accuracy(model, X, y) -> float:
@@ -69,7 +69,7 @@ def ablate(model, X, y, layer: Conv2D | None = None) -> dict:
 def trained_model(config_path, seed: int = 0, overrides=()):
     """Train the config's model with the one training loop; return (model, X_test, y_test)."""
     from minicnn.train.config import load_config, replace
-    from minicnn.train.trainer import prepare
+    from minicnn.train import prepare
 
     cfg = replace(load_config(config_path, overrides), seed=seed)
     dataset, model, trainer = prepare(cfg)

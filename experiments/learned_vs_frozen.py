@@ -26,7 +26,7 @@ import numpy as np
 from minicnn.train.config import load_config, replace
 from minicnn.data import load_dataset
 from minicnn.nn.layers import Conv2D
-from minicnn.train.trainer import prepare
+from minicnn.train import prepare
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"learned": "all kernels learned (default)",
@@ -56,7 +56,7 @@ def train_once(cfg, dataset) -> dict:
     ``moved[i]`` is ``|W_end - W_init| / |W_init|`` for the i-th Conv2D (0 for a frozen one).
     """
     _, model, trainer = prepare(cfg, dataset)
-    convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    convs = [layer for _, layer in model.find_layers(Conv2D)]
     initial = [layer.weight.data.copy() for layer in convs]
     start = time.perf_counter()
     trainer.fit(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, progress=False)

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     try:
-        from .train import trainer as training  # imported here so --help answers at once
+        from . import train as training  # imported here so --help answers at once
         if args.resume:
             if args.config or args.out:
                 return _error("--resume RUN_DIR uses RUN_DIR's config.toml and writes into RUN_DIR; "

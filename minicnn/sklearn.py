@@ -1,8 +1,8 @@
 """scikit-learn estimator: :class:`CNNClassifier`, a minicnn CNN that fits into Pipelines, cross-validation
 and grid search, and passes scikit-learn's own estimator checks.
 
-It is a thin adapter: the model comes from :func:`minicnn.training.build_model` (layer specs in the
-config's form) and is trained by :class:`minicnn.training.Trainer`, the loop ``python train.py`` uses.
+It is a thin adapter: the model comes from :func:`minicnn.train.build_model` (layer specs in the
+config's form) and is trained by :class:`minicnn.train.Trainer`, the loop ``python train.py`` uses.
 With the same data, settings and seed, the estimator and ``train.py`` train the same weights.
 """
 
@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import data as data_mod
 from .train.config import AugmentConfig, Config, ConfigError, TrainConfig, load_config
-from .train.trainer import Trainer, build_model, seed_generators
+from .train import Trainer, build_model, seed_generators
 
 #: Marks "no y given" (None is a y value: fit(X, None) must fail with scikit-learn's message).
 _NO_Y = object()
@@ -422,11 +422,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.mean_, self.std_ = np.zeros(channels, np.float32), np.ones(channels, np.float32)
 
     def _standardized(self, X) -> np.ndarray:
-        """``(X - mean_) / std_`` per channel, as :func:`minicnn.data.standardize` but in the model's dtype."""
+        """``(X - mean_) / std_`` per channel (:func:`minicnn.data.standardize`), in X's dtype (the model's)."""
         if not self.standardize:
             return X
-        dtype = X.dtype
-        return (X - self.mean_.astype(dtype)[:, None, None]) / self.std_.astype(dtype)[:, None, None]
+        return data_mod.standardize(X, self.mean_.astype(X.dtype), self.std_.astype(X.dtype), dtype=X.dtype)
 
     def _new_trainer(self, train_config: TrainConfig, seed: int) -> Trainer:
         """A fresh model and Trainer, seeded as ``train.py`` seeds them."""
@@ -437,7 +436,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             model = build_model(self.layers_, self.image_shape_, dtype=np.dtype(self.dtype), rng=model_rng)
         except ValueError as exc:  # names the layer: "model.layers[2].kernel_size ..."
             raise ValueError(f"{type(self).__name__}: {exc} (for images of shape {self.image_shape_})") from None
-        return Trainer(model, train_config, train_rng, augment=augment)
+        return Trainer.from_config(model, train_config, train_rng, augment=augment)
 
     def _resolved_layers(self) -> list[dict]:
         specs = [dict(s) for s in (self.layers if self.layers is not None else default_layers(self.image_shape_))]

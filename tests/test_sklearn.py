@@ -15,7 +15,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from minicnn.train.config import AugmentConfig, Config, DataConfig, ModelConfig, TrainConfig
 from minicnn.nn.model import Sequential
 from minicnn.sklearn import CNNClassifier, default_layers
-from minicnn.train.trainer import prepare
+from minicnn.train import prepare
 
 #: Checks that cannot pass by nature, with the reason (listed in the README). None so far.
 EXPECTED_FAILED_CHECKS = {}
@@ -244,7 +244,7 @@ def test_grid_search_over_learning_rate_and_channels_in_two_processes(digits_sma
 # --- the same loop as train.py ---------------------------------------------------------------------------
 
 def test_trains_the_same_weights_as_the_config_training_loop():
-    """A config trained by minicnn.train.trainer (as train.py trains it) and CNNClassifier.from_config(config)
+    """A config trained by minicnn.train (as train.py trains it) and CNNClassifier.from_config(config)
     fitted on the training part of the same digits split end with bit-identical weights; the training
     seed differs from the split seed, which the estimator takes as validation_split_state."""
     layers = small_cnn()[:-1] + [{"type": "Dense", "out_features": 10}]

@@ -1,5 +1,7 @@
 """minicnn.train.trainer: build_model, the Trainer, runs, checkpoints, resume, divergence."""
 
+import dataclasses
+import inspect
 import json
 import os
 import time
@@ -7,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from minicnn.train import trainer as training
+from minicnn import train as training
 from minicnn.train.config import ConfigError, TrainConfig, from_dict
 from minicnn.nn.layers import BatchNorm2D, Conv2D, Dense, Dropout
 from minicnn.io import load_npz, save_npz_atomic
 from minicnn.nn.model import Sequential
+from minicnn.nn.parameter import Parameter
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -80,7 +84,14 @@ def test_build_model_float64():
      "model.layers[1].out_feature: Dense has no argument 'out_feature' (did you mean 'out_features'?)"),
     ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 3, "in_channels": 3}], "model.layers[0].in_channels = 3"),
     ([{"type": "Dense", "out_features": 3}], "model.layers[0] (Dense): its input has shape (1, 8, 8); add a Flatten"),
-    ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 11}], "model.layers[0] (Conv2D):"),
+    ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 11}],
+     "model.layers[0] (Conv2D): its input (1, 8, 8) is too small for Conv2D(1, 2, kernel_size=(11, 11)"),
+    ([{"type": "Flatten"}, {"type": "MaxPool2D", "kernel_size": 2}],
+     "model.layers[1] (MaxPool2D): needs an image input (C, H, W), got shape (64,)"),
+    ([{"type": "Flatten"}, {"type": "BatchNorm2D"}], "model.layers[1] (BatchNorm2D): needs an image input"),
+    ([{"type": "GlobalAvgPool2D"}, {"type": "GlobalAvgPool2D"}], "model.layers[1] (GlobalAvgPool2D): needs an"),
+    ([{"type": "MaxPool2D", "kernel_size": 4}, {"type": "MaxPool2D", "kernel_size": 3}],
+     "model.layers[1] (MaxPool2D): its input (1, 2, 2) is too small"),
     ([{"type": "Conv2D", "out_channels": -2, "kernel_size": 3}], "model.layers[0] (Conv2D):"),
     ([{"type": "ReLU", "trainable": "no"}], "model.layers[0].trainable = 'no'"),
 ])
@@ -88,6 +99,47 @@ def test_build_model_errors_name_the_layer_and_key(specs, expected):
     with pytest.raises(ValueError) as info:
         training.build_model(specs, (1, 8, 8), rng=0)
     assert expected in str(info.value)
+
+
+def test_build_model_infers_sizes_through_output_shape_without_a_forward_pass(monkeypatch):
+    from minicnn.nn.layers import LAYERS
+
+    def no_forward(self, x):
+        raise AssertionError(f"{self!r}: build_model ran a forward pass")
+
+    for cls in LAYERS.values():
+        monkeypatch.setattr(cls, "forward", no_forward)
+    model = training.build_model(SPECS, (1, 8, 8), rng=0)
+    assert model.layers[6].in_features == 64 and model.output_shape((5, 1, 8, 8)) == (5, 10)
+
+
+def test_the_size_argument_is_declared_by_the_layer_classes():
+    from minicnn.nn.layers import LAYERS
+    declared = {name: cls.input_size_argument for name, cls in LAYERS.items() if cls.input_size_argument}
+    assert declared == {"Conv2D": "in_channels", "Dense": "in_features", "BatchNorm2D": "num_features"}
+    for name, argument in declared.items():  # each names a real constructor argument
+        assert argument in inspect.signature(LAYERS[name]).parameters
+
+
+@settings(max_examples=40, deadline=None)
+@given(channels=st.integers(1, 3), size=st.integers(5, 12), out_channels=st.integers(1, 4),
+       kernel=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 1), pool=st.integers(1, 2),
+       global_pool=st.booleans())
+def test_inferred_sizes_match_what_forward_produces(channels, size, out_channels, kernel, stride, padding, pool,
+                                                    global_pool):
+    specs = [{"type": "Conv2D", "out_channels": out_channels, "kernel_size": kernel, "stride": stride,
+              "padding": padding}, {"type": "BatchNorm2D"}, {"type": "MaxPool2D", "kernel_size": pool},
+             {"type": "Conv2D", "out_channels": 3, "kernel_size": 1},
+             {"type": "GlobalAvgPool2D" if global_pool else "Flatten"}, {"type": "Dense", "out_features": 2}]
+    model = training.build_model(specs, (channels, size, size), dtype="float64", rng=0)
+    x = np.random.default_rng(0).normal(size=(2, channels, size, size))
+    hidden = x
+    with model.evaluating():
+        for layer in model.layers[:5]:
+            hidden = layer.forward(hidden)
+    assert model.layers[3].in_channels == out_channels == model.layers[1].num_features
+    assert model.layers[5].in_features == hidden.shape[1]
+    assert model.predict_logits(x).shape == (2, 2)
 
 
 # --- Trainer ---------------------------------------------------------------------------------------
@@ -105,7 +157,58 @@ def make_trainer(seed=0, **train):
     model = training.build_model(SPECS, (1, 8, 8), rng=seed)
     settings = {"epochs": 4, "batch_size": 16, "lr": 0.01}
     settings.update(train)
-    return training.Trainer(model, TrainConfig(**settings), np.random.default_rng(seed))
+    return training.Trainer.from_config(model, TrainConfig(**settings), np.random.default_rng(seed))
+
+
+def test_trainer_takes_its_loss_optimizer_and_schedule_as_objects(tiny_data):
+    from minicnn.nn.losses import SoftmaxCrossEntropy
+    from minicnn.nn.optim import SGD, StepLR
+    X, y = tiny_data
+    model = training.build_model(SPECS, (1, 8, 8), rng=0)
+    optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
+    schedule = StepLR(optimizer, step_size=1, gamma=0.5)
+    loss = SoftmaxCrossEntropy()
+    trainer = training.Trainer(model, loss, optimizer, schedule, 0, epochs=3, batch_size=16)
+    history = trainer.fit(X, y, progress=False)
+    assert trainer.loss is loss and trainer.optimizer is optimizer and trainer.schedule is schedule
+    assert [r["lr"] for r in history] == [0.05, 0.025, 0.0125] and optimizer.steps == 3 * 4
+    assert trainer.evaluate(X, y)[0] == loss.forward(model.predict_logits(X), y)
+
+
+@pytest.mark.parametrize("options, kind, expected", [
+    ({"optimizer": "sgd", "lr": 0.2, "momentum": 0.5, "nesterov": True, "weight_decay": 0.01}, "SGD",
+     {"lr": 0.2, "momentum": 0.5, "nesterov": True, "weight_decay": 0.01}),
+    ({"optimizer": "adam", "lr": 0.002, "betas": (0.8, 0.9)}, "Adam", {"lr": 0.002, "betas": (0.8, 0.9)}),
+    ({"optimizer": "adamw", "weight_decay": 0.1}, "AdamW", {"weight_decay": 0.1}),
+])
+def test_make_optimizer_passes_the_configs_hyperparameters(options, kind, expected):
+    optimizer = training.make_optimizer(TrainConfig(**options), [Parameter(np.zeros(3))])
+    assert type(optimizer).__name__ == kind
+    assert {key: getattr(optimizer, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("options, kind, expected", [
+    ({"schedule": "constant"}, "ConstantLR", {}),
+    ({"schedule": "step", "step_size": 3, "gamma": 0.5}, "StepLR", {"step_size": 3, "gamma": 0.5}),
+    ({"schedule": "cosine", "epochs": 9, "warmup_epochs": 2, "min_lr_factor": 0.1}, "CosineLR",
+     {"total": 9, "warmup": 2, "min_factor": 0.1}),
+])
+def test_make_schedule_passes_the_configs_settings(options, kind, expected):
+    config = TrainConfig(**options)
+    schedule = training.make_schedule(config, training.make_optimizer(config, [Parameter(np.zeros(3))]))
+    assert type(schedule).__name__ == kind
+    assert {key: getattr(schedule, key) for key in expected} == expected
+
+
+def test_the_factory_tables_cover_every_config_choice_with_real_arguments():
+    from minicnn.train.config import SCHEDULES
+    from minicnn.train.trainer import OPTIMIZER_TABLE, SCHEDULE_TABLE
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(OPTIMIZER_TABLE) == set(next(f for f in dataclasses.fields(TrainConfig) if f.name == "optimizer").metadata["choices"])
+    assert set(SCHEDULE_TABLE) == set(SCHEDULES)
+    for cls, arguments in list(OPTIMIZER_TABLE.values()) + list(SCHEDULE_TABLE.values()):
+        assert set(arguments) <= set(inspect.signature(cls).parameters), cls
+        assert set(arguments.values()) <= fields, cls
 
 
 def test_trainer_learns_and_reports_loss_and_accuracy(tiny_data):
@@ -185,7 +288,7 @@ def test_trainer_state_round_trips_through_a_npz_file(tiny_data, tmp_path):
 
 def test_loading_a_mismatched_checkpoint_is_a_clear_error(tiny_data):
     specs = SPECS[:4] + [{"type": "Flatten"}, {"type": "Dense", "out_features": 3}]
-    other = training.Trainer(training.build_model(specs, (1, 8, 8), rng=0), TrainConfig(), 0)
+    other = training.Trainer.from_config(training.build_model(specs, (1, 8, 8), rng=0), TrainConfig(), 0)
     with pytest.raises(ValueError, match="checkpoint does not match"):
         make_trainer().load_state_dict(other.state_dict())
 

@@ -195,9 +195,9 @@ def channel_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def standardize(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(X - mean) / std`` per channel; X (N, C, H, W), mean and std (C,)."""
-    return ((X - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+def standardize(X: np.ndarray, mean: np.ndarray, std: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """``(X - mean) / std`` per channel, returned as ``dtype``; X (N, C, H, W), mean and std (C,)."""
+    return ((X - mean[None, :, None, None]) / std[None, :, None, None]).astype(dtype, copy=False)
 
 
 @dataclass

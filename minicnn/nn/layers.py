@@ -69,6 +69,11 @@ class Layer:
     """Base class: mode switching, parameter listing, input checks, and a readable repr."""
 
     training: bool = True
+    #: The constructor argument that must equal the input's size on axis 1 (``"in_channels"``), for a
+    #: layer whose size follows its input: a config builder fills it in from the incoming shape.
+    input_size_argument: str | None = None
+    #: The number of input dimensions, batch axis included (4 for images, 2 for features); None: any.
+    input_ndim: int | None = None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of ``forward``'s output for an input of ``input_shape`` (the same, unless overridden)."""
@@ -247,6 +252,9 @@ class Conv2D(Layer):
     ``H_out = floor((H + 2p - d(k-1) - 1) / s) + 1``.
     """
 
+    input_size_argument = "in_channels"
+    input_ndim = 4
+
     #: Scratch-memory bound in bytes of one forward + backward pass; larger batches are processed
     #: in chunks of samples. None: :func:`minicnn.nn._lowering.get_workspace_limit` (64 MiB by default).
     workspace_bytes: int | None = None
@@ -424,6 +432,9 @@ class Dense(Layer):
     Shapes: (N, in_features) -> (N, out_features).
     """
 
+    input_size_argument = "in_features"
+    input_ndim = 2
+
     def __init__(
         self,
         in_features: int,
@@ -557,6 +568,8 @@ class Sigmoid(Layer):
 
 
 class _Pool2D(Layer):
+    input_ndim = 4
+
     def __init__(self, kernel_size, stride=None, padding=0) -> None:
         name = f"{type(self).__name__}(kernel_size={kernel_size!r})"
         self.kernel_size = positive_pair(kernel_size, "kernel_size", name)
@@ -639,6 +652,8 @@ class AvgPool2D(_Pool2D):
 
 class GlobalAvgPool2D(Layer):
     """Mean over the spatial axes: (N, C, H, W) -> (N, C)."""
+
+    input_ndim = 4
 
     def __init__(self) -> None:
         self._x_shape: tuple[int, ...] | None = None
@@ -725,6 +740,9 @@ class BatchNorm2D(Layer):
 
     Shapes: (N, num_features, H, W) -> same.
     """
+
+    input_size_argument = "num_features"
+    input_ndim = 4
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32) -> None:
         self.num_features = positive_int(num_features, "num_features", "BatchNorm2D")

@@ -1,0 +1,109 @@
+"""Building a model from layer specs in the config's form (``{"type": "Conv2D", ...}`` dicts)."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+
+import numpy as np
+
+from ..nn.layers import LAYERS, Layer, as_generator
+from ..nn.model import Sequential
+
+def build_model(layer_specs, input_shape, dtype=np.float32, rng=None) -> Sequential:
+    """A :class:`Sequential` from layer specs in the config's form.
+
+    Parameters
+    ----------
+    layer_specs : list of dict
+        ``{"type": "Conv2D", "out_channels": 16, "kernel_size": 3, "padding": 1}``; any layer may add
+        ``"trainable": False`` to freeze its parameters. A layer whose size follows its input declares
+        which argument that is (``Conv2D.input_size_argument == "in_channels"``; ``in_features`` for
+        Dense, ``num_features`` for BatchNorm2D): it is filled in from the incoming shape, which each
+        layer's ``output_shape`` carries on to the next. Nothing is computed.
+    input_shape : (C, H, W)
+    dtype : float32 or float64, for layers that hold parameters
+    rng : int seed, numpy.random.Generator or None
+        Each layer that draws random numbers gets its own Generator, seeded from this one in order.
+
+    Raises ValueError naming ``model.layers[i]`` and the key for an unknown type or a bad argument,
+    and the shapes for a layer that does not fit its input.
+    """
+    rng = as_generator(rng)
+    dtype = np.dtype(dtype)
+    shape = (1,) + tuple(int(s) for s in input_shape)
+    layers = []
+    for i, spec in enumerate(layer_specs):
+        layer = _build_layer(dict(spec), shape, dtype, rng, where=f"model.layers[{i}]")
+        shape = _output_shape(layer, shape, where=f"model.layers[{i}]")
+        layers.append(layer)
+    return Sequential(layers)
+
+
+def _build_layer(spec: dict, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
+                 where: str) -> Layer:
+    """One layer from its spec, its input size filled in from ``shape`` (batch axis first)."""
+    cls = _layer_class(spec.pop("type", None), where)
+    trainable = spec.pop("trainable", True)
+    if not isinstance(trainable, bool):
+        raise ValueError(f"{where}.trainable = {trainable!r}: expected true or false")
+    params = inspect.signature(cls).parameters
+    _check_arguments(cls, spec, [p for p in params if p not in ("rng", "dtype")], where)
+    _check_input_ndim(cls, shape, where)
+    size_argument = cls.input_size_argument
+    if size_argument is not None:
+        if size_argument in spec and spec[size_argument] != shape[1]:
+            raise ValueError(f"{where}.{size_argument} = {spec[size_argument]!r}, but its input is {shape[1:]}, "
+                             f"which needs {shape[1]}; leave it out to infer it")
+        spec[size_argument] = shape[1]
+    if "dtype" in params:
+        spec["dtype"] = dtype
+    if "rng" in params:
+        spec["rng"] = np.random.default_rng(rng.integers(2**63))
+    try:
+        layer = cls(**spec)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} ({cls.__name__}): {exc}") from None
+    return layer if trainable else layer.freeze()
+
+
+def _layer_class(kind, where: str) -> type[Layer]:
+    if kind not in LAYERS:
+        close = difflib.get_close_matches(str(kind), list(LAYERS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{where}.type = {kind!r}: unknown layer{hint}; known: {', '.join(LAYERS)}")
+    return LAYERS[kind]
+
+
+def _check_arguments(cls: type[Layer], spec: dict, accepted: list[str], where: str) -> None:
+    for key in spec:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted + ["trainable"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}.{key}: {cls.__name__} has no argument {key!r}{hint}; it takes "
+                             f"{', '.join(accepted + ['trainable']) or 'no arguments but trainable'}")
+
+
+def _check_input_ndim(cls: type[Layer], shape: tuple[int, ...], where: str) -> None:
+    """The layer's declared number of input dimensions (``Layer.input_ndim``) against ``shape``."""
+    ndim = cls.input_ndim
+    if ndim is None or len(shape) == ndim:
+        return
+    if ndim == 2:
+        raise ValueError(f"{where} ({cls.__name__}): its input has shape {shape[1:]}; add a Flatten or "
+                         "GlobalAvgPool2D layer before it")
+    expected = "an image input (C, H, W)" if ndim == 4 else f"an input of {ndim - 1} dimensions"
+    raise ValueError(f"{where} ({cls.__name__}): needs {expected}, got shape {shape[1:]}")
+
+
+def _output_shape(layer: Layer, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """``layer.output_shape(shape)``, refused when an axis would be empty (the input is too small)."""
+    try:
+        out = tuple(int(s) for s in layer.output_shape(shape))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} ({type(layer).__name__}): {exc}") from None
+    if min(out[1:], default=1) < 1:
+        raise ValueError(f"{where} ({type(layer).__name__}): its input {shape[1:]} is too small for {layer!r}; "
+                         f"the output would be {out[1:]}")
+    return out
+
