@@ -45,11 +45,6 @@ def load_test_split(run_dir) -> tuple[np.ndarray, np.ndarray]:
     return X[test], y[test]
 
 
-def conv_layers(model: Sequential) -> list[int]:
-    """Indices of the model's Conv2D layers."""
-    return [i for i, layer in enumerate(model.layers) if isinstance(layer, Conv2D)]
-
-
 def kernel_table(layer: Conv2D) -> list[dict]:
     """One row per output filter: ``filter, norm, mean`` of the whole filter (in, kh, kw), and the
     most similar classic kernel (``match``, ``cosine``) of its slice on ``in_channel``, the input
@@ -98,7 +93,7 @@ def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_
         raise FileNotFoundError(f"{run_dir} has no model.npz; is it a run directory written by train.py?")
     model = Sequential.load(model_path)
     X_test, y_test = load_test_split(run_dir)
-    convs = conv_layers(model)
+    convs = viz.conv_layers(model)
     if not convs:
         raise ValueError(f"{model_path}: the model has no Conv2D layer to inspect")
     layer = convs[0] if layer is None else layer

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..nn.layers import AvgPool2D, Conv2D, MaxPool2D, _Pool2D
+from ..nn.layers import AvgPool2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D
 
 KERNEL_CMAP = "RdBu_r"
 IMAGE_CMAP = "gray_r"
@@ -265,7 +265,7 @@ def receptive_field_grid(model, layer: int) -> tuple[float, float]:
     for item in model.layers[:_check_layer(model, layer) + 1]:
         if isinstance(item, Conv2D):
             k, s, d, p = item.kernel_size[0], item.stride[0], item.dilation[0], item.pad_amounts[0][0]
-        elif isinstance(item, _Pool2D):
+        elif isinstance(item, (MaxPool2D, AvgPool2D)):
             k, s, d, p = item.kernel_size[0], item.stride[0], 1, item.padding[0]
         else:
             continue
@@ -274,17 +274,23 @@ def receptive_field_grid(model, layer: int) -> tuple[float, float]:
     return start, jump
 
 
+def conv_layers(model) -> list[int]:
+    """Indices in ``model.layers`` of its Conv2D layers (a Conv2D inside a nested block has no index
+    of its own, so it is not listed)."""
+    return [int(name) for name, _ in model.find_layers(Conv2D) if name.isdigit()]
+
+
 def default_stages(model, conv_index: int | None = None) -> list[int]:
     """The layer indices from a Conv2D (the first by default) through its activation and pooling,
     stopping before the next Conv2D, Flatten or Dense: 'convolution, after ReLU, after pooling'."""
-    convs = [i for i, item in enumerate(model.layers) if isinstance(item, Conv2D)]
+    convs = conv_layers(model)
     if not convs:
         raise ValueError("the model has no Conv2D layer")
     start = convs[0] if conv_index is None else conv_index
     stages = [start]
     for i in range(start + 1, len(model.layers)):
         item = model.layers[i]
-        if isinstance(item, Conv2D) or type(item).__name__ in ("Flatten", "Dense", "GlobalAvgPool2D"):
+        if isinstance(item, (Conv2D, Flatten, Dense, GlobalAvgPool2D)):
             break
         stages.append(i)
         if isinstance(item, (MaxPool2D, AvgPool2D)):
@@ -323,7 +329,6 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
     stages = default_stages(model) if layer is None else ([layer] if np.isscalar(layer) else list(layer))
     stages = [_check_layer(model, i) for i in stages]
     x = _batch(model, image)[:1]
-    height, width = x.shape[2:]
     maps = [feature_maps(model, x, i)[0] for i in stages]
     for i, m in zip(stages, maps):
         if m.ndim != 3:
@@ -334,40 +339,51 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
     lines = [-(-count // n_cols) for count in shown]
     fig = new_figure(1.15 * (n_cols + 1) + 0.9, 1.3 * sum(lines) + 0.5)
     axes = fig.subplots(sum(lines), n_cols + 1, squeeze=False)
-    input_extent = (-0.5, width - 0.5, height - 0.5, -0.5)
-    # a faint outline of the digit over every map shows where each response sits on the input
-    outline = x[0, 0].astype(np.float64) if x.shape[1] == 1 and np.ptp(x[0, 0]) > 0 else None
     first = 0
     for stage, (i, m) in enumerate(zip(stages, maps)):
         block = axes[first:first + lines[stage]]
         first += lines[stage]
-        show_image(block[0, 0], x[0], title="input" if stage == 0 else None, extent=input_extent)
+        show_image(block[0, 0], x[0], title="input" if stage == 0 else None, extent=_extent(x.shape[2:]))
         block[0, 0].set_ylabel(f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=8)
         for ax in block[1:, 0]:
             ax.remove()
-        start, jump = receptive_field_grid(model, i)
-        extent = (start - jump / 2, start + (m.shape[2] - 0.5) * jump,
-                  start + (m.shape[1] - 0.5) * jump, start - jump / 2)
-        vmax = symmetric_limit(m[:shown[stage]])
-        tiles = block[:, 1:].ravel()
-        artist = None
-        for c, ax in enumerate(tiles):
-            if c >= shown[stage]:
-                ax.remove()
-                continue
-            artist = ax.imshow(m[c], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, extent=extent)
-            if outline is not None:
-                ax.contour(outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6,
-                           alpha=0.5)
-            ax.set_xlim(input_extent[:2])
-            ax.set_ylim(input_extent[2:])
-            _bare(ax)
-            ax.set_title(f"channel {c}", fontsize=7, pad=2)
-        fig.colorbar(artist, ax=list(tiles[:shown[stage]]), shrink=0.85, pad=0.01)
+        _draw_maps(fig, block[:, 1:].ravel(), m[:shown[stage]], receptive_field_grid(model, i), x[0])
     more = "" if all(s == m.shape[0] for s, m in zip(shown, maps)) else f" (first {max_channels} channels)"
     head = f"Feature maps of {title}" if title else "Feature maps"
     fig.suptitle(f"{head}{more}: each cell drawn over the input pixels it is centred on", fontsize=11)
     return save(fig, path)
+
+
+def _extent(shape, start: float = 0.0, jump: float = 1.0) -> tuple[float, float, float, float]:
+    """``imshow`` extent (left, right, bottom, top) of an (H, W) map whose pixel i is centred on input
+    pixel ``start + i * jump``."""
+    height, width = shape
+    return (start - jump / 2, start + (width - 0.5) * jump, start + (height - 0.5) * jump, start - jump / 2)
+
+
+def _draw_maps(fig: Figure, tiles, maps: np.ndarray, grid: tuple[float, float], image: np.ndarray) -> None:
+    """One layer's feature maps ``maps`` (C, H, W) in ``tiles`` (the spare ones removed), each over the
+    input pixels it is centred on (``grid``: :func:`receptive_field_grid`) with a faint outline of a
+    one-channel ``image`` (C_in, H_in, W_in), on one symmetric colour scale with a colorbar."""
+    input_extent = _extent(image.shape[1:])
+    extent = _extent(maps.shape[1:], *grid)
+    # a faint outline of the digit over every map shows where each response sits on the input
+    outline = image[0].astype(np.float64) if image.shape[0] == 1 and np.ptp(image[0]) > 0 else None
+    vmax = symmetric_limit(maps)
+    artist = None
+    for c, ax in enumerate(tiles):
+        if c >= len(maps):
+            ax.remove()
+            continue
+        artist = ax.imshow(maps[c], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, extent=extent)
+        if outline is not None:
+            ax.contour(outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6,
+                       alpha=0.5)
+        ax.set_xlim(input_extent[:2])
+        ax.set_ylim(input_extent[2:])
+        _bare(ax)
+        ax.set_title(f"channel {c}", fontsize=7, pad=2)
+    fig.colorbar(artist, ax=list(tiles[:len(maps)]), shrink=0.85, pad=0.01)
 
 
 # --- training results ---------------------------------------------------------------------------------
@@ -471,11 +487,11 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, path=None) -> Fi
     return save(fig, path)
 
 
-def _first_conv(model) -> int:
-    for i, item in enumerate(model.layers):
-        if isinstance(item, Conv2D):
-            return i
-    raise ValueError("the model has no Conv2D layer")
+def _first_conv(model) -> Conv2D:
+    found = model.find_layers(Conv2D)
+    if not found:
+        raise ValueError("the model has no Conv2D layer")
+    return found[0][1]
 
 
 def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None, y_test=None,
@@ -508,12 +524,11 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
         written.append(path)
         return path
 
-    conv = _first_conv(model)
-    learned = model.layers[conv].weight.data
+    learned = _first_conv(model).weight.data
     arrays = [learned]
     initial = None
     if init_model is not None:
-        initial = init_model.layers[conv].weight.data if hasattr(init_model, "layers") else _weights(init_model)
+        initial = _first_conv(init_model).weight.data if hasattr(init_model, "layers") else _weights(init_model)
         arrays.append(initial)
     vmax = symmetric_limit(*arrays)
     in_channel = None if learned.shape[1] == 1 else 0
@@ -539,4 +554,4 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
 
 __all__ = ["plot_filters", "plot_filters_before_after", "feature_maps", "plot_feature_maps", "plot_history",
            "plot_confusion_matrix", "plot_mistakes", "write_run_figures", "receptive_field_grid",
-           "default_stages", "new_figure", "save", "show_image", "symmetric_limit", "FIGURE_NAMES"]
+           "default_stages", "conv_layers", "new_figure", "save", "show_image", "symmetric_limit", "FIGURE_NAMES"]
