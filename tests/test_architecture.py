@@ -1,0 +1,126 @@
+"""The package's shape: short functions, and imports that flow one way (nn <- data <- train; see reads them).
+
+Both checks read the source with :mod:`ast`; nothing is imported or run.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "minicnn"
+MAX_FUNCTION_LINES = 60
+
+#: Part of the package -> the top-level modules and the minicnn parts it may not import.
+#: (``nn`` is checked by an allow-list instead: see test_the_framework_imports_only_numpy_and_itself.)
+FORBIDDEN = {
+    "data": {"minicnn.train", "minicnn.see", "minicnn.cli", "minicnn.sklearn", "minicnn.inspect",
+             "minicnn.gallery", "matplotlib"},
+    "train": {"minicnn.see", "minicnn.cli", "minicnn.sklearn", "minicnn.inspect", "minicnn.gallery",
+              "matplotlib"},
+}
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def part(path: Path) -> str:
+    """``nn``, ``data``, ``train``, ``see`` for files in those folders; the module name for top-level files."""
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in the file (inside functions too), as absolute names."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[:len(base) - node.level + 1]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            found.add(stem)
+            found.update(f"{stem}.{alias.name}" for alias in node.names)  # "from . import data"
+    return found
+
+
+def imports_within(names: set[str], prefix: str) -> set[str]:
+    return {name for name in names if name == prefix or name.startswith(prefix + ".")}
+
+
+def test_the_import_parser_resolves_relative_imports():
+    names = imported_modules(PACKAGE / "train" / "runner.py")
+    assert {"minicnn.data", "minicnn.nn.model", "minicnn.train.build", "numpy"} <= names
+    assert "minicnn.see.inspect" in imported_modules(PACKAGE / "inspect.py")  # "from .see.inspect import main"
+
+
+def test_long_functions_are_measured_with_their_docstring():
+    source = "def f():\n    '''doc\n\n    more'''\n    return 1\n"
+    (node,) = ast.parse(source).body
+    assert node.end_lineno - node.lineno + 1 == 5
+
+
+def test_no_function_is_longer_than_60_lines():
+    long = []
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1  # decorators aside, docstring included
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {length} lines")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+
+
+def test_the_framework_imports_only_numpy_and_itself():
+    for path in modules():
+        if part(path) != "nn":
+            continue
+        outside = {name for name in imported_modules(path) if name.startswith("minicnn")
+                   and not imports_within({name}, "minicnn.nn") and not imports_within({name}, "minicnn.io")}
+        third_party = {name.split(".")[0] for name in imported_modules(path) if not name.startswith("minicnn")}
+        third_party -= {"numpy", "__future__"} | set(_stdlib())
+        assert not outside and not third_party, f"{path.name} imports {sorted(outside | third_party)}"
+
+
+@pytest.mark.parametrize("package_part", sorted(FORBIDDEN))
+def test_imports_flow_one_way(package_part):
+    offences = []
+    for path in modules():
+        if part(path) != package_part:
+            continue
+        names = imported_modules(path)
+        for banned in FORBIDDEN[package_part]:
+            if imports_within(names, banned):
+                offences.append(f"{path.relative_to(PACKAGE.parent)} imports {banned}")
+    assert not offences, "\n".join(offences)
+
+
+def test_the_checks_catch_a_forbidden_import(tmp_path, monkeypatch):
+    """The direction test fails when training imports plotting (run on a copy with one bad line)."""
+    fake = tmp_path / "minicnn"
+    (fake / "train").mkdir(parents=True)
+    (fake / "train" / "bad.py").write_text("def f():\n    from ..see import plots\n")
+    (fake / "nn").mkdir()
+    (fake / "nn" / "bad.py").write_text("from ..train import config\nimport matplotlib.pyplot\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    with pytest.raises(AssertionError, match="train/bad.py imports minicnn.see"):
+        test_imports_flow_one_way("train")
+    with pytest.raises(AssertionError, match=r"bad.py imports \['matplotlib', 'minicnn.train"):
+        test_the_framework_imports_only_numpy_and_itself()
+
+
+def _stdlib() -> frozenset[str]:
+    import sys
+    return frozenset(sys.stdlib_module_names)
