@@ -36,12 +36,21 @@ def assert_one_line_error(result, code, *fragments):
         assert fragment in lines[0]
 
 
-def _viz_has_figures() -> bool:
-    try:
-        from minicnn import viz
-    except ImportError:
-        return False
-    return hasattr(viz, "write_run_figures")
+def test_the_packaged_default_config_is_the_documented_configs_digits_toml():
+    from minicnn.cli import DEFAULT_CONFIG
+    assert DEFAULT_CONFIG.is_relative_to(ROOT / "minicnn"), "an installed package has no configs/ folder"
+    assert DEFAULT_CONFIG.read_bytes() == (ROOT / "configs" / "digits.toml").read_bytes(), (
+        "minicnn/train/configs/digits.toml must be a copy of configs/digits.toml: cp configs/digits.toml "
+        "minicnn/train/configs/")
+
+
+def test_without_config_the_packaged_default_is_trained(tmp_path, monkeypatch):
+    from minicnn.cli import main
+    monkeypatch.chdir(tmp_path)  # outside the checkout: no configs/ folder here
+    overrides = ["train.epochs=1", "train.warmup_epochs=0", "output.figures=false"]
+    assert main([arg for key in overrides for arg in ("--set", key)] + ["--out", "r", "--quiet"]) == 0
+    from minicnn.train.config import load_config
+    assert load_config(tmp_path / "r" / "config.toml") == load_config(ROOT / "configs" / "digits.toml", overrides)
 
 
 def test_end_to_end_fast_config_writes_the_run_directory(tmp_path):
@@ -51,9 +60,8 @@ def test_end_to_end_fast_config_writes_the_run_directory(tmp_path):
     assert run_dir.name.startswith("digits_fast-")
     for name in RUN_FILES:
         assert (run_dir / name).is_file(), name
-    if _viz_has_figures():
-        for name in FIGURES:
-            assert (run_dir / name).is_file(), name
+    for name in FIGURES:
+        assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["history"]) == 3 and 0.5 < metrics["test_accuracy"] <= 1.0
     assert metrics["train_seconds"] > 0 and metrics["test_loss"] > 0
