@@ -99,7 +99,8 @@ def matmul_peak(repeats: int) -> dict[str, float]:
         a = rng.standard_normal((size, size), dtype=np.float32)
         b = rng.standard_normal((size, size), dtype=np.float32)
         out = np.empty_like(a)
-        best, _ = timeit(lambda: np.matmul(a, b, out=out), repeats if size < 2048 else max(3, repeats // 3))
+        best, _ = timeit(lambda a=a, b=b, out=out: np.matmul(a, b, out=out),
+                         repeats if size < 2048 else max(3, repeats // 3))
         result[str(size)] = 2 * size ** 3 / best / 1e9
     return result
 
@@ -193,7 +194,8 @@ def main(argv=None) -> dict:
         rows.append(r)
         print(f"{name:<10} {r['forward_best_ms']:8.2f} {min(torch_fwd):6.2f} {r['forward_vs_torch']:7.2f} "
               f"{r['fwd_bwd_best_ms']:10.2f} {r['fwd_bwd_median_ms']:7.2f} {min(torch_both):6.2f} "
-              f"{r['fwd_bwd_vs_torch']:7.2f} {r['fwd_bwd_gflops']:7.1f} {100 * r['fwd_bwd_peak_fraction']:5.0f}%")
+              f"{r['fwd_bwd_vs_torch']:7.2f} {r['fwd_bwd_gflops']:7.1f} "
+              f"{100 * r['fwd_bwd_peak_fraction']:5.0f}%")
     summary = {}
     if rows:
         summary = {"forward_geomean_vs_torch": geomean([r["forward_vs_torch"] for r in rows]),

@@ -88,7 +88,8 @@ def main(argv=None) -> dict:
         rows.append({"N": batch, "HW": size, "input_mb": batch * 64 * size * size * 4 / 1e6, "scratch_mb": mb,
                      "fwd_bwd_s": s, "ms_per_sample": 1e3 * s / batch})
         r = rows[-1]
-        print(f"{batch:4d} {size:>3d}x{size:<2d} {r['input_mb']:9.1f} {mb:10.1f} {s:9.3f} {r['ms_per_sample']:9.3f}")
+        print(f"{batch:4d} {size:>3d}x{size:<2d} {r['input_mb']:9.1f} {mb:10.1f} {s:9.3f} "
+              f"{r['ms_per_sample']:9.3f}")
     target = next(r for r in rows if r["N"] == 256 and r["HW"] == 32)
     worst = max(r["scratch_mb"] for r in rows)
     print(f"\nN=256 at 32x32: {target['scratch_mb']:.1f} MB of scratch (target <= {LIMIT_MB} MB); "

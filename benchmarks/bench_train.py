@@ -100,7 +100,7 @@ def bench_config(config: Path) -> dict | None:
                                  "--out", str(Path(tmp) / "run")], cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - start
         if result.returncode != 0:
-            return {"error": result.stderr.strip().splitlines()[-1:] or ["exit %d" % result.returncode],
+            return {"error": result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"],
                     "wall_s": wall}
         metrics_path = Path(tmp) / "run" / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -132,7 +132,8 @@ def main(argv=None) -> dict:
         print(f"\n{args.config}: failed after {config['wall_s']:.1f} s: {config['error'][0]}")
     elif config is not None:
         print(f"\n{config['config']} via train.py --quiet: {config['wall_s']:.1f} s in all "
-              f"(target < {CONFIG_TARGET_S:.0f} s), {config['train_s']:.1f} s training, {config['epochs']} epochs "
+              f"(target < {CONFIG_TARGET_S:.0f} s), {config['train_s']:.1f} s training, "
+              f"{config['epochs']} epochs "
               f"({config['epoch_median_s']:.2f} s median), test accuracy {config['test_accuracy']:.4f}")
     result = {"machine": machine_info(), "small_cnn": small, "torch_epoch_s": TORCH_EPOCH_S, "config": config}
     write_json(args.json, result)

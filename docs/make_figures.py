@@ -1,9 +1,9 @@
 """Draw every figure of docs/convolution.md into docs/figures/ (and print the numbers the guide quotes).
 
-    python docs/make_figures.py                      # everything (trains the digits model, ~15-40 min on 2 cores)
-    python docs/make_figures.py --run RUN_DIR        # reuse a finished `python train.py` run of configs/digits.toml
-    python docs/make_figures.py --lvf-json FILE      # plot learned-vs-frozen from a saved
-                                                     #   experiments/learned_vs_frozen.py result instead of re-training
+    python docs/make_figures.py                  # everything (trains the digits model, ~15-40 min on 2 cores)
+    python docs/make_figures.py --run RUN_DIR    # reuse a `python train.py` run of configs/digits.toml
+    python docs/make_figures.py --lvf-json FILE  # plot learned-vs-frozen from a saved
+                                                 #   experiments/learned_vs_frozen.py result, not re-training
     python docs/make_figures.py --only gallery stride
 
 The slow parts are the digits model (one training run) and the learned-versus-frozen experiment
@@ -152,9 +152,10 @@ def main(argv=None) -> int:
         from minicnn.see.plots import save
         save(plot_gallery(), out("gallery"), dpi=DPI)
     if wanted & {"filters", "feature_maps", "filter_ablation"}:
-        from minicnn import viz
+        from minicnn.see import plots as viz
         model, initial, X_test, y_test = digits_model(args.run)
-        print(f"  digits model: test accuracy {np.mean(model.predict(X_test) == y_test):.4f} on {len(y_test)} images")
+        accuracy = np.mean(model.predict(X_test) == y_test)
+        print(f"  digits model: test accuracy {accuracy:.4f} on {len(y_test)} images")
         conv = experiment("filter_ablation").first_conv(model)
         first = model.layers.index(conv)
         if "filters" in wanted:
@@ -169,9 +170,9 @@ def main(argv=None) -> int:
             # the yardstick: how "classic" do Gaussian random kernels look by the same measure?
             rng = np.random.default_rng(0)
             random_cosines = [most_similar(rng.normal(size=(3, 3)))[1] for _ in range(2000)]
-            print(f"  first-layer kernels moved {moved:.2f} of their initial norm; cosine to the nearest classic "
-                  f"filter: median {np.median(cosines):.2f}, max {np.max(cosines):.2f} (random Gaussian 3x3 "
-                  f"kernels: median {np.median(random_cosines):.2f}, 90th percentile "
+            print(f"  first-layer kernels moved {moved:.2f} of their initial norm; cosine to the nearest "
+                  f"classic filter: median {np.median(cosines):.2f}, max {np.max(cosines):.2f} "
+                  f"(random Gaussian 3x3 kernels: median {np.median(random_cosines):.2f}, 90th percentile "
                   f"{np.percentile(random_cosines, 90):.2f})")
         if "feature_maps" in wanted:
             viz.save(viz.plot_feature_maps(model, X_test[0], max_channels=16), out("feature_maps"), dpi=DPI)
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
             print(ablation.table(result, conv.weight.data))
     if "filters_fast" in wanted:
         # the small model without batch normalization (configs/digits_fast.toml): trains in seconds
-        from minicnn import viz
+        from minicnn.see import plots as viz
         model, initial, X_test, y_test = digits_model(None, config="digits_fast.toml")
         moved = np.linalg.norm(model.layers[0].weight.data - initial.layers[0].weight.data) / np.linalg.norm(
             initial.layers[0].weight.data)

@@ -90,7 +90,8 @@ def table(results: dict[str, list[dict]]) -> str:
     for variant, rows in results.items():
         accs = np.array([r["test_accuracy"] for r in rows])
         cells = " | ".join(f"{a:.4f}" for a in accs)
-        lines.append(f"| {VARIANTS[variant]} | {cells} | {accs.mean():.4f} ± {accs.std(ddof=1) if len(accs) > 1 else 0:.4f} |")
+        std = accs.std(ddof=1) if len(accs) > 1 else 0
+        lines.append(f"| {VARIANTS[variant]} | {cells} | {accs.mean():.4f} ± {std:.4f} |")
     return "\n".join(lines)
 
 
@@ -99,7 +100,7 @@ def plot(results: dict[str, list[dict]], path=None):
 
     fig = new_figure(6.0, 3.4)
     ax = fig.subplots()
-    for k, (variant, rows) in enumerate(results.items()):
+    for k, rows in enumerate(results.values()):
         accs = [r["test_accuracy"] for r in rows]
         ax.scatter(np.full(len(accs), k) + np.linspace(-0.12, 0.12, len(accs)), accs, s=22, zorder=3)
         ax.hlines(np.mean(accs), k - 0.25, k + 0.25, color="k", lw=1.5, zorder=4)

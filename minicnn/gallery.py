@@ -1,4 +1,4 @@
-"""Command: ``python -m minicnn.gallery`` (also ``minicnn-gallery``); the work is in :mod:`minicnn.see.gallery`."""
+"""Command: ``python -m minicnn.gallery`` (also ``minicnn-gallery``); see :mod:`minicnn.see.gallery`."""
 
 from .see.gallery import main
 

@@ -1,4 +1,4 @@
-"""Command: ``python -m minicnn.inspect`` (also ``minicnn-inspect``); the work is in :mod:`minicnn.see.inspect`."""
+"""Command: ``python -m minicnn.inspect`` (also ``minicnn-inspect``); see :mod:`minicnn.see.inspect`."""
 
 from .see.inspect import main
 

@@ -39,7 +39,7 @@ def default_layers(image_shape) -> list[dict]:
     a 1-pixel-high image) the convolutions keep the size and no pooling happens.
     """
     _, height, width = image_shape
-    specs = []
+    specs: list[dict] = []
     for channels in (16, 32):
         specs += [{"type": "Conv2D", "out_channels": channels, "kernel_size": 3, "padding": "same"},
                   {"type": "ReLU"}]
@@ -136,7 +136,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     image_shape_ : (C, H, W)
     layers_ : list of dict
         The architecture that was built (defaults and ``out_features`` filled in).
-    model_ : minicnn.model.Sequential
+    model_ : minicnn.nn.model.Sequential
         The trained network; ``model_.layers[0].weight.data`` are the first layer's learned kernels.
     mean_, std_ : ndarray of shape (C,)
         Per-channel standardization (0 and 1 when ``standardize=False``).
@@ -153,6 +153,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.model_.layers[0].weight.data.shape                 # 16 learned 3x3 kernels
     (16, 1, 3, 3)
     """
+
+    image_shape_: tuple[int, ...]  # set by fit (a declaration for type checkers, not a class attribute)
 
     def __init__(self, layers=None, image_shape=None, epochs=20, batch_size=32, optimizer="adam",
                  learning_rate=3e-3, weight_decay=0.0, early_stopping=False, validation_fraction=0.1,
@@ -179,7 +181,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     @classmethod
     def from_config(cls, config, **params) -> "CNNClassifier":
         """An unfitted estimator with the settings of a ``train.py`` config (a path or a
-        :class:`~minicnn.config.Config`): its layers, ``[train]`` table, dtype, seed, standardization,
+        :class:`~minicnn.train.config.Config`): its layers, ``[train]`` table, dtype, seed, standardization,
         augmentation and validation split (``early_stopping=True`` with the config's ``patience`` when
         ``data.val_fraction`` > 0). The data source is not used: ``fit`` gets the data. ``params``
         override any setting.
@@ -341,7 +343,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
             raise ValueError(f"{name}: verbose must be True, False or an int (0: quiet), got {self.verbose!r}")
         if self.early_stopping and not (isinstance(self.validation_fraction, numbers.Real)
-                                        and 0 < self.validation_fraction < 1):
+                                        and 0 < float(self.validation_fraction) < 1):
             raise ValueError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         if self.layers is not None and (not isinstance(self.layers, (list, tuple)) or not self.layers
                                         or not all(isinstance(s, dict) and "type" in s for s in self.layers)):
@@ -351,11 +353,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), dict):
                 raise ValueError(f"{name}: {key} must be None or a dict, got {getattr(self, key)!r}")
         if self.validation_split_state is not None and not (
-                isinstance(self.validation_split_state, numbers.Integral) and 0 <= self.validation_split_state < 2**32):
+                isinstance(self.validation_split_state, numbers.Integral) and 0 <= int(self.validation_split_state) < 2**32):
             raise ValueError(f"{name}: validation_split_state must be None or an int in [0, 2**32), "
                              f"got {self.validation_split_state!r}")
         if not (isinstance(self.random_state, (np.random.RandomState, type(None)))
-                or isinstance(self.random_state, numbers.Integral) and 0 <= self.random_state < 2**32):
+                or isinstance(self.random_state, numbers.Integral) and 0 <= int(self.random_state) < 2**32):
             raise ValueError(f"{name}: random_state must be None, an int in [0, 2**32) or a "
                              f"numpy.random.RandomState, got {self.random_state!r}")
 
@@ -422,7 +424,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.mean_, self.std_ = np.zeros(channels, np.float32), np.ones(channels, np.float32)
 
     def _standardized(self, X) -> np.ndarray:
-        """``(X - mean_) / std_`` per channel (:func:`minicnn.data.standardize`), in X's dtype (the model's)."""
+        """``(X - mean_) / std_`` per channel (:func:`minicnn.data.standardize`), in the model's dtype."""
         if not self.standardize:
             return X
         return data_mod.standardize(X, self.mean_.astype(X.dtype), self.std_.astype(X.dtype), dtype=X.dtype)

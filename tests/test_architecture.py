@@ -26,7 +26,7 @@ def modules() -> list[Path]:
 
 
 def part(path: Path) -> str:
-    """``nn``, ``data``, ``train``, ``see`` for files in those folders; the module name for top-level files."""
+    """``nn``, ``data``, ``train``, ``see`` for files in those folders; the module name for top-level ones."""
     relative = path.relative_to(PACKAGE)
     return relative.parts[0] if len(relative.parts) > 1 else relative.stem
 

@@ -118,8 +118,11 @@ def test_same_random_state_gives_bit_identical_predictions(digits_small):
 
 def test_random_state_may_be_a_random_state_instance_and_numpy_scalars_are_accepted(digits_small):
     X, y = digits_small
-    make = lambda: CNNClassifier(layers=small_cnn(), epochs=np.int64(1), learning_rate=np.float32(3e-3),  # noqa: E731
-                                 random_state=np.random.RandomState(5)).fit(X, y)
+
+    def make():
+        return CNNClassifier(layers=small_cnn(), epochs=np.int64(1), learning_rate=np.float32(3e-3),
+                             random_state=np.random.RandomState(5)).fit(X, y)
+
     assert np.array_equal(make().predict_proba(X), make().predict_proba(X))
 
 

@@ -46,7 +46,7 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 # IDX type codes (the third byte of the magic number) -> big-endian NumPy dtypes.
-_IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+_IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
@@ -241,15 +241,11 @@ def _need(data_cfg, name: str) -> str:
     return value
 
 
-def load_dataset(data_cfg) -> Dataset:
-    """Load, check, split and (optionally) standardize the data a config describes.
-
-    ``data_cfg`` is a :class:`minicnn.config.DataConfig` (anything with its attributes). Deterministic:
-    the same config always gives the same arrays, so the test split can be rebuilt from a run's
-    ``config.toml``.
-    """
+def _read_source(data_cfg) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The images (N, C, H, W) and labels (N,) ``data_cfg.source`` names, checked, and the separate
+    test files' (images, labels) when the config gives them (else None)."""
     source = data_cfg.source
-    X_test = y_test = None
+    test = None
     if source == "digits":
         X, y = load_digits_arrays()
     elif source == "idx":
@@ -260,7 +256,7 @@ def load_dataset(data_cfg) -> Dataset:
             raise DataError("data.test_images and data.test_labels must be given together (or neither)")
         if data_cfg.test_images:
             X_test = as_images(read_idx(data_cfg.test_images), data_cfg.test_images)
-            y_test = as_labels(read_idx(data_cfg.test_labels), len(X_test), data_cfg.test_labels)
+            test = X_test, as_labels(read_idx(data_cfg.test_labels), len(X_test), data_cfg.test_labels)
     elif source == "npz":
         path = _need(data_cfg, "path")
         X, y = read_npz_xy(path)
@@ -269,17 +265,28 @@ def load_dataset(data_cfg) -> Dataset:
         if data_cfg.test_path:
             X_test, y_test = read_npz_xy(data_cfg.test_path)
             X_test = as_images(X_test, f"{data_cfg.test_path}: X")
-            y_test = as_labels(y_test, len(X_test), f"{data_cfg.test_path}: y")
+            test = X_test, as_labels(y_test, len(X_test), f"{data_cfg.test_path}: y")
     else:
         raise DataError(f"data.source must be one of {SOURCES}, got {source!r}")
+    return X, y, test
 
-    if X_test is not None and X_test.shape[1:] != X.shape[1:]:
-        raise DataError(f"test images have shape {X_test.shape[1:]} per image, training images {X.shape[1:]}")
+
+def load_dataset(data_cfg) -> Dataset:
+    """Load, check, split and (optionally) standardize the data a config describes.
+
+    ``data_cfg`` is a :class:`minicnn.train.config.DataConfig` (anything with its attributes).
+    Deterministic: the same config always gives the same arrays, so the test split can be rebuilt
+    from a run's ``config.toml``.
+    """
+    X, y, test = _read_source(data_cfg)
+    if test is not None and test[0].shape[1:] != X.shape[1:]:
+        raise DataError(f"test images have shape {test[0].shape[1:]} per image, training images {X.shape[1:]}")
     try:
-        if X_test is None:
+        if test is None:
             idx = split_indices(y, data_cfg.test_fraction, data_cfg.val_fraction, data_cfg.split_seed)
             X_test, y_test = X[idx["test"]], y[idx["test"]]
         else:
+            X_test, y_test = test
             idx = split_indices(y, 0.0, data_cfg.val_fraction, data_cfg.split_seed)
             idx["test"] = np.arange(len(y_test), dtype=np.int64)
     except ValueError as exc:  # e.g. a class with a single example cannot be stratified
@@ -364,7 +371,7 @@ def random_affine(X: np.ndarray, rotate: float, scale: float, rng: np.random.Gen
 
 
 def augment(X: np.ndarray, augment_cfg, rng: np.random.Generator) -> np.ndarray:
-    """Apply the augmentation an :class:`~minicnn.config.AugmentConfig` describes (rotation and zoom,
+    """Apply the augmentation an :class:`~minicnn.train.config.AugmentConfig` describes (rotation and zoom,
     then whole-pixel shifts); returns ``X`` itself when everything is off. Labels are unchanged."""
     if augment_cfg.rotate > 0 or augment_cfg.scale > 0:
         X = random_affine(X, augment_cfg.rotate, augment_cfg.scale, rng)

@@ -3,11 +3,11 @@
 Every photo editor's "Blur", "Sharpen" or "Find edges" is a convolution with a small kernel that a
 person chose by hand. A CNN layer computes exactly the same operation; the difference is only that
 it *learns* its kernels. This module holds the hand-made ones so that a learned kernel can be put
-beside them (:func:`most_similar`) and so that the project's own :class:`~minicnn.layers.Conv2D`
+beside them (:func:`most_similar`) and so that the project's own :class:`~minicnn.nn.layers.Conv2D`
 can be seen applying them (:func:`conv_from_kernel`, ``python -m minicnn.gallery``).
 
 The kernels are written as the layer uses them: as **cross-correlation** weights (no flip; see
-:mod:`minicnn.functional`). So ``Sobel x`` here responds positively where the image gets brighter
+:mod:`minicnn.nn.functional`). So ``Sobel x`` here responds positively where the image gets brighter
 from left to right. (A textbook that writes the Sobel kernel for true convolution shows it
 mirrored; the result is the same filter.)
 
@@ -59,7 +59,7 @@ def kernel(name: str) -> np.ndarray:
 
 
 def conv_from_kernel(weights, channels: int = 1, bias=0.0, dtype=np.float64) -> Conv2D:
-    """A :class:`~minicnn.layers.Conv2D` whose weights are set by hand.
+    """A :class:`~minicnn.nn.layers.Conv2D` whose weights are set by hand.
 
     Parameters
     ----------
@@ -89,8 +89,9 @@ def conv_from_kernel(weights, channels: int = 1, bias=0.0, dtype=np.float64) -> 
                          f"got shape {values.shape}")
     out_channels, in_channels, kh, kw = weight.shape
     padding = "same" if kh % 2 and kw % 2 else 0
-    layer = Conv2D(in_channels, out_channels, (kh, kw), padding=padding, dtype=dtype, rng=0)
+    layer = Conv2D(in_channels, out_channels, (kh, kw), padding=padding, bias=True, dtype=dtype, rng=0)
     layer.weight.data[...] = weight
+    assert layer.bias is not None  # built with bias=True
     layer.bias.data[...] = bias
     return layer
 

@@ -2,8 +2,8 @@
 
 Run ``python -m minicnn.gallery [--out DIR]``; it writes ``DIR/gallery.png`` (default: the current
 folder). Each column is one filter: its kernel with the weights written in, then the digit and
-the photo after a :class:`~minicnn.layers.Conv2D` whose weights were set to that kernel by hand
-(:func:`minicnn.kernels.conv_from_kernel`). The photo is ``china.jpg``, which ships with
+the photo after a :class:`~minicnn.nn.layers.Conv2D` whose weights were set to that kernel by hand
+(:func:`minicnn.see.filters.conv_from_kernel`). The photo is ``china.jpg``, which ships with
 scikit-learn (``sklearn.datasets.load_sample_image``), downscaled and cropped.
 
 Filters whose weights sum to 1 (blurs, sharpen, emboss, ...) keep the brightness and are shown as
@@ -106,7 +106,8 @@ def plot_gallery(digit: np.ndarray | None = None, photo: np.ndarray | None = Non
                  columns: int = 7, path=None):
     """The gallery Figure: for each filter, its kernel, the filtered digit and the filtered photo.
 
-    digit : (H, W) in [0, 1]; photo : (H, W, 3) in [0, 1]; defaults from :func:`load_digit`, :func:`load_photo`.
+    digit : (H, W) in [0, 1]; photo : (H, W, 3) in [0, 1]
+        Defaults from :func:`load_digit`, :func:`load_photo`.
     Returns a Figure with 3 Axes per filter.
     """
     digit = load_digit() if digit is None else np.asarray(digit, dtype=np.float64)

@@ -2,7 +2,7 @@
 (and ``--in-channel C`` to draw one input channel's slice of a deeper layer's kernels).
 
 Prints the model summary, then one line per kernel of a convolution layer: its norm, its mean, and
-the classic filter (:mod:`minicnn.kernels`) it points most nearly along, with the cosine similarity.
+the classic filter (:mod:`minicnn.see.filters`) it points most nearly along, with the cosine similarity.
 Redraws that layer's kernels and the feature maps of one test image into ``--out``
 (default ``RUN_DIR/inspect``).
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import cast
 
 import numpy as np
 
@@ -102,7 +103,7 @@ def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_
                          "(indices as in the summary below)\n" + model.summary(X_test.shape[1:]))
     if not 0 <= index < len(X_test):
         raise ValueError(f"--index {index}: the test split has {len(X_test)} images, use 0 to {len(X_test) - 1}")
-    conv = model.layers[layer]
+    conv = cast(Conv2D, model.layers[layer])  # one of convs
     print(model.summary(X_test.shape[1:]), file=stream)
     print(f"\nLayer {layer}: {conv!r}, kernels {conv.weight.data.shape} (out, in, kh, kw)", file=stream)
     print(format_table(kernel_table(conv), conv.in_channels), file=stream)

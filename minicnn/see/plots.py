@@ -17,6 +17,7 @@ Only this module (and the scripts) import matplotlib; the numerical core never d
 from __future__ import annotations
 
 import os
+import typing
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -78,7 +79,7 @@ def _weights(layer_or_weight) -> np.ndarray:
 
 
 def _as_image(image) -> np.ndarray:
-    """One image as (H, W) for gray or (H, W, 3) for colour, from (H, W), (1, H, W), (3, H, W) or (H, W, 3)."""
+    """One image as (H, W) for gray or (H, W, 3) for colour; from (H, W), (1, H, W), (3, H, W), (H, W, 3)."""
     image = np.asarray(image, dtype=np.float64)
     if image.ndim == 3 and image.shape[0] == 1:
         return image[0]
@@ -106,7 +107,8 @@ def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter"
         cols = min(n_out, 8)
         rows = -(-n_out // cols)
         axes = fig.subplots(rows, cols, squeeze=False)
-        tiles = [(axes.flat[k], weight[k, 0], f"{row_label} {k}") for k in range(n_out)]
+        tiles: list[tuple[typing.Any, np.ndarray, str | None]] = [
+            (axes.flat[k], weight[k, 0], f"{row_label} {k}") for k in range(n_out)]
         for ax in axes.flat[n_out:]:
             ax.remove()
     else:
@@ -197,7 +199,7 @@ def plot_filters_before_after(init, learned, in_channel: int | None = None, colu
     blocks = -(-n_out // cols)
     fig = new_figure(1.15 * cols + 1.4, 2.5 * blocks + 0.5)
     axes = fig.subplots(2 * blocks, cols, squeeze=False)
-    image, drawn = None, []
+    images, drawn = [], []
     for k in range(blocks * cols):
         block, col = divmod(k, cols)
         for row, (label, kernels) in enumerate((("initial", before), ("learned", after))):
@@ -205,14 +207,14 @@ def plot_filters_before_after(init, learned, in_channel: int | None = None, colu
             if k >= n_out:
                 ax.remove()
                 continue
-            image = ax.imshow(kernels[k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
+            images.append(ax.imshow(kernels[k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax))
             drawn.append(ax)
             _bare(ax)
             if row == 0:
                 ax.set_title(f"filter {k}", fontsize=9)
             if col == 0:
                 ax.set_ylabel(label, fontsize=9)
-    fig.colorbar(image, ax=drawn, shrink=0.9, aspect=30, label="weight")
+    fig.colorbar(images[-1], ax=drawn, shrink=0.9, aspect=30, label="weight")
     fig.suptitle("First-layer kernels: at random initialization and learned, on one colour scale", fontsize=11)
     return save(fig, path)
 
@@ -231,7 +233,7 @@ def _batch(model, x) -> np.ndarray:
     return x.astype(dtype, copy=False)
 
 
-def _check_layer(model, layer: int) -> int:
+def _check_layer(model, layer: object) -> int:
     n = len(model.layers)
     if not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
         raise ValueError(f"layer must be an index into model.layers, in [0, {n}), got {layer!r}")
@@ -326,8 +328,8 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
     -------
     Figure with, per layer, one input Axes, one Axes per channel shown, and one colorbar.
     """
-    stages = default_stages(model) if layer is None else ([layer] if np.isscalar(layer) else list(layer))
-    stages = [_check_layer(model, i) for i in stages]
+    chosen = default_stages(model) if layer is None else ([layer] if np.isscalar(layer) else list(layer))
+    stages = [_check_layer(model, i) for i in chosen]
     x = _batch(model, image)[:1]
     maps = [feature_maps(model, x, i)[0] for i in stages]
     for i, m in zip(stages, maps):
@@ -370,12 +372,11 @@ def _draw_maps(fig: Figure, tiles, maps: np.ndarray, grid: tuple[float, float], 
     # a faint outline of the digit over every map shows where each response sits on the input
     outline = image[0].astype(np.float64) if image.shape[0] == 1 and np.ptp(image[0]) > 0 else None
     vmax = symmetric_limit(maps)
-    artist = None
-    for c, ax in enumerate(tiles):
-        if c >= len(maps):
-            ax.remove()
-            continue
-        artist = ax.imshow(maps[c], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, extent=extent)
+    for ax in tiles[len(maps):]:
+        ax.remove()
+    artists = []
+    for c, (ax, feature_map) in enumerate(zip(tiles, maps)):
+        artists.append(ax.imshow(feature_map, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, extent=extent))
         if outline is not None:
             ax.contour(outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6,
                        alpha=0.5)
@@ -383,7 +384,7 @@ def _draw_maps(fig: Figure, tiles, maps: np.ndarray, grid: tuple[float, float], 
         ax.set_ylim(input_extent[2:])
         _bare(ax)
         ax.set_title(f"channel {c}", fontsize=7, pad=2)
-    fig.colorbar(artist, ax=list(tiles[:len(maps)]), shrink=0.85, pad=0.01)
+    fig.colorbar(artists[-1], ax=list(tiles[:len(maps)]), shrink=0.85, pad=0.01)
 
 
 # --- training results ---------------------------------------------------------------------------------

@@ -269,7 +269,7 @@ def from_dict(raw: dict) -> Config:
 
 def to_dict(cfg) -> dict:
     """The config as nested dicts and lists (tuples become lists)."""
-    out = {}
+    out: dict[str, typing.Any] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
@@ -334,7 +334,8 @@ def apply_override(raw: dict, assignment: str) -> dict:
             raise ConfigError(f"--set {path}: there are {count} layers (indices 0 to {count - 1})")
         layers[index][keys[3]] = _parse_toml_value(text)
         return raw
-    cls, node = Config, raw
+    cls: typing.Any = Config  # the section being descended into
+    node = raw
     for depth, key in enumerate(keys):
         names = [f.name for f in dataclasses.fields(cls)]
         prefix = ".".join(keys[:depth])

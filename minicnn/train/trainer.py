@@ -1,9 +1,10 @@
 """The training loop: :class:`Trainer` takes a model, a loss, an optimizer, a schedule and a Generator.
 
-:meth:`Trainer.from_config` builds the loss, optimizer and schedule a :class:`~minicnn.train.config.TrainConfig`
-describes, through :func:`make_optimizer` and :func:`make_schedule`: each maps the config's name to a
-class and the config keys to its constructor arguments through one declared table. The Trainer works on
-in-memory arrays and touches no files; :func:`minicnn.train.runner.run` adds the run directory.
+:meth:`Trainer.from_config` builds the loss, optimizer and schedule a ``[train]`` config
+(:class:`~minicnn.train.config.TrainConfig`) describes, through :func:`make_optimizer` and
+:func:`make_schedule`: each maps the config's name to a class and the config keys to its constructor
+arguments through one declared table. The Trainer works on in-memory arrays and touches no files;
+:func:`minicnn.train.runner.run` adds the run directory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import Any, cast
 
 import numpy as np
 
@@ -56,7 +58,7 @@ def make_optimizer(config: TrainConfig, params) -> Optimizer:
 
 
 def make_schedule(config: TrainConfig, optimizer: Optimizer) -> LRSchedule:
-    """The learning-rate schedule ``config.schedule`` names (stepped once per epoch), driving ``optimizer``."""
+    """The learning-rate schedule ``config.schedule`` names (stepped once per epoch) for ``optimizer``."""
     return _from_table(SCHEDULE_TABLE, config.schedule, config, optimizer)
 
 
@@ -65,7 +67,7 @@ def _json_array(value) -> np.ndarray:
     return np.array(json.dumps(value))
 
 
-def _from_json_array(array) -> object:
+def _from_json_array(array) -> Any:
     return json.loads(str(array))
 
 
@@ -123,7 +125,7 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict] = []
         self.best_epoch = 0
-        self.best_score = (-math.inf, -math.inf)
+        self.best_score: tuple[float, ...] = (-math.inf, -math.inf)
         self.best_state: dict | None = None
         self.bad_epochs = 0
         self.stopped_early = False
@@ -207,23 +209,10 @@ class Trainer:
         Returns the history (list of per-epoch dicts).
         """
         has_val = X_val is not None and len(X_val) > 0
-        n_batches = math.ceil(len(X_train) / self.batch_size)
         while self.epoch < self.epochs and not self.stopped_early:
             start = time.perf_counter()
             lr = self.optimizer.lr
-            bar = _Bar(n_batches, f"epoch {self.epoch + 1}/{self.epochs}") if progress else None
-
-            def batch_done(loss):
-                if bar is not None:
-                    bar.update_loss(loss)
-                if on_batch is not None:
-                    on_batch(loss)
-
-            try:
-                train_loss, train_acc = self.train_epoch(X_train, y_train, on_batch=batch_done)
-            finally:
-                if bar is not None:
-                    bar.close()
+            train_loss, train_acc = self._epoch_with_progress(X_train, y_train, progress, on_batch)
             val_loss, val_acc = self.evaluate(X_val, y_val) if has_val else (None, None)
             self.schedule.step()
             self.epoch += 1
@@ -239,6 +228,22 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return self.history
+
+    def _epoch_with_progress(self, X, y, progress: bool, on_batch) -> tuple[float, float]:
+        """:meth:`train_epoch`, with a tqdm bar of the running loss when ``progress``."""
+        if not progress:
+            return self.train_epoch(X, y, on_batch=on_batch)
+        bar = _Bar(math.ceil(len(X) / self.batch_size), f"epoch {self.epoch + 1}/{self.epochs}")
+
+        def batch_done(loss):
+            bar.update_loss(loss)
+            if on_batch is not None:
+                on_batch(loss)
+
+        try:
+            return self.train_epoch(X, y, on_batch=batch_done)
+        finally:
+            bar.close()
 
     def train_more(self, X_train, y_train, epochs: int = 1, progress: bool = False):
         """Train ``epochs`` more epochs on ``(X_train, y_train)`` from the current weights and optimizer
@@ -263,7 +268,7 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _layer_rngs(self) -> dict[str, np.random.Generator]:
-        return {name: layer.rng for name, layer in self.model.find_layers(Dropout)}
+        return {name: cast(Dropout, layer).rng for name, layer in self.model.find_layers(Dropout)}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue bit for bit, as arrays for ``np.savez``: the model
