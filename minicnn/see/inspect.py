@@ -89,21 +89,8 @@ def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_
     from . import plots as viz  # matplotlib only when figures are drawn
 
     stream = sys.stdout if stream is None else stream
-    model_path = os.path.join(run_dir, "model.npz")
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"{run_dir} has no model.npz; is it a run directory written by train.py?")
-    model = Sequential.load(model_path)
-    X_test, y_test = load_test_split(run_dir)
-    convs = viz.conv_layers(model)
-    if not convs:
-        raise ValueError(f"{model_path}: the model has no Conv2D layer to inspect")
-    layer = convs[0] if layer is None else layer
-    if layer not in convs:
-        raise ValueError(f"--layer {layer} is not a Conv2D layer; the Conv2D layers are {convs} "
-                         "(indices as in the summary below)\n" + model.summary(X_test.shape[1:]))
-    if not 0 <= index < len(X_test):
-        raise ValueError(f"--index {index}: the test split has {len(X_test)} images, use 0 to {len(X_test) - 1}")
-    conv = cast(Conv2D, model.layers[layer])  # one of convs
+    model, layer, X_test, y_test = _load_run(run_dir, layer, index, viz.conv_layers)
+    conv = cast(Conv2D, model.layers[layer])  # _load_run checked it is a Conv2D
     print(model.summary(X_test.shape[1:]), file=stream)
     print(f"\nLayer {layer}: {conv!r}, kernels {conv.weight.data.shape} (out, in, kh, kw)", file=stream)
     print(format_table(kernel_table(conv), conv.in_channels), file=stream)
@@ -125,6 +112,27 @@ def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_
     for path in paths:
         print(f"wrote {path}", file=stream)
     return paths
+
+
+def _load_run(run_dir, layer: int | None, index: int,
+              conv_layers) -> tuple[Sequential, int, np.ndarray, np.ndarray]:
+    """The run's model, the index of the Conv2D to inspect (the first by default; ``conv_layers(model)``
+    lists them), and its test split (images (N, C, H, W), labels (N,)); ValueError for a bad choice."""
+    model_path = os.path.join(run_dir, "model.npz")
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{run_dir} has no model.npz; is it a run directory written by train.py?")
+    model = Sequential.load(model_path)
+    X_test, y_test = load_test_split(run_dir)
+    convs = conv_layers(model)
+    if not convs:
+        raise ValueError(f"{model_path}: the model has no Conv2D layer to inspect")
+    layer = convs[0] if layer is None else layer
+    if layer not in convs:
+        raise ValueError(f"--layer {layer} is not a Conv2D layer; the Conv2D layers are {convs} "
+                         "(indices as in the summary below)\n" + model.summary(X_test.shape[1:]))
+    if not 0 <= index < len(X_test):
+        raise ValueError(f"--index {index}: the test split has {len(X_test)} images, use 0 to {len(X_test) - 1}")
+    return model, layer, X_test, y_test
 
 
 def main(argv=None) -> int:

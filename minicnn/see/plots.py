@@ -328,14 +328,7 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
     -------
     Figure with, per layer, one input Axes, one Axes per channel shown, and one colorbar.
     """
-    chosen = default_stages(model) if layer is None else ([layer] if np.isscalar(layer) else list(layer))
-    stages = [_check_layer(model, i) for i in chosen]
-    x = _batch(model, image)[:1]
-    maps = [feature_maps(model, x, i)[0] for i in stages]
-    for i, m in zip(stages, maps):
-        if m.ndim != 3:
-            raise ValueError(f"plot_feature_maps: layer {i} ({model.layers[i]!r}) outputs shape {m.shape}, "
-                             "not feature maps (C, H, W)")
+    x, stages, maps = _stage_maps(model, image, layer)
     shown = [min(max_channels, m.shape[0]) for m in maps]
     n_cols = min(columns, max(shown))
     lines = [-(-count // n_cols) for count in shown]
@@ -354,6 +347,20 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
     head = f"Feature maps of {title}" if title else "Feature maps"
     fig.suptitle(f"{head}{more}: each cell drawn over the input pixels it is centred on", fontsize=11)
     return save(fig, path)
+
+
+def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+    """The image as a batch of one (1, C, H, W), the chosen layer indices (:func:`plot_feature_maps`'s
+    ``layer``), and each one's feature maps (C_l, H_l, W_l); ValueError for a layer that has none."""
+    chosen = default_stages(model) if layer is None else ([layer] if np.isscalar(layer) else list(layer))
+    stages = [_check_layer(model, i) for i in chosen]
+    x = _batch(model, image)[:1]
+    maps = [feature_maps(model, x, i)[0] for i in stages]
+    for i, m in zip(stages, maps):
+        if m.ndim != 3:
+            raise ValueError(f"plot_feature_maps: layer {i} ({model.layers[i]!r}) outputs shape {m.shape}, "
+                             "not feature maps (C, H, W)")
+    return x, stages, maps
 
 
 def _extent(shape, start: float = 0.0, jump: float = 1.0) -> tuple[float, float, float, float]:
@@ -525,13 +532,26 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
         written.append(path)
         return path
 
-    learned = _first_conv(model).weight.data
-    arrays = [learned]
     initial = None
     if init_model is not None:
         initial = _first_conv(init_model).weight.data if hasattr(init_model, "layers") else _weights(init_model)
-        arrays.append(initial)
-    vmax = symmetric_limit(*arrays)
+    _write_filter_figures(_first_conv(model).weight.data, initial, target)
+    if history is not None:
+        plot_history(history, path=target("history.png"))
+    if X_test is not None and y_test is not None and len(X_test):
+        plot_feature_maps(model, X_test[0], title=f"test image 0 (label {y_test[0]})",
+                          path=target("feature_maps.png"))
+        y_pred = model.predict(X_test)
+        plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
+        plot_mistakes(X_test, y_test, y_pred, path=target("mistakes.png"))
+    return written
+
+
+def _write_filter_figures(learned: np.ndarray, initial: np.ndarray | None, target) -> None:
+    """``filters_init.png`` (when ``initial`` is given) and ``filters_learned.png``: the first Conv2D's
+    kernels (out, in, kh, kw) before and after training on one colour scale; ``target(name)`` gives
+    each file's path."""
+    vmax = symmetric_limit(learned, *([] if initial is None else [initial]))
     in_channel = None if learned.shape[1] == 1 else 0
     if initial is not None:
         plot_filters(initial, in_channel=in_channel, vmax=vmax, title="First-layer kernels at initialization",
@@ -542,15 +562,6 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
     plot_filters(learned, in_channel=in_channel, vmax=vmax,
                  title=f"First-layer kernels after training ({moved}same colour scale as filters_init.png)",
                  path=target("filters_learned.png"))
-    if history is not None:
-        plot_history(history, path=target("history.png"))
-    if X_test is not None and y_test is not None and len(X_test):
-        plot_feature_maps(model, X_test[0], title=f"test image 0 (label {y_test[0]})",
-                          path=target("feature_maps.png"))
-        y_pred = model.predict(X_test)
-        plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
-        plot_mistakes(X_test, y_test, y_pred, path=target("mistakes.png"))
-    return written
 
 
 __all__ = ["plot_filters", "plot_filters_before_after", "feature_maps", "plot_feature_maps", "plot_history",
