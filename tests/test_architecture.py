@@ -4,6 +4,7 @@ Both checks read the source with :mod:`ast`; nothing is imported or run.
 """
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def test_the_checks_catch_a_forbidden_import(tmp_path, monkeypatch):
     (fake / "train" / "bad.py").write_text("def f():\n    from ..see import plots\n")
     (fake / "nn").mkdir()
     (fake / "nn" / "bad.py").write_text("from ..train import config\nimport matplotlib.pyplot\n")
-    monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     with pytest.raises(AssertionError, match="train/bad.py imports minicnn.see"):
         test_imports_flow_one_way("train")
     with pytest.raises(AssertionError, match=r"bad.py imports \['matplotlib', 'minicnn.train"):
@@ -122,5 +123,4 @@ def test_the_checks_catch_a_forbidden_import(tmp_path, monkeypatch):
 
 
 def _stdlib() -> frozenset[str]:
-    import sys
     return frozenset(sys.stdlib_module_names)
