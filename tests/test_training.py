@@ -85,8 +85,8 @@ def test_build_model_float64():
     ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 3, "in_channels": 3}], "model.layers[0].in_channels = 3"),
     ([{"type": "Dense", "out_features": 3}], "model.layers[0] (Dense): its input has shape (1, 8, 8); add a Flatten"),
     ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 11}],
-     "model.layers[0] (Conv2D): its input (1, 8, 8) is too small for Conv2D(1, 2, kernel_size=(11, 11)); "
-     "the output would be (2, -2, -2)"),
+     "model.layers[0] (Conv2D): its input (1, 8, 8) is too small for "
+     "Conv2D(1, 2, kernel_size=(11, 11)); the output would be (2, -2, -2)"),
     ([{"type": "Flatten"}, {"type": "MaxPool2D", "kernel_size": 2}],
      "model.layers[1] (MaxPool2D): needs an image input (C, H, W), got shape (64,)"),
     ([{"type": "Flatten"}, {"type": "BatchNorm2D"}], "model.layers[1] (BatchNorm2D): needs an image input"),
