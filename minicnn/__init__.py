@@ -15,11 +15,8 @@ The common names are importable from here: ``from minicnn import Conv2D, Sequent
 
 __version__ = "0.2.0"
 
-from .nn import (  # noqa: E402
-    AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU, MaxPool2D, MSELoss,
-    Parameter, ReLU, Sequential, SGD, Adam, AdamW, Sigmoid, SoftmaxCrossEntropy, Tanh,
-)
+# the framework's public names (nn.__all__: Conv2D, Sequential, Adam, ...), listed once, in minicnn.nn
+from .nn import *  # noqa: E402, F403
+from .nn import __all__ as _framework_names  # noqa: E402
 
-__all__ = ["Parameter", "Conv2D", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "MaxPool2D", "AvgPool2D",
-           "GlobalAvgPool2D", "Flatten", "Dropout", "BatchNorm2D", "SoftmaxCrossEntropy", "MSELoss",
-           "Sequential", "SGD", "Adam", "AdamW", "__version__"]
+__all__ = [*_framework_names, "__version__"]

@@ -25,14 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a minicnn model from a TOML config and write a run directory.",
         epilog="example: python train.py --config configs/digits_fast.toml --set train.epochs=5 --seed 1")
-    parser.add_argument("--config", metavar="PATH", help="TOML config (default: a copy of configs/digits.toml)")
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default: configs/digits.toml)")
     parser.add_argument("--set", metavar="KEY.PATH=VALUE", action="append", default=[], dest="overrides",
                         help="override one config value, typed as its field (repeatable), e.g. train.lr=0.01")
-    parser.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<config name>-<time>)")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its last.npz, with its config.toml")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<name>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR with its config.toml")
     parser.add_argument("--seed", type=int, metavar="N", help="training seed (same as --set seed=N)")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (results are in the run directory)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (results: run dir)")
     return parser
 
 
