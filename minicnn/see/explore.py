@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import load_npz, write_text_atomic
-from ..nn.layers import Conv2D
+from ..nn.layers import Conv2D, Layer
 from ..nn.model import Sequential
 
 #: Layer types the page's JavaScript forward pass implements.
@@ -136,10 +136,10 @@ def _array(values) -> dict:
     return {"shape": list(values.shape), "data": values.astype(np.float64).ravel().tolist()}
 
 
-def leaf_layers(model: Sequential, prefix: str = "") -> list[tuple[str, object]]:
+def leaf_layers(model: Sequential, prefix: str = "") -> list[tuple[str, Layer]]:
     """The model's layers in the order they run, nested Sequentials opened, each with PyTorch's name
     (``"0"``, ``"3.1"``)."""
-    leaves = []
+    leaves: list[tuple[str, Layer]] = []
     for i, layer in enumerate(model.layers):
         name = f"{prefix}{i}"
         leaves += leaf_layers(layer, name + ".") if isinstance(layer, Sequential) else [(name, layer)]
@@ -164,7 +164,7 @@ def describe_model(model: Sequential, input_shape: tuple) -> tuple[list[dict], s
     """Layer records for an input of ``input_shape`` (C, H, W), and why the page cannot draw the model
     (None when it can)."""
     x = np.zeros((1,) + tuple(input_shape), dtype=np.float32)
-    records = []
+    records: list[dict] = []
     with model.evaluating():
         for name, layer in leaf_layers(model):
             kind = type(layer).__name__
@@ -265,7 +265,7 @@ def serve(path: Path, port: int = 0, stream=None) -> None:
     stream = sys.stdout if stream is None else stream
     with make_server(path, port) as server:
         host, bound = server.server_address[:2]
-        print(f"serving http://{host}:{bound}/{Path(path).name} (Ctrl-C stops)", file=stream, flush=True)
+        print(f"serving http://{host!s}:{bound}/{Path(path).name} (Ctrl-C stops)", file=stream, flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
