@@ -1,4 +1,4 @@
-"""Command: ``python -m minicnn.explore`` (also ``minicnn-explore``); the work is in :mod:`minicnn.see.explore`."""
+"""Command: ``python -m minicnn.explore`` (also ``minicnn-explore``); see :mod:`minicnn.see.explore`."""
 
 from .see.explore import main
 

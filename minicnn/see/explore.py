@@ -238,7 +238,8 @@ def render_page(data: dict) -> str:
 
 
 def write_page(run_dir, out=None) -> Path:
-    """Write the explorer page for ``run_dir`` to ``out`` (default ``RUN_DIR/explore.html``); returns the path."""
+    """Write the explorer page for ``run_dir`` to ``out`` (default ``RUN_DIR/explore.html``); returns
+    the path."""
     page = render_page(page_data(load_run(run_dir)))
     out = Path(run_dir) / "explore.html" if out is None else Path(out)
     if out.is_dir():
