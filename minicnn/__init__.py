@@ -19,7 +19,8 @@ from .nn import (  # noqa: E402
     AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU, MaxPool2D, MSELoss,
     Parameter, ReLU, Sequential, SGD, Adam, AdamW, Sigmoid, SoftmaxCrossEntropy, Tanh,
 )
+from .nn._threads import get_num_threads, set_num_threads  # noqa: E402
 
 __all__ = ["Parameter", "Conv2D", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "MaxPool2D", "AvgPool2D",
            "GlobalAvgPool2D", "Flatten", "Dropout", "BatchNorm2D", "SoftmaxCrossEntropy", "MSELoss",
-           "Sequential", "SGD", "Adam", "AdamW", "__version__"]
+           "Sequential", "SGD", "Adam", "AdamW", "set_num_threads", "get_num_threads", "__version__"]
