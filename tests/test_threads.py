@@ -86,6 +86,16 @@ def test_auto_threads_follows_the_load_from_epoch_to_epoch_without_counting_its_
     assert machine.requests == [2, 1, 2]
 
 
+def test_available_cores_respects_a_thread_count_set_in_the_environment(monkeypatch):
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    cores = _threads.available_cores()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _threads.available_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert _threads.available_cores() == cores
+
+
 def test_blas_threads_sets_and_restores_the_count(restore_threads):
     if restore_threads is None:
         pytest.skip("this NumPy's BLAS has no thread setting")

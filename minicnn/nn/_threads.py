@@ -64,10 +64,14 @@ def _blas_controls():
 
 
 def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the system reports it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """Cores this process may run on (its CPU affinity where the system reports it), at most the
+    thread count a user set in ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return max(1, min(cores, int(value)))
+    return max(1, cores)
 
 
 def get_num_threads() -> int | None:
@@ -113,8 +117,9 @@ class AutoThreads:
     :meth:`start` watches the machine for ``probe_seconds`` while this process is idle; each
     :meth:`update` (after every epoch) looks at the time since the last one, subtracting this
     process's own CPU time. ``threads = round(cores - busy cores of others)``, at least 1: two busy
-    processes on two cores, or one, give 1 thread; a quiet machine all cores. Where /proc/stat is
-    missing (not Linux), the count stays as it was.
+    processes on two cores, or one, give 1 thread; a quiet machine all cores (:func:`available_cores`:
+    a thread count set in the environment caps it). Where /proc/stat is missing (not Linux), the
+    count stays as it was.
 
     Attributes
     ----------
