@@ -119,5 +119,5 @@ def test_set_winograd_takes_only_a_bool(monkeypatch):
     assert _lowering.use_winograd((1, 2, 5, 5), (3, 2, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
     _lowering.set_winograd(False)
     assert not _lowering.use_winograd((1, 2, 5, 5), (3, 2, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
-    with pytest.raises(ValueError, match="expected True or False, got 'yes'"):
+    with pytest.raises(TypeError, match="expected True or False, got .yes."):
         _lowering.set_winograd("yes")

@@ -355,14 +355,11 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
     n = x.shape[0]
     dtype = np.result_type(x, weight)
     if use_winograd(x.shape, weight.shape, stride, padding, dilation, winograd):
-        saved = cols if isinstance(cols, _winograd.Saved) else None
-        return _winograd_conv2d_backward(grad_out, x, weight, padding, dtype, saved, need_input_grad,
+        return _winograd_conv2d_backward(grad_out, x, weight, padding, dtype, cols, need_input_grad,
                                          need_weight_grad, workspace_bytes)
-    if isinstance(cols, _winograd.Saved):
-        cols = None
     g = _Geometry(x.shape, weight.shape, stride, padding, dilation)
     w2d = weight.reshape(g.c_out, g.k).astype(dtype, copy=False)
-    if cols is not None and cols.shape != g.cols_shape(n):
+    if isinstance(cols, _winograd.Saved) or (cols is not None and cols.shape != g.cols_shape(n)):
         cols = None
     chunk = n if cols is not None else g.chunk(n, np.dtype(dtype).itemsize, workspace_bytes)
     if cols is None and workspace is None and chunk < n:
@@ -372,7 +369,6 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
     grids = Workspace()
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        m = stop - start
         grid = g.grad_grid(grad_out[start:stop], grids, dtype)
         chunk_cols = cols if cols is not None else g.expand(x[start:stop], dtype, workspace)
         if need_weight_grad:
@@ -382,7 +378,7 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
         if dx is not None:   # need_input_grad
             reuse = chunk_cols is not cols or (overwrite_cols and cols.flags.writeable)
             dcols = np.matmul(w2d.T, grid, out=chunk_cols[:-1] if reuse else None)
-            g.input_grad(dcols, m, dx[start:stop])
+            g.input_grad(dcols, stop - start, dx[start:stop])
     dweight = dweight_bias[:, :-1].reshape(weight.shape) if need_weight_grad else None
     return dx, dweight, np.ascontiguousarray(dweight_bias[:, -1])
 
@@ -407,7 +403,7 @@ def set_winograd(enabled: bool) -> None:
     (False, the default), unless a call's ``winograd`` argument says otherwise."""
     global _winograd_default
     if not isinstance(enabled, bool):
-        raise ValueError(f"set_winograd: expected True or False, got {enabled!r}")
+        raise TypeError(f"set_winograd: expected True or False, got {enabled!r}")
     _winograd_default = enabled
 
 
@@ -443,7 +439,8 @@ def _winograd_conv2d(x, weight, bias, padding, dtype, workspace_bytes):
 
 def _winograd_conv2d_backward(grad_out, x, weight, padding, dtype, saved, need_input_grad,
                               need_weight_grad, workspace_bytes):
-    """Backward by F(2x2, 3x3), chunk by chunk, reusing the forward's transforms when ``saved``."""
+    """Backward by F(2x2, 3x3), chunk by chunk, reusing the forward's transforms when ``saved`` holds them."""
+    saved = saved if isinstance(saved, _winograd.Saved) else None
     n, c_out = x.shape[0], weight.shape[0]
     u = saved.u if saved is not None else _winograd.kernel_transform(weight, dtype)
     chunk = n if saved is not None else _winograd_chunk(x.shape, c_out, padding, np.dtype(dtype).itemsize,
