@@ -62,11 +62,11 @@ def measure(settings: list[int | None], busy: int, repeats: int, epochs: int) ->
             for threads in (settings if r % 2 == 0 else settings[::-1]):
                 seconds = train_seconds(threads, epochs)
                 best[threads] = min(seconds, best.get(threads, seconds))
-        load = load_text()
+        load, load_1min = load_text(), os.getloadavg()[0]
     label = lambda t: "auto (default)" if t is None else f"--threads {t}"  # noqa: E731
     for threads in settings:
         print(f"  {busy} busy: {label(threads):<15} {best[threads]:6.2f} s  ({load})")
-    return {"busy": busy, "load": load, "seconds": {label(t): best[t] for t in settings}}
+    return {"busy": busy, "load": load, "load_1min": load_1min, "seconds": {label(t): best[t] for t in settings}}
 
 
 def main(argv=None) -> dict:
@@ -88,6 +88,10 @@ def main(argv=None) -> dict:
     auto = "auto (default)"
     slowdown = loaded["seconds"][auto] / quiet["seconds"][auto]
     all_cores = quiet["seconds"].get(f"--threads {cores}")
+    start_load = quiet["load_1min"]
+    if start_load > 0.5 * cores:
+        print(f"\nwarning: the machine was not quiet (load {start_load:.1f} on {cores} cores without our busy "
+              f"processes): the targets below compare two busy states and cannot be judged from this run")
     print(f"\ndefault with {args.busy} busy / quiet: {slowdown:.2f}x (target <= {SLOWDOWN_TARGET:.0f}x: "
           f"{'met' if slowdown <= SLOWDOWN_TARGET else 'NOT met'})")
     summary = {"slowdown": slowdown}
