@@ -103,7 +103,7 @@ def matmul_peak(repeats: int, sizes=(512, 1024, 2048)) -> dict:
     return {"gflops": result, "best_s": 2 * 1024 ** 3 / result.get("1024", max(result.values())) / 1e9}
 
 
-def worker(library: str, threads: int | None) -> None:
+def worker(library: str, threads: int | None, winograd: bool = False) -> None:
     shapes = dict(SHAPES)
     if library == "torch":
         about = torch_setup(threads)
@@ -111,7 +111,10 @@ def worker(library: str, threads: int | None) -> None:
                "conv": lambda shape, repeats: torch_conv(shapes[shape], repeats)})
     else:
         set_minicnn_threads(threads)
-        serve({"about": lambda: {"about": f"minicnn, BLAS: {blas_info()}"},
+        from minicnn.nn import _lowering
+        _lowering.set_winograd(winograd)
+        algorithm = "Winograd F(2x2, 3x3) where it applies, else im2col" if winograd else "im2col"
+        serve({"about": lambda: {"about": f"minicnn ({algorithm}), BLAS: {blas_info()}"},
                "peak": lambda repeats: matmul_peak(repeats),
                "conv": lambda shape, repeats: minicnn_conv(shapes[shape], repeats)})
 
@@ -181,14 +184,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, help="threads for both libraries (default: minicnn's and "
                                                     "PyTorch's defaults: all cores)")
     parser.add_argument("--only", nargs="*", help="names of the shapes to run (default: all)")
+    parser.add_argument("--winograd", action="store_true", help="minicnn with Winograd F(2x2, 3x3) switched on")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--worker", choices=("minicnn", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.threads)
+        return worker(args.worker, args.threads, args.winograd)
     compared = torch_available() and not args.no_torch
-    workers = [Worker(__file__, "minicnn", args.threads)] + ([Worker(__file__, "torch", args.threads)] if compared else [])
+    extra = ["--winograd"] if args.winograd else []
+    workers = [Worker(__file__, "minicnn", args.threads, extra)] + ([Worker(__file__, "torch", args.threads)] if compared else [])
     try:
         print(machine_line())
         for w in workers:
@@ -202,6 +207,7 @@ def main(argv=None) -> dict:
         for w in workers:
             w.close()
     result = {"machine": machine_info(), "rounds": args.rounds, "repeats": args.repeats, "threads": args.threads,
+              "winograd": args.winograd,
               "matmul_peak_gflops": peak, "shapes": rows, "summary": summary, "compared_with_torch": compared}
     write_json(args.json, result)
     return result

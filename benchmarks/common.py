@@ -131,8 +131,8 @@ def serve(handlers: dict) -> None:
 class Worker:
     """One library's worker process: ``python <script> --worker <library> [--threads N]``."""
 
-    def __init__(self, script: str, library: str, threads: int | None = None):
-        command = [sys.executable, "-u", script, "--worker", library]
+    def __init__(self, script: str, library: str, threads: int | None = None, extra=()):
+        command = [sys.executable, "-u", script, "--worker", library, *extra]
         if threads:
             command += ["--threads", str(threads)]
         self.library = library
