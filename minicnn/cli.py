@@ -63,7 +63,7 @@ def _figure_writer(figures, quiet: bool):
 
 
 @contextlib.contextmanager
-def blas_threads(threads: int):
+def blas_threads(threads: int, quiet: bool = True):
     """Use ``threads`` BLAS threads (0: :class:`minicnn.nn._threads.AutoThreads`) while training, then
     restore the count. Yields the per-epoch callback that re-chooses the automatic count, or None.
 
@@ -77,7 +77,9 @@ def blas_threads(threads: int):
         governor = None
     else:
         governor = _threads.AutoThreads()
-        governor.start()
+        if governor.start() is not None and not quiet:
+            print(f"BLAS threads: {governor.threads} (automatic: other processes use {governor.others:.1f} of "
+                  f"{governor.cores} cores; --threads N fixes the count)")
     try:
         yield None if governor is None else governor.update
     finally:
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
             cfg = load_config(config_path, overrides)
             run_dir = Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
         figures = _figure_writer(cfg.output.figures, args.quiet) if cfg.output.figures else None
-        with blas_threads(cfg.train.threads) as on_epoch_end:
+        with blas_threads(cfg.train.threads, args.quiet) as on_epoch_end:
             training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, finish=figures,
                          on_epoch_end=on_epoch_end)
     except (ConfigError, DataError, FileNotFoundError, IsADirectoryError, ValueError) as exc:

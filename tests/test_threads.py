@@ -116,6 +116,15 @@ def test_train_py_threads_option_lands_in_the_run_config(tmp_path):
     assert config["train"]["threads"] == 1
 
 
+def test_train_py_says_what_the_automatic_count_chose(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "digits_fast.toml"),
+                             "--set", "train.epochs=1", "--set", "output.figures=false", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("BLAS threads: "))
+    assert "(automatic: other processes use " in line
+
+
 def test_a_negative_thread_count_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--threads", "-1", "--out", str(tmp_path / "r")],
                             capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
