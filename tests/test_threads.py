@@ -35,6 +35,17 @@ def test_set_num_threads_changes_what_the_blas_library_reports(restore_threads):
     assert blas and all(i["num_threads"] == 1 for i in blas)   # an independent witness
 
 
+def test_numpy_s_own_blas_is_the_one_controlled_even_after_scipy_loads_its_own(restore_threads):
+    import scipy.linalg  # noqa: F401  (SciPy's wheels bring a second OpenBLAS)
+    _threads._blas_controls.cache_clear()
+    controls = _threads._blas_controls()
+    if not controls:
+        pytest.skip("this NumPy's BLAS has no thread setting")
+    assert "numpy" in controls[0][2]
+    minicnn.set_num_threads(1)
+    assert all(get() == 1 for _, get, _ in controls)
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2", None])
 def test_set_num_threads_rejects_anything_but_a_positive_int(bad):
     with pytest.raises(ValueError, match=f"expected a positive number of threads, got {bad!r}"):

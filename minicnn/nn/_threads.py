@@ -29,26 +29,27 @@ _SYMBOLS = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_thread
 
 
 def _loaded_libraries() -> list[str]:
-    """Paths of the BLAS-looking shared libraries in this process (Linux: /proc/self/maps), plus
-    those in NumPy's bundled-library folder (every platform's wheels)."""
+    """Paths of the BLAS-looking shared libraries in this process: NumPy's bundled ones first (its
+    wheels' folder), then the others loaded (Linux: /proc/self/maps), e.g. SciPy's own OpenBLAS."""
     import numpy
-    names = []
-    try:
-        with open("/proc/self/maps") as maps:
-            names = [line.split(None, 5)[-1].strip() for line in maps if "/" in line]
-    except OSError:
-        pass
     root = Path(numpy.__file__).resolve().parent
+    names = []
     for folder in (root.parent / "numpy.libs", root / ".dylibs"):
         if folder.is_dir():
-            names += [str(p) for p in folder.iterdir()]
+            names += sorted(str(p) for p in folder.iterdir())
+    try:
+        with open("/proc/self/maps") as maps:
+            names += [line.split(None, 5)[-1].strip() for line in maps if "/" in line]
+    except OSError:
+        pass
     wanted = ("openblas", "mkl_rt", "libmkl")
     return list(dict.fromkeys(n for n in names if any(w in Path(n).name.lower() for w in wanted)))
 
 
 @functools.lru_cache(maxsize=1)
-def _blas_controls():
-    """(set, get, library path) of the first library that exports a known pair, or None."""
+def _blas_controls() -> list:
+    """(set, get, library path) for every loaded library that exports a known pair; NumPy's first."""
+    controls = []
     for path in _loaded_libraries():
         try:
             library = ctypes.CDLL(path)
@@ -59,8 +60,9 @@ def _blas_controls():
             if setter is not None and getter is not None:
                 setter.restype, getter.restype = None, ctypes.c_int
                 setter.argtypes = [ctypes.c_int]
-                return setter, getter, path
-    return None
+                controls.append((setter, getter, path))
+                break
+    return controls
 
 
 def available_cores() -> int:
@@ -77,23 +79,25 @@ def available_cores() -> int:
 def get_num_threads() -> int | None:
     """Threads NumPy's BLAS uses for a matrix product; None when the library cannot be controlled."""
     controls = _blas_controls()
-    return None if controls is None else int(controls[1]())
+    return int(controls[0][1]()) if controls else None
 
 
 def set_num_threads(threads: int) -> int | None:
     """Let NumPy's matrix products use ``threads`` threads; returns the previous count.
 
     Works for the OpenBLAS that NumPy's wheels bundle and for OpenBLAS or MKL builds of NumPy
-    (found among the loaded libraries). Elsewhere (macOS Accelerate, a BLAS without a thread
+    (found among the loaded libraries); sets every such library loaded (SciPy's too), and returns
+    NumPy's previous count. Elsewhere (macOS Accelerate, a BLAS without a thread
     setting) nothing changes and None is returned.
     """
     if isinstance(threads, bool) or not isinstance(threads, (int,)) or threads < 1:
         raise ValueError(f"set_num_threads: expected a positive number of threads, got {threads!r}")
     controls = _blas_controls()
-    if controls is None:
+    if not controls:
         return None
-    previous = int(controls[1]())
-    controls[0](int(threads))
+    previous = int(controls[0][1]())
+    for setter, _, _ in controls:   # NumPy's library and any other (SciPy ships its own)
+        setter(int(threads))
     return previous
 
 
@@ -156,7 +160,7 @@ class AutoThreads:
     def start(self) -> int | None:
         """Look at the machine for ``probe_seconds`` and set the thread count; returns it."""
         self._last = self._mark()
-        if self._last is None or _blas_controls() is None:
+        if self._last is None or not _blas_controls():
             return None
         time.sleep(self.probe_seconds)
         return self._choose(self._mark())
@@ -171,6 +175,6 @@ class AutoThreads:
 def describe() -> str:
     """One line naming the BLAS library and its thread count, for logs and benchmarks."""
     controls = _blas_controls()
-    if controls is None:
+    if not controls:
         return f"BLAS threads not controllable ({sys.platform})"
-    return f"{Path(controls[2]).name}: {controls[1]()} threads"
+    return "; ".join(f"{Path(path).name}: {get()} threads" for _, get, path in controls)
