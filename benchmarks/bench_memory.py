@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from minicnn.nn import _lowering as F  # noqa: E402
 from minicnn.nn.layers import Conv2D  # noqa: E402
 
-from bench_conv import blas_info, cpu_name, machine_info, write_json  # noqa: E402
+from common import blas_info, cpu_name, machine_info, write_json  # noqa: E402
 
 LIMIT_MB = 128
 

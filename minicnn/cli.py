@@ -8,6 +8,7 @@ kept and can be resumed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<name>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR with its config.toml")
     parser.add_argument("--seed", type=int, metavar="N", help="training seed (same as --set seed=N)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads of NumPy's matrix products (same as --set train.threads=N; "
+                             "default 0: automatic, the cores other processes leave free)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors (results: run dir)")
     return parser
 
@@ -59,10 +63,36 @@ def _figure_writer(figures, quiet: bool):
     return draw
 
 
+@contextlib.contextmanager
+def blas_threads(threads: int, quiet: bool = True):
+    """Use ``threads`` BLAS threads (0: :class:`minicnn.nn._threads.AutoThreads`) while training, then
+    restore the count. Yields the per-epoch callback that re-chooses the automatic count, or None.
+
+    Why: OpenBLAS's threads spin while they wait for each other, so on a machine whose cores are
+    busy with other work, a thread per core makes training several times slower (README, "Speed").
+    """
+    from .nn import _threads
+    previous = _threads.get_num_threads()
+    if threads:
+        _threads.set_num_threads(threads)
+        governor = None
+    else:
+        governor = _threads.AutoThreads()
+        if governor.start() is not None and not quiet:
+            print(f"BLAS threads: {governor.threads} (automatic: other processes use {governor.others:.1f} of "
+                  f"{governor.cores} cores; --threads N fixes the count)")
+    try:
+        yield None if governor is None else governor.update
+    finally:
+        if previous is not None:
+            _threads.set_num_threads(previous)
+
+
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
     args = build_parser().parse_args(argv)
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    overrides += [f"train.threads={args.threads}"] if args.threads is not None else []
     try:
         from . import train as training  # imported here so --help answers at once
         if args.resume:
@@ -78,7 +108,9 @@ def main(argv=None) -> int:
             cfg = load_config(config_path, overrides)
             run_dir = Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
         figures = _figure_writer(cfg.output.figures, args.quiet) if cfg.output.figures else None
-        training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, finish=figures)
+        with blas_threads(cfg.train.threads, args.quiet) as on_epoch_end:
+            training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, finish=figures,
+                         on_epoch_end=on_epoch_end)
     except (ConfigError, DataError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
         return _error(str(exc))
     except training.DivergedError as exc:

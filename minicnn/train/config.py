@@ -194,6 +194,8 @@ class TrainConfig(_Section):
     clip_grad_norm: float = _spec(0.0, lo=0.0, doc="largest global gradient norm; 0 = no clipping")
     label_smoothing: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
     patience: int = _spec(0, lo=0, doc="stop after this many epochs without a better validation score; 0 = never")
+    threads: int = _spec(0, lo=0, hi=4096, doc="threads of NumPy's matrix products; 0 = automatic: the cores "
+                         "that other processes leave free, rechecked after every epoch")
 
     def _check(self):
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:

@@ -1,0 +1,180 @@
+"""BLAS threads: how many cores NumPy's matrix products use, and an automatic choice for busy machines.
+
+NumPy's matrix products run in its BLAS library (OpenBLAS in the PyPI wheels), which starts one
+thread per core. Those threads spin while they wait for each other; when another process holds
+one of the cores, every product waits for the thread that is not running, and training slows down
+many times over (issue 13: the default ``train.py`` run took 22 s with two busy processes on two
+cores, against 4 s with one BLAS thread). :func:`set_num_threads` changes the count at run time
+by calling the library's own ``openblas_set_num_threads`` (or MKL's ``MKL_Set_Num_Threads``)
+through :mod:`ctypes`, found among the shared libraries the process has loaded; no extra package
+is needed. :class:`AutoThreads` picks the count from the cores other processes leave free.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+# (setter, getter) symbol pairs: NumPy's wheels ship OpenBLAS with a "scipy_" prefix and a 64-bit
+# integer suffix; system, conda and older wheels the plain names; MKL its own
+_SYMBOLS = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+            ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+            ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+            ("openblas_set_num_threads", "openblas_get_num_threads"),
+            ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads")]
+
+
+def _loaded_libraries() -> list[str]:
+    """Paths of the BLAS-looking shared libraries in this process: NumPy's bundled ones first (its
+    wheels' folder), then the others loaded (Linux: /proc/self/maps), e.g. SciPy's own OpenBLAS."""
+    import numpy
+    root = Path(numpy.__file__).resolve().parent
+    names = []
+    for folder in (root.parent / "numpy.libs", root / ".dylibs"):
+        if folder.is_dir():
+            names += sorted(str(p) for p in folder.iterdir())
+    try:
+        with open("/proc/self/maps") as maps:
+            names += [line.split(None, 5)[-1].strip() for line in maps if "/" in line]
+    except OSError:
+        pass
+    wanted = ("openblas", "mkl_rt", "libmkl")
+    return list(dict.fromkeys(n for n in names if any(w in Path(n).name.lower() for w in wanted)))
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controls() -> list:
+    """(set, get, library path) for every loaded library that exports a known pair; NumPy's first."""
+    controls = []
+    for path in _loaded_libraries():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for set_name, get_name in _SYMBOLS:
+            setter, getter = getattr(library, set_name, None), getattr(library, get_name, None)
+            if setter is not None and getter is not None:
+                setter.restype, getter.restype = None, ctypes.c_int
+                setter.argtypes = [ctypes.c_int]
+                controls.append((setter, getter, path))
+                break
+    return controls
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system reports it), at most the
+    thread count a user set in ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return max(1, min(cores, int(value)))
+    return max(1, cores)
+
+
+def get_num_threads() -> int | None:
+    """Threads NumPy's BLAS uses for a matrix product; None when the library cannot be controlled."""
+    controls = _blas_controls()
+    return int(controls[0][1]()) if controls else None
+
+
+def set_num_threads(threads: int) -> int | None:
+    """Let NumPy's matrix products use ``threads`` threads; returns the previous count.
+
+    Works for the OpenBLAS that NumPy's wheels bundle and for OpenBLAS or MKL builds of NumPy
+    (found among the loaded libraries); sets every such library loaded (SciPy's too), and returns
+    NumPy's previous count. Elsewhere (macOS Accelerate, a BLAS without a thread
+    setting) nothing changes and None is returned.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, (int,)) or threads < 1:
+        raise ValueError(f"set_num_threads: expected a positive number of threads, got {threads!r}")
+    controls = _blas_controls()
+    if not controls:
+        return None
+    previous = int(controls[0][1]())
+    for setter, _, _ in controls:   # NumPy's library and any other (SciPy ships its own)
+        setter(int(threads))
+    return previous
+
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all cores since boot, from /proc/stat (Linux); None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+class AutoThreads:
+    """Choose the BLAS thread count from the cores other processes leave free.
+
+    :meth:`start` watches the machine for ``probe_seconds`` while this process is idle; each
+    :meth:`update` (after every epoch) looks at the time since the last one, subtracting this
+    process's own CPU time. ``threads = round(cores - busy cores of others)``, at least 1: two busy
+    processes on two cores, or one, give 1 thread; a quiet machine all cores (:func:`available_cores`:
+    a thread count set in the environment caps it). Where /proc/stat is missing (not Linux), the
+    count stays as it was.
+
+    Attributes
+    ----------
+    threads : int or None
+        The count in use (None until :meth:`start`, or where it cannot be set).
+    others : float or None
+        Busy cores of other processes at the last look.
+    """
+
+    def __init__(self, cores: int | None = None, probe_seconds: float = 0.1):
+        self.cores = cores or available_cores()
+        self.probe_seconds = probe_seconds
+        self.threads = self.others = None
+        self._last = None
+
+    def _mark(self):
+        ticks = _cpu_ticks()
+        return None if ticks is None else (ticks, time.process_time())
+
+    def _choose(self, now) -> int | None:
+        """Busy cores of others between the last mark and ``now``, and the thread count they leave."""
+        ((busy0, total0), own0), ((busy1, total1), own1) = self._last, now
+        self._last = now
+        if total1 <= total0:
+            return self.threads
+        own_ticks = (own1 - own0) * _TICKS_PER_SECOND
+        fraction = max(0.0, (busy1 - busy0 - own_ticks) / (total1 - total0))
+        self.others = fraction * (os.cpu_count() or self.cores)
+        threads = max(1, min(self.cores, round(self.cores - self.others)))
+        if threads != self.threads and set_num_threads(threads) is not None:
+            self.threads = threads
+        return self.threads
+
+    def start(self) -> int | None:
+        """Look at the machine for ``probe_seconds`` and set the thread count; returns it."""
+        self._last = self._mark()
+        if self._last is None or not _blas_controls():
+            return None
+        time.sleep(self.probe_seconds)
+        return self._choose(self._mark())
+
+    def update(self, *_) -> int | None:
+        """Re-choose from the load since the last look (usable as an ``on_epoch_end`` callback)."""
+        if self._last is None:
+            return self.threads
+        return self._choose(self._mark())
+
+
+def describe() -> str:
+    """One line naming the BLAS library and its thread count, for logs and benchmarks."""
+    controls = _blas_controls()
+    if not controls:
+        return f"BLAS threads not controllable ({sys.platform})"
+    return "; ".join(f"{Path(path).name}: {get()} threads" for _, get, path in controls)

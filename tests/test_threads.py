@@ -1,0 +1,144 @@
+"""BLAS threads: minicnn.set_num_threads, the automatic choice, and train.py's --threads / train.threads."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn.cli import blas_threads
+from minicnn.nn import _threads
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def restore_threads():
+    before = minicnn.get_num_threads()
+    yield before
+    if before is not None:
+        minicnn.set_num_threads(before)
+
+
+def test_set_num_threads_changes_what_the_blas_library_reports(restore_threads):
+    if restore_threads is None:
+        pytest.skip("this NumPy's BLAS has no thread setting")   # not the case with NumPy's wheels
+    assert minicnn.set_num_threads(1) == restore_threads
+    assert minicnn.get_num_threads() == 1
+    a = np.random.default_rng(0).standard_normal((300, 300))
+    np.testing.assert_allclose(a @ a.T, (a @ a.T).T)   # products still right with one thread
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert blas and all(i["num_threads"] == 1 for i in blas)   # an independent witness
+
+
+def test_numpy_s_own_blas_is_the_one_controlled_even_after_scipy_loads_its_own(restore_threads):
+    import scipy.linalg  # noqa: F401  (SciPy's wheels bring a second OpenBLAS)
+    _threads._blas_controls.cache_clear()
+    controls = _threads._blas_controls()
+    if not controls:
+        pytest.skip("this NumPy's BLAS has no thread setting")
+    assert "numpy" in controls[0][2]
+    minicnn.set_num_threads(1)
+    assert all(get() == 1 for _, get, _ in controls)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2", None])
+def test_set_num_threads_rejects_anything_but_a_positive_int(bad):
+    with pytest.raises(ValueError, match=f"expected a positive number of threads, got {bad!r}"):
+        minicnn.set_num_threads(bad)
+
+
+class FakeMachine:
+    """/proc/stat ticks and this process's CPU time, advanced by hand (100 ticks per second)."""
+
+    def __init__(self, monkeypatch, cores=2):
+        self.busy = self.total = 0
+        self.own = 0.0
+        self.requests = []
+        monkeypatch.setattr(_threads, "_cpu_ticks", lambda: (self.busy, self.total))
+        monkeypatch.setattr(_threads.time, "process_time", lambda: self.own)
+        monkeypatch.setattr(_threads.time, "sleep", lambda s: self.advance(s, others=self.others, own=0))
+        monkeypatch.setattr(_threads, "set_num_threads", lambda n: self.requests.append(n) or 2)
+        monkeypatch.setattr(_threads, "_TICKS_PER_SECOND", 100)
+        monkeypatch.setattr(_threads.os, "cpu_count", lambda: cores)
+        self.cores, self.others = cores, 0.0
+
+    def advance(self, seconds, others, own):
+        """``seconds`` pass with ``others`` cores busy elsewhere and ``own`` cores used by us."""
+        self.total += round(100 * seconds * self.cores)
+        self.busy += round(100 * seconds * (others + own))
+        self.own += seconds * own
+
+
+@pytest.mark.parametrize("others, expected", [(0.0, 2), (0.3, 2), (1.0, 1), (2.0, 1)])
+def test_auto_threads_leaves_the_cores_other_processes_use(monkeypatch, others, expected):
+    machine = FakeMachine(monkeypatch)
+    machine.others = others
+    auto = _threads.AutoThreads(cores=2)
+    assert auto.start() == expected
+    assert auto.others == pytest.approx(others, abs=0.05)
+    assert machine.requests == [expected]
+
+
+def test_auto_threads_follows_the_load_from_epoch_to_epoch_without_counting_its_own_work(monkeypatch):
+    machine = FakeMachine(monkeypatch)
+    auto = _threads.AutoThreads(cores=2)
+    assert auto.start() == 2
+    machine.advance(3.0, others=0.0, own=2.0)    # a quiet epoch, this process on both cores
+    assert auto.update() == 2
+    machine.advance(3.0, others=1.4, own=0.6)    # two busy processes started
+    assert auto.update() == 1
+    machine.advance(3.0, others=0.0, own=1.0)    # they stopped
+    assert auto.update() == 2
+    assert machine.requests == [2, 1, 2]
+
+
+def test_available_cores_respects_a_thread_count_set_in_the_environment(monkeypatch):
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    cores = _threads.available_cores()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _threads.available_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert _threads.available_cores() == cores
+
+
+def test_blas_threads_sets_and_restores_the_count(restore_threads):
+    if restore_threads is None:
+        pytest.skip("this NumPy's BLAS has no thread setting")
+    with blas_threads(1) as on_epoch_end:
+        assert on_epoch_end is None and minicnn.get_num_threads() == 1
+    assert minicnn.get_num_threads() == restore_threads
+    with blas_threads(0) as on_epoch_end:   # automatic: a callback re-chooses after each epoch
+        assert 1 <= on_epoch_end(None, {}) <= _threads.available_cores()
+    assert minicnn.get_num_threads() == restore_threads
+
+
+def test_train_py_threads_option_lands_in_the_run_config(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "digits_fast.toml"),
+                             "--threads", "1", "--set", "train.epochs=1", "--set", "output.figures=false", "--quiet",
+                             "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
+    assert config["train"]["threads"] == 1
+
+
+def test_train_py_says_what_the_automatic_count_chose(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "digits_fast.toml"),
+                             "--set", "train.epochs=1", "--set", "output.figures=false", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("BLAS threads: "))
+    assert "(automatic: other processes use " in line
+
+
+def test_a_negative_thread_count_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--threads", "-1", "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.threads = -1" in lines[0], result.stderr
