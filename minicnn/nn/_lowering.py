@@ -88,13 +88,17 @@ class Workspace:
         self._buffer = None
 
     def __getstate__(self):
-        return {"_buffer": None}   # scratch, not state: a pickled layer does not carry it
+        return {"_buffer": None}  # scratch, not state: a pickled layer does not carry it
 
     def array(self, shape, dtype) -> np.ndarray:
         size = math.prod(shape)
-        if (self._buffer is None or self._buffer.dtype != dtype or self._buffer.size < size
-                or not self._buffer.flags.writeable):
-            self._buffer = None   # release the old buffer before allocating the new one
+        if (
+            self._buffer is None
+            or self._buffer.dtype != dtype
+            or self._buffer.size < size
+            or not self._buffer.flags.writeable
+        ):
+            self._buffer = None  # release the old buffer before allocating the new one
             self._buffer = np.empty(size, dtype=dtype)
         return self._buffer[:size].reshape(shape)
 
@@ -145,17 +149,21 @@ class _Geometry:
     def padded(self, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
         """A zeroed flat (C, Hp*n*Wb + margin) buffer and its (C, Hp, n, Wb) view."""
         flat = np.zeros((self.c, self.hp * n * self.wb + self.margin), dtype=dtype)
-        return flat, flat[:, :self.hp * n * self.wb].reshape(self.c, self.hp, n, self.wb)
+        return flat, flat[:, : self.hp * n * self.wb].reshape(self.c, self.hp, n, self.wb)
 
     def windows(self, flat: np.ndarray, n: int) -> np.ndarray:
         """View (C, kh, kw, Ho, n, Wg) of the padded input: ``[c, i, j, ho, s, w]`` is the pixel
         kernel offset (i, j) of output (ho, w) of sample s sees. A strided view, no copy."""
         item = flat.itemsize
         (sh, sw), (dh, dw) = self.stride, self.dilation
-        row = n * self.wb * item   # bytes from one padded row to the next
+        row = n * self.wb * item  # bytes from one padded row to the next
         # np.ndarray over the buffer is numpy.lib.stride_tricks.as_strided without its 6 us overhead
-        return np.ndarray((self.c, self.kh, self.kw, self.ho, n, self.wg), flat.dtype, flat,
-                          strides=(flat.strides[0], dh * row, dw * item, sh * row, self.wb * item, sw * item))
+        return np.ndarray(
+            (self.c, self.kh, self.kw, self.ho, n, self.wg),
+            flat.dtype,
+            flat,
+            strides=(flat.strides[0], dh * row, dw * item, sh * row, self.wb * item, sw * item),
+        )
 
     def _phase_parts(self):
         """For each phase (a, b): which rows and columns of x land in it, and where.
@@ -192,11 +200,11 @@ class _Geometry:
         flat = np.zeros((self.c, sh, sw, size + self.margin), dtype=cols.dtype)
         phases = flat[..., :size].reshape(self.c, sh, sw, self.hq, n, self.wq)
         for a, b, (y0, r0, ny), (x0, c0, nx) in self._phase_parts():
-            phases[:, a, b, r0:r0 + ny, :, c0:c0 + nx] = x[:, :, y0::sh, x0::sw].transpose(1, 2, 0, 3)
+            phases[:, a, b, r0 : r0 + ny, :, c0 : c0 + nx] = x[:, :, y0::sh, x0::sw].transpose(1, 2, 0, 3)
         length = self.ho * n * self.wq
         rows = cols[:-1].reshape(self.c, self.kh, self.kw, length)
         for i, j, a, b, start in self._offsets(n):
-            rows[:, i, j] = flat[:, a, b, start:start + length]
+            rows[:, i, j] = flat[:, a, b, start : start + length]
 
     def input_grad_phases(self, dcols: np.ndarray, n: int, dx: np.ndarray) -> None:
         """Adjoint of :meth:`_expand_phases` into ``dx`` (n, C, H, W): contiguous adds into the
@@ -207,10 +215,10 @@ class _Geometry:
         length = self.ho * n * self.wq
         rows = dcols.reshape(self.c, self.kh, self.kw, length)
         for i, j, a, b, start in self._offsets(n):
-            flat[:, a, b, start:start + length] += rows[:, i, j]
+            flat[:, a, b, start : start + length] += rows[:, i, j]
         phases = flat[..., :size].reshape(self.c, sh, sw, self.hq, n, self.wq)
         for a, b, (y0, r0, ny), (x0, c0, nx) in self._phase_parts():
-            dx[:, :, y0::sh, x0::sw] = phases[:, a, b, r0:r0 + ny, :, c0:c0 + nx].transpose(2, 0, 1, 3)
+            dx[:, :, y0::sh, x0::sw] = phases[:, a, b, r0 : r0 + ny, :, c0 : c0 + nx].transpose(2, 0, 1, 3)
 
     def expand(self, x: np.ndarray, dtype, workspace) -> np.ndarray:
         """x (n, C, H, W) -> expanded matrix (C*kh*kw + 1, Ho*n*Wg), rows (c, i, j) then ones,
@@ -220,7 +228,9 @@ class _Geometry:
         out = workspace.array(shape, dtype) if workspace is not None else np.empty(shape, dtype=dtype)
         if self.shifted:
             flat, padded = self.padded(n, dtype)
-            padded[:, self.top:self.top + self.h, :, self.left:self.left + self.w] = x.transpose(1, 2, 0, 3)
+            padded[:, self.top : self.top + self.h, :, self.left : self.left + self.w] = x.transpose(
+                1, 2, 0, 3
+            )
             out[:-1].reshape(self.c, self.kh, self.kw, self.ho, n, self.wg)[...] = self.windows(flat, n)
         else:
             self._expand_phases(x, out)
@@ -231,16 +241,16 @@ class _Geometry:
         """The output gradient (n, C_out, Ho, Wo) on the grid as a (C_out, Ho*n*Wg) matrix, zero in
         the extra columns, in the ``grids`` buffer."""
         grid = grids.array((self.c_out, self.ho, grad_out.shape[0], self.wg), dtype)
-        grid[..., self.wo:] = 0
-        grid[..., :self.wo] = grad_out.transpose(1, 2, 0, 3)
+        grid[..., self.wo :] = 0
+        grid[..., : self.wo] = grad_out.transpose(1, 2, 0, 3)
         return grid.reshape(self.c_out, -1)
 
     def input_grad(self, dcols: np.ndarray, n: int, dx: np.ndarray) -> None:
         """Sum the expanded matrix's gradient (C*kh*kw, Ho*n*Wg) back onto ``dx`` (n, C, H, W): the
         adjoint of :meth:`expand` (col2im at stride 1, the phases otherwise)."""
         if self.shifted:
-            padded = self.expand_adjoint(dcols, n)   # (C, Hp, n, Wb)
-            inside = padded[:, self.top:self.top + self.h, :, self.left:self.left + self.w]
+            padded = self.expand_adjoint(dcols, n)  # (C, Hp, n, Wb)
+            inside = padded[:, self.top : self.top + self.h, :, self.left : self.left + self.w]
             dx[...] = inside.transpose(2, 0, 1, 3)
         else:
             self.input_grad_phases(dcols, n, dx)
@@ -257,13 +267,22 @@ class _Geometry:
                 # a basic-slice view, not the overlapping strided view of windows(): NumPy would
                 # copy the operands of an add into a view that overlaps itself
                 start = i * dh * n * self.wb + j * dw
-                flat[:, start:start + self.ho * n * self.wb] += rows[:, i, j]
+                flat[:, start : start + self.ho * n * self.wb] += rows[:, i, j]
         return padded
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1, 1),
-           padding=((0, 0), (0, 0)), dilation=(1, 1), workspace_bytes: int | None = None,
-           keep_cols: bool = False, workspace: Workspace | None = None, winograd: bool | None = None):
+def conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride=(1, 1),
+    padding=((0, 0), (0, 0)),
+    dilation=(1, 1),
+    workspace_bytes: int | None = None,
+    keep_cols: bool = False,
+    workspace: Workspace | None = None,
+    winograd: bool | None = None,
+):
     """2-D cross-correlation (what CNN layers call convolution; see the module docstring).
 
     Parameters
@@ -294,38 +313,63 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1
         layout (see above): ``Wg = W + max(left, right)`` at stride 1, ``Wo`` otherwise; the
         last row is ones. With Winograd, a :class:`_winograd.Saved` (the transformed input).
     """
-    n = x.shape[0]
     dtype = np.result_type(x, weight)
     if use_winograd(x.shape, weight.shape, stride, padding, dilation, winograd):
         out, saved = _winograd_conv2d(x, weight, bias, padding, dtype, workspace_bytes)
         return (out, saved) if keep_cols else out
     g = _Geometry(x.shape, weight.shape, stride, padding, dilation)
+    out, cols = _forward_chunks(
+        g, x, _weight_matrix(weight, bias, g, dtype), bias is not None, dtype, workspace_bytes, workspace
+    )
+    return (out, cols) if keep_cols else out
+
+
+def _weight_matrix(weight: np.ndarray, bias: np.ndarray | None, g: _Geometry, dtype) -> np.ndarray:
+    """The filters as a (C_out, C_in*kh*kw) matrix, with the bias as a last column when there is one."""
     w2d = weight.reshape(g.c_out, g.k).astype(dtype, copy=False)
     if bias is not None:
         w2d = np.concatenate([w2d, bias.astype(dtype, copy=False)[:, None]], axis=1)
+    return w2d
+
+
+def _forward_chunks(g: _Geometry, x, w2d, with_bias: bool, dtype, workspace_bytes, workspace):
+    """``W @ cols`` chunk by chunk of samples; returns the output and the last chunk's ``cols`` when
+    the whole batch was one chunk (None otherwise)."""
+    n = x.shape[0]
     out = np.empty((n, g.c_out, g.ho, g.wo), dtype=dtype)
     chunk = g.chunk(n, out.itemsize, workspace_bytes)
     if workspace is None and chunk < n:
-        workspace = Workspace()   # one buffer for all chunks
-    grids = Workspace() if chunk < n else None   # the output grid, reused by every chunk
+        workspace = Workspace()  # one buffer for all chunks
+    grids = Workspace() if chunk < n else None  # the output grid, reused by every chunk
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         cols = g.expand(x[start:stop], dtype, workspace)
-        grid = np.matmul(w2d, cols if bias is not None else cols[:-1],
-                         out=grids.array((g.c_out, cols.shape[1]), dtype) if grids else None)
+        grid = np.matmul(
+            w2d,
+            cols if with_bias else cols[:-1],
+            out=grids.array((g.c_out, cols.shape[1]), dtype) if grids else None,
+        )
         # crop the extra columns and transpose the grid to NCHW in one strided copy
         grid = grid.reshape(g.c_out, g.ho, stop - start, g.wg)
-        out[start:stop].transpose(1, 2, 0, 3)[...] = grid[..., :g.wo]
-    if keep_cols:
-        return out, cols if chunk == n else None
-    return out
+        out[start:stop].transpose(1, 2, 0, 3)[...] = grid[..., : g.wo]
+    return out, (cols if chunk == n else None)
 
 
-def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=(1, 1),
-                    padding=((0, 0), (0, 0)), dilation=(1, 1), cols: np.ndarray | None = None,
-                    need_input_grad: bool = True, need_weight_grad: bool = True,
-                    workspace_bytes: int | None = None, overwrite_cols: bool = False,
-                    workspace: Workspace | None = None, winograd: bool | None = None):
+def conv2d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride=(1, 1),
+    padding=((0, 0), (0, 0)),
+    dilation=(1, 1),
+    cols: np.ndarray | None = None,
+    need_input_grad: bool = True,
+    need_weight_grad: bool = True,
+    workspace_bytes: int | None = None,
+    overwrite_cols: bool = False,
+    workspace: Workspace | None = None,
+    winograd: bool | None = None,
+):
     """Gradients of :func:`conv2d` (``winograd`` as there: give both calls the same value).
 
     Parameters
@@ -355,17 +399,49 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
     n = x.shape[0]
     dtype = np.result_type(x, weight)
     if use_winograd(x.shape, weight.shape, stride, padding, dilation, winograd):
-        return _winograd_conv2d_backward(grad_out, x, weight, padding, dtype, cols, need_input_grad,
-                                         need_weight_grad, workspace_bytes)
+        return _winograd_conv2d_backward(
+            grad_out, x, weight, padding, dtype, cols, need_input_grad, need_weight_grad, workspace_bytes
+        )
     g = _Geometry(x.shape, weight.shape, stride, padding, dilation)
-    w2d = weight.reshape(g.c_out, g.k).astype(dtype, copy=False)
     if isinstance(cols, _winograd.Saved) or (cols is not None and cols.shape != g.cols_shape(n)):
         cols = None
+    dx = np.empty(x.shape, dtype=dtype) if need_input_grad else None
+    dweight_bias = _backward_chunks(
+        g,
+        grad_out,
+        x,
+        weight.reshape(g.c_out, g.k).astype(dtype, copy=False),
+        cols,
+        dx,
+        need_weight_grad,
+        overwrite_cols,
+        dtype,
+        workspace_bytes,
+        workspace,
+    )
+    dweight = dweight_bias[:, :-1].reshape(weight.shape) if need_weight_grad else None
+    return dx, dweight, np.ascontiguousarray(dweight_bias[:, -1])
+
+
+def _backward_chunks(
+    g: _Geometry,
+    grad_out,
+    x,
+    w2d,
+    cols,
+    dx,
+    need_weight_grad: bool,
+    overwrite_cols: bool,
+    dtype,
+    workspace_bytes,
+    workspace,
+) -> np.ndarray:
+    """The two backward products chunk by chunk: fills ``dx`` (when given) and returns ``[dW | dbias]``."""
+    n = x.shape[0]
     chunk = n if cols is not None else g.chunk(n, np.dtype(dtype).itemsize, workspace_bytes)
     if cols is None and workspace is None and chunk < n:
         workspace = Workspace()
     dweight_bias = np.zeros((g.c_out, g.k + 1), dtype=dtype)
-    dx = np.empty(x.shape, dtype=dtype) if need_input_grad else None
     grids = Workspace()
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
@@ -375,14 +451,11 @@ def conv2d_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, str
             dweight_bias += grid @ chunk_cols.T
         else:
             dweight_bias[:, -1] += grid.sum(axis=1)
-        if dx is not None:   # need_input_grad
+        if dx is not None:
             reuse = chunk_cols is not cols or (overwrite_cols and cols.flags.writeable)
             dcols = np.matmul(w2d.T, grid, out=chunk_cols[:-1] if reuse else None)
             g.input_grad(dcols, stop - start, dx[start:stop])
-    dweight = dweight_bias[:, :-1].reshape(weight.shape) if need_weight_grad else None
-    return dx, dweight, np.ascontiguousarray(dweight_bias[:, -1])
-
-
+    return dweight_bias
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,26 +505,37 @@ def _winograd_conv2d(x, weight, bias, padding, dtype, workspace_bytes):
     chunk = _winograd_chunk(x.shape, c_out, padding, out.itemsize, workspace_bytes)
     bias = None if bias is None else bias.astype(dtype, copy=False)
     for start in range(0, n, chunk):
-        v = _winograd.conv2d_chunk(x[start:start + chunk].astype(dtype, copy=False), u, padding,
-                                   out[start:start + chunk], bias)
+        v = _winograd.conv2d_chunk(
+            x[start : start + chunk].astype(dtype, copy=False), u, padding, out[start : start + chunk], bias
+        )
     return out, (_winograd.Saved(u, v) if chunk >= n else None)
 
 
-def _winograd_conv2d_backward(grad_out, x, weight, padding, dtype, saved, need_input_grad,
-                              need_weight_grad, workspace_bytes):
+def _winograd_conv2d_backward(
+    grad_out, x, weight, padding, dtype, saved, need_input_grad, need_weight_grad, workspace_bytes
+):
     """Backward by F(2x2, 3x3), chunk by chunk, reusing the forward's transforms when ``saved`` holds them."""
     saved = saved if isinstance(saved, _winograd.Saved) else None
     n, c_out = x.shape[0], weight.shape[0]
     u = saved.u if saved is not None else _winograd.kernel_transform(weight, dtype)
-    chunk = n if saved is not None else _winograd_chunk(x.shape, c_out, padding, np.dtype(dtype).itemsize,
-                                                        workspace_bytes)
+    chunk = (
+        n
+        if saved is not None
+        else _winograd_chunk(x.shape, c_out, padding, np.dtype(dtype).itemsize, workspace_bytes)
+    )
     dx = np.empty(x.shape, dtype=dtype) if need_input_grad else None
     du = np.zeros_like(u) if need_weight_grad else None
     dbias = np.zeros(c_out, dtype=dtype)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         dbias += _winograd.conv2d_backward_chunk(
-            grad_out[start:stop].astype(dtype, copy=False), x[start:stop].astype(dtype, copy=False), u, padding,
-            v=None if saved is None else saved.v, dx=None if dx is None else dx[start:stop], du=du)
+            grad_out[start:stop].astype(dtype, copy=False),
+            x[start:stop].astype(dtype, copy=False),
+            u,
+            padding,
+            v=None if saved is None else saved.v,
+            dx=None if dx is None else dx[start:stop],
+            du=du,
+        )
     dweight = _winograd.kernel_transform_adjoint(du) if need_weight_grad else None
     return dx, dweight, dbias

@@ -21,17 +21,20 @@ from pathlib import Path
 
 # (setter, getter) symbol pairs: NumPy's wheels ship OpenBLAS with a "scipy_" prefix and a 64-bit
 # integer suffix; system, conda and older wheels the plain names; MKL its own
-_SYMBOLS = [("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-            ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-            ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-            ("openblas_set_num_threads", "openblas_get_num_threads"),
-            ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads")]
+_SYMBOLS = [
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+    ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads"),
+]
 
 
 def _loaded_libraries() -> list[str]:
     """Paths of the BLAS-looking shared libraries in this process: NumPy's bundled ones first (its
     wheels' folder), then the others loaded (Linux: /proc/self/maps), e.g. SciPy's own OpenBLAS."""
     import numpy
+
     root = Path(numpy.__file__).resolve().parent
     names = []
     for folder in (root.parent / "numpy.libs", root / ".dylibs"):
@@ -96,7 +99,7 @@ def set_num_threads(threads: int) -> int | None:
     if not controls:
         return None
     previous = int(controls[0][1]())
-    for setter, _, _ in controls:   # NumPy's library and any other (SciPy ships its own)
+    for setter, _, _ in controls:  # NumPy's library and any other (SciPy ships its own)
         setter(int(threads))
     return previous
 
@@ -111,7 +114,7 @@ def _cpu_ticks() -> tuple[int, int] | None:
             fields = [int(v) for v in stat.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return sum(fields[:8]) - idle, sum(fields[:8])
 
 
@@ -136,8 +139,9 @@ class AutoThreads:
     def __init__(self, cores: int | None = None, probe_seconds: float = 0.1):
         self.cores = cores or available_cores()
         self.probe_seconds = probe_seconds
-        self.threads = self.others = None
-        self._last = None
+        self.threads: int | None = None
+        self.others: float | None = None
+        self._last: tuple | None = None
 
     def _mark(self):
         ticks = _cpu_ticks()
@@ -145,6 +149,7 @@ class AutoThreads:
 
     def _choose(self, now) -> int | None:
         """Busy cores of others between the last mark and ``now``, and the thread count they leave."""
+        assert self._last is not None, "start() marks the first sample"
         ((busy0, total0), own0), ((busy1, total1), own1) = self._last, now
         self._last = now
         if total1 <= total0:

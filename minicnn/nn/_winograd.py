@@ -40,8 +40,12 @@ INPUT_TRANSFORM_ADJOINT = np.kron(B_T, B_T).T
 def applies(kernel_shape, stride, dilation, padding) -> bool:
     """Whether F(2x2, 3x3) computes this convolution: 3x3 kernel, stride 1, no dilation, padding
     at most 2 on each side (every tile then overlaps the image)."""
-    return (tuple(kernel_shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
-            and all(0 <= p <= 2 for pair in padding for p in pair))
+    return (
+        tuple(kernel_shape[2:]) == (3, 3)
+        and tuple(stride) == (1, 1)
+        and tuple(dilation) == (1, 1)
+        and all(0 <= p <= 2 for pair in padding for p in pair)
+    )
 
 
 class Tiles:
@@ -52,14 +56,17 @@ class Tiles:
         self.c_out = c_out
         (self.top, bottom), (self.left, right) = padding
         self.ho, self.wo = self.h + self.top + bottom - 2, self.w + self.left + right - 2
-        self.th, self.tw = -(-self.ho // 2), -(-self.wo // 2)        # tiles down and across
-        self.hq, self.wq = self.th + 1, self.tw + 1                   # phase rows and columns
-        self.row = self.n * self.wq                                   # one phase row, all samples
-        self.length = self.th * self.row                              # tile columns (with dropped ones)
+        self.th, self.tw = -(-self.ho // 2), -(-self.wo // 2)  # tiles down and across
+        self.hq, self.wq = self.th + 1, self.tw + 1  # phase rows and columns
+        self.row = self.n * self.wq  # one phase row, all samples
+        self.length = self.th * self.row  # tile columns (with dropped ones)
 
     def scratch_bytes(self, itemsize: int) -> int:
         """Forward + backward scratch for these n samples: phases, V and its row stage, M, tiles."""
-        per = self.c * (4 * self.hq * self.row + 8 * self.length + 16 * self.length) + self.c_out * 20 * self.length
+        per = (
+            self.c * (4 * self.hq * self.row + 8 * self.length + 16 * self.length)
+            + self.c_out * 20 * self.length
+        )
         return itemsize * per
 
     def phase_parts(self):
@@ -79,7 +86,7 @@ class Tiles:
         flat = np.zeros((self.c, 2, 2, self.hq * self.row + 1), dtype=dtype)
         grid = flat[..., :-1].reshape(self.c, 2, 2, self.hq, self.n, self.wq)
         for a, b, (y0, r0, ny), (x0, c0, nx) in self.phase_parts():
-            grid[:, a, b, r0:r0 + ny, :, c0:c0 + nx] = x[:, :, y0::2, x0::2].transpose(1, 2, 0, 3)
+            grid[:, a, b, r0 : r0 + ny, :, c0 : c0 + nx] = x[:, :, y0::2, x0::2].transpose(1, 2, 0, 3)
         return flat
 
     def input_transform(self, flat: np.ndarray) -> np.ndarray:
@@ -92,16 +99,18 @@ class Tiles:
         length, row = self.length, self.row
         rows = np.empty((4, self.c, 2, length + 1), dtype=flat.dtype)
 
-        def d(i):   # tile row i of all tiles, both column phases: (C, 2, length + 1)
+        def d(i):  # tile row i of all tiles, both column phases: (C, 2, length + 1)
             start = (i // 2) * row
-            return flat[:, i % 2, :, start:start + length + 1]
+            return flat[:, i % 2, :, start : start + length + 1]
 
         _b_transpose_rows(d, rows)
         v = np.empty((16, self.c, length), dtype=flat.dtype)
         for k in range(4):
-            def e(j, k=k):   # tile column j of row-stage k: (C, length)
-                return rows[k, :, j % 2, j // 2:j // 2 + length]
-            _b_transpose_rows(e, v[4 * k:4 * k + 4])
+
+            def e(j, k=k):  # tile column j of row-stage k: (C, length)
+                return rows[k, :, j % 2, j // 2 : j // 2 + length]
+
+            _b_transpose_rows(e, v[4 * k : 4 * k + 4])
         return v
 
     def output(self, m: np.ndarray, out: np.ndarray) -> None:
@@ -110,8 +119,8 @@ class Tiles:
         tiles = (transform @ m.reshape(16, -1)).reshape(2, 2, self.c_out, self.th, self.n, self.wq)
         for i in range(2):
             for j in range(2):
-                target = out[:, :, i::2, j::2]   # output pixel (2t + i, 2q + j) is tile (t, q)'s (i, j)
-                target[...] = tiles[i, j, :, :target.shape[2], :, :target.shape[3]].transpose(2, 0, 1, 3)
+                target = out[:, :, i::2, j::2]  # output pixel (2t + i, 2q + j) is tile (t, q)'s (i, j)
+                target[...] = tiles[i, j, :, : target.shape[2], :, : target.shape[3]].transpose(2, 0, 1, 3)
 
     def output_adjoint(self, grad_out: np.ndarray) -> np.ndarray:
         """Output gradient (n, C_out, Ho, Wo) -> dM = A dY A^T, (16, C_out, length); zero in the
@@ -120,7 +129,7 @@ class Tiles:
         for i in range(2):
             for j in range(2):
                 source = grad_out[:, :, i::2, j::2]
-                tiles[i, j, :, :source.shape[2], :, :source.shape[3]] = source.transpose(1, 2, 0, 3)
+                tiles[i, j, :, : source.shape[2], :, : source.shape[3]] = source.transpose(1, 2, 0, 3)
         transform = OUTPUT_TRANSFORM.T.astype(grad_out.dtype, copy=False)
         return (transform @ tiles.reshape(4, -1)).reshape(16, self.c_out, self.length)
 
@@ -133,10 +142,10 @@ class Tiles:
         for i in range(4):
             for j in range(4):
                 start = (i // 2) * self.row + j // 2
-                flat[:, i % 2, j % 2, start:start + self.length] += dd[i, j]
+                flat[:, i % 2, j % 2, start : start + self.length] += dd[i, j]
         grid = flat[..., :-1].reshape(self.c, 2, 2, self.hq, self.n, self.wq)
         for a, b, (y0, r0, ny), (x0, c0, nx) in self.phase_parts():
-            dx[:, :, y0::2, x0::2] = grid[:, a, b, r0:r0 + ny, :, c0:c0 + nx].transpose(2, 0, 1, 3)
+            dx[:, :, y0::2, x0::2] = grid[:, a, b, r0 : r0 + ny, :, c0 : c0 + nx].transpose(2, 0, 1, 3)
 
 
 def _b_transpose_rows(d, out) -> None:
