@@ -9,7 +9,8 @@ Targets: with two busy processes on two cores, the default run takes at most 2 t
 quiet, the default is at most 5% slower than all cores (``--threads <cores>``, NumPy's own default).
 With ``--conv``, also runs bench_conv.py's side-by-side comparison under one busy process.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_contention.py [--busy 2] [--json out.json]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_contention.py \
+        [--busy 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -47,8 +48,17 @@ def busy_processes(count: int):
 def train_seconds(threads: int | None, epochs: int) -> float:
     """Wall time of one train.py run (None: the default thread setting)."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, str(ROOT / "train.py"), "--set", f"train.epochs={epochs}", "--set",
-                   "output.figures=false", "--quiet", "--out", str(Path(tmp) / "run")]
+        command = [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--set",
+            f"train.epochs={epochs}",
+            "--set",
+            "output.figures=false",
+            "--quiet",
+            "--out",
+            str(Path(tmp) / "run"),
+        ]
         command += [] if threads is None else ["--threads", str(threads)]
         start = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True)
@@ -59,20 +69,27 @@ def measure(settings: list[int | None], busy: int, repeats: int, epochs: int) ->
     best = {}
     with busy_processes(busy):
         for r in range(repeats):
-            for threads in (settings if r % 2 == 0 else settings[::-1]):
+            for threads in settings if r % 2 == 0 else settings[::-1]:
                 seconds = train_seconds(threads, epochs)
                 best[threads] = min(seconds, best.get(threads, seconds))
         load, load_1min = load_text(), os.getloadavg()[0]
     label = lambda t: "auto (default)" if t is None else f"--threads {t}"  # noqa: E731
     for threads in settings:
         print(f"  {busy} busy: {label(threads):<15} {best[threads]:6.2f} s  ({load})")
-    return {"busy": busy, "load": load, "load_1min": load_1min, "seconds": {label(t): best[t] for t in settings}}
+    return {
+        "busy": busy,
+        "load": load,
+        "load_1min": load_1min,
+        "seconds": {label(t): best[t] for t in settings},
+    }
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--busy", type=int, default=2, help="busy processes in the loaded runs")
-    parser.add_argument("--threads", type=int, nargs="*", help="fixed thread counts to compare (default: 1 and all cores)")
+    parser.add_argument(
+        "--threads", type=int, nargs="*", help="fixed thread counts to compare (default: 1 and all cores)"
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--conv", action="store_true", help="also bench_conv.py under one busy process")
@@ -81,8 +98,10 @@ def main(argv=None) -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     settings = [None] + (args.threads if args.threads is not None else sorted({1, cores}))
     print(machine_line())
-    print(f"python train.py --set train.epochs={args.epochs} --set output.figures=false --quiet, best of "
-          f"{args.repeats} (alternating settings)")
+    print(
+        f"python train.py --set train.epochs={args.epochs} --set output.figures=false --quiet, best of "
+        f"{args.repeats} (alternating settings)"
+    )
     quiet = measure(settings, 0, args.repeats, args.epochs)
     loaded = measure(settings, args.busy, args.repeats, args.epochs)
     auto = "auto (default)"
@@ -90,17 +109,25 @@ def main(argv=None) -> dict:
     all_cores = quiet["seconds"].get(f"--threads {cores}")
     start_load = quiet["load_1min"]
     if start_load > 0.5 * cores:
-        print(f"\nwarning: the machine was not quiet (load {start_load:.1f} on {cores} cores without our busy "
-              f"processes): the targets below compare two busy states and cannot be judged from this run")
-    print(f"\ndefault with {args.busy} busy / quiet: {slowdown:.2f}x (target <= {SLOWDOWN_TARGET:.0f}x: "
-          f"{'met' if slowdown <= SLOWDOWN_TARGET else 'NOT met'})")
+        print(
+            f"\nwarning: the machine was not quiet (load {start_load:.1f} on {cores} cores without our busy "
+            f"processes): the targets below compare two busy states and cannot be judged from this run"
+        )
+    print(
+        f"\ndefault with {args.busy} busy / quiet: {slowdown:.2f}x (target <= {SLOWDOWN_TARGET:.0f}x: "
+        f"{'met' if slowdown <= SLOWDOWN_TARGET else 'NOT met'})"
+    )
     summary = {"slowdown": slowdown}
     if all_cores:
         summary["quiet_vs_all_cores"] = quiet["seconds"][auto] / all_cores
-        print(f"quiet, default / --threads {cores}: {summary['quiet_vs_all_cores']:.2f} (target <= {QUIET_TARGET}: "
-              f"{'met' if summary['quiet_vs_all_cores'] <= QUIET_TARGET else 'NOT met'})")
+        print(
+            f"quiet, default / --threads {cores}: {summary['quiet_vs_all_cores']:.2f} "
+            f"(target <= {QUIET_TARGET}: "
+            f"{'met' if summary['quiet_vs_all_cores'] <= QUIET_TARGET else 'NOT met'})"
+        )
     if args.conv:
         import bench_conv
+
         print("\nbench_conv.py under one busy process:")
         with busy_processes(1):
             summary["conv_one_busy"] = bench_conv.main(["--rounds", "2"])["summary"]

@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from common import blas_info, cpu_name, machine_info, write_json  # noqa: E402
+
 from minicnn.nn import _lowering as F  # noqa: E402
 from minicnn.nn.layers import Conv2D  # noqa: E402
-
-from common import blas_info, cpu_name, machine_info, write_json  # noqa: E402
 
 LIMIT_MB = 128
 
@@ -67,15 +67,18 @@ def seconds(batch: int, size: int, repeats: int, c_in: int = 64, c_out: int = 12
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace-mib", type=float, default=None,
-                        help="workspace limit in MiB (default: minicnn's, 64)")
+    parser.add_argument(
+        "--workspace-mib", type=float, default=None, help="workspace limit in MiB (default: minicnn's, 64)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     if args.workspace_mib is not None:
         F.set_workspace_limit(int(args.workspace_mib * 2**20))
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; NumPy {np.__version__}; BLAS: {blas_info()}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; NumPy {np.__version__}; BLAS: {blas_info()}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"workspace limit: {F.get_workspace_limit() / 2**20:.0f} MiB; target: scratch <= {LIMIT_MB} MB\n")
     rows = []
     print("Conv2D(64 -> 128, 3x3, pad 1), float32, forward + backward")
@@ -85,15 +88,27 @@ def main(argv=None) -> dict:
     for batch, size in [(16, 32), (64, 32), (256, 32), (64, 8), (64, 16), (64, 64)]:
         mb = scratch_mb(batch, size)
         s = seconds(batch, size, args.repeats)
-        rows.append({"N": batch, "HW": size, "input_mb": batch * 64 * size * size * 4 / 1e6, "scratch_mb": mb,
-                     "fwd_bwd_s": s, "ms_per_sample": 1e3 * s / batch})
+        rows.append(
+            {
+                "N": batch,
+                "HW": size,
+                "input_mb": batch * 64 * size * size * 4 / 1e6,
+                "scratch_mb": mb,
+                "fwd_bwd_s": s,
+                "ms_per_sample": 1e3 * s / batch,
+            }
+        )
         r = rows[-1]
-        print(f"{batch:4d} {size:>3d}x{size:<2d} {r['input_mb']:9.1f} {mb:10.1f} {s:9.3f} "
-              f"{r['ms_per_sample']:9.3f}")
+        print(
+            f"{batch:4d} {size:>3d}x{size:<2d} {r['input_mb']:9.1f} {mb:10.1f} {s:9.3f} "
+            f"{r['ms_per_sample']:9.3f}"
+        )
     target = next(r for r in rows if r["N"] == 256 and r["HW"] == 32)
     worst = max(r["scratch_mb"] for r in rows)
-    print(f"\nN=256 at 32x32: {target['scratch_mb']:.1f} MB of scratch (target <= {LIMIT_MB} MB); "
-          f"largest over all rows {worst:.1f} MB")
+    print(
+        f"\nN=256 at 32x32: {target['scratch_mb']:.1f} MB of scratch (target <= {LIMIT_MB} MB); "
+        f"largest over all rows {worst:.1f} MB"
+    )
 
     print("\nmnist-2 (32 -> 64, 14x14, 3x3, pad 1): forward + backward time per sample")
     sweep = []
@@ -102,13 +117,20 @@ def main(argv=None) -> dict:
         sweep.append({"N": batch, "fwd_bwd_ms": 1e3 * s, "us_per_sample": 1e6 * s / batch})
     ref = statistics.median(r["us_per_sample"] for r in sweep)
     for r in sweep:
-        print(f"  N={r['N']:4d}: {r['fwd_bwd_ms']:7.2f} ms, {r['us_per_sample']:6.1f} us/sample "
-              f"({100 * (r['us_per_sample'] / ref - 1):+.0f}% vs the median)")
+        print(
+            f"  N={r['N']:4d}: {r['fwd_bwd_ms']:7.2f} ms, {r['us_per_sample']:6.1f} us/sample "
+            f"({100 * (r['us_per_sample'] / ref - 1):+.0f}% vs the median)"
+        )
     per_sample = [r["us_per_sample"] for r in sweep]
     spread = max(per_sample) / min(per_sample) - 1
     print(f"  slowest / fastest per sample: +{100 * spread:.0f}% (target: within 25%)")
-    result = {"machine": machine_info(), "workspace_limit_bytes": F.get_workspace_limit(), "conv_64_128": rows,
-              "mnist2_per_sample": sweep, "mnist2_spread": spread}
+    result = {
+        "machine": machine_info(),
+        "workspace_limit_bytes": F.get_workspace_limit(),
+        "conv_64_128": rows,
+        "mnist2_per_sample": sweep,
+        "mnist2_spread": spread,
+    }
     write_json(args.json, result)
     return result
 

@@ -34,8 +34,12 @@ def blas_info() -> str:
         from threadpoolctl import threadpool_info
     except ImportError:
         return "unknown (threadpoolctl not installed)"
-    libs = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
-            f"{i.get('architecture')} kernel)" for i in threadpool_info() if i.get("user_api") == "blas"]
+    libs = [
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
+        f"{i.get('architecture')} kernel)"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
     return "; ".join(libs) or "none found"
 
 
@@ -62,18 +66,31 @@ def load_text() -> str:
 
 def machine_info(**extra) -> dict:
     """What the numbers were measured on, for the JSON output of every benchmark script."""
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "blas": blas_info(), "load_average": load_average(),
-            "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                             "OPENBLAS_NUM_THREADS")}, **extra}
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": blas_info(),
+        "load_average": load_average(),
+        "openblas_env": {
+            k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS")
+        },
+        **extra,
+    }
 
 
 def machine_line() -> str:
     env = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
-    warning = (f"  [warning: {', '.join(env)} set: run with env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE]"
-               if env else "")
-    return (f"machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-            f"NumPy {np.__version__}; {load_text()}{warning}")
+    warning = (
+        f"  [warning: {', '.join(env)} set: run with env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE]"
+        if env
+        else ""
+    )
+    return (
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"NumPy {np.__version__}; {load_text()}{warning}"
+    )
 
 
 def write_json(path, result: dict) -> None:
@@ -107,12 +124,14 @@ def torch_available() -> bool:
 def set_minicnn_threads(threads: int | None) -> None:
     if threads:
         from minicnn import set_num_threads
+
         set_num_threads(threads)
 
 
 def torch_setup(threads: int | None) -> str:
     """Import PyTorch in a worker with ``threads`` intra-op threads (default: all cores); its description."""
     import torch
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads or cores)
     return f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
@@ -157,7 +176,7 @@ def alternate(workers: list[Worker], task: str, rounds: int, pause: float = 0.2,
     ``pause`` lets the previous worker's BLAS threads go to sleep before the next one starts."""
     best = {}
     for r in range(rounds):
-        for worker in (workers if r % 2 == 0 else workers[::-1]):
+        for worker in workers if r % 2 == 0 else workers[::-1]:
             time.sleep(pause)
             answer = worker.ask(task, **request)
             answer["load"] = load_average()

@@ -15,10 +15,23 @@ MAX_FUNCTION_LINES = 60
 #: Part of the package -> the top-level modules and the minicnn parts it may not import.
 #: (``nn`` is checked by an allow-list instead: see test_the_framework_imports_only_numpy_and_itself.)
 FORBIDDEN = {
-    "data": {"minicnn.train", "minicnn.see", "minicnn.cli", "minicnn.sklearn", "minicnn.inspect",
-             "minicnn.gallery", "matplotlib"},
-    "train": {"minicnn.see", "minicnn.cli", "minicnn.sklearn", "minicnn.inspect", "minicnn.gallery",
-              "matplotlib"},
+    "data": {
+        "minicnn.train",
+        "minicnn.see",
+        "minicnn.cli",
+        "minicnn.sklearn",
+        "minicnn.inspect",
+        "minicnn.gallery",
+        "matplotlib",
+    },
+    "train": {
+        "minicnn.see",
+        "minicnn.cli",
+        "minicnn.sklearn",
+        "minicnn.inspect",
+        "minicnn.gallery",
+        "matplotlib",
+    },
 }
 
 
@@ -48,7 +61,7 @@ def imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = package.split(".")
             if node.level:
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
@@ -64,7 +77,9 @@ def imports_within(names: set[str], prefix: str) -> set[str]:
 def test_the_import_parser_resolves_relative_imports():
     names = imported_modules(PACKAGE / "train" / "runner.py")
     assert {"minicnn.data", "minicnn.nn.model", "minicnn.train.build", "numpy"} <= names
-    assert "minicnn.see.inspect" in imported_modules(PACKAGE / "inspect.py")  # "from .see.inspect import main"
+    assert "minicnn.see.inspect" in imported_modules(
+        PACKAGE / "inspect.py"
+    )  # "from .see.inspect import main"
 
 
 def test_long_functions_are_measured_with_their_docstring():
@@ -80,7 +95,9 @@ def test_no_function_is_longer_than_60_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1  # decorators aside, docstring included
                 if length > MAX_FUNCTION_LINES:
-                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {length} lines")
+                    long.append(
+                        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {length} lines"
+                    )
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
 
 
@@ -88,9 +105,16 @@ def test_the_framework_imports_only_numpy_and_itself():
     for path in modules():
         if part(path) != "nn":
             continue
-        outside = {name for name in imported_modules(path) if name.startswith("minicnn")
-                   and not imports_within({name}, "minicnn.nn") and not imports_within({name}, "minicnn.io")}
-        third_party = {name.split(".")[0] for name in imported_modules(path) if not name.startswith("minicnn")}
+        outside = {
+            name
+            for name in imported_modules(path)
+            if name.startswith("minicnn")
+            and not imports_within({name}, "minicnn.nn")
+            and not imports_within({name}, "minicnn.io")
+        }
+        third_party = {
+            name.split(".")[0] for name in imported_modules(path) if not name.startswith("minicnn")
+        }
         third_party -= {"numpy", "__future__"} | set(_stdlib())
         assert not outside and not third_party, f"{path.name} imports {sorted(outside | third_party)}"
 

@@ -32,8 +32,18 @@ FIGURE = ROOT / "docs" / "figures" / "explore.png"
 
 
 def _train(out: Path, *settings_, config="digits_fast.toml") -> Path:
-    code = train_main(["--config", str(config if Path(config).is_absolute() else ROOT / "configs" / config),
-                       "--set", "output.figures=false", "--out", str(out), "--quiet", *settings_])
+    code = train_main(
+        [
+            "--config",
+            str(config if Path(config).is_absolute() else ROOT / "configs" / config),
+            "--set",
+            "output.figures=false",
+            "--out",
+            str(out),
+            "--quiet",
+            *settings_,
+        ]
+    )
     assert code == 0
     return out
 
@@ -47,18 +57,26 @@ def run_dir(tmp_path_factory):
 #: Every layer type minicnn has, with stride, padding ("same" and pairs) and dilation.
 RGB_LAYERS = [
     {"type": "Conv2D", "out_channels": 4, "kernel_size": 3, "padding": "same", "dilation": 2},
-    {"type": "BatchNorm2D"}, {"type": "LeakyReLU", "negative_slope": 0.1},
+    {"type": "BatchNorm2D"},
+    {"type": "LeakyReLU", "negative_slope": 0.1},
     {"type": "Conv2D", "out_channels": 5, "kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 0]},
-    {"type": "Tanh"}, {"type": "AvgPool2D", "kernel_size": 2, "stride": 1, "padding": 1}, {"type": "Sigmoid"},
-    {"type": "MaxPool2D", "kernel_size": 3, "stride": 1, "padding": 1}, {"type": "ReLU"}, {"type": "Flatten"},
-    {"type": "Dropout", "p": 0.25}, {"type": "Dense", "out_features": 3},
+    {"type": "Tanh"},
+    {"type": "AvgPool2D", "kernel_size": 2, "stride": 1, "padding": 1},
+    {"type": "Sigmoid"},
+    {"type": "MaxPool2D", "kernel_size": 3, "stride": 1, "padding": 1},
+    {"type": "ReLU"},
+    {"type": "Flatten"},
+    {"type": "Dropout", "p": 0.25},
+    {"type": "Dense", "out_features": 3},
 ]
 
 
 def toml_layers(layers: list[dict]) -> str:
     """``[[model.layers]]`` tables (JSON's strings, numbers and lists are TOML's too)."""
-    return "".join("[[model.layers]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in layer.items())
-                   for layer in layers)
+    return "".join(
+        "[[model.layers]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in layer.items())
+        for layer in layers
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +86,13 @@ def rgb_run_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 40)
     X = rng.integers(0, 80, size=(120, 3, 10, 12))
-    X[np.arange(120), y] += 150   # class k: channel k is bright, so the colours tell the classes apart
+    X[np.arange(120), y] += 150  # class k: channel k is bright, so the colours tell the classes apart
     np.savez(folder / "rgb.npz", X=X.astype(np.uint8), y=y)
     config = folder / "rgb.toml"
-    config.write_text(f'seed = 0\n[data]\nsource = "npz"\npath = "{folder / "rgb.npz"}"\n'
-                      f'[train]\nepochs = 2\nbatch_size = 16\n{toml_layers(RGB_LAYERS)}')
+    config.write_text(
+        f'seed = 0\n[data]\nsource = "npz"\npath = "{folder / "rgb.npz"}"\n'
+        f"[train]\nepochs = 2\nbatch_size = 16\n{toml_layers(RGB_LAYERS)}"
+    )
     return _train(folder / "run", config=config)
 
 
@@ -85,21 +105,33 @@ def idx_run_dir(tmp_path_factory):
     rng = np.random.default_rng(1)
     y = np.repeat(np.arange(10), 12).astype(np.uint8)
     X = rng.integers(0, 60, size=(120, 14, 14))
-    for k in range(10):   # class k: a bright bar in row k + 2
+    for k in range(10):  # class k: a bright bar in row k + 2
         X[y == k, k + 2, 2:12] += 180
     write_idx(folder / "images.gz", X.astype(np.uint8))
     write_idx(folder / "labels.gz", y)
-    return _train(folder / "run", "--set", "train.epochs=2", "--set", "data.source=idx",
-                  "--set", f"data.images={folder / 'images.gz'}", "--set", f"data.labels={folder / 'labels.gz'}")
+    return _train(
+        folder / "run",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.source=idx",
+        "--set",
+        f"data.images={folder / 'images.gz'}",
+        "--set",
+        f"data.labels={folder / 'labels.gz'}",
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # The page's data and file, without a browser
 # ----------------------------------------------------------------------------------------------
 
+
 def page_json(path: Path) -> dict:
     text = Path(path).read_text()
-    block = re.search(r'<script type="application/json" id="minicnn-data">(.*?)</script>', text, flags=re.DOTALL)
+    block = re.search(
+        r'<script type="application/json" id="minicnn-data">(.*?)</script>', text, flags=re.DOTALL
+    )
     return json.loads(block.group(1))
 
 
@@ -108,9 +140,11 @@ def test_explore_writes_one_self_contained_page_into_the_run_directory(run_dir, 
     page = run_dir / "explore.html"
     assert f"wrote {page}" in capsys.readouterr().out
     text = page.read_text()
-    assert "http://" not in text and "https://" not in text   # nothing a browser would fetch
-    assert not re.search(r"<(link|img|iframe|object|embed)\b|\bsrc\s*=|@import|url\(", text, flags=re.IGNORECASE)
-    assert text.count("<script") == 2 and "/*@" not in text   # the data block and the inline script
+    assert "http://" not in text and "https://" not in text  # nothing a browser would fetch
+    assert not re.search(
+        r"<(link|img|iframe|object|embed)\b|\bsrc\s*=|@import|url\(", text, flags=re.IGNORECASE
+    )
+    assert text.count("<script") == 2 and "/*@" not in text  # the data block and the inline script
     data = page_json(page)
     assert data["input_shape"] == [1, 8, 8] and data["source"] == "digits" and data["unsupported"] is None
 
@@ -123,21 +157,35 @@ def test_page_holds_the_architecture_weights_standardization_and_minicnns_logits
     assert [layer["type"] for layer in data["layers"]] == [type(layer).__name__ for layer in model.layers]
     assert data["layers"][0]["output_shape"] == [8, 8, 8] and data["layers"][0]["pad"] == [1, 1, 1, 1]
     weight = data["layers"][0]["params"]["weight"]
-    np.testing.assert_array_equal(np.array(weight["data"], np.float32).reshape(weight["shape"]),
-                                  model.layers[0].weight.data)
+    np.testing.assert_array_equal(
+        np.array(weight["data"], np.float32).reshape(weight["shape"]), model.layers[0].weight.data
+    )
     split = np.load(run_dir / "split.npz")
     np.testing.assert_array_equal(np.float32(data["mean"]), split["mean"])
     np.testing.assert_array_equal(np.float32(data["std"]), split["std"])
-    images = np.array([np.reshape(im["input"]["data"], im["input"]["shape"]) for im in data["images"]], np.float32)
-    assert len(images) == explore.N_IMAGES and sorted({im["label"] for im in data["images"]}) == list(range(10))
+    images = np.array(
+        [np.reshape(im["input"]["data"], im["input"]["shape"]) for im in data["images"]], np.float32
+    )
+    assert len(images) == explore.N_IMAGES and sorted({im["label"] for im in data["images"]}) == list(
+        range(10)
+    )
     model.eval()
     np.testing.assert_array_equal(np.float32(data["check"]["logits"]), model.forward(images))
     np.testing.assert_allclose(data["check"]["probabilities"], model.predict_proba(images), rtol=1e-6)
 
 
 def test_page_of_a_model_without_class_scores_explains_why(tmp_path):
-    run = explore.Run("conv-only", Sequential(L.Conv2D(1, 2, 3, rng=0)), None, np.zeros((3, 1, 8, 8), np.float32),
-                      np.arange(3), np.zeros(1, np.float32), np.ones(1, np.float32), "digits", {})
+    run = explore.Run(
+        "conv-only",
+        Sequential(L.Conv2D(1, 2, 3, rng=0)),
+        None,
+        np.zeros((3, 1, 8, 8), np.float32),
+        np.arange(3),
+        np.zeros(1, np.float32),
+        np.ones(1, np.float32),
+        "digits",
+        {},
+    )
     data = explore.page_data(run)
     assert "output has shape (2, 6, 6)" in data["unsupported"] and "check" not in data
 
@@ -167,10 +215,17 @@ def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
     return [str(run_dir), "--out", str(tmp_path)] if case == "out is a folder" else [str(tmp_path)]
 
 
-BAD_INPUT = {"missing": "is not a directory", "file": "is not a directory", "no model": "has no model.npz",
-             "corrupt model": "model.npz is not a readable .npz file",
-             "foreign npz": "is not a minicnn model file", "corrupt split": "expected finite numbers 'mean'", "out in a missing folder": "cannot write --out", "bad port": "--port 70000: expected a port number",
-             "out is a folder": "is a directory; expected the path of an .html file"}
+BAD_INPUT = {
+    "missing": "is not a directory",
+    "file": "is not a directory",
+    "no model": "has no model.npz",
+    "corrupt model": "model.npz is not a readable .npz file",
+    "foreign npz": "is not a minicnn model file",
+    "corrupt split": "expected finite numbers 'mean'",
+    "out in a missing folder": "cannot write --out",
+    "bad port": "--port 70000: expected a port number",
+    "out is a folder": "is a directory; expected the path of an .html file",
+}
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
@@ -182,8 +237,14 @@ def test_bad_input_gives_one_line_on_stderr_and_exit_2(case, run_dir, tmp_path, 
 
 def test_command_with_a_corrupt_model_exits_2_without_a_traceback(run_dir, tmp_path):
     args = _bad_input("corrupt model", run_dir, tmp_path)
-    result = subprocess.run([sys.executable, "-m", "minicnn.explore", *args], capture_output=True, text=True, check=False,
-                            cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "minicnn.explore", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and BAD_INPUT["corrupt model"] in result.stderr
     assert not (tmp_path / "run" / "explore.html").exists()
@@ -191,11 +252,18 @@ def test_command_with_a_corrupt_model_exits_2_without_a_traceback(run_dir, tmp_p
 
 def test_serve_prints_the_address_and_serves_the_page(run_dir, tmp_path):
     out = tmp_path / "served.html"
-    process = subprocess.Popen([sys.executable, "-m", "minicnn.explore", str(run_dir), "--out", str(out), "--serve"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minicnn.explore", str(run_dir), "--out", str(out), "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert process.stdout.readline().startswith("wrote ")
-        address = re.search(r"serving (http://127\.0\.0\.1:\d+/served\.html)", process.stdout.readline()).group(1)
+        address = re.search(
+            r"serving (http://127\.0\.0\.1:\d+/served\.html)", process.stdout.readline()
+        ).group(1)
         with urllib.request.urlopen(address, timeout=30) as response:
             assert response.read() == out.read_bytes()
     finally:
@@ -215,6 +283,7 @@ def test_package_data_declares_the_page_assets():
 # The page in a real browser
 # ----------------------------------------------------------------------------------------------
 
+
 def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -227,16 +296,24 @@ def browser():
     found = _chromium()
     if found is None:
         if os.environ.get("MINICNN_REQUIRE_BROWSER") == "1":
-            pytest.fail("MINICNN_REQUIRE_BROWSER=1 but chromium / chromedriver are not installed "
-                        "(apt-get install chromium chromium-driver)")
+            pytest.fail(
+                "MINICNN_REQUIRE_BROWSER=1 but chromium / chromedriver are not installed "
+                "(apt-get install chromium chromium-driver)"
+            )
         pytest.skip("no chromium / chromedriver on this machine (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1100", "--allow-file-access-from-files"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1100",
+        "--allow-file-access-from-files",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(found[1]), options=options)
     driver.set_script_timeout(60)
@@ -246,8 +323,9 @@ def browser():
 
 def open_page(browser, path: Path):
     browser.get(Path(path).resolve().as_uri())
-    assert browser.execute_script("return typeof window.minicnnExplorer") == "object", \
-        browser.execute_script("return document.body.innerText")[:500]
+    assert browser.execute_script("return typeof window.minicnnExplorer") == "object", browser.execute_script(
+        "return document.body.innerText"
+    )[:500]
     return lambda script, *args: browser.execute_script("return window.minicnnExplorer." + script, *args)
 
 
@@ -264,7 +342,9 @@ def test_page_forward_pass_matches_minicnn_within_1e4(browser, digits_page):
     assert check["maxRelativeError"] <= 1e-4 and check["maxProbabilityError"] <= 1e-4
     status = browser.find_element("id", "check-status")
     assert status.get_attribute("data-ok") == "true" and "12 test images" in status.text
-    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0   # fetched nothing
+    assert (
+        browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+    )  # fetched nothing
 
 
 def test_page_self_check_fails_when_the_embedded_logits_are_off(browser, digits_page, tmp_path):
@@ -272,8 +352,11 @@ def test_page_self_check_fails_when_the_embedded_logits_are_off(browser, digits_
     data = page_json(digits_page)
     data["check"]["logits"][3][0] = data["check"]["logits"][3][0] * 1.01 + 0.01
     tampered = tmp_path / "tampered.html"
-    tampered.write_text(text.replace(json.dumps(page_json(digits_page), separators=(",", ":")),
-                                     json.dumps(data, separators=(",", ":"))))
+    tampered.write_text(
+        text.replace(
+            json.dumps(page_json(digits_page), separators=(",", ":")), json.dumps(data, separators=(",", ":"))
+        )
+    )
     page = open_page(browser, tampered)
     assert page("selfCheck()")["ok"] is False
     assert browser.find_element("id", "check-status").get_attribute("data-ok") == "false"
@@ -286,7 +369,9 @@ def draw(browser, points, kind="mouse"):
     from selenium.webdriver.common.actions.pointer_input import PointerInput
 
     canvas = browser.find_element("id", "draw")
-    rect = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.left, r.top];", canvas)
+    rect = browser.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top];", canvas
+    )
     kinds = {"mouse": interaction.POINTER_MOUSE, "touch": interaction.POINTER_TOUCH}
     actions = ActionBuilder(browser, mouse=PointerInput(kinds[kind], kind))
     actions.pointer_action.move_to_location(int(rect[0] + points[0][0]), int(rect[1] + points[0][1]))
@@ -301,28 +386,36 @@ def expected_input(bitmap: np.ndarray, shape, mean, std) -> np.ndarray:
     """The UCI preprocessing in NumPy: 4x4 block counts / 16, repeated over channels, standardized."""
     c, h, w = shape
     counts = bitmap.reshape(h, 4, w, 4).sum(axis=(1, 3)) / 16.0
-    return (np.repeat(counts[None], c, axis=0) - np.asarray(mean)[:, None, None]) / np.asarray(std)[:, None, None]
+    return (np.repeat(counts[None], c, axis=0) - np.asarray(mean)[:, None, None]) / np.asarray(std)[
+        :, None, None
+    ]
 
 
 @pytest.mark.parametrize("kind", ["mouse", "touch"])
-def test_drawing_with_pointer_events_gives_minicnns_prediction_and_feature_maps(browser, digits_page, run_dir, kind):
+def test_drawing_with_pointer_events_gives_minicnns_prediction_and_feature_maps(
+    browser, digits_page, run_dir, kind
+):
     page = open_page(browser, digits_page)
     page("clear()")
-    draw(browser, [(128, 40), (128, 90), (130, 150), (132, 215)], kind)   # a "1", top to bottom
+    draw(browser, [(128, 40), (128, 90), (130, 150), (132, 215)], kind)  # a "1", top to bottom
     page("flush()")
     bitmap = np.array(page("bitmap()")).reshape(32, 32)
-    assert bitmap[5:27, 16].all() and not bitmap[:, :8].any()   # the stroke, and nothing far from it
+    assert bitmap[5:27, 16].all() and not bitmap[:, :8].any()  # the stroke, and nothing far from it
     data = page_json(digits_page)
     x = np.array(page("input()")).reshape(1, 1, 8, 8)
     np.testing.assert_allclose(x[0], expected_input(bitmap, (1, 8, 8), data["mean"], data["std"]), rtol=1e-6)
     model = Sequential.load(run_dir / "model.npz")
     model.eval()
     feature_maps = model.layers[0].forward(x.astype(np.float32))
-    assert page("featureValue(0, 3, 4, 4)") == pytest.approx(float(feature_maps[0, 3, 4, 4]), rel=1e-5, abs=1e-6)
+    assert page("featureValue(0, 3, 4, 4)") == pytest.approx(
+        float(feature_maps[0, 3, 4, 4]), rel=1e-5, abs=1e-6
+    )
     probabilities = model.predict_proba(x.astype(np.float32))[0]
     np.testing.assert_allclose(page("probabilities()"), probabilities, atol=1e-5)
     assert page("prediction()") == int(probabilities.argmax())
-    assert browser.find_element("id", "prediction").get_attribute("data-class") == str(int(probabilities.argmax()))
+    assert browser.find_element("id", "prediction").get_attribute("data-class") == str(
+        int(probabilities.argmax())
+    )
     browser.find_element("id", "clear").click()
     page("flush()")
     assert not any(page("bitmap()"))
@@ -336,11 +429,12 @@ def test_clicking_a_convolution_cell_shows_kernel_patch_products_sum_and_bias(br
     page("selectImage(2)")
     page("flush()")
     canvas = browser.find_element("css selector", '#layers canvas[data-layer="0"][data-channel="5"]')
-    size = canvas.size   # 8x8 cells: the cell (row 2, column 6)
-    ActionChains(browser).move_to_element_with_offset(canvas, int(size["width"] * (6.5 / 8 - 0.5)),
-                                                      int(size["height"] * (2.5 / 8 - 0.5))).click().perform()
+    size = canvas.size  # 8x8 cells: the cell (row 2, column 6)
+    ActionChains(browser).move_to_element_with_offset(
+        canvas, int(size["width"] * (6.5 / 8 - 0.5)), int(size["height"] * (2.5 / 8 - 0.5))
+    ).click().perform()
     detail = page("cellDetail(0, 5, 2, 6)")
-    x = np.pad(np.array(page("input()")).reshape(8, 8), 1)   # padding=1
+    x = np.pad(np.array(page("input()")).reshape(8, 8), 1)  # padding=1
     conv = Sequential.load(run_dir / "model.npz").layers[0]
     kernel, patch = conv.weight.data[5, 0].astype(np.float64), x[2:5, 6:9]
     np.testing.assert_allclose(detail["channels"][0]["kernel"], kernel.ravel())
@@ -376,7 +470,7 @@ def test_occlusion_map_is_the_drop_in_the_predicted_probability(browser, digits_
     top = int(base.argmax())
     blanked = np.repeat(x, 64, axis=0)
     blank = (0 - data["mean"][0]) / data["std"][0]
-    blanked.reshape(64, 64)[np.arange(64), np.arange(64)] = blank   # image k loses pixel k
+    blanked.reshape(64, 64)[np.arange(64), np.arange(64)] = blank  # image k loses pixel k
     drops = base[top] - model.predict_proba(blanked)[:, top]
     assert result["predicted"] == top and result["patch"] == 1
     np.testing.assert_allclose(result["drops"], drops, atol=1e-5)
@@ -387,14 +481,14 @@ def test_screenshot_of_a_drawing_is_not_blank(browser, digits_page, tmp_path):
 
     page = open_page(browser, digits_page)
     page("clear()")
-    draw(browser, [(60, 50), (120, 30), (190, 50), (195, 100), (120, 150), (60, 215), (200, 215)])   # a "2"
+    draw(browser, [(60, 50), (120, 30), (190, 50), (195, 100), (120, 150), (60, 215), (200, 215)])  # a "2"
     page("flush()")
     png = browser.get_screenshot_as_png()
     pixels = matplotlib.image.imread(io.BytesIO(png))[..., :3]
     assert pixels.shape[0] > 500 and pixels.shape[1] == 1280
-    assert pixels.mean(axis=2).var() > 0.01                  # far from one flat colour
+    assert pixels.mean(axis=2).var() > 0.01  # far from one flat colour
     assert (np.abs(pixels - pixels[0, 0]).sum(axis=2) > 0.1).mean() > 0.1
-    if os.environ.get("MINICNN_UPDATE_FIGURES") == "1":      # the README's screenshot comes from here
+    if os.environ.get("MINICNN_UPDATE_FIGURES") == "1":  # the README's screenshot comes from here
         FIGURE.write_bytes(png)
 
 
@@ -403,11 +497,16 @@ def test_rgb_run_of_other_size_draws_in_colour_and_matches_minicnn(browser, rgb_
     page = open_page(browser, rgb_run_dir / "explore.html")
     check = page("selfCheck()")
     assert check["ok"] is True and check["maxRelativeError"] <= 1e-4
-    assert browser.execute_script("const c = document.getElementById('draw'); return [c.width, c.height]") == [48, 40]
-    pixels = np.array(browser.execute_script(
-        "const c = document.querySelector('#test-images canvas');"
-        "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);")).reshape(10, 12, 4)
-    assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 50   # red and green differ: drawn in colour
+    assert browser.execute_script(
+        "const c = document.getElementById('draw'); return [c.width, c.height]"
+    ) == [48, 40]
+    pixels = np.array(
+        browser.execute_script(
+            "const c = document.querySelector('#test-images canvas');"
+            "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);"
+        )
+    ).reshape(10, 12, 4)
+    assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 50  # red and green differ: drawn in colour
     page("clear()")
     draw(browser, [(40, 40), (200, 200)])
     page("flush()")
@@ -417,14 +516,15 @@ def test_rgb_run_of_other_size_draws_in_colour_and_matches_minicnn(browser, rgb_
     x = np.array(page("input()")).reshape(3, 10, 12)
     np.testing.assert_allclose(x, expected_input(bitmap, (3, 10, 12), data["mean"], data["std"]), rtol=1e-6)
     model = Sequential.load(rgb_run_dir / "model.npz")
-    np.testing.assert_allclose(page("probabilities()"), model.predict_proba(x[None].astype(np.float32))[0],
-                               atol=1e-5)
-    result = page("state.occlusion")   # 2x2 patches (at most 8x8 of them), blanked in all three channels
+    np.testing.assert_allclose(
+        page("probabilities()"), model.predict_proba(x[None].astype(np.float32))[0], atol=1e-5
+    )
+    result = page("state.occlusion")  # 2x2 patches (at most 8x8 of them), blanked in all three channels
     base = model.predict_proba(x[None].astype(np.float32))[0]
     blanked = np.repeat(x[None], 30, axis=0).astype(np.float32)
     blank = (0 - np.float32(data["mean"])) / np.float32(data["std"])
     for k in range(30):
-        blanked[k, :, 2 * (k // 6):2 * (k // 6) + 2, 2 * (k % 6):2 * (k % 6) + 2] = blank[:, None, None]
+        blanked[k, :, 2 * (k // 6) : 2 * (k // 6) + 2, 2 * (k % 6) : 2 * (k % 6) + 2] = blank[:, None, None]
     drops = base[base.argmax()] - model.predict_proba(blanked)[:, base.argmax()]
     assert (result["patch"], result["rows"], result["cols"]) == (2, 5, 6)
     np.testing.assert_allclose(result["drops"], drops, atol=1e-5)
@@ -434,9 +534,11 @@ def test_idx_run_of_another_size_gets_a_canvas_of_its_size_and_matches_minicnn(b
     assert explore.main([str(idx_run_dir)]) == 0
     page = open_page(browser, idx_run_dir / "explore.html")
     assert page("selfCheck()")["ok"] is True
-    assert browser.execute_script("const c = document.getElementById('draw'); return [c.width, c.height]") == [56, 56]
+    assert browser.execute_script(
+        "const c = document.getElementById('draw'); return [c.width, c.height]"
+    ) == [56, 56]
     page("clear()")
-    draw(browser, [(30, 120), (220, 120)])   # a horizontal bar across the middle
+    draw(browser, [(30, 120), (220, 120)])  # a horizontal bar across the middle
     page("flush()")
     data = page_json(idx_run_dir / "explore.html")
     assert data["source"] == "idx" and data["input_shape"] == [1, 14, 14]
@@ -444,8 +546,9 @@ def test_idx_run_of_another_size_gets_a_canvas_of_its_size_and_matches_minicnn(b
     x = np.array(page("input()")).reshape(1, 14, 14)
     np.testing.assert_allclose(x, expected_input(bitmap, (1, 14, 14), data["mean"], data["std"]), rtol=1e-6)
     model = Sequential.load(idx_run_dir / "model.npz")
-    np.testing.assert_allclose(page("probabilities()"), model.predict_proba(x[None].astype(np.float32))[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        page("probabilities()"), model.predict_proba(x[None].astype(np.float32))[0], atol=1e-5
+    )
 
 
 def test_nested_sequential_model_is_drawn_layer_by_layer(browser, tmp_path):
@@ -453,21 +556,46 @@ def test_nested_sequential_model_is_drawn_layer_by_layer(browser, tmp_path):
     block = Sequential(L.Conv2D(1, 3, 3, padding=1, rng=rng), L.BatchNorm2D(3), L.ReLU())
     model = Sequential(block, L.MaxPool2D(2), Sequential(L.Flatten(), L.Dense(48, 5, rng=rng)))
     images = rng.normal(size=(6, 1, 8, 8)).astype(np.float32)
-    run = explore.Run("nested", model, model, images, np.arange(6) % 5, np.zeros(1, np.float32),
-                      np.ones(1, np.float32), "npz", {})
+    run = explore.Run(
+        "nested",
+        model,
+        model,
+        images,
+        np.arange(6) % 5,
+        np.zeros(1, np.float32),
+        np.ones(1, np.float32),
+        "npz",
+        {},
+    )
     data = explore.page_data(run)
-    assert [layer["name"].split(":")[0] for layer in data["layers"]] == ["0.0", "0.1", "0.2", "1", "2.0", "2.1"]
+    assert [layer["name"].split(":")[0] for layer in data["layers"]] == [
+        "0.0",
+        "0.1",
+        "0.2",
+        "1",
+        "2.0",
+        "2.1",
+    ]
     assert list(data["init_kernels"]) == ["0"]
     path = tmp_path / "nested.html"
     path.write_text(explore.render_page(data))
     page = open_page(browser, path)
     assert page("selfCheck()")["ok"] is True
-    assert page("kernelAngles()")["0"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-5)   # init and trained are one
+    assert page("kernelAngles()")["0"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-5)  # init and trained are one
 
 
 def test_page_says_when_it_cannot_draw_a_model(browser, tmp_path):
-    run = explore.Run("conv-only", Sequential(L.Conv2D(1, 2, 3, rng=0)), None, np.zeros((3, 1, 8, 8), np.float32),
-                      np.arange(3), np.zeros(1, np.float32), np.ones(1, np.float32), "digits", {})
+    run = explore.Run(
+        "conv-only",
+        Sequential(L.Conv2D(1, 2, 3, rng=0)),
+        None,
+        np.zeros((3, 1, 8, 8), np.float32),
+        np.arange(3),
+        np.zeros(1, np.float32),
+        np.ones(1, np.float32),
+        "digits",
+        {},
+    )
     path = tmp_path / "conv-only.html"
     path.write_text(explore.render_page(explore.page_data(run)))
     open_page(browser, path)
@@ -484,16 +612,34 @@ def random_models(draw_):
     stride = draw_(st.integers(1, 2))
     padding = draw_(st.sampled_from([0, 1, (1, 0), "same"] if stride == 1 else [0, 1, (0, 1)]))
     out = draw_(st.integers(1, 4))
-    layers = [L.Conv2D(channels, out, (draw_(st.integers(1, 3)), draw_(st.integers(1, 3))), stride=stride,
-                       padding=padding, dilation=draw_(st.integers(1, 2)), rng=rng, bias=draw_(st.booleans()))]
+    layers = [
+        L.Conv2D(
+            channels,
+            out,
+            (draw_(st.integers(1, 3)), draw_(st.integers(1, 3))),
+            stride=stride,
+            padding=padding,
+            dilation=draw_(st.integers(1, 2)),
+            rng=rng,
+            bias=draw_(st.booleans()),
+        )
+    ]
     if draw_(st.booleans()):
         norm = L.BatchNorm2D(out)
         norm.running_mean[:], norm.running_var[:] = rng.normal(size=out), rng.uniform(0.5, 2, size=out)
         norm.weight.data[:], norm.bias.data[:] = rng.normal(size=out), rng.normal(size=out)
         layers.append(norm)
     layers.append(draw_(st.sampled_from([L.ReLU(), L.LeakyReLU(0.2), L.Tanh(), L.Sigmoid()])))
-    layers += draw_(st.sampled_from([[], [L.MaxPool2D(2)], [L.AvgPool2D(2, stride=1, padding=1)],
-                                     [L.MaxPool2D(3, stride=2, padding=1)]]))
+    layers += draw_(
+        st.sampled_from(
+            [
+                [],
+                [L.MaxPool2D(2)],
+                [L.AvgPool2D(2, stride=1, padding=1)],
+                [L.MaxPool2D(3, stride=2, padding=1)],
+            ]
+        )
+    )
     if draw_(st.booleans()):
         layers.append(L.GlobalAvgPool2D())
         features = out
@@ -513,11 +659,20 @@ def test_page_forward_pass_matches_minicnn_for_random_models(browser, tmp_path, 
         for layer in layers:
             x = layer.eval().forward(x)
     except ValueError:
-        assume(False)   # the input is smaller than a kernel's reach: no such model
+        assume(False)  # the input is smaller than a kernel's reach: no such model
     model = Sequential(layers + [L.Dense(features or x.shape[1], 4, rng=rng)])
     images = rng.normal(size=(5,) + shape).astype(np.float32)
-    run = explore.Run("random", model, None, images, np.arange(5) % 4, rng.normal(size=shape[0]).astype(np.float32),
-                      rng.uniform(0.5, 2, size=shape[0]).astype(np.float32), "npz", {})
+    run = explore.Run(
+        "random",
+        model,
+        None,
+        images,
+        np.arange(5) % 4,
+        rng.normal(size=shape[0]).astype(np.float32),
+        rng.uniform(0.5, 2, size=shape[0]).astype(np.float32),
+        "npz",
+        {},
+    )
     path = tmp_path / "random.html"
     path.write_text(explore.render_page(explore.page_data(run)))
     page = open_page(browser, path)

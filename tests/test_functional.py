@@ -15,16 +15,23 @@ def scipy_conv_layer(x, weight, bias, stride, padding):
     (top, bottom), (left, right) = padding
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     n, c_out = x.shape[0], weight.shape[0]
-    full = np.array([[sum(correlate2d(xp[i, c], weight[o, c], mode="valid") for c in range(x.shape[1]))
-                      for o in range(c_out)] for i in range(n)])
+    full = np.array(
+        [
+            [
+                sum(correlate2d(xp[i, c], weight[o, c], mode="valid") for c in range(x.shape[1]))
+                for o in range(c_out)
+            ]
+            for i in range(n)
+        ]
+    )
     full += bias[None, :, None, None]
-    return full[:, :, ::stride[0], ::stride[1]]
+    return full[:, :, :: stride[0], :: stride[1]]
 
 
 def naive_pool(x, kernel, stride, padding, reduce, fill):
     n, c, h, w = x.shape
     xp = np.full((n, c, h + 2 * padding[0], w + 2 * padding[1]), fill, dtype=x.dtype)
-    xp[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x
+    xp[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w] = x
     ho = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
     wo = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
     out = np.empty((n, c, ho, wo), dtype=x.dtype)
@@ -33,16 +40,23 @@ def naive_pool(x, kernel, stride, padding, reduce, fill):
             for i in range(ho):
                 for j in range(wo):
                     r, s = i * stride[0], j * stride[1]
-                    out[a, b, i, j] = reduce(xp[a, b, r:r + kernel[0], s:s + kernel[1]])
+                    out[a, b, i, j] = reduce(xp[a, b, r : r + kernel[0], s : s + kernel[1]])
     return out
 
 
 conv_cases = st.tuples(
-    st.integers(1, 3), st.integers(1, 3), st.integers(1, 4),     # N, C_in, C_out
-    st.integers(1, 4), st.integers(1, 4),                        # kh, kw
-    st.integers(1, 3), st.integers(1, 3),                        # stride
-    st.integers(0, 2), st.integers(0, 2),                        # padding
-    st.integers(0, 6), st.integers(0, 6), st.integers(0, 2**31)  # extra H, W, seed
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 4),  # N, C_in, C_out
+    st.integers(1, 4),
+    st.integers(1, 4),  # kh, kw
+    st.integers(1, 3),
+    st.integers(1, 3),  # stride
+    st.integers(0, 2),
+    st.integers(0, 2),  # padding
+    st.integers(0, 6),
+    st.integers(0, 6),
+    st.integers(0, 2**31),  # extra H, W, seed
 )
 
 
@@ -97,8 +111,15 @@ def test_mathematical_convolution_is_correlation_with_the_flipped_kernel():
     assert not np.allclose(layer.forward(image[None, None])[0, 0], convolve2d(image, kernel, mode="valid"))
 
 
-pool_cases = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
-                       st.integers(0, 1), st.integers(0, 5), st.integers(0, 2**31))
+pool_cases = st.tuples(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 1),
+    st.integers(0, 5),
+    st.integers(0, 2**31),
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -131,11 +152,12 @@ def test_output_size_formula_matches_the_number_of_positions(size, kernel, strid
 
 # --- the readable convolution: im2col, conv2d, conv2d_backward ------------------------------------
 
+
 def dilate(weight, dilation):
     """The kernel with dilation-1 zeros between its taps: a dilated convolution is a plain one with it."""
     o, c, kh, kw = weight.shape
     out = np.zeros((o, c, dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1))
-    out[:, :, ::dilation[0], ::dilation[1]] = weight
+    out[:, :, :: dilation[0], :: dilation[1]] = weight
     return out
 
 
@@ -147,25 +169,40 @@ def scipy_conv_backward(grad, x, weight, stride, padding, dilation):
     kernel = dilate(weight, dilation)
     n, c_out, ho, wo = grad.shape
     spread = np.zeros((n, c_out, (ho - 1) * stride[0] + 1, (wo - 1) * stride[1] + 1))
-    spread[:, :, ::stride[0], ::stride[1]] = grad
+    spread[:, :, :: stride[0], :: stride[1]] = grad
     rows, cols = spread.shape[2] + kernel.shape[2] - 1, spread.shape[3] + kernel.shape[3] - 1
-    dkernel = np.array([[sum(correlate2d(xp[i, c, :rows, :cols], spread[i, o], mode="valid")
-                             for i in range(n))
-                         for c in range(x.shape[1])] for o in range(c_out)])
+    dkernel = np.array(
+        [
+            [
+                sum(correlate2d(xp[i, c, :rows, :cols], spread[i, o], mode="valid") for i in range(n))
+                for c in range(x.shape[1])
+            ]
+            for o in range(c_out)
+        ]
+    )
     dxp = np.zeros(xp.shape)
-    dxp[:, :, :rows, :cols] = [[sum(convolve2d(spread[i, o], kernel[o, c]) for o in range(c_out))
-                                for c in range(x.shape[1])] for i in range(n)]
-    dx = dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
-    return dx, dkernel[:, :, ::dilation[0], ::dilation[1]], grad.sum(axis=(0, 2, 3))
+    dxp[:, :, :rows, :cols] = [
+        [sum(convolve2d(spread[i, o], kernel[o, c]) for o in range(c_out)) for c in range(x.shape[1])]
+        for i in range(n)
+    ]
+    dx = dxp[:, :, top : top + x.shape[2], left : left + x.shape[3]]
+    return dx, dkernel[:, :, :: dilation[0], :: dilation[1]], grad.sum(axis=(0, 2, 3))
 
 
 readable_cases = st.tuples(
-    st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),     # N, C_in, C_out
-    st.integers(1, 3), st.integers(1, 3),                        # kh, kw
-    st.integers(1, 3), st.integers(1, 3),                        # stride
-    st.integers(1, 2), st.integers(1, 2),                        # dilation
-    st.tuples(*[st.integers(0, 2)] * 4),                         # padding top, bottom, left, right
-    st.integers(0, 5), st.integers(0, 5), st.integers(0, 2**31)  # extra H, W, seed
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),  # N, C_in, C_out
+    st.integers(1, 3),
+    st.integers(1, 3),  # kh, kw
+    st.integers(1, 3),
+    st.integers(1, 3),  # stride
+    st.integers(1, 2),
+    st.integers(1, 2),  # dilation
+    st.tuples(*[st.integers(0, 2)] * 4),  # padding top, bottom, left, right
+    st.integers(0, 5),
+    st.integers(0, 5),
+    st.integers(0, 2**31),  # extra H, W, seed
 )
 
 
@@ -198,12 +235,14 @@ def test_readable_conv2d_and_its_gradients_match_scipy(case):
 @given(readable_cases, st.booleans(), st.booleans())
 def test_both_conv2d_algorithms_give_the_same_outputs_and_gradients(case, use_bias, same):
     x, _, _, args, rng = readable_case_arrays(case)
-    if same:   # "same" padding is defined at stride 1 only
+    if same:  # "same" padding is defined at stride 1 only
         args = dict(args, stride=(1, 1), padding="same")
     c_in, c_out, kernel = x.shape[1], case[2], case[3:5]
     seed = int(rng.integers(2**31))
-    fast, readable = (Conv2D(c_in, c_out, kernel, bias=use_bias, dtype=np.float64, rng=seed,
-                             algorithm=algorithm, **args) for algorithm in ("fast", "im2col"))
+    fast, readable = (
+        Conv2D(c_in, c_out, kernel, bias=use_bias, dtype=np.float64, rng=seed, algorithm=algorithm, **args)
+        for algorithm in ("fast", "im2col")
+    )
     out = fast.forward(x)
     np.testing.assert_allclose(readable.forward(x), out, rtol=1e-12, atol=1e-12)
     grad = rng.standard_normal(out.shape)
@@ -238,10 +277,17 @@ def test_im2col_entries_follow_the_documented_index_formula(case):
         assert cols[n, row, column] == xp[n, c, ho_ * sh + i * dh, wo_ * sw + j * dw]
 
 
-@pytest.mark.parametrize("padding, explicit", [
-    (1, ((1, 1), (1, 1))), ((1, 2), ((1, 1), (2, 2))), ("valid", ((0, 0), (0, 0))),
-    ("same", ((1, 2), (0, 1))), (((0, 2), (1, 0)), ((0, 2), (1, 0))), ([[0, 2], [1, 0]], ((0, 2), (1, 0))),
-])
+@pytest.mark.parametrize(
+    "padding, explicit",
+    [
+        (1, ((1, 1), (1, 1))),
+        ((1, 2), ((1, 1), (2, 2))),
+        ("valid", ((0, 0), (0, 0))),
+        ("same", ((1, 2), (0, 1))),
+        (((0, 2), (1, 0)), ((0, 2), (1, 0))),
+        ([[0, 2], [1, 0]], ((0, 2), (1, 0))),
+    ],
+)
 def test_every_padding_form_means_its_explicit_amounts(padding, explicit):
     assert F.conv_padding(padding, (4, 2)) == explicit
     x = np.random.default_rng(0).standard_normal((1, 2, 5, 6))
@@ -261,20 +307,39 @@ def test_im2col_and_col2im_are_adjoint(padding):
     assert np.isclose(np.vdot(cols, c), np.vdot(x, back), rtol=1e-12)
 
 
-@pytest.mark.parametrize("call, error, pattern", [
-    (lambda x, w: F.im2col(x, 3, padding="full"), ValueError, r"padding must be .*'same'.*got 'full'"),
-    (lambda x, w: F.im2col(x, 7), ValueError, r"input \(2, 3, 5, 6\) .* smaller than the kernel's reach 7x7"),
-    (lambda x, w: F.im2col(x, 3, stride=2, padding="same"), ValueError, r"'same' needs stride 1"),
-    (lambda x, w: F.im2col(x, 3, stride=0), ValueError, r"stride must be >= 1"),
-    (lambda x, w: F.conv2d(x, w[:, :2]), ValueError,
-     r"conv2d: expected weight of shape \(C_out, 3, kh, kw\)"),
-    (lambda x, w: F.conv2d(x[0], w), ValueError,
-     r"conv2d: expected x of shape \(N, C_in, H, W\), got \(3, 5, 6\)"),
-    (lambda x, w: F.conv2d_backward(np.zeros((2, 4, 3, 3)), x, w), ValueError,
-     r"conv2d_backward: expected grad_out of shape \(2, 4, 3, 4\), got \(2, 4, 3, 3\)"),
-    (lambda x, w: F.col2im(np.zeros((2, 27, 5)), x.shape, 3), ValueError,
-     r"col2im: expected cols of shape \(2, 27, 12\), got \(2, 27, 5\)"),
-])
+@pytest.mark.parametrize(
+    "call, error, pattern",
+    [
+        (lambda x, w: F.im2col(x, 3, padding="full"), ValueError, r"padding must be .*'same'.*got 'full'"),
+        (
+            lambda x, w: F.im2col(x, 7),
+            ValueError,
+            r"input \(2, 3, 5, 6\) .* smaller than the kernel's reach 7x7",
+        ),
+        (lambda x, w: F.im2col(x, 3, stride=2, padding="same"), ValueError, r"'same' needs stride 1"),
+        (lambda x, w: F.im2col(x, 3, stride=0), ValueError, r"stride must be >= 1"),
+        (
+            lambda x, w: F.conv2d(x, w[:, :2]),
+            ValueError,
+            r"conv2d: expected weight of shape \(C_out, 3, kh, kw\)",
+        ),
+        (
+            lambda x, w: F.conv2d(x[0], w),
+            ValueError,
+            r"conv2d: expected x of shape \(N, C_in, H, W\), got \(3, 5, 6\)",
+        ),
+        (
+            lambda x, w: F.conv2d_backward(np.zeros((2, 4, 3, 3)), x, w),
+            ValueError,
+            r"conv2d_backward: expected grad_out of shape \(2, 4, 3, 4\), got \(2, 4, 3, 3\)",
+        ),
+        (
+            lambda x, w: F.col2im(np.zeros((2, 27, 5)), x.shape, 3),
+            ValueError,
+            r"col2im: expected cols of shape \(2, 27, 12\), got \(2, 27, 5\)",
+        ),
+    ],
+)
 def test_readable_conv_functions_explain_bad_arguments(call, error, pattern):
     x, w = np.zeros((2, 3, 5, 6)), np.zeros((4, 3, 3, 3))
     with pytest.raises(error, match=pattern):

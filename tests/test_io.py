@@ -20,8 +20,11 @@ def _npz_with_header(path, shape, dtype="<f4", payload=b"", compress=zipfile.ZIP
 
 
 def test_round_trip_keeps_values_dtypes_and_fortran_order(tmp_path):
-    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.asfortranarray(np.eye(3)),
-              "c": np.array("text")}
+    arrays = {
+        "a": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "b": np.asfortranarray(np.eye(3)),
+        "c": np.array("text"),
+    }
     mio.save_npz_atomic(tmp_path / "x.npz", arrays)
     back = mio.load_npz(tmp_path / "x.npz")
     for key, value in arrays.items():
@@ -58,7 +61,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "model.npz"
     mio.save_npz_atomic(target, {"a": np.ones(3)})
     with pytest.raises(ValueError):
-        mio.save_npz_atomic(target, {"a": np.array([None, 1], dtype=object)})   # refused: it would pickle
+        mio.save_npz_atomic(target, {"a": np.array([None, 1], dtype=object)})  # refused: it would pickle
     np.testing.assert_array_equal(mio.load_npz(target)["a"], np.ones(3))
     assert os.listdir(tmp_path) == ["model.npz"]
 
@@ -72,17 +75,22 @@ def test_a_huge_declared_shape_is_refused_before_allocating(tmp_path):
 
 def test_a_member_that_inflates_past_the_budget_is_refused(tmp_path):
     path = tmp_path / "bomb.npz"
-    _npz_with_header(path, (4 * 2**20,), dtype="|u1", payload=b"\0" * (4 * 2**20), compress=zipfile.ZIP_DEFLATED)
+    _npz_with_header(
+        path, (4 * 2**20,), dtype="|u1", payload=b"\0" * (4 * 2**20), compress=zipfile.ZIP_DEFLATED
+    )
     assert path.stat().st_size < 2**16
     with pytest.raises(mio.FileFormatError, match="above the memory budget"):
         mio.load_npz(path, budget=2**20)
 
 
-@pytest.mark.parametrize("content, message", [
-    (os.urandom(256), "not a zip archive"),
-    (b"\x80\x04\x95" + os.urandom(64), "pickled object"),
-    (b"", "not a zip archive"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (os.urandom(256), "not a zip archive"),
+        (b"\x80\x04\x95" + os.urandom(64), "pickled object"),
+        (b"", "not a zip archive"),
+    ],
+)
 def test_foreign_bytes_get_a_message_that_says_what_they_are(tmp_path, content, message):
     path = tmp_path / "x.npz"
     path.write_bytes(content)

@@ -35,14 +35,26 @@ def away_from_kinks(x, width=1e-3):
 
 # --- gradient checks --------------------------------------------------------------------------------
 
+
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
-       st.integers(1, 3), st.integers(0, 2), st.integers(1, 2), st.integers(0, 3), seeds)
+@given(
+    st.integers(1, 2),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 2),
+    st.integers(1, 2),
+    st.integers(0, 3),
+    seeds,
+)
 def test_conv2d_gradients(n, c_in, c_out, kh, kw, stride, pad, dilation, extra, seed):
     rng = np.random.default_rng(seed)
     size = dilation * (kh - 1) + 1 + extra, dilation * (kw - 1) + 1 + extra
-    layer = Conv2D(c_in, c_out, (kh, kw), stride=stride, padding=pad, dilation=dilation, dtype=np.float64,
-                   rng=seed)
+    layer = Conv2D(
+        c_in, c_out, (kh, kw), stride=stride, padding=pad, dilation=dilation, dtype=np.float64, rng=seed
+    )
     layer.bias.data[:] = rng.standard_normal(c_out)
     report = check_layer(layer, rng.standard_normal((n, c_in) + size), seed=seed)
     assert report.worst < TOL, report
@@ -59,9 +71,14 @@ def test_conv2d_same_padding_gradients(kh, kw, dilation, extra, seed):
     assert report.worst < TOL, report
 
 
-@pytest.mark.parametrize("kwargs", [{"kernel_size": 3, "padding": 1},
-                                    {"kernel_size": (2, 3), "stride": (2, 1)},
-                                    {"kernel_size": 2, "padding": ((0, 1), (2, 0)), "dilation": 2}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kernel_size": 3, "padding": 1},
+        {"kernel_size": (2, 3), "stride": (2, 1)},
+        {"kernel_size": 2, "padding": ((0, 1), (2, 0)), "dilation": 2},
+    ],
+)
 def test_conv2d_im2col_algorithm_gradients(kwargs):
     layer = Conv2D(2, 3, dtype=np.float64, rng=0, algorithm="im2col", **kwargs)
     x = np.random.default_rng(1).standard_normal((2, 2, 6, 7))
@@ -79,8 +96,11 @@ def test_dense_gradients(n, fan_in, fan_out, seed):
     assert report.worst < TOL, report
 
 
-@pytest.mark.parametrize("make", [ReLU, lambda: LeakyReLU(0.1), Tanh, Sigmoid, Flatten, GlobalAvgPool2D],
-                         ids=["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Flatten", "GlobalAvgPool2D"])
+@pytest.mark.parametrize(
+    "make",
+    [ReLU, lambda: LeakyReLU(0.1), Tanh, Sigmoid, Flatten, GlobalAvgPool2D],
+    ids=["ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Flatten", "GlobalAvgPool2D"],
+)
 @settings(max_examples=8, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), seeds)
 def test_parameterless_layer_gradients(make, n, c, h, w, seed):
@@ -140,9 +160,19 @@ def test_gradcheck_catches_a_wrong_gradient():
 
 # --- shapes (property-based) --------------------------------------------------------------------------
 
+
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 12), st.integers(1, 12), st.integers(1, 5), st.integers(1, 5),
-       st.integers(1, 3), st.integers(1, 3), st.integers(0, 2), st.integers(1, 2))
+@given(
+    st.integers(1, 3),
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 2),
+    st.integers(1, 2),
+)
 def test_conv2d_output_shape_follows_the_formula(n, h, w, kh, kw, sh, sw, pad, dilation):
     layer = Conv2D(2, 3, (kh, kw), stride=(sh, sw), padding=pad, dilation=dilation, rng=0)
     ho = (h + 2 * pad - dilation * (kh - 1) - 1) // sh + 1
@@ -171,14 +201,32 @@ def test_pool_output_shape_defaults_stride_to_kernel(n, h, w, k, c):
 
 # --- dtypes ---------------------------------------------------------------------------------------------
 
+
 def test_float32_forward_matches_float64():
     rng = np.random.default_rng(0)
     x = rng.random((4, 3, 9, 9))
-    layers64 = [Conv2D(3, 8, 3, padding=1, dtype=np.float64, rng=1), BatchNorm2D(8, dtype=np.float64), ReLU(),
-                MaxPool2D(2), Conv2D(8, 4, 2, stride=2, dtype=np.float64, rng=2), Tanh(), Flatten(),
-                Dense(16, 5, dtype=np.float64, rng=3), Sigmoid()]
-    layers32 = [Conv2D(3, 8, 3, padding=1, rng=1), BatchNorm2D(8), ReLU(), MaxPool2D(2),
-                Conv2D(8, 4, 2, stride=2, rng=2), Tanh(), Flatten(), Dense(16, 5, rng=3), Sigmoid()]
+    layers64 = [
+        Conv2D(3, 8, 3, padding=1, dtype=np.float64, rng=1),
+        BatchNorm2D(8, dtype=np.float64),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(8, 4, 2, stride=2, dtype=np.float64, rng=2),
+        Tanh(),
+        Flatten(),
+        Dense(16, 5, dtype=np.float64, rng=3),
+        Sigmoid(),
+    ]
+    layers32 = [
+        Conv2D(3, 8, 3, padding=1, rng=1),
+        BatchNorm2D(8),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(8, 4, 2, stride=2, rng=2),
+        Tanh(),
+        Flatten(),
+        Dense(16, 5, rng=3),
+        Sigmoid(),
+    ]
     a, b = x, x.astype(np.float32)
     for l64, l32 in zip(layers64, layers32, strict=True):
         a, b = l64.forward(a), l32.forward(b)
@@ -194,6 +242,7 @@ def test_float32_layer_casts_float64_input_and_returns_float32():
 
 
 # --- initialization and randomness ----------------------------------------------------------------------
+
 
 def test_same_seed_gives_bit_identical_weights_and_different_seeds_differ():
     a, b, c = Conv2D(3, 8, 3, rng=42), Conv2D(3, 8, 3, rng=42), Conv2D(3, 8, 3, rng=43)
@@ -228,6 +277,7 @@ def test_unknown_init_is_rejected():
 
 
 # --- modes -------------------------------------------------------------------------------------------------
+
 
 def test_dropout_is_inverted_in_training_and_identity_in_eval():
     x = np.ones((200, 500), dtype=np.float32)
@@ -283,59 +333,96 @@ def test_backward_accumulates_into_grad():
 
 # --- bad input ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layer, x, error, pattern", [
-    (Conv2D(3, 4, 3), np.zeros((2, 1, 8, 8), np.float32), ValueError,
-     r"Conv2D\(3, 4.*expected input \(N, 3, H, W\), got \(2, 1, 8, 8\)"),
-    (Conv2D(1, 4, 3), np.zeros((8, 8), np.float32), ValueError,
-     r"Conv2D.*expected input \(N, 1, H, W\), got \(8, 8\)"),
-    (Conv2D(1, 4, 5), np.zeros((2, 1, 3, 3), np.float32), ValueError,
-     r"Conv2D.*\(2, 1, 3, 3\).*smaller than the kernel"),
-    (Conv2D(1, 4, 3, dilation=3), np.zeros((1, 1, 6, 6)), ValueError, r"Conv2D.*reach 7x7"),
-    (Conv2D(1, 4, 3), [[[[0.0] * 5] * 5]], TypeError, r"Conv2D.*expected a numpy.ndarray.*got list"),
-    (Conv2D(1, 4, 3), np.array([["a"]]), TypeError, r"Conv2D.*dtype <U1"),
-    (Dense(10, 3), np.zeros((2, 12)), ValueError,
-     r"Dense\(in_features=10.*expected input \(N, 10\), got \(2, 12\)"),
-    (Dense(16, 3), np.zeros((2, 1, 4, 4)), ValueError, r"Dense.*got \(2, 1, 4, 4\).*Flatten"),
-    (MaxPool2D(2), np.zeros((2, 3, 4)), ValueError,
-     r"MaxPool2D.*expected input \(N, C, H, W\), got \(2, 3, 4\)"),
-    (MaxPool2D(3), np.zeros((1, 1, 2, 2)), ValueError,
-     r"MaxPool2D.*\(1, 1, 2, 2\).*smaller than the pooling window"),
-    (AvgPool2D(2), "image", TypeError, r"AvgPool2D.*got str"),
-    (BatchNorm2D(4), np.zeros((2, 3, 4, 4)), ValueError,
-     r"BatchNorm2D.*expected input \(N, 4, H, W\), got \(2, 3, 4, 4\)"),
-    (GlobalAvgPool2D(), np.zeros((2, 3)), ValueError, r"GlobalAvgPool2D.*got \(2, 3\)"),
-    (Flatten(), np.zeros(3), ValueError, r"Flatten.*got \(3,\)"),
-    (ReLU(), None, TypeError, r"ReLU.*got NoneType"),
-])
+
+@pytest.mark.parametrize(
+    "layer, x, error, pattern",
+    [
+        (
+            Conv2D(3, 4, 3),
+            np.zeros((2, 1, 8, 8), np.float32),
+            ValueError,
+            r"Conv2D\(3, 4.*expected input \(N, 3, H, W\), got \(2, 1, 8, 8\)",
+        ),
+        (
+            Conv2D(1, 4, 3),
+            np.zeros((8, 8), np.float32),
+            ValueError,
+            r"Conv2D.*expected input \(N, 1, H, W\), got \(8, 8\)",
+        ),
+        (
+            Conv2D(1, 4, 5),
+            np.zeros((2, 1, 3, 3), np.float32),
+            ValueError,
+            r"Conv2D.*\(2, 1, 3, 3\).*smaller than the kernel",
+        ),
+        (Conv2D(1, 4, 3, dilation=3), np.zeros((1, 1, 6, 6)), ValueError, r"Conv2D.*reach 7x7"),
+        (Conv2D(1, 4, 3), [[[[0.0] * 5] * 5]], TypeError, r"Conv2D.*expected a numpy.ndarray.*got list"),
+        (Conv2D(1, 4, 3), np.array([["a"]]), TypeError, r"Conv2D.*dtype <U1"),
+        (
+            Dense(10, 3),
+            np.zeros((2, 12)),
+            ValueError,
+            r"Dense\(in_features=10.*expected input \(N, 10\), got \(2, 12\)",
+        ),
+        (Dense(16, 3), np.zeros((2, 1, 4, 4)), ValueError, r"Dense.*got \(2, 1, 4, 4\).*Flatten"),
+        (
+            MaxPool2D(2),
+            np.zeros((2, 3, 4)),
+            ValueError,
+            r"MaxPool2D.*expected input \(N, C, H, W\), got \(2, 3, 4\)",
+        ),
+        (
+            MaxPool2D(3),
+            np.zeros((1, 1, 2, 2)),
+            ValueError,
+            r"MaxPool2D.*\(1, 1, 2, 2\).*smaller than the pooling window",
+        ),
+        (AvgPool2D(2), "image", TypeError, r"AvgPool2D.*got str"),
+        (
+            BatchNorm2D(4),
+            np.zeros((2, 3, 4, 4)),
+            ValueError,
+            r"BatchNorm2D.*expected input \(N, 4, H, W\), got \(2, 3, 4, 4\)",
+        ),
+        (GlobalAvgPool2D(), np.zeros((2, 3)), ValueError, r"GlobalAvgPool2D.*got \(2, 3\)"),
+        (Flatten(), np.zeros(3), ValueError, r"Flatten.*got \(3,\)"),
+        (ReLU(), None, TypeError, r"ReLU.*got NoneType"),
+    ],
+)
 def test_bad_input_names_the_layer_and_the_shapes(layer, x, error, pattern):
     with pytest.raises(error, match=pattern):
         layer.forward(x)
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda: Conv2D(0, 4, 3), r"Conv2D.*in_channels must be a positive int"),
-    (lambda: Conv2D(1, 4, 0), r"Conv2D.*kernel_size must be >= 1"),
-    (lambda: Conv2D(1, 4, 3, stride=2, padding="same"), r"Conv2D.*'same' needs stride 1"),
-    (lambda: Conv2D(1, 4, 3, padding="full"), r"Conv2D.*padding must be"),
-    (lambda: Conv2D(1, 4, (3, 3, 3)), r"Conv2D.*kernel_size must be an int or a pair"),
-    (lambda: Dense(4, -1), r"Dense.*out_features must be a positive int"),
-    (lambda: MaxPool2D(2, padding=2), r"MaxPool2D.*padding must be at most half"),
-    (lambda: Dropout(1.0), r"Dropout: p must be a finite number in \[0, 1\), got 1.0"),
-    (lambda: Dropout("0.5"), r"Dropout: p must be a number, got '0.5'"),
-    (lambda: Conv2D(1, 1, 3, bias="no"), r"Conv2D.*bias must be True or False, got 'no'"),
-    (lambda: Dense(2, 2, bias=1), r"Dense.*bias must be True or False, got 1"),
-    (lambda: LeakyReLU(float("nan")), r"LeakyReLU: negative_slope must be a finite number"),
-    (lambda: LeakyReLU(float("inf")), r"LeakyReLU: negative_slope must be a finite number"),
-    (lambda: BatchNorm2D(4, eps=0.0), r"BatchNorm2D: eps must be a finite number in \(0, inf\), got 0.0"),
-    (lambda: BatchNorm2D(4, eps=-1e-5), r"BatchNorm2D: eps must be a finite number in \(0, inf\)"),
-    (lambda: BatchNorm2D(4, momentum=1.5), r"BatchNorm2D: momentum must be a finite number in \[0, 1\]"),
-    (lambda: BatchNorm2D(4, momentum=float("nan")), r"BatchNorm2D: momentum must be a finite number"),
-    (lambda: Conv2D(1, 3, 3, init="kaiming"), r"Conv2D.*init must be one of"),
-    (lambda: Conv2D(1, 1, 3, dtype=np.int32), r"dtype must be float32 or float64"),
-    (lambda: Conv2D(1, 1, 3, algorithm="slow"),
-     r"Conv2D.*algorithm must be one of \('fast', 'im2col'\), got 'slow'"),
-    (lambda: Conv2D(1, 1, 3, padding=((1, 1), (1, -1))), r"Conv2D.*padding \(left, right\) must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (lambda: Conv2D(0, 4, 3), r"Conv2D.*in_channels must be a positive int"),
+        (lambda: Conv2D(1, 4, 0), r"Conv2D.*kernel_size must be >= 1"),
+        (lambda: Conv2D(1, 4, 3, stride=2, padding="same"), r"Conv2D.*'same' needs stride 1"),
+        (lambda: Conv2D(1, 4, 3, padding="full"), r"Conv2D.*padding must be"),
+        (lambda: Conv2D(1, 4, (3, 3, 3)), r"Conv2D.*kernel_size must be an int or a pair"),
+        (lambda: Dense(4, -1), r"Dense.*out_features must be a positive int"),
+        (lambda: MaxPool2D(2, padding=2), r"MaxPool2D.*padding must be at most half"),
+        (lambda: Dropout(1.0), r"Dropout: p must be a finite number in \[0, 1\), got 1.0"),
+        (lambda: Dropout("0.5"), r"Dropout: p must be a number, got '0.5'"),
+        (lambda: Conv2D(1, 1, 3, bias="no"), r"Conv2D.*bias must be True or False, got 'no'"),
+        (lambda: Dense(2, 2, bias=1), r"Dense.*bias must be True or False, got 1"),
+        (lambda: LeakyReLU(float("nan")), r"LeakyReLU: negative_slope must be a finite number"),
+        (lambda: LeakyReLU(float("inf")), r"LeakyReLU: negative_slope must be a finite number"),
+        (lambda: BatchNorm2D(4, eps=0.0), r"BatchNorm2D: eps must be a finite number in \(0, inf\), got 0.0"),
+        (lambda: BatchNorm2D(4, eps=-1e-5), r"BatchNorm2D: eps must be a finite number in \(0, inf\)"),
+        (lambda: BatchNorm2D(4, momentum=1.5), r"BatchNorm2D: momentum must be a finite number in \[0, 1\]"),
+        (lambda: BatchNorm2D(4, momentum=float("nan")), r"BatchNorm2D: momentum must be a finite number"),
+        (lambda: Conv2D(1, 3, 3, init="kaiming"), r"Conv2D.*init must be one of"),
+        (lambda: Conv2D(1, 1, 3, dtype=np.int32), r"dtype must be float32 or float64"),
+        (
+            lambda: Conv2D(1, 1, 3, algorithm="slow"),
+            r"Conv2D.*algorithm must be one of \('fast', 'im2col'\), got 'slow'",
+        ),
+        (lambda: Conv2D(1, 1, 3, padding=((1, 1), (1, -1))), r"Conv2D.*padding \(left, right\) must be >= 0"),
+    ],
+)
 def test_bad_constructor_arguments_are_explained(make, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
         make()
@@ -373,11 +460,11 @@ def test_backward_with_a_wrong_gradient_shape_names_the_layer_and_both_shapes(na
     with pytest.raises(ValueError, match=re.escape(message)):
         layer.backward(np.zeros(wrong, dtype=np.float32))
     with pytest.raises(ValueError, match=re.escape(f"got {out.shape[1:]}")):
-        layer.backward(np.zeros(out.shape[1:], dtype=np.float32))   # the batch axis forgotten
+        layer.backward(np.zeros(out.shape[1:], dtype=np.float32))  # the batch axis forgotten
     not_an_array = f"{layer!r}.backward: expected grad_out as a numpy.ndarray"
     with pytest.raises(TypeError, match=re.escape(not_an_array)):
         layer.backward(out.tolist())
-    assert layer.backward(np.ones_like(out)).shape == x_shape   # the right shape still works
+    assert layer.backward(np.ones_like(out)).shape == x_shape  # the right shape still works
 
 
 def test_conv2d_wrong_gradient_message_reads_as_documented():
@@ -385,8 +472,9 @@ def test_conv2d_wrong_gradient_message_reads_as_documented():
     layer.forward(np.zeros((4, 1, 8, 8), dtype=np.float32))
     with pytest.raises(ValueError) as info:
         layer.backward(np.zeros((4, 8, 2, 8), dtype=np.float32))
-    assert str(info.value) == ("Conv2D(1, 4, kernel_size=(3, 3)).backward: expected grad_out of shape "
-                               "(4, 4, 6, 6), got (4, 8, 2, 8)")
+    assert str(info.value) == (
+        "Conv2D(1, 4, kernel_size=(3, 3)).backward: expected grad_out of shape (4, 4, 6, 6), got (4, 8, 2, 8)"
+    )
 
 
 def test_backward_before_forward_is_explained():

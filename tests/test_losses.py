@@ -49,13 +49,16 @@ def test_cross_entropy_returns_a_python_float():
     assert type(SoftmaxCrossEntropy().forward(np.zeros((2, 3)), np.array([0, 2]))) is float
 
 
-@pytest.mark.parametrize("logits, labels, pattern", [
-    (np.zeros((2, 3)), np.array([0, 3]), r"labels must be in \[0, 3\)"),
-    (np.zeros((2, 3)), np.array([0.0, 1.0]), r"integer labels of shape \(2,\)"),
-    (np.zeros((2, 3)), np.array([0, 1, 2]), r"shape \(2,\).*shape \(3,\)"),
-    (np.zeros((2, 3, 1)), np.array([0, 1]), r"expected logits \(N, K\)"),
-    ([[0.0, 1.0]], np.array([0]), r"float ndarray"),
-])
+@pytest.mark.parametrize(
+    "logits, labels, pattern",
+    [
+        (np.zeros((2, 3)), np.array([0, 3]), r"labels must be in \[0, 3\)"),
+        (np.zeros((2, 3)), np.array([0.0, 1.0]), r"integer labels of shape \(2,\)"),
+        (np.zeros((2, 3)), np.array([0, 1, 2]), r"shape \(2,\).*shape \(3,\)"),
+        (np.zeros((2, 3, 1)), np.array([0, 1]), r"expected logits \(N, K\)"),
+        ([[0.0, 1.0]], np.array([0]), r"float ndarray"),
+    ],
+)
 def test_cross_entropy_bad_input(logits, labels, pattern):
     with pytest.raises((ValueError, TypeError), match="SoftmaxCrossEntropy.*" + pattern):
         SoftmaxCrossEntropy().forward(logits, labels)

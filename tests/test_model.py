@@ -29,9 +29,16 @@ from minicnn.nn.optim import Adam
 def small_cnn(dtype=np.float32, seed=0):
     rng = np.random.default_rng(seed)
     return Sequential(
-        Conv2D(1, 8, 3, padding=1, dtype=dtype, rng=rng), BatchNorm2D(8, dtype=dtype), ReLU(), MaxPool2D(2),
-        Conv2D(8, 16, 3, padding="same", dtype=dtype, rng=rng), ReLU(), MaxPool2D(2),
-        Flatten(), Dropout(0.2, rng=rng), Dense(64, 10, dtype=dtype, rng=rng),
+        Conv2D(1, 8, 3, padding=1, dtype=dtype, rng=rng),
+        BatchNorm2D(8, dtype=dtype),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(8, 16, 3, padding="same", dtype=dtype, rng=rng),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dropout(0.2, rng=rng),
+        Dense(64, 10, dtype=dtype, rng=rng),
     )
 
 
@@ -42,9 +49,14 @@ def digits():
 
 
 def test_whole_model_gradient_check():
-    model = Sequential(Conv2D(2, 3, 3, stride=2, padding=1, dtype=np.float64, rng=0), Tanh(),
-                       Conv2D(3, 4, 2, dtype=np.float64, rng=1), LeakyReLU(0.1), GlobalAvgPool2D(),
-                       Dense(4, 3, dtype=np.float64, rng=2))
+    model = Sequential(
+        Conv2D(2, 3, 3, stride=2, padding=1, dtype=np.float64, rng=0),
+        Tanh(),
+        Conv2D(3, 4, 2, dtype=np.float64, rng=1),
+        LeakyReLU(0.1),
+        GlobalAvgPool2D(),
+        Dense(4, 3, dtype=np.float64, rng=2),
+    )
     x = np.random.default_rng(0).standard_normal((2, 2, 7, 7))
     report = check_layer(model, x)
     assert report.worst < 1e-6, report
@@ -152,33 +164,42 @@ def test_save_load_round_trip_is_exact(tmp_path, digits):
     assert not list(tmp_path.glob(".tmp-*"))  # the temporary file was renamed away
 
 
-@pytest.mark.parametrize("name, written", [("model", "model.npz"), ("model.npz", "model.npz"),
-                                           ("run.best", "run.best.npz")])
+@pytest.mark.parametrize(
+    "name, written", [("model", "model.npz"), ("model.npz", "model.npz"), ("run.best", "run.best.npz")]
+)
 def test_save_adds_npz_like_numpy_and_returns_the_path_written(tmp_path, name, written):
     model = small_cnn()
     path = model.save(tmp_path / name)
     assert path == tmp_path / written and isinstance(path, Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [written]
     assert np.array_equal(Sequential.load(path).state_dict()["0.weight"], model.state_dict()["0.weight"])
-    assert model.save(str(tmp_path / name)) == path   # a str path too
+    assert model.save(str(tmp_path / name)) == path  # a str path too
 
 
 def test_load_on_an_instance_raises_and_says_what_to_use(tmp_path):
     model, other = small_cnn(seed=0), small_cnn(seed=1)
     path = other.save(tmp_path / "other")
     before = model.state_dict()["0.weight"].copy()
-    with pytest.raises(TypeError, match=r"Sequential.load\(\) builds a new model.*"
-                                        r"model = Sequential.load\(path\).*model.load_state_dict"):
+    with pytest.raises(
+        TypeError,
+        match=r"Sequential.load\(\) builds a new model.*"
+        r"model = Sequential.load\(path\).*model.load_state_dict",
+    ):
         model.load(path)
-    assert np.array_equal(model.state_dict()["0.weight"], before)   # unchanged, and not silently
-    model.load_state_dict(Sequential.load(path).state_dict())    # the in-place way the message names
+    assert np.array_equal(model.state_dict()["0.weight"], before)  # unchanged, and not silently
+    model.load_state_dict(Sequential.load(path).state_dict())  # the in-place way the message names
     assert np.array_equal(model.state_dict()["0.weight"], other.state_dict()["0.weight"])
     assert "Rebuild a model saved by" in Sequential.load.__doc__
 
 
 def test_saved_model_keeps_each_convolution_algorithm(tmp_path, digits):
-    model = Sequential(Conv2D(1, 4, 3, padding=((0, 1), (1, 0)), rng=0, algorithm="im2col"), ReLU(),
-                       Conv2D(4, 2, 3, rng=1), Flatten(), Dense(2 * 5 * 5, 10, rng=2))
+    model = Sequential(
+        Conv2D(1, 4, 3, padding=((0, 1), (1, 0)), rng=0, algorithm="im2col"),
+        ReLU(),
+        Conv2D(4, 2, 3, rng=1),
+        Flatten(),
+        Dense(2 * 5 * 5, 10, rng=2),
+    )
     loaded = Sequential.load(model.save(tmp_path / "model"))
     assert [conv.algorithm for _, conv in loaded.find_layers(Conv2D)] == ["im2col", "fast"]
     assert loaded.layers[0].padding == ((0, 1), (1, 0))
@@ -199,8 +220,12 @@ def test_backward_with_a_wrong_gradient_shape_names_the_model_and_both_shapes(di
     if nested:
         model = Sequential(Sequential(*model.layers[:4]), Sequential(*model.layers[4:]))
     model.forward(digits[0][:3])
-    with pytest.raises(ValueError, match=re.escape(f"Sequential(<{len(model)} layers>).backward: expected "
-                                                   "grad_out of shape (3, 10), got (3, 9)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"Sequential(<{len(model)} layers>).backward: expected grad_out of shape (3, 10), got (3, 9)"
+        ),
+    ):
         model.backward(np.zeros((3, 9), dtype=np.float32))
     assert model.backward(np.ones((3, 10), dtype=np.float32)).shape == (3, 1, 8, 8)
 
@@ -252,9 +277,16 @@ def test_load_state_dict_reports_missing_and_mismatched_keys():
 
 def test_a_small_cnn_fits_a_fixed_batch_of_digits(digits):
     X, y = digits
-    model = Sequential(Conv2D(1, 16, 3, padding=1, rng=0), ReLU(), MaxPool2D(2),
-                       Conv2D(16, 32, 3, padding=1, rng=1), ReLU(), MaxPool2D(2), Flatten(),
-                       Dense(128, 10, rng=2))
+    model = Sequential(
+        Conv2D(1, 16, 3, padding=1, rng=0),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(16, 32, 3, padding=1, rng=1),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(128, 10, rng=2),
+    )
     opt, loss_fn = Adam(model.parameters(), lr=3e-3), SoftmaxCrossEntropy()
     losses = []
     for _ in range(300):
@@ -273,7 +305,7 @@ def test_same_seed_trains_to_bit_identical_weights(digits):
         model = small_cnn(seed=seed)
         opt, loss_fn = Adam(model.parameters()), SoftmaxCrossEntropy()
         for i in range(0, 256, 32):
-            loss_fn.forward(model.forward(X[i:i + 32]), y[i:i + 32])
+            loss_fn.forward(model.forward(X[i : i + 32]), y[i : i + 32])
             opt.zero_grad()
             model.backward(loss_fn.backward())
             opt.step()
@@ -289,6 +321,7 @@ def _resave_with(tmp_path, mutate):
     import json
 
     from minicnn.io import load_npz, save_npz_atomic
+
     path = tmp_path / "m.npz"
     small_cnn().save(path)
     arrays = load_npz(path)
@@ -299,21 +332,28 @@ def _resave_with(tmp_path, mutate):
     return path
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda meta, arrays: "[1, 2, 3]", "JSON list, expected an object"),
-    (lambda meta, arrays: meta.update(frozen=5), "'frozen' must be a list"),
-    (lambda meta, arrays: meta.update(layers=[]), "non-empty list"),
-    (lambda meta, arrays: meta.update(layers={"type": "Conv2D"}), "non-empty list"),
-    (lambda meta, arrays: "[" * 200_000 + "]" * 200_000, "nested too deeply|JSON list"),
-    (lambda meta, arrays: meta["layers"][0].update(out_channels=2**40), "memory budget|expected shape"),
-    (lambda meta, arrays: meta["layers"][0].update(colour="red"), "unexpected keyword"),
-    (lambda meta, arrays: arrays.update({"0.weight": arrays["0.weight"].astype(np.complex64)}), "complex64"),
-    (lambda meta, arrays: arrays["0.weight"].__setitem__((0, 0, 0, 0), np.nan), "NaN or infinite"),
-    (lambda meta, arrays: arrays.pop("0.bias"), "missing keys \\['0.bias'\\]"),
-    (lambda meta, arrays: arrays.update(extra=np.zeros(2, np.float32)), "unexpected keys \\['extra'\\]"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda meta, arrays: "[1, 2, 3]", "JSON list, expected an object"),
+        (lambda meta, arrays: meta.update(frozen=5), "'frozen' must be a list"),
+        (lambda meta, arrays: meta.update(layers=[]), "non-empty list"),
+        (lambda meta, arrays: meta.update(layers={"type": "Conv2D"}), "non-empty list"),
+        (lambda meta, arrays: "[" * 200_000 + "]" * 200_000, "nested too deeply|JSON list"),
+        (lambda meta, arrays: meta["layers"][0].update(out_channels=2**40), "memory budget|expected shape"),
+        (lambda meta, arrays: meta["layers"][0].update(colour="red"), "unexpected keyword"),
+        (
+            lambda meta, arrays: arrays.update({"0.weight": arrays["0.weight"].astype(np.complex64)}),
+            "complex64",
+        ),
+        (lambda meta, arrays: arrays["0.weight"].__setitem__((0, 0, 0, 0), np.nan), "NaN or infinite"),
+        (lambda meta, arrays: arrays.pop("0.bias"), "missing keys \\['0.bias'\\]"),
+        (lambda meta, arrays: arrays.update(extra=np.zeros(2, np.float32)), "unexpected keys \\['extra'\\]"),
+    ],
+)
 def test_malformed_model_files_raise_one_error_type_naming_the_file(tmp_path, mutate, message):
     from minicnn.io import FileFormatError
+
     path = _resave_with(tmp_path, mutate)
     with pytest.raises(FileFormatError, match=message) as info:
         Sequential.load(path)

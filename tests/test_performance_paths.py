@@ -10,15 +10,16 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minicnn.nn import _lowering
 from minicnn.nn import functional as F
 from minicnn.nn.gradcheck import check_layer
 from minicnn.nn.layers import Conv2D, MaxPool2D, ReLU
 
-
 # --- the plain path: the readable im2col functions of minicnn.nn.functional ----------------------
+
 
 def plain_conv(x, weight, bias, stride, padding, dilation):
     return F.conv2d(x, weight, bias, stride, padding, dilation)
@@ -38,8 +39,12 @@ def naive_conv(x, weight, bias, stride, padding, dilation):
     out = np.zeros((n, c_out, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            patch = xp[:, :, i * stride[0]:i * stride[0] + dilation[0] * (kh - 1) + 1:dilation[0],
-                       j * stride[1]:j * stride[1] + dilation[1] * (kw - 1) + 1:dilation[1]]
+            patch = xp[
+                :,
+                :,
+                i * stride[0] : i * stride[0] + dilation[0] * (kh - 1) + 1 : dilation[0],
+                j * stride[1] : j * stride[1] + dilation[1] * (kw - 1) + 1 : dilation[1],
+            ]
             out[:, :, i, j] = np.einsum("nchw,ochw->no", patch, weight)
     return out if bias is None else out + bias[:, None, None]
 
@@ -57,8 +62,8 @@ CASES = [
     (3, 2, 4, 9, 8, (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),
     (2, 3, 2, 10, 11, (3, 2), (3, 2), ((0, 0), (2, 2)), (1, 2)),
     (2, 4, 3, 5, 5, (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1)),
-    (2, 2, 3, 4, 5, (3, 3), (1, 1), ((1, 0), (2, 1)), (1, 1)),   # samples share padding columns
-    (2, 2, 3, 4, 3, (1, 1), (1, 1), ((1, 1), (1, 1)), (1, 1)),   # padding wider than the kernel
+    (2, 2, 3, 4, 5, (3, 3), (1, 1), ((1, 0), (2, 1)), (1, 1)),  # samples share padding columns
+    (2, 2, 3, 4, 3, (1, 1), (1, 1), ((1, 1), (1, 1)), (1, 1)),  # padding wider than the kernel
 ]
 
 
@@ -79,10 +84,16 @@ def test_conv_forward_matches_the_plain_im2col_path_and_naive_loops(case, dtype)
     out = _lowering.conv2d(x, weight, bias, stride, padding, dilation)
     assert out.dtype == dtype and out.flags.c_contiguous
     np.testing.assert_allclose(out, plain_conv(x, weight, bias, stride, padding, dilation), **TOL[dtype])
-    np.testing.assert_allclose(out, naive_conv(x.astype(np.float64), weight.astype(np.float64), bias,
-                                               stride, padding, dilation), **TOL[dtype])
-    np.testing.assert_allclose(_lowering.conv2d(x, weight, None, stride, padding, dilation),
-                               plain_conv(x, weight, None, stride, padding, dilation), **TOL[dtype])
+    np.testing.assert_allclose(
+        out,
+        naive_conv(x.astype(np.float64), weight.astype(np.float64), bias, stride, padding, dilation),
+        **TOL[dtype],
+    )
+    np.testing.assert_allclose(
+        _lowering.conv2d(x, weight, None, stride, padding, dilation),
+        plain_conv(x, weight, None, stride, padding, dilation),
+        **TOL[dtype],
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -93,7 +104,7 @@ def test_conv_backward_matches_the_plain_im2col_path(case, dtype):
     out, cols = _lowering.conv2d(x, weight, bias, stride, padding, dilation, keep_cols=True)
     grad = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
     expected = plain_conv_backward(grad, x, weight, stride, padding, dilation)
-    for given_cols in (cols, None):   # the kept expansion, and one rebuilt by the backward pass
+    for given_cols in (cols, None):  # the kept expansion, and one rebuilt by the backward pass
         got = _lowering.conv2d_backward(grad, x, weight, stride, padding, dilation, cols=given_cols)
         for ours, theirs in zip(got, expected):
             assert ours.dtype == dtype
@@ -101,10 +112,23 @@ def test_conv_backward_matches_the_plain_im2col_path(case, dtype):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
-       st.integers(1, 2), st.integers(1, 2), st.integers(0, 2), st.integers(1, 2), st.integers(0, 5),
-       st.integers(0, 5), st.integers(0, 2**31))
-def test_conv_matches_the_plain_path_for_random_shapes(n, c_in, c_out, kh, kw, sh, sw, pad, dil, eh, ew, seed):
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 2),
+    st.integers(1, 2),
+    st.integers(0, 2),
+    st.integers(1, 2),
+    st.integers(0, 5),
+    st.integers(0, 5),
+    st.integers(0, 2**31),
+)
+def test_conv_matches_the_plain_path_for_random_shapes(
+    n, c_in, c_out, kh, kw, sh, sw, pad, dil, eh, ew, seed
+):
     rng = np.random.default_rng(seed)
     h, w = dil * (kh - 1) + 1 + eh, dil * (kw - 1) + 1 + ew
     x = rng.standard_normal((n, c_in, h, w))
@@ -114,13 +138,21 @@ def test_conv_matches_the_plain_path_for_random_shapes(n, c_in, c_out, kh, kw, s
     out = _lowering.conv2d(x, weight, bias, *args)
     np.testing.assert_allclose(out, plain_conv(x, weight, bias, *args), rtol=1e-10, atol=1e-10)
     grad = rng.standard_normal(out.shape)
-    for ours, theirs in zip(_lowering.conv2d_backward(grad, x, weight, *args), plain_conv_backward(grad, x, weight, *args)):
+    for ours, theirs in zip(
+        _lowering.conv2d_backward(grad, x, weight, *args), plain_conv_backward(grad, x, weight, *args)
+    ):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, padding=1),
-                                    dict(kernel_size=(2, 3), padding="same", dilation=2),
-                                    dict(kernel_size=3, stride=(1, 2), bias=False)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=(2, 3), padding="same", dilation=2),
+        dict(kernel_size=3, stride=(1, 2), bias=False),
+    ],
+)
 def test_conv_layer_passes_the_numerical_gradient_check_on_both_lowerings(kwargs):
     layer = Conv2D(2, 3, dtype=np.float64, rng=0, **kwargs)
     layer.bias is None or layer.bias.data.__setitem__(slice(None), [0.1, -0.2, 0.3])
@@ -135,13 +167,13 @@ def test_chunked_batches_give_the_unchunked_results(stride, dtype):
     args = (stride, ((1, 1), (1, 1)), (1, 1))
     whole, cols = _lowering.conv2d(x, weight, bias, *args, keep_cols=True)
     assert cols is not None
-    tiny = 1   # below one sample's scratch: every sample is its own chunk
+    tiny = 1  # below one sample's scratch: every sample is its own chunk
     chunked, no_cols = _lowering.conv2d(x, weight, bias, *args, workspace_bytes=tiny, keep_cols=True)
     assert no_cols is None
     np.testing.assert_allclose(chunked, whole, **TOL[dtype])
     grad = np.random.default_rng(2).standard_normal(whole.shape).astype(dtype)
     expected = _lowering.conv2d_backward(grad, x, weight, *args, cols=cols)
-    for workspace_bytes in (tiny, 3 * 2**10):   # 1 sample per chunk; a few samples per chunk
+    for workspace_bytes in (tiny, 3 * 2**10):  # 1 sample per chunk; a few samples per chunk
         got = _lowering.conv2d_backward(grad, x, weight, *args, workspace_bytes=workspace_bytes)
         for ours, theirs in zip(got, expected):
             np.testing.assert_allclose(ours, theirs, **TOL[dtype])
@@ -151,10 +183,10 @@ def test_the_workspace_limit_is_configurable_per_layer_and_globally():
     x = np.random.default_rng(0).standard_normal((6, 2, 8, 8)).astype(np.float32)
     layer = Conv2D(2, 4, 3, padding=1, rng=0)
     expected = layer.forward(x)
-    assert layer._cols is not None   # fits: kept for backward
+    assert layer._cols is not None  # fits: kept for backward
     layer.workspace_bytes = 1
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-6, atol=1e-6)
-    assert layer._cols is None       # chunked: rebuilt by backward
+    assert layer._cols is None  # chunked: rebuilt by backward
     layer.workspace_bytes = None
     saved = _lowering.get_workspace_limit()
     try:
@@ -173,11 +205,11 @@ def test_backward_twice_and_reused_workspaces_give_the_same_gradients():
     big, small = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((2, 3, 6, 6))
     out_big = layer.forward(big)
     kept = out_big.copy()
-    out_small = layer.forward(small)            # reuses the workspace of the bigger batch
-    np.testing.assert_array_equal(out_big, kept)   # outputs are never scratch
+    out_small = layer.forward(small)  # reuses the workspace of the bigger batch
+    np.testing.assert_array_equal(out_big, kept)  # outputs are never scratch
     grad = rng.standard_normal(out_small.shape)
-    first = layer.backward(grad)                # consumes the kept expansion
-    second = layer.backward(grad)               # rebuilds it
+    first = layer.backward(grad)  # consumes the kept expansion
+    second = layer.backward(grad)  # rebuilds it
     expected = plain_conv_backward(grad, small, layer.weight.data, (1, 1), ((1, 1), (1, 1)), (1, 1))
     np.testing.assert_allclose(first, expected[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(second, expected[0], rtol=1e-12, atol=1e-12)
@@ -204,22 +236,23 @@ def scratch_bytes(batch: int, workspace_bytes: int) -> int:
 
 
 def test_scratch_memory_of_a_pass_stays_within_the_workspace_limit_whatever_the_batch():
-    limit = 256 * 2**10          # a sample needs ~120 KiB of scratch: chunks of 2
-    slack = 64 * 2**10           # NumPy's ufunc iterator buffers, a fixed size
+    limit = 256 * 2**10  # a sample needs ~120 KiB of scratch: chunks of 2
+    slack = 64 * 2**10  # NumPy's ufunc iterator buffers, a fixed size
     small, large = scratch_bytes(8, limit), scratch_bytes(64, limit)
     assert 0 < small <= limit + slack and 0 < large <= limit + slack, (small, large)
     assert abs(large - small) < slack
-    unbounded = scratch_bytes(64, 2**40)   # the whole batch in one chunk
+    unbounded = scratch_bytes(64, 2**40)  # the whole batch in one chunk
     assert unbounded > 20 * limit
 
 
 # --- pooling and ReLU ------------------------------------------------------------------------------
 
+
 def naive_max_pool(x, kernel, stride, padding):
     """Loops: the maximum of every window and the first offset that holds it."""
     n, c, h, w = x.shape
     xp = np.full((n, c, h + 2 * padding[0], w + 2 * padding[1]), -np.inf, dtype=x.dtype)
-    xp[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x
+    xp[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w] = x
     ho = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
     wo = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
     out = np.empty((n, c, ho, wo), dtype=x.dtype)
@@ -229,23 +262,26 @@ def naive_max_pool(x, kernel, stride, padding):
             for i in range(ho):
                 for j in range(wo):
                     r, s = i * stride[0], j * stride[1]
-                    window = xp[a, b, r:r + kernel[0], s:s + kernel[1]]
-                    first = np.unravel_index(np.argmax(window), window.shape)   # first maximum
+                    window = xp[a, b, r : r + kernel[0], s : s + kernel[1]]
+                    first = np.unravel_index(np.argmax(window), window.shape)  # first maximum
                     out[a, b, i, j] = window[first]
-                    dx[a, b, r + first[0], s + first[1]] += 1.0   # gradient of sum(out)
-    return out, dx[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
+                    dx[a, b, r + first[0], s + first[1]] += 1.0  # gradient of sum(out)
+    return out, dx[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kernel, stride, padding, size", [
-    ((2, 2), (2, 2), (0, 0), (8, 6)),    # disjoint windows covering the input: written, not added
-    ((2, 2), (2, 2), (0, 0), (7, 9)),    # disjoint, with leftover rows and columns
-    ((3, 3), (2, 2), (1, 1), (7, 8)),    # overlapping and padded: added
-    ((2, 3), (3, 2), (0, 1), (8, 9)),    # gaps in one axis, overlap in the other
-])
+@pytest.mark.parametrize(
+    "kernel, stride, padding, size",
+    [
+        ((2, 2), (2, 2), (0, 0), (8, 6)),  # disjoint windows covering the input: written, not added
+        ((2, 2), (2, 2), (0, 0), (7, 9)),  # disjoint, with leftover rows and columns
+        ((3, 3), (2, 2), (1, 1), (7, 8)),  # overlapping and padded: added
+        ((2, 3), (3, 2), (0, 1), (8, 9)),  # gaps in one axis, overlap in the other
+    ],
+)
 def test_max_pool_fast_paths_match_naive_loops_with_ties(kernel, stride, padding, size, dtype):
     rng = np.random.default_rng(0)
-    x = rng.integers(-2, 3, size=(2, 3) + size).astype(dtype)   # few distinct values: many ties
+    x = rng.integers(-2, 3, size=(2, 3) + size).astype(dtype)  # few distinct values: many ties
     out, argmax = F.max_pool2d(x, kernel, stride, padding)
     expected_out, expected_dx = naive_max_pool(x, kernel, stride, padding)
     np.testing.assert_array_equal(out, expected_out)
@@ -287,6 +323,7 @@ def test_relu_matches_the_where_formulation(dtype):
 def test_a_pickled_layer_works_from_read_only_arrays():
     # scikit-learn's estimator checks unpickle into read-only memory maps; scratch must not follow
     import pickle
+
     rng = np.random.default_rng(0)
     layer = Conv2D(2, 3, 3, padding=1, dtype=np.float64, rng=0)
     x = rng.standard_normal((2, 2, 5, 5))

@@ -25,18 +25,19 @@ def restore_threads():
 
 def test_set_num_threads_changes_what_the_blas_library_reports(restore_threads):
     if restore_threads is None:
-        pytest.skip("this NumPy's BLAS has no thread setting")   # not the case with NumPy's wheels
+        pytest.skip("this NumPy's BLAS has no thread setting")  # not the case with NumPy's wheels
     assert minicnn.set_num_threads(1) == restore_threads
     assert minicnn.get_num_threads() == 1
     a = np.random.default_rng(0).standard_normal((300, 300))
-    np.testing.assert_allclose(a @ a.T, (a @ a.T).T)   # products still right with one thread
+    np.testing.assert_allclose(a @ a.T, (a @ a.T).T)  # products still right with one thread
     threadpoolctl = pytest.importorskip("threadpoolctl")
     blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    assert blas and all(i["num_threads"] == 1 for i in blas)   # an independent witness
+    assert blas and all(i["num_threads"] == 1 for i in blas)  # an independent witness
 
 
 def test_numpy_s_own_blas_is_the_one_controlled_even_after_scipy_loads_its_own(restore_threads):
     import scipy.linalg  # noqa: F401  (SciPy's wheels bring a second OpenBLAS)
+
     _threads._blas_controls.cache_clear()
     controls = _threads._blas_controls()
     if not controls:
@@ -88,11 +89,11 @@ def test_auto_threads_follows_the_load_from_epoch_to_epoch_without_counting_its_
     machine = FakeMachine(monkeypatch)
     auto = _threads.AutoThreads(cores=2)
     assert auto.start() == 2
-    machine.advance(3.0, others=0.0, own=2.0)    # a quiet epoch, this process on both cores
+    machine.advance(3.0, others=0.0, own=2.0)  # a quiet epoch, this process on both cores
     assert auto.update() == 2
-    machine.advance(3.0, others=1.4, own=0.6)    # two busy processes started
+    machine.advance(3.0, others=1.4, own=0.6)  # two busy processes started
     assert auto.update() == 1
-    machine.advance(3.0, others=0.0, own=1.0)    # they stopped
+    machine.advance(3.0, others=0.0, own=1.0)  # they stopped
     assert auto.update() == 2
     assert machine.requests == [2, 1, 2]
 
@@ -113,32 +114,73 @@ def test_blas_threads_sets_and_restores_the_count(restore_threads):
     with blas_threads(1) as on_epoch_end:
         assert on_epoch_end is None and minicnn.get_num_threads() == 1
     assert minicnn.get_num_threads() == restore_threads
-    with blas_threads(0) as on_epoch_end:   # automatic: a callback re-chooses after each epoch
+    with blas_threads(0) as on_epoch_end:  # automatic: a callback re-chooses after each epoch
         assert 1 <= on_epoch_end(None, {}) <= _threads.available_cores()
     assert minicnn.get_num_threads() == restore_threads
 
 
 def test_train_py_threads_option_lands_in_the_run_config(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "digits_fast.toml"),
-                             "--threads", "1", "--set", "train.epochs=1", "--set", "output.figures=false", "--quiet",
-                             "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--config",
+            str(ROOT / "configs" / "digits_fast.toml"),
+            "--threads",
+            "1",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "output.figures=false",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
     assert config["train"]["threads"] == 1
 
 
 def test_train_py_says_what_the_automatic_count_chose(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "digits_fast.toml"),
-                             "--set", "train.epochs=1", "--set", "output.figures=false", "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--config",
+            str(ROOT / "configs" / "digits_fast.toml"),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "output.figures=false",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("BLAS threads: "))
     assert "(automatic: other processes use " in line
 
 
 def test_a_negative_thread_count_is_one_line_and_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--threads", "-1", "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--threads", "-1", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.threads = -1" in lines[0], result.stderr

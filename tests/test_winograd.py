@@ -30,13 +30,24 @@ pads = st.integers(0, 2)
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9),
-       pads, pads, pads, pads, st.integers(0, 2**31))
-def test_float32_winograd_is_within_1e_4_of_the_float64_reference(n, c_in, c_out, h, w, top, bottom, left,
-                                                                     right, seed):
+@given(
+    st.integers(1, 3),
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.integers(1, 9),
+    st.integers(1, 9),
+    pads,
+    pads,
+    pads,
+    pads,
+    st.integers(0, 2**31),
+)
+def test_float32_winograd_is_within_1e_4_of_the_float64_reference(
+    n, c_in, c_out, h, w, top, bottom, left, right, seed
+):
     padding = ((top, bottom), (left, right))
     if h + top + bottom < 3 or w + left + right < 3:
-        return   # no output pixel: Conv2D rejects such input before the lowering
+        return  # no output pixel: Conv2D rejects such input before the lowering
     x, weight, bias = arrays(np.random.default_rng(seed), n, c_in, c_out, h, w)
     args = ((1, 1), padding, (1, 1))
     expected = plain_conv(x, weight, bias, *args)
@@ -59,7 +70,7 @@ def test_float64_winograd_matches_the_plain_path_forward_and_backward(padding, s
     np.testing.assert_allclose(out, plain_conv(x, weight, bias, *args), rtol=1e-10, atol=1e-10)
     grad = np.random.default_rng(1).standard_normal(out.shape)
     expected = plain_conv_backward(grad, x, weight, *args)
-    for cols in (saved, None):   # the forward's transformed input, and one rebuilt by backward
+    for cols in (saved, None):  # the forward's transformed input, and one rebuilt by backward
         got = _lowering.conv2d_backward(grad, x, weight, *args, cols=cols, winograd=True)
         for ours, theirs in zip(got, expected):
             np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
@@ -83,7 +94,9 @@ def test_need_flags_skip_the_input_or_the_weight_gradient():
     x, weight, _ = arrays(np.random.default_rng(0), 2, 2, 3, 5, 5)
     args = ((1, 1), ((1, 1), (1, 1)), (1, 1))
     grad = np.ones((2, 3, 5, 5))
-    dx, dweight, dbias = _lowering.conv2d_backward(grad, x, weight, *args, need_input_grad=False, winograd=True)
+    dx, dweight, dbias = _lowering.conv2d_backward(
+        grad, x, weight, *args, need_input_grad=False, winograd=True
+    )
     assert dx is None and dweight.shape == weight.shape
     np.testing.assert_allclose(dbias, np.full(3, 50.0))
     dx, dweight, _ = _lowering.conv2d_backward(grad, x, weight, *args, need_weight_grad=False, winograd=True)
@@ -97,20 +110,28 @@ def test_conv_layer_on_winograd_passes_the_numerical_gradient_check(kwargs, monk
     layer.bias is None or layer.bias.data.__setitem__(slice(None), [0.1, -0.2, 0.3])
     x = np.random.default_rng(0).standard_normal((2, 2, 5, 6))
     layer.forward(x)
-    assert isinstance(layer._cols, _winograd.Saved)   # the Winograd path ran
+    assert isinstance(layer._cols, _winograd.Saved)  # the Winograd path ran
     assert check_layer(layer, x).worst < 1e-7
 
 
-@pytest.mark.parametrize("kernel, stride, dilation, padding", [
-    ((3, 3), (2, 2), (1, 1), ((1, 1), (1, 1))), ((5, 5), (1, 1), (1, 1), ((0, 0), (0, 0))),
-    ((3, 3), (1, 1), (2, 2), ((1, 1), (1, 1))), ((3, 3), (1, 1), (1, 1), ((3, 3), (0, 0)))])
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, padding",
+    [
+        ((3, 3), (2, 2), (1, 1), ((1, 1), (1, 1))),
+        ((5, 5), (1, 1), (1, 1), ((0, 0), (0, 0))),
+        ((3, 3), (1, 1), (2, 2), ((1, 1), (1, 1))),
+        ((3, 3), (1, 1), (1, 1), ((3, 3), (0, 0))),
+    ],
+)
 def test_winograd_declines_what_it_cannot_compute_and_im2col_answers(kernel, stride, dilation, padding):
     rng = np.random.default_rng(0)
     x, weight = rng.standard_normal((2, 2, 9, 9)), rng.standard_normal((3, 2) + kernel)
     assert not _lowering.use_winograd(x.shape, weight.shape, stride, padding, dilation, winograd=True)
     out, cols = _lowering.conv2d(x, weight, None, stride, padding, dilation, keep_cols=True, winograd=True)
     assert isinstance(cols, np.ndarray)
-    np.testing.assert_allclose(out, plain_conv(x, weight, None, stride, padding, dilation), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        out, plain_conv(x, weight, None, stride, padding, dilation), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_set_winograd_takes_only_a_bool(monkeypatch):

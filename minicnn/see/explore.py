@@ -34,8 +34,20 @@ from ..nn.layers import Conv2D, Layer
 from ..nn.model import Sequential
 
 #: Layer types the page's JavaScript forward pass implements.
-DRAWABLE = ("Conv2D", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
-            "Flatten", "Dense", "Dropout", "BatchNorm2D")
+DRAWABLE = (
+    "Conv2D",
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "MaxPool2D",
+    "AvgPool2D",
+    "GlobalAvgPool2D",
+    "Flatten",
+    "Dense",
+    "Dropout",
+    "BatchNorm2D",
+)
 #: Largest relative difference (max |js - minicnn| / max |minicnn|) the page's self-check accepts.
 CHECK_RTOL = 1e-4
 #: How many test images the page shows (and checks its forward pass on).
@@ -78,8 +90,9 @@ def load_run(run_dir) -> Run:
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"RUN_DIR {run_dir} is not a directory; expected a run directory written by "
-                                "train.py")
+        raise FileNotFoundError(
+            f"RUN_DIR {run_dir} is not a directory; expected a run directory written by train.py"
+        )
     if not (run_dir / "model.npz").is_file():
         raise FileNotFoundError(f"{run_dir} has no model.npz; is it a run directory written by train.py?")
     model = Sequential.load(run_dir / "model.npz")
@@ -89,8 +102,17 @@ def load_run(run_dir) -> Run:
     except DataError as exc:
         raise ValueError(f"cannot rebuild the run's test split: {exc}") from None
     mean, std = _standardization(run_dir, X_test.shape[1])
-    return Run(run_dir.resolve().name, model, init_model, X_test, y_test, mean, std, _source(run_dir),
-               _metrics(run_dir))
+    return Run(
+        run_dir.resolve().name,
+        model,
+        init_model,
+        X_test,
+        y_test,
+        mean,
+        std,
+        _source(run_dir),
+        _metrics(run_dir),
+    )
 
 
 def _standardization(run_dir: Path, channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,10 +123,16 @@ def _standardization(run_dir: Path, channels: int) -> tuple[np.ndarray, np.ndarr
     mean, std = (np.asarray(split.get(k, np.zeros(0))).ravel() for k in ("mean", "std"))
     numbers = mean.dtype.kind in "biuf" and std.dtype.kind in "biuf"
     mean, std = (a.astype(np.float32) if numbers else np.zeros(0, np.float32) for a in (mean, std))
-    if (mean.shape != (channels,) or std.shape != (channels,) or not np.all(np.isfinite(mean))
-            or not np.all(np.isfinite(std) & (std > 0))):
-        raise ValueError(f"{run_dir / 'split.npz'}: expected finite numbers 'mean' and 'std' of shape "
-                         f"({channels},) with std > 0, got shapes {mean.shape} and {std.shape}")
+    if (
+        mean.shape != (channels,)
+        or std.shape != (channels,)
+        or not np.all(np.isfinite(mean))
+        or not np.all(np.isfinite(std) & (std > 0))
+    ):
+        raise ValueError(
+            f"{run_dir / 'split.npz'}: expected finite numbers 'mean' and 'std' of shape "
+            f"({channels},) with std > 0, got shapes {mean.shape} and {std.shape}"
+        )
     return mean, std
 
 
@@ -112,6 +140,7 @@ def _source(run_dir: Path) -> str:
     if not (run_dir / "config.toml").is_file():
         return "digits"
     from ..train.config import load_config
+
     return load_config(run_dir / "config.toml").data.source
 
 
@@ -122,13 +151,17 @@ def _metrics(run_dir: Path) -> dict:
         return {}
     if not isinstance(metrics, dict):
         return {}
-    return {k: metrics[k] for k in ("test_accuracy", "best_epoch", "epochs_run")
-            if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)}
+    return {
+        k: metrics[k]
+        for k in ("test_accuracy", "best_epoch", "epochs_run")
+        if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # The page's data
 # ----------------------------------------------------------------------------------------------
+
 
 def _array(values) -> dict:
     """An array as JSON: ``{"shape": [...], "data": [flat values in C order]}`` (exact float32 values)."""
@@ -149,8 +182,13 @@ def leaf_layers(model: Sequential, prefix: str = "") -> list[tuple[str, Layer]]:
 def layer_record(name: str, layer, input_shape: tuple, output_shape: tuple) -> dict:
     """One layer as the page needs it: type, constructor arguments, shapes (without N) and weights."""
     kind = type(layer).__name__
-    record = {"type": kind, "name": f"{name}: {layer!r}", "config": layer.get_config(),
-              "input_shape": list(input_shape[1:]), "output_shape": list(output_shape[1:])}
+    record = {
+        "type": kind,
+        "name": f"{name}: {layer!r}",
+        "config": layer.get_config(),
+        "input_shape": list(input_shape[1:]),
+        "output_shape": list(output_shape[1:]),
+    }
     if isinstance(layer, Conv2D):
         (top, bottom), (left, right) = layer.pad_amounts
         record["pad"] = [top, bottom, left, right]  # "same" resolved here, as minicnn resolves it
@@ -169,8 +207,10 @@ def describe_model(model: Sequential, input_shape: tuple) -> tuple[list[dict], s
         for name, layer in leaf_layers(model):
             kind = type(layer).__name__
             if kind not in DRAWABLE:
-                return records, (f"layer {name} is a {kind}, which the page has no JavaScript forward pass for "
-                                 f"(it draws {', '.join(DRAWABLE)})")
+                return records, (
+                    f"layer {name} is a {kind}, which the page has no JavaScript forward pass for "
+                    f"(it draws {', '.join(DRAWABLE)})"
+                )
             try:
                 y = layer.forward(x)
             except (ValueError, TypeError) as exc:
@@ -178,8 +218,10 @@ def describe_model(model: Sequential, input_shape: tuple) -> tuple[list[dict], s
             records.append(layer_record(name, layer, x.shape, y.shape))
             x = y
     if x.ndim != 2:
-        return records, (f"the model's output has shape {tuple(x.shape[1:])} per image; the page draws models "
-                         "that end in one score per class (add Flatten and Dense)")
+        return records, (
+            f"the model's output has shape {tuple(x.shape[1:])} per image; the page draws models "
+            "that end in one score per class (add Flatten and Dense)"
+        )
     return records, None
 
 
@@ -212,15 +254,27 @@ def page_data(run: Run) -> dict:
     layers, reason = describe_model(run.model, input_shape)
     picked = pick_images(run.y_test) if len(run.y_test) else np.zeros(0, np.int64)
     images = run.X_test[picked]
-    data = {"run": run.name, "source": run.source, "metrics": run.metrics, "input_shape": list(input_shape),
-            "mean": run.mean.tolist(), "std": run.std.tolist(), "layers": layers, "unsupported": reason,
-            "init_kernels": init_kernels(run), "check_rtol": CHECK_RTOL,
-            "images": [{"index": int(i), "label": int(run.y_test[i]), "input": _array(x)}
-                       for i, x in zip(picked, images)]}
+    data = {
+        "run": run.name,
+        "source": run.source,
+        "metrics": run.metrics,
+        "input_shape": list(input_shape),
+        "mean": run.mean.tolist(),
+        "std": run.std.tolist(),
+        "layers": layers,
+        "unsupported": reason,
+        "init_kernels": init_kernels(run),
+        "check_rtol": CHECK_RTOL,
+        "images": [
+            {"index": int(i), "label": int(run.y_test[i]), "input": _array(x)} for i, x in zip(picked, images)
+        ],
+    }
     if reason is None and len(images):
         logits = run.model.predict_logits(images)  # what Sequential.predict_proba takes the softmax of
-        data["check"] = {"logits": logits.astype(np.float64).tolist(),
-                         "probabilities": run.model.predict_proba(images).astype(np.float64).tolist()}
+        data["check"] = {
+            "logits": logits.astype(np.float64).tolist(),
+            "probabilities": run.model.predict_proba(images).astype(np.float64).tolist(),
+        }
     return data
 
 
@@ -230,8 +284,12 @@ def render_page(data: dict) -> str:
     # "<" never occurs outside JSON strings, and \u003c inside one keeps "</script>" out of the page
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     title = f"minicnn explorer: {data['run']}".replace("&", "&amp;").replace("<", "&lt;")
-    parts = {"TITLE": title, "STYLE": (_ASSETS / "explore.css").read_text(encoding="utf-8"),
-             "SCRIPT": (_ASSETS / "explore.js").read_text(encoding="utf-8"), "DATA": payload}
+    parts = {
+        "TITLE": title,
+        "STYLE": (_ASSETS / "explore.css").read_text(encoding="utf-8"),
+        "SCRIPT": (_ASSETS / "explore.js").read_text(encoding="utf-8"),
+        "DATA": payload,
+    }
     for key, value in parts.items():
         template = template.replace(f"/*@{key}@*/", value)
     return template
@@ -255,6 +313,7 @@ def write_page(run_dir, out=None) -> Path:
 # The command
 # ----------------------------------------------------------------------------------------------
 
+
 def make_server(path: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
     """An HTTP server on 127.0.0.1 (``port`` 0: any free port) serving the folder that holds ``path``."""
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(Path(path).resolve().parent))
@@ -274,13 +333,16 @@ def serve(path: Path, port: int = 0, stream=None) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minicnn.explore",
-                                     description="Write a self-contained HTML page to explore a trained model: "
-                                                 "draw an input, watch every feature map and the prediction.")
+    parser = argparse.ArgumentParser(
+        prog="python -m minicnn.explore",
+        description="Write a self-contained HTML page to explore a trained model: "
+        "draw an input, watch every feature map and the prediction.",
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
     parser.add_argument("--out", default=None, help="the page to write (default RUN_DIR/explore.html)")
-    parser.add_argument("--serve", action="store_true",
-                        help="also serve the page on 127.0.0.1 with Python's http.server")
+    parser.add_argument(
+        "--serve", action="store_true", help="also serve the page on 127.0.0.1 with Python's http.server"
+    )
     parser.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
