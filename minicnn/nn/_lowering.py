@@ -406,18 +406,9 @@ def conv2d_backward(
     if isinstance(cols, _winograd.Saved) or (cols is not None and cols.shape != g.cols_shape(n)):
         cols = None
     dx = np.empty(x.shape, dtype=dtype) if need_input_grad else None
+    w2d = weight.reshape(g.c_out, g.k).astype(dtype, copy=False)
     dweight_bias = _backward_chunks(
-        g,
-        grad_out,
-        x,
-        weight.reshape(g.c_out, g.k).astype(dtype, copy=False),
-        cols,
-        dx,
-        need_weight_grad,
-        overwrite_cols,
-        dtype,
-        workspace_bytes,
-        workspace,
+        g, grad_out, x, w2d, cols, dx, need_weight_grad, overwrite_cols, dtype, workspace_bytes, workspace
     )
     dweight = dweight_bias[:, :-1].reshape(weight.shape) if need_weight_grad else None
     return dx, dweight, np.ascontiguousarray(dweight_bias[:, -1])
