@@ -1,0 +1,264 @@
+"""Export a model to ONNX, so other runtimes (onnxruntime, OpenCV's dnn, TensorRT...) can run it.
+
+``to_onnx(model, path, input_shape)`` writes one ONNX graph (opset 17) with one node per minicnn layer:
+
+=================  ================================================================================
+minicnn            ONNX
+=================  ================================================================================
+Conv2D             Conv (strides, dilations, pads ``[top, left, bottom, right]``; "same" written out)
+Dense              Gemm (``transB=1``: the weight stays (out_features, in_features))
+ReLU, LeakyReLU    Relu, LeakyRelu (``alpha = negative_slope``)
+Tanh, Sigmoid      Tanh, Sigmoid
+MaxPool2D          MaxPool (padding ignored by the max, as minicnn pads with -inf)
+AvgPool2D          AveragePool (``count_include_pad=1``: minicnn averages the padded zeros too)
+GlobalAvgPool2D    GlobalAveragePool, then Flatten: minicnn's layer returns (N, C), not (N, C, 1, 1)
+Flatten            Flatten (``axis=1``)
+BatchNorm2D        BatchNormalization with the running statistics (eval mode)
+Dropout            Identity (dropout is the identity at inference)
+=================  ================================================================================
+
+Initializers carry the state dict's names (``"0.weight"``), so every weight in the file can be traced
+to its layer. The graph's input ``input`` is (N, C, H, W) float32 with a dynamic batch dimension N;
+its outputs are ``logits`` and ``probabilities`` (the softmax, equal to ``Sequential.predict_proba``).
+The ``onnx`` package (``pip install "minicnn[onnx]"``) is imported only when exporting.
+
+Command: ``python -m minicnn.export RUN_DIR --onnx FILE`` (or ``minicnn-export``) exports a run's
+``model.npz``; the run's standardization (``split.npz``) goes in front of the network, so the file
+takes the images as minicnn's data loaders give them (pixels scaled to [0, 1]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from .nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
+                        MaxPool2D, ReLU, Sigmoid, Tanh)
+from .nn.model import Sequential
+
+#: The ONNX operator set the graph is written for (every operator used has had its current form since).
+OPSET = 17
+_MISSING = 'minicnn.export needs the onnx package: pip install "minicnn[onnx]"'
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(_MISSING) from None
+    return onnx
+
+
+class _Graph:
+    """The nodes and initializers being collected, and the name of the tensor the next node reads."""
+
+    def __init__(self, onnx, tensor: str):
+        self.onnx, self.tensor = onnx, tensor
+        self.nodes, self.initializers = [], []
+
+    def constant(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array, np.float32), name))
+        return name
+
+    def add(self, op: str, name: str, extra_inputs=(), **attributes) -> None:
+        """Append ``op`` reading the current tensor (plus ``extra_inputs``); its output becomes current."""
+        out = f"{name}.out" if name else f"{op}.out"
+        inputs = [self.tensor, *[i for i in extra_inputs if i is not None]]
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=name or op, **attributes))
+        self.tensor = out
+
+
+def _conv(graph: _Graph, layer: Conv2D, name: str) -> None:
+    (top, bottom), (left, right) = layer.pad_amounts
+    weight = graph.constant(f"{name}.weight", layer.weight.data)
+    bias = None if layer.bias is None else graph.constant(f"{name}.bias", layer.bias.data)
+    graph.add("Conv", name, [weight, bias], kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+              dilations=list(layer.dilation), pads=[top, left, bottom, right])
+
+
+def _dense(graph: _Graph, layer: Dense, name: str) -> None:
+    weight = graph.constant(f"{name}.weight", layer.weight.data)
+    bias = None if layer.bias is None else graph.constant(f"{name}.bias", layer.bias.data)
+    graph.add("Gemm", name, [weight, bias], transB=1)
+
+
+def _pool(op: str, **extra):
+    def convert(graph: _Graph, layer, name: str) -> None:
+        ph, pw = layer.padding
+        graph.add(op, name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                  pads=[ph, pw, ph, pw], **extra)
+    return convert
+
+
+def _batch_norm(graph: _Graph, layer: BatchNorm2D, name: str) -> None:
+    inputs = [graph.constant(f"{name}.{key}", value) for key, value in
+              (("weight", layer.weight.data), ("bias", layer.bias.data), ("running_mean", layer.running_mean),
+               ("running_var", layer.running_var))]
+    graph.add("BatchNormalization", name, inputs, epsilon=layer.eps)
+
+
+def _global_avg_pool(graph: _Graph, layer, name: str) -> None:
+    graph.add("GlobalAveragePool", name)
+    graph.add("Flatten", f"{name}.flatten", axis=1)
+
+
+#: How each layer type becomes ONNX nodes: ``convert(graph, layer, name)``.
+CONVERTERS = {
+    Conv2D: _conv,
+    Dense: _dense,
+    ReLU: lambda graph, layer, name: graph.add("Relu", name),
+    LeakyReLU: lambda graph, layer, name: graph.add("LeakyRelu", name, alpha=layer.negative_slope),
+    Tanh: lambda graph, layer, name: graph.add("Tanh", name),
+    Sigmoid: lambda graph, layer, name: graph.add("Sigmoid", name),
+    MaxPool2D: _pool("MaxPool"),
+    AvgPool2D: _pool("AveragePool", count_include_pad=1),
+    GlobalAvgPool2D: _global_avg_pool,
+    Flatten: lambda graph, layer, name: graph.add("Flatten", name, axis=1),
+    BatchNorm2D: _batch_norm,
+    Dropout: lambda graph, layer, name: graph.add("Identity", name),
+}
+
+
+def _named_layers(model, prefix: str = ""):
+    """``(name, layer)`` in order, named as the state dict names them; nested Sequentials are walked."""
+    for i, layer in enumerate(model.layers):
+        name = f"{prefix}{i}"
+        if isinstance(layer, Sequential):
+            yield from _named_layers(layer, f"{name}.")
+        else:
+            yield name, layer
+
+
+def _check_input_shape(model: Sequential, input_shape) -> tuple[tuple[int, int, int], int]:
+    """(C, H, W) from ``input_shape`` (C, H, W) or (N, C, H, W), which the model must accept, and the
+    number of classes the model outputs for it."""
+    shape = tuple(input_shape)
+    if len(shape) == 4:
+        shape = shape[1:]
+    if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape):
+        raise ValueError(f"to_onnx: input_shape must be (C, H, W) of positive ints, "
+                         f"got {tuple(input_shape)!r}")
+    try:
+        probabilities = model.predict_proba(np.zeros((1,) + shape, np.float32))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"to_onnx: the model does not accept inputs of shape (N, *{shape}): {exc}") from None
+    if probabilities.ndim != 2:
+        raise ValueError(f"to_onnx: the model's output must be (N, classes), "
+                         f"got {probabilities.shape[1:]} per image")
+    return tuple(int(s) for s in shape), int(probabilities.shape[1])
+
+
+def build_onnx(model: Sequential, input_shape, mean=None, std=None):
+    """The ONNX ``ModelProto`` for ``model`` (see :func:`to_onnx`); checked with ``onnx.checker``."""
+    onnx = _import_onnx()
+    from onnx import TensorProto, helper
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"to_onnx: expected a minicnn Sequential, got {type(model).__name__}")
+    (channels, height, width), classes = _check_input_shape(model, input_shape)
+    graph = _Graph(onnx, "input")
+    if mean is not None or std is not None:
+        per_channel = lambda v, d: np.broadcast_to(np.asarray(d if v is None else v, np.float32),  # noqa: E731
+                                                   (channels,)).reshape(1, channels, 1, 1)
+        graph.add("Sub", "standardize.sub", [graph.constant("standardize.mean", per_channel(mean, 0.0))])
+        graph.add("Div", "standardize.div", [graph.constant("standardize.std", per_channel(std, 1.0))])
+    for name, layer in _named_layers(model):
+        convert = CONVERTERS.get(type(layer))
+        if convert is None:
+            raise ValueError(f"to_onnx: layer {name} ({type(layer).__name__}) has no ONNX equivalent; "
+                             f"known: {', '.join(cls.__name__ for cls in CONVERTERS)}")
+        convert(graph, layer, name)
+    graph.nodes.append(helper.make_node("Identity", [graph.tensor], ["logits"], name="logits"))
+    graph.nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1))
+    outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", classes])
+               for out in ("logits", "probabilities")]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", channels, height, width])]
+    proto = helper.make_model(helper.make_graph(graph.nodes, "minicnn", inputs, outputs, graph.initializers),
+                              opset_imports=[helper.make_opsetid("", OPSET)], producer_name="minicnn")
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def to_onnx(model: Sequential, path, input_shape, mean=None, std=None) -> None:
+    """Write ``model`` as an ONNX file (opset :data:`OPSET`) computing what ``model`` computes in eval mode.
+
+    Parameters
+    ----------
+    model : Sequential
+        Built from the layers in this module's table; weights are written as float32.
+    path : str or path-like
+        The ``.onnx`` file, written atomically (a temporary file, then a rename).
+    input_shape : (C, H, W) or (N, C, H, W)
+        One image's shape; the batch dimension of the graph is dynamic whatever N says.
+    mean, std : array-like of shape (C,), optional
+        When given, the graph first computes ``(input - mean) / std`` per channel (a run's standardization).
+
+    Raises ImportError (one line) without the ``onnx`` package, ValueError for a layer ONNX cannot express
+    or an input shape the model does not accept.
+    """
+    from .io import write_bytes_atomic
+
+    proto = build_onnx(model, input_shape, mean, std)
+    write_bytes_atomic(path, proto.SerializeToString(), suffix=".onnx")
+
+
+# --- command ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minicnn.export",
+        description="Export a run's model (RUN_DIR/model.npz) to another format.",
+        epilog="example: python -m minicnn.export runs/digits-20260101-120000 --onnx digits.onnx")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+    parser.add_argument("--onnx", metavar="FILE", required=True, help="write an ONNX model (opset 17) here")
+    parser.add_argument("--input-shape", metavar=("C", "H", "W"), type=int, nargs=3,
+                        help="one image's shape (default: the shape of the run's data, from its config.toml)")
+    parser.add_argument("--no-standardize", action="store_true",
+                        help="export the network alone, for inputs already standardized as the run's were")
+    return parser
+
+
+def _run_inputs(run_dir: str, input_shape, standardize: bool):
+    """The run's model, one image's shape and the standardization (mean, std) to put in front of it."""
+    from .io import load_npz
+
+    model = Sequential.load(os.path.join(run_dir, "model.npz"))
+    mean = std = None
+    split_path = os.path.join(run_dir, "split.npz")
+    if standardize and os.path.isfile(split_path):
+        split = load_npz(split_path)
+        mean, std = split.get("mean"), split.get("std")
+    if input_shape is None:
+        config_path = os.path.join(run_dir, "config.toml")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{run_dir} has no config.toml to take the input shape from; "
+                                    "give --input-shape C H W")
+        from .data import load_dataset
+        from .train.config import load_config
+
+        input_shape = load_dataset(load_config(config_path).data).input_shape
+    return model, tuple(input_shape), mean, std
+
+
+def main(argv=None) -> int:
+    """``python -m minicnn.export RUN_DIR --onnx FILE``: 0 on success, 2 with one line on stderr otherwise."""
+    args = build_parser().parse_args(argv)
+    if not os.path.isdir(args.run_dir):
+        print(f"error: {args.run_dir} is not a directory (expected a run directory written by train.py)",
+              file=sys.stderr)
+        return 2
+    try:
+        model, input_shape, mean, std = _run_inputs(args.run_dir, args.input_shape, not args.no_standardize)
+        to_onnx(model, args.onnx, input_shape, mean=mean, std=std)
+    except (ImportError, FileNotFoundError, ValueError, TypeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.onnx}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
+          f"probabilities{'' if mean is None else ' (standardization included)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
