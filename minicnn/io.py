@@ -1,4 +1,5 @@
-"""Safe files: ``.npz`` reading that never unpickles and checks sizes first, and atomic writes.
+"""Safe files: ``.npz`` and safetensors reading that never unpickles and checks sizes first, and
+atomic writes (``.npz``, safetensors, text, bytes).
 
 Every file minicnn writes goes through :func:`save_npz_atomic` or :func:`write_text_atomic`: the
 bytes go to a new temporary file in the target's folder (created exclusively, so a planted link is
@@ -14,8 +15,11 @@ memory budget (:func:`memory_budget`, half the machine's memory unless set with
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import stat
+import struct
 import tempfile
 import zipfile
 
@@ -99,6 +103,12 @@ def save_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` to a temporary file beside ``path``, flushed to disk, then renamed over it."""
     with _atomic(path, ".npz") as handle:
         np.savez(handle, allow_pickle=False, **arrays)
+
+
+def write_bytes_atomic(path, data: bytes, suffix: str = ".bin") -> None:
+    """Write ``data`` through a temporary file (named ``*suffix``) and a rename, never half written."""
+    with _atomic(path, suffix) as handle:
+        handle.write(data)
 
 
 def write_text_atomic(path, text: str) -> None:
@@ -187,3 +197,148 @@ def _read_npy(member, info: zipfile.ZipInfo, shown: str) -> np.ndarray:
     if fortran:
         return array.reshape(shape[::-1]).transpose().copy()
     return array.reshape(shape).copy()
+
+
+# --- safetensors ----------------------------------------------------------------------------------
+# The format (https://github.com/huggingface/safetensors): an unsigned 64-bit little-endian header
+# length n, n bytes of UTF-8 JSON ``{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]},
+# "__metadata__": {str: str}}``, then the tensors' bytes, little-endian, C order, offsets counted from
+# the end of the header. Plain bytes and JSON: nothing in a file can run code when it is read.
+
+#: safetensors dtype names and the little-endian NumPy types they are (bfloat16 and float8 have none).
+SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+                      "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+_DTYPE_NAMES = {np.dtype(code): name for name, code in SAFETENSORS_DTYPES.items()}
+#: The largest header minicnn reads (the reference implementation's limit too): 100 MB of JSON.
+MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (and string ``metadata``) as a safetensors file, atomically.
+
+    Tensors are stored in the order given, each little-endian in C order; the header is padded with
+    spaces to a multiple of 8 bytes, so every tensor starts 8-byte aligned, as the reference writer does.
+    """
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise TypeError("write_safetensors: metadata keys and values must all be str")
+        header["__metadata__"] = dict(metadata)
+    for name, array in tensors.items():
+        array = np.asarray(array)
+        if name == "__metadata__" or array.dtype.newbyteorder("<") not in _DTYPE_NAMES:
+            raise ValueError(f"write_safetensors: cannot store {name!r} of dtype {array.dtype}; "
+                             f"storable: {', '.join(str(np.dtype(c)) for c in SAFETENSORS_DTYPES.values())}")
+        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _DTYPE_NAMES[array.dtype.newbyteorder("<")], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with _atomic(path, ".safetensors") as handle:
+        handle.write(struct.pack("<Q", len(text)) + text)
+        for data in blobs:
+            handle.write(data)
+
+
+def read_safetensors(path, budget: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(tensors, metadata)`` from a safetensors file.
+
+    The header is checked completely before any tensor is allocated: its length against the file's
+    size, each dtype, shape and offset range, and that the ranges tile the data without overlaps or
+    gaps, so a malformed or hostile file raises :class:`FileFormatError` (a ValueError naming the file
+    and what is wrong) instead of asking for memory; so does a data section larger than ``budget``
+    (default :func:`memory_budget`). Links are not followed.
+    """
+    shown = show_path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {shown}") from None
+    except OSError as exc:
+        raise FileFormatError(f"{shown}: cannot open as a safetensors file (a link?): "
+                              f"{exc.strerror}") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        raise FileFormatError(f"{shown}: not a regular file")
+    size = status.st_size
+    with os.fdopen(fd, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise FileFormatError(f"{shown}: a safetensors file starts with an 8-byte header length; "
+                                  f"the file has {size} bytes")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise FileFormatError(f"{shown}: header length {length} bytes exceeds what the file holds after "
+                                  f"the length field ({size - 8} bytes; at most {MAX_SAFETENSORS_HEADER} "
+                                  "are read)")
+        budget = memory_budget() if budget is None else budget
+        if size - 8 - length > budget:
+            raise FileFormatError(f"{shown}: its tensors take {(size - 8 - length) / 2**20:,.1f} MiB, above "
+                                  f"the memory budget of {budget / 2**20:,.0f} MiB")
+        entries, metadata = _parse_safetensors_header(handle.read(length), size - 8 - length, shown)
+        data = handle.read(size - 8 - length)
+    if len(data) != size - 8 - length:
+        raise FileFormatError(f"{shown}: the file changed while it was read")
+    tensors = {name: np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(shape).copy()
+               for name, (dtype, shape, begin, count) in entries.items()}
+    return tensors, metadata
+
+
+def _parse_safetensors_header(text: bytes, data_size: int, shown: str):
+    """``({name: (dtype, shape, begin, count)}, metadata)`` from a header, every field checked."""
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileFormatError(f"{shown}: the safetensors header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise FileFormatError(f"{shown}: the safetensors header must be a JSON object, "
+                              f"got {type(header).__name__}")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FileFormatError(f"{shown}: __metadata__ must map strings to strings, got {metadata!r:.200}")
+    entries, ranges = {}, []
+    for name, entry in header.items():
+        dtype, shape, begin, end = _check_safetensors_entry(name, entry, data_size, shown)
+        entries[name] = (dtype, shape, begin, (end - begin) // dtype.itemsize)
+        ranges.append((begin, end, name))
+    position, previous = 0, None
+    for begin, end, name in sorted(ranges):
+        if begin < position:
+            raise FileFormatError(f"{shown}: tensor {name!r} (bytes {begin}..{end}) overlaps {previous!r} "
+                                  f"(which ends at {position})")
+        if begin > position:
+            raise FileFormatError(f"{shown}: bytes {position}..{begin} of the data belong to no tensor")
+        position, previous = end, name
+    if position != data_size:
+        raise FileFormatError(f"{shown}: the tensors cover {position} bytes, but the file holds {data_size} "
+                              "after the header")
+    return entries, metadata
+
+
+def _check_safetensors_entry(name: str, entry, data_size: int, shown: str):
+    """``(dtype, shape, begin, end)`` of one header entry, or FileFormatError saying which field is wrong."""
+    where = f"{shown}: tensor {name!r}"
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise FileFormatError(f"{where}: expected {{'dtype', 'shape', 'data_offsets'}}, got {entry!r:.200}")
+    if entry["dtype"] not in SAFETENSORS_DTYPES:
+        raise FileFormatError(f"{where}: unknown dtype {entry['dtype']!r:.40}; minicnn reads "
+                              f"{', '.join(SAFETENSORS_DTYPES)}")
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    if not isinstance(shape, list) or not all(is_int(d) for d in shape):
+        raise FileFormatError(f"{where}: shape must be a list of non-negative ints, got {shape!r:.200}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_int(v) for v in offsets)
+            and offsets[0] <= offsets[1] <= data_size):
+        raise FileFormatError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end <= "
+                              f"{data_size} (the data's size), got {offsets!r:.200}")
+    dtype = np.dtype(SAFETENSORS_DTYPES[entry["dtype"]])
+    expected = dtype.itemsize
+    for d in shape:   # Python ints: a huge declared shape cannot overflow
+        expected *= d
+    if expected != offsets[1] - offsets[0]:
+        raise FileFormatError(f"{where}: shape {shape!r:.200} of {entry['dtype']} needs {expected} bytes, "
+                              f"but data_offsets {offsets} span {offsets[1] - offsets[0]}")
+    return dtype, tuple(shape), offsets[0], offsets[1]

@@ -10,7 +10,7 @@ from typing import Generic, NoReturn, TypeVar
 
 import numpy as np
 
-from ..io import FileFormatError, load_npz, save_npz_atomic, show_path
+from ..io import FileFormatError, load_npz, read_safetensors, save_npz_atomic, show_path, write_safetensors
 from .layers import LAYERS, Layer
 from .parameter import Parameter
 
@@ -250,15 +250,17 @@ class Sequential(Layer):
 
     # --- files -------------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write the architecture (JSON) and every weight and buffer to a ``.npz`` file.
+        """Write the architecture (JSON) and every weight and buffer to a ``.npz`` file, or for a
+        ``.safetensors`` name to a safetensors file (PyTorch's keys and layouts; the architecture in
+        the header's ``__metadata__``), which ``safetensors.torch.load_file`` reads as a state dict.
 
-        ``.npz`` is appended when ``path`` does not end with it, as ``np.savez`` does
+        ``.npz`` is appended when ``path`` ends with neither, as ``np.savez`` does
         (``model.save("digits")`` writes ``digits.npz``); the path written is returned. The write is
         atomic: a temporary file in the same folder, then a rename, so an interrupted save never
         replaces a good file with a broken one.
         """
         path = Path(path)
-        if not path.name.endswith(".npz"):
+        if not path.name.endswith((".npz", ".safetensors")):
             path = path.with_name(path.name + ".npz")
         arrays = self.state_dict()
         meta = {
@@ -266,13 +268,17 @@ class Sequential(Layer):
             "layers": self.architecture(),
             "frozen": [name for name, p in self.named_parameters() if not p.requires_grad],
         }
+        if path.name.endswith(".safetensors"):
+            write_safetensors(path, arrays, {_ARCH_KEY: json.dumps(meta)})
+            return path
         arrays[_ARCH_KEY] = np.array(json.dumps(meta))
         save_npz_atomic(path, arrays)
         return path
 
     @_ClassOnly
     def load(cls, path) -> Sequential:
-        """Rebuild a model saved by :meth:`save`: ``model = Sequential.load("digits.npz")``.
+        """Rebuild a model saved by :meth:`save` (``.npz`` or ``.safetensors``):
+        ``model = Sequential.load("digits.npz")``.
 
         Called on the class only: ``model.load(path)`` raises TypeError (it cannot change ``model``;
         to load weights into an existing model use ``model.load_state_dict(...)``). Never unpickles.
@@ -282,7 +288,12 @@ class Sequential(Layer):
         raises :class:`minicnn.io.FileFormatError`, a ValueError that names the file.
         """
         shown = show_path(path)
-        arrays = load_npz(path)
+        if str(path).endswith(".safetensors"):
+            arrays, metadata = read_safetensors(path)
+            if _ARCH_KEY in metadata:
+                arrays[_ARCH_KEY] = np.array(metadata[_ARCH_KEY])
+        else:
+            arrays = load_npz(path)
         if _ARCH_KEY not in arrays:
             raise FileFormatError(
                 f"Sequential.load: {shown} is not a minicnn model file (no architecture record)"
