@@ -6,9 +6,10 @@ The package is in parts, and imports flow one way (nn <- data <- train; see read
 - :mod:`minicnn.data`: data sets, splits, standardization, augmentation;
 - :mod:`minicnn.train`: configs, the training loop, the run directory;
 - :mod:`minicnn.see`: figures, classic filters, the gallery, inspect, the explorer page;
-- :mod:`minicnn.io`: safe ``.npz`` reading and atomic writes; :mod:`minicnn.sklearn`: the estimator;
+- :mod:`minicnn.io`: safe ``.npz`` and safetensors files, atomic writes; :mod:`minicnn.sklearn`: the
+  estimator; :mod:`minicnn.export`: ONNX export;
 - commands: :mod:`minicnn.cli` (``train.py``), :mod:`minicnn.inspect`, :mod:`minicnn.gallery`,
-  :mod:`minicnn.explore`.
+  :mod:`minicnn.explore`, :mod:`minicnn.export`.
 
 The common names are importable from here: ``from minicnn import Conv2D, Sequential, Adam``.
 """

@@ -249,6 +249,9 @@ def main(argv=None) -> int:
         print(f"error: {args.run_dir} is not a directory (expected a run directory written by train.py)",
               file=sys.stderr)
         return 2
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.onnx))):
+        print(f"error: the folder of {args.onnx} does not exist", file=sys.stderr)
+        return 2
     try:
         model, input_shape, mean, std = _run_inputs(args.run_dir, args.input_shape, not args.no_standardize)
         to_onnx(model, args.onnx, input_shape, mean=mean, std=std)

@@ -3,6 +3,7 @@
 
 import dataclasses
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -216,3 +217,18 @@ def test_command_on_a_folder_that_is_not_a_run_exits_2_with_one_line(make, tmp_p
     assert export_main([str(folder), "--onnx", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and str(folder) in err
+
+
+def test_output_folder_that_does_not_exist_exits_2_with_one_line(run_dir, tmp_path, capsys):
+    assert export_main([str(run_dir), "--onnx", str(tmp_path / "no" / "such" / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+
+
+def test_runs_as_python_dash_m(run_dir, tmp_path):
+    path = tmp_path / "cli.onnx"
+    result = subprocess.run([sys.executable, "-m", "minicnn.export", str(run_dir), "--onnx", str(path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {path}")
+    assert [out.name for out in onnx.load(path).graph.output] == ["logits", "probabilities"]
