@@ -39,7 +39,7 @@ from .nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
                         MaxPool2D, ReLU, Sigmoid, Tanh)
 from .nn.model import Sequential
 
-#: The ONNX operator set the graph is written for (every operator used has had its current form since).
+#: The ONNX operator set the graph is written for (each operator used has its present definition by then).
 OPSET = 17
 _MISSING = 'minicnn.export needs the onnx package: pip install "minicnn[onnx]"'
 
