@@ -133,6 +133,16 @@ def test_graph_has_opset_17_a_dynamic_batch_and_the_state_dict_names(digits):
         assert_matches_predict_proba(model, proto, X)
 
 
+def test_a_nested_sequential_exports_with_the_state_dict_names(digits):
+    block = randomized(build_model(EVERY_LAYER["flatten"][:4], digits.input_shape, rng=4))
+    head = build_model(EVERY_LAYER["flatten"][4:], (6, 8, 8), rng=5)
+    model = Sequential(block, head)
+    proto = build_onnx(model, digits.input_shape)
+    assert {init.name for init in proto.graph.initializer} == set(model.state_dict()) >= {"0.1.running_var",
+                                                                                          "1.0.weight"}
+    assert_matches_predict_proba(model, proto, digits.X_test)
+
+
 def test_a_float64_model_exports_as_float32_and_still_matches(digits):
     model = randomized(build_model(EVERY_LAYER["global_pool"], digits.input_shape, dtype=np.float64, rng=2))
     assert_matches_predict_proba(model, build_onnx(model, digits.input_shape), digits.X_test[:50])

@@ -179,6 +179,16 @@ def test_save_load_round_trip_is_exact(dtype, tmp_path):
     assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
 
 
+def test_a_nested_model_round_trips_with_nested_keys(tmp_path):
+    inner = build_model(EVERY_LAYER[:4], (2, 8, 8), rng=6)
+    model = Sequential(inner, build_model(EVERY_LAYER[4:], (4, 4, 4), rng=7))
+    model.save(tmp_path / "nested.safetensors")
+    assert "0.1.running_mean" in safetensors.numpy.load_file(tmp_path / "nested.safetensors")
+    loaded = Sequential.load(tmp_path / "nested.safetensors")
+    X = np.random.default_rng(3).normal(size=(2, 2, 8, 8)).astype(np.float32)
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
 def test_the_file_is_safetensors_with_pytorch_keys_and_layouts(tmp_path):
     model = trained_looking()
     path = tmp_path / "model.safetensors"
