@@ -216,19 +216,22 @@ MAX_SAFETENSORS_HEADER = 100_000_000
 def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` (and string ``metadata``) as a safetensors file, atomically.
 
-    Tensors are stored in the order given, each little-endian in C order; the header is padded with
-    spaces to a multiple of 8 bytes, so every tensor starts 8-byte aligned, as the reference writer does.
+    Each tensor is stored little-endian in C order. As the reference writer does, the header is padded
+    with spaces to a multiple of 8 bytes and tensors with larger items come first (otherwise in the
+    order given), so every tensor starts at a multiple of its item size.
     """
     header, blobs, offset = {}, [], 0
     if metadata:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise TypeError("write_safetensors: metadata keys and values must all be str")
         header["__metadata__"] = dict(metadata)
-    for name, array in tensors.items():
-        array = np.asarray(array)
+    arrays = {name: np.asarray(array) for name, array in tensors.items()}
+    for name, array in arrays.items():
         if name == "__metadata__" or array.dtype.newbyteorder("<") not in _DTYPE_NAMES:
             raise ValueError(f"write_safetensors: cannot store {name!r} of dtype {array.dtype}; "
                              f"storable: {', '.join(str(np.dtype(c)) for c in SAFETENSORS_DTYPES.values())}")
+    for name in sorted(arrays, key=lambda name: -arrays[name].dtype.itemsize):
+        array = arrays[name]
         data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
         header[name] = {"dtype": _DTYPE_NAMES[array.dtype.newbyteorder("<")], "shape": list(array.shape),
                         "data_offsets": [offset, offset + len(data)]}

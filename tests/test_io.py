@@ -279,6 +279,20 @@ def test_every_dtype_and_shape_round_trips_through_both_implementations(tensors,
     assert read_meta == metadata
 
 
+def test_every_tensor_starts_at_a_multiple_of_its_item_size(tmp_path):
+    tensors = {"odd": np.ones(3, np.uint8), "f64": np.ones(2, np.float64), "f16": np.ones(1, np.float16),
+               "i32": np.ones(3, np.int32)}
+    write_safetensors(tmp_path / "a.safetensors", tensors)
+    raw = (tmp_path / "a.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    assert (8 + length) % 8 == 0
+    assert [name for name, _ in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"])] == \
+        ["f64", "i32", "f16", "odd"]
+    for name, entry in header.items():
+        assert entry["data_offsets"][0] % tensors[name].dtype.itemsize == 0, name
+
+
 def test_big_endian_arrays_are_stored_little_endian(tmp_path):
     values = np.arange(6, dtype=">i4").reshape(2, 3)
     write_safetensors(tmp_path / "be.safetensors", {"x": values})
