@@ -24,8 +24,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5
 
 #: Two models that between them use every layer type with the settings ONNX spells differently:
-#: "same" padding of an even kernel (one more pixel after), dilation, strides, asymmetric kernels,
-#: padded pooling (minicnn averages padded zeros; max ignores them), no bias.
+#: "same" padding of an even kernel (one more pixel after), explicit ((top, bottom), (left, right))
+#: padding, dilation, strides, asymmetric kernels, padded pooling (minicnn averages padded zeros;
+#: max ignores them), no bias.
 EVERY_LAYER = {
     "flatten": [
         {"type": "Conv2D", "out_channels": 6, "kernel_size": 4, "padding": "same"}, {"type": "BatchNorm2D"},
@@ -37,7 +38,8 @@ EVERY_LAYER = {
         {"type": "Flatten"}, {"type": "Dropout", "p": 0.3}, {"type": "Dense", "out_features": 10}],
     "global_pool": [
         {"type": "Conv2D", "out_channels": 8, "kernel_size": 3, "padding": "same", "dilation": 2},
-        {"type": "Sigmoid"}, {"type": "Conv2D", "out_channels": 12, "kernel_size": [2, 3], "stride": [1, 2]},
+        {"type": "Sigmoid"}, {"type": "Conv2D", "out_channels": 12, "kernel_size": [2, 3], "stride": [1, 2],
+         "padding": [[0, 1], [2, 0]]},
         {"type": "ReLU"}, {"type": "AvgPool2D", "kernel_size": [2, 1]}, {"type": "GlobalAvgPool2D"},
         {"type": "Dense", "out_features": 10, "bias": False}],
 }
@@ -118,6 +120,9 @@ def test_attributes_spell_out_same_padding_and_count_padded_zeros(digits):
     assert nodes["0"]["pads"] == [1, 1, 2, 2]                 # kernel 4, "same": top, left, bottom, right
     assert nodes["4"]["pads"] == [1, 0, 1, 0] and nodes["4"]["strides"] == [2, 2]
     assert nodes["6"]["count_include_pad"] == 1
+    proto = build_onnx(build_model(EVERY_LAYER["global_pool"], digits.input_shape, rng=0), digits.input_shape)
+    conv = next(node for node in proto.graph.node if node.name == "2")
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in conv.attribute}["pads"] == [0, 2, 1, 0]
     assert nodes["1"]["epsilon"] == pytest.approx(1e-5)
 
 
