@@ -35,8 +35,20 @@ import sys
 
 import numpy as np
 
-from .nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
-                        MaxPool2D, ReLU, Sigmoid, Tanh)
+from .nn.layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
 from .nn.model import Sequential
 
 #: The ONNX operator set the graph is written for (each operator used has its present definition by then).
@@ -57,7 +69,8 @@ class _Graph:
 
     def __init__(self, onnx, tensor: str):
         self.onnx, self.tensor = onnx, tensor
-        self.nodes, self.initializers = [], []
+        self.nodes: list = []  # onnx NodeProto
+        self.initializers: list = []  # onnx TensorProto
 
     def constant(self, name: str, array: np.ndarray) -> str:
         self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array, np.float32), name))
@@ -75,8 +88,15 @@ def _conv(graph: _Graph, layer: Conv2D, name: str) -> None:
     (top, bottom), (left, right) = layer.pad_amounts
     weight = graph.constant(f"{name}.weight", layer.weight.data)
     bias = None if layer.bias is None else graph.constant(f"{name}.bias", layer.bias.data)
-    graph.add("Conv", name, [weight, bias], kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-              dilations=list(layer.dilation), pads=[top, left, bottom, right])
+    graph.add(
+        "Conv",
+        name,
+        [weight, bias],
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        dilations=list(layer.dilation),
+        pads=[top, left, bottom, right],
+    )
 
 
 def _dense(graph: _Graph, layer: Dense, name: str) -> None:
@@ -88,15 +108,28 @@ def _dense(graph: _Graph, layer: Dense, name: str) -> None:
 def _pool(op: str, **extra):
     def convert(graph: _Graph, layer, name: str) -> None:
         ph, pw = layer.padding
-        graph.add(op, name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                  pads=[ph, pw, ph, pw], **extra)
+        graph.add(
+            op,
+            name,
+            kernel_shape=list(layer.kernel_size),
+            strides=list(layer.stride),
+            pads=[ph, pw, ph, pw],
+            **extra,
+        )
+
     return convert
 
 
 def _batch_norm(graph: _Graph, layer: BatchNorm2D, name: str) -> None:
-    inputs = [graph.constant(f"{name}.{key}", value) for key, value in
-              (("weight", layer.weight.data), ("bias", layer.bias.data), ("running_mean", layer.running_mean),
-               ("running_var", layer.running_var))]
+    inputs = [
+        graph.constant(f"{name}.{key}", value)
+        for key, value in (
+            ("weight", layer.weight.data),
+            ("bias", layer.bias.data),
+            ("running_mean", layer.running_mean),
+            ("running_var", layer.running_var),
+        )
+    ]
     graph.add("BatchNormalization", name, inputs, epsilon=layer.eps)
 
 
@@ -139,16 +172,19 @@ def _check_input_shape(model: Sequential, input_shape) -> tuple[tuple[int, int, 
     if len(shape) == 4:
         shape = shape[1:]
     if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape):
-        raise ValueError(f"to_onnx: input_shape must be (C, H, W) of positive ints, "
-                         f"got {tuple(input_shape)!r}")
+        raise ValueError(
+            f"to_onnx: input_shape must be (C, H, W) of positive ints, got {tuple(input_shape)!r}"
+        )
     try:
         probabilities = model.predict_proba(np.zeros((1,) + shape, np.float32))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"to_onnx: the model does not accept inputs of shape (N, *{shape}): {exc}") from None
     if probabilities.ndim != 2:
-        raise ValueError(f"to_onnx: the model's output must be (N, classes), "
-                         f"got {probabilities.shape[1:]} per image")
-    return tuple(int(s) for s in shape), int(probabilities.shape[1])
+        raise ValueError(
+            f"to_onnx: the model's output must be (N, classes), got {probabilities.shape[1:]} per image"
+        )
+    channels, height, width = (int(s) for s in shape)
+    return (channels, height, width), int(probabilities.shape[1])
 
 
 def build_onnx(model: Sequential, input_shape, mean=None, std=None):
@@ -161,23 +197,32 @@ def build_onnx(model: Sequential, input_shape, mean=None, std=None):
     (channels, height, width), classes = _check_input_shape(model, input_shape)
     graph = _Graph(onnx, "input")
     if mean is not None or std is not None:
-        per_channel = lambda v, d: np.broadcast_to(np.asarray(d if v is None else v, np.float32),  # noqa: E731
-                                                   (channels,)).reshape(1, channels, 1, 1)
-        graph.add("Sub", "standardize.sub", [graph.constant("standardize.mean", per_channel(mean, 0.0))])
-        graph.add("Div", "standardize.div", [graph.constant("standardize.std", per_channel(std, 1.0))])
+        shift, scale = (
+            np.broadcast_to(np.asarray(default if v is None else v, np.float32), (channels,))
+            for v, default in ((mean, 0.0), (std, 1.0))
+        )
+        graph.add("Sub", "standardize.sub", [graph.constant("standardize.mean", shift.reshape(1, -1, 1, 1))])
+        graph.add("Div", "standardize.div", [graph.constant("standardize.std", scale.reshape(1, -1, 1, 1))])
     for name, layer in _named_layers(model):
         convert = CONVERTERS.get(type(layer))
         if convert is None:
-            raise ValueError(f"to_onnx: layer {name} ({type(layer).__name__}) has no ONNX equivalent; "
-                             f"known: {', '.join(cls.__name__ for cls in CONVERTERS)}")
+            raise ValueError(
+                f"to_onnx: layer {name} ({type(layer).__name__}) has no ONNX equivalent; "
+                f"known: {', '.join(cls.__name__ for cls in CONVERTERS)}"
+            )
         convert(graph, layer, name)
     graph.nodes.append(helper.make_node("Identity", [graph.tensor], ["logits"], name="logits"))
     graph.nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1))
-    outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", classes])
-               for out in ("logits", "probabilities")]
+    outputs = [
+        helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", classes])
+        for out in ("logits", "probabilities")
+    ]
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", channels, height, width])]
-    proto = helper.make_model(helper.make_graph(graph.nodes, "minicnn", inputs, outputs, graph.initializers),
-                              opset_imports=[helper.make_opsetid("", OPSET)], producer_name="minicnn")
+    proto = helper.make_model(
+        helper.make_graph(graph.nodes, "minicnn", inputs, outputs, graph.initializers),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="minicnn",
+    )
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
@@ -210,13 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minicnn.export",
         description="Export a run's model (RUN_DIR/model.npz) to another format.",
-        epilog="example: python -m minicnn.export runs/digits-20260101-120000 --onnx digits.onnx")
+        epilog="example: python -m minicnn.export runs/digits-20260101-120000 --onnx digits.onnx",
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
     parser.add_argument("--onnx", metavar="FILE", required=True, help="write an ONNX model (opset 17) here")
-    parser.add_argument("--input-shape", metavar=("C", "H", "W"), type=int, nargs=3,
-                        help="one image's shape (default: the shape of the run's data, from its config.toml)")
-    parser.add_argument("--no-standardize", action="store_true",
-                        help="export the network alone, for inputs already standardized as the run's were")
+    parser.add_argument(
+        "--input-shape",
+        metavar=("C", "H", "W"),
+        type=int,
+        nargs=3,
+        help="one image's shape (default: the shape of the run's data, from its config.toml)",
+    )
+    parser.add_argument(
+        "--no-standardize",
+        action="store_true",
+        help="export the network alone, for inputs already standardized as the run's were",
+    )
     return parser
 
 
@@ -233,8 +287,9 @@ def _run_inputs(run_dir: str, input_shape, standardize: bool):
     if input_shape is None:
         config_path = os.path.join(run_dir, "config.toml")
         if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"{run_dir} has no config.toml to take the input shape from; "
-                                    "give --input-shape C H W")
+            raise FileNotFoundError(
+                f"{run_dir} has no config.toml to take the input shape from; give --input-shape C H W"
+            )
         from .data import load_dataset
         from .train.config import load_config
 
@@ -246,8 +301,10 @@ def main(argv=None) -> int:
     """``python -m minicnn.export RUN_DIR --onnx FILE``: 0 on success, 2 with one line on stderr otherwise."""
     args = build_parser().parse_args(argv)
     if not os.path.isdir(args.run_dir):
-        print(f"error: {args.run_dir} is not a directory (expected a run directory written by train.py)",
-              file=sys.stderr)
+        print(
+            f"error: {args.run_dir} is not a directory (expected a run directory written by train.py)",
+            file=sys.stderr,
+        )
         return 2
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.onnx))):
         print(f"error: the folder of {args.onnx} does not exist", file=sys.stderr)
@@ -258,8 +315,10 @@ def main(argv=None) -> int:
     except (ImportError, FileNotFoundError, ValueError, TypeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.onnx}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
-          f"probabilities{'' if mean is None else ' (standardization included)'}")
+    print(
+        f"wrote {args.onnx}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
+        f"probabilities{'' if mean is None else ' (standardization included)'}"
+    )
     return 0
 
 

@@ -220,7 +220,9 @@ def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, 
     with spaces to a multiple of 8 bytes and tensors with larger items come first (otherwise in the
     order given), so every tensor starts at a multiple of its item size.
     """
-    header, blobs, offset = {}, [], 0
+    header: dict[str, dict] = {}
+    blobs: list[bytes] = []
+    offset = 0
     if metadata:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise TypeError("write_safetensors: metadata keys and values must all be str")
@@ -228,13 +230,18 @@ def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, 
     arrays = {name: np.asarray(array) for name, array in tensors.items()}
     for name, array in arrays.items():
         if name == "__metadata__" or array.dtype.newbyteorder("<") not in _DTYPE_NAMES:
-            raise ValueError(f"write_safetensors: cannot store {name!r} of dtype {array.dtype}; "
-                             f"storable: {', '.join(str(np.dtype(c)) for c in SAFETENSORS_DTYPES.values())}")
+            raise ValueError(
+                f"write_safetensors: cannot store {name!r} of dtype {array.dtype}; "
+                f"storable: {', '.join(str(np.dtype(c)) for c in SAFETENSORS_DTYPES.values())}"
+            )
     for name in sorted(arrays, key=lambda name: -arrays[name].dtype.itemsize):
         array = arrays[name]
         data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": _DTYPE_NAMES[array.dtype.newbyteorder("<")], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": _DTYPE_NAMES[array.dtype.newbyteorder("<")],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -260,8 +267,9 @@ def read_safetensors(path, budget: int | None = None) -> tuple[dict[str, np.ndar
     except FileNotFoundError:
         raise FileNotFoundError(f"no such file: {shown}") from None
     except OSError as exc:
-        raise FileFormatError(f"{shown}: cannot open as a safetensors file (a link?): "
-                              f"{exc.strerror}") from None
+        raise FileFormatError(
+            f"{shown}: cannot open as a safetensors file (a link?): {exc.strerror}"
+        ) from None
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
@@ -270,23 +278,30 @@ def read_safetensors(path, budget: int | None = None) -> tuple[dict[str, np.ndar
     with os.fdopen(fd, "rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
-            raise FileFormatError(f"{shown}: a safetensors file starts with an 8-byte header length; "
-                                  f"the file has {size} bytes")
+            raise FileFormatError(
+                f"{shown}: a safetensors file starts with an 8-byte header length; the file has {size} bytes"
+            )
         (length,) = struct.unpack("<Q", prefix)
         if length > min(size - 8, MAX_SAFETENSORS_HEADER):
-            raise FileFormatError(f"{shown}: header length {length} bytes exceeds what the file holds after "
-                                  f"the length field ({size - 8} bytes; at most {MAX_SAFETENSORS_HEADER} "
-                                  "are read)")
+            raise FileFormatError(
+                f"{shown}: header length {length} bytes exceeds what the file holds after "
+                f"the length field ({size - 8} bytes; at most {MAX_SAFETENSORS_HEADER} "
+                "are read)"
+            )
         budget = memory_budget() if budget is None else budget
         if size - 8 - length > budget:
-            raise FileFormatError(f"{shown}: its tensors take {(size - 8 - length) / 2**20:,.1f} MiB, above "
-                                  f"the memory budget of {budget / 2**20:,.0f} MiB")
+            raise FileFormatError(
+                f"{shown}: its tensors take {(size - 8 - length) / 2**20:,.1f} MiB, above "
+                f"the memory budget of {budget / 2**20:,.0f} MiB"
+            )
         entries, metadata = _parse_safetensors_header(handle.read(length), size - 8 - length, shown)
         data = handle.read(size - 8 - length)
     if len(data) != size - 8 - length:
         raise FileFormatError(f"{shown}: the file changed while it was read")
-    tensors = {name: np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(shape).copy()
-               for name, (dtype, shape, begin, count) in entries.items()}
+    tensors = {
+        name: np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(shape).copy()
+        for name, (dtype, shape, begin, count) in entries.items()
+    }
     return tensors, metadata
 
 
@@ -297,8 +312,9 @@ def _parse_safetensors_header(text: bytes, data_size: int, shown: str):
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FileFormatError(f"{shown}: the safetensors header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
-        raise FileFormatError(f"{shown}: the safetensors header must be a JSON object, "
-                              f"got {type(header).__name__}")
+        raise FileFormatError(
+            f"{shown}: the safetensors header must be a JSON object, got {type(header).__name__}"
+        )
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise FileFormatError(f"{shown}: __metadata__ must map strings to strings, got {metadata!r:.200}")
@@ -310,14 +326,17 @@ def _parse_safetensors_header(text: bytes, data_size: int, shown: str):
     position, previous = 0, None
     for begin, end, name in sorted(ranges):
         if begin < position:
-            raise FileFormatError(f"{shown}: tensor {name!r} (bytes {begin}..{end}) overlaps {previous!r} "
-                                  f"(which ends at {position})")
+            raise FileFormatError(
+                f"{shown}: tensor {name!r} (bytes {begin}..{end}) overlaps {previous!r} "
+                f"(which ends at {position})"
+            )
         if begin > position:
             raise FileFormatError(f"{shown}: bytes {position}..{begin} of the data belong to no tensor")
         position, previous = end, name
     if position != data_size:
-        raise FileFormatError(f"{shown}: the tensors cover {position} bytes, but the file holds {data_size} "
-                              "after the header")
+        raise FileFormatError(
+            f"{shown}: the tensors cover {position} bytes, but the file holds {data_size} after the header"
+        )
     return entries, metadata
 
 
@@ -327,21 +346,30 @@ def _check_safetensors_entry(name: str, entry, data_size: int, shown: str):
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise FileFormatError(f"{where}: expected {{'dtype', 'shape', 'data_offsets'}}, got {entry!r:.200}")
     if entry["dtype"] not in SAFETENSORS_DTYPES:
-        raise FileFormatError(f"{where}: unknown dtype {entry['dtype']!r:.40}; minicnn reads "
-                              f"{', '.join(SAFETENSORS_DTYPES)}")
+        raise FileFormatError(
+            f"{where}: unknown dtype {entry['dtype']!r:.40}; minicnn reads {', '.join(SAFETENSORS_DTYPES)}"
+        )
     shape, offsets = entry["shape"], entry["data_offsets"]
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
     if not isinstance(shape, list) or not all(is_int(d) for d in shape):
         raise FileFormatError(f"{where}: shape must be a list of non-negative ints, got {shape!r:.200}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_int(v) for v in offsets)
-            and offsets[0] <= offsets[1] <= data_size):
-        raise FileFormatError(f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end <= "
-                              f"{data_size} (the data's size), got {offsets!r:.200}")
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(is_int(v) for v in offsets)
+        and offsets[0] <= offsets[1] <= data_size
+    ):
+        raise FileFormatError(
+            f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end <= "
+            f"{data_size} (the data's size), got {offsets!r:.200}"
+        )
     dtype = np.dtype(SAFETENSORS_DTYPES[entry["dtype"]])
     expected = dtype.itemsize
-    for d in shape:   # Python ints: a huge declared shape cannot overflow
+    for d in shape:  # Python ints: a huge declared shape cannot overflow
         expected *= d
     if expected != offsets[1] - offsets[0]:
-        raise FileFormatError(f"{where}: shape {shape!r:.200} of {entry['dtype']} needs {expected} bytes, "
-                              f"but data_offsets {offsets} span {offsets[1] - offsets[0]}")
+        raise FileFormatError(
+            f"{where}: shape {shape!r:.200} of {entry['dtype']} needs {expected} bytes, "
+            f"but data_offsets {offsets} span {offsets[1] - offsets[0]}"
+        )
     return dtype, tuple(shape), offsets[0], offsets[1]

@@ -14,11 +14,12 @@ from onnx.reference import ReferenceEvaluator
 
 from minicnn.cli import main as train_main
 from minicnn.data import load_dataset
-from minicnn.export import OPSET, build_onnx, main as export_main, to_onnx
+from minicnn.export import OPSET, build_onnx, to_onnx
+from minicnn.export import main as export_main
 from minicnn.nn.layers import LAYERS, Flatten, Layer
 from minicnn.nn.model import Sequential
+from minicnn.train.build import build_model
 from minicnn.train.config import load_config
-from minicnn.train.trainer import build_model
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5
@@ -29,19 +30,39 @@ TOLERANCE = 1e-5
 #: max ignores them), no bias.
 EVERY_LAYER = {
     "flatten": [
-        {"type": "Conv2D", "out_channels": 6, "kernel_size": 4, "padding": "same"}, {"type": "BatchNorm2D"},
+        {"type": "Conv2D", "out_channels": 6, "kernel_size": 4, "padding": "same"},
+        {"type": "BatchNorm2D"},
         {"type": "LeakyReLU", "negative_slope": 0.2},
         {"type": "MaxPool2D", "kernel_size": 3, "stride": 1, "padding": 1},
-        {"type": "Conv2D", "out_channels": 8, "kernel_size": 3, "stride": 2, "padding": [1, 0],
-         "bias": False},
-        {"type": "Tanh"}, {"type": "AvgPool2D", "kernel_size": 2, "stride": 1, "padding": 1},
-        {"type": "Flatten"}, {"type": "Dropout", "p": 0.3}, {"type": "Dense", "out_features": 10}],
+        {
+            "type": "Conv2D",
+            "out_channels": 8,
+            "kernel_size": 3,
+            "stride": 2,
+            "padding": [1, 0],
+            "bias": False,
+        },
+        {"type": "Tanh"},
+        {"type": "AvgPool2D", "kernel_size": 2, "stride": 1, "padding": 1},
+        {"type": "Flatten"},
+        {"type": "Dropout", "p": 0.3},
+        {"type": "Dense", "out_features": 10},
+    ],
     "global_pool": [
         {"type": "Conv2D", "out_channels": 8, "kernel_size": 3, "padding": "same", "dilation": 2},
-        {"type": "Sigmoid"}, {"type": "Conv2D", "out_channels": 12, "kernel_size": [2, 3], "stride": [1, 2],
-         "padding": [[0, 1], [2, 0]]},
-        {"type": "ReLU"}, {"type": "AvgPool2D", "kernel_size": [2, 1]}, {"type": "GlobalAvgPool2D"},
-        {"type": "Dense", "out_features": 10, "bias": False}],
+        {"type": "Sigmoid"},
+        {
+            "type": "Conv2D",
+            "out_channels": 12,
+            "kernel_size": [2, 3],
+            "stride": [1, 2],
+            "padding": [[0, 1], [2, 0]],
+        },
+        {"type": "ReLU"},
+        {"type": "AvgPool2D", "kernel_size": [2, 1]},
+        {"type": "GlobalAvgPool2D"},
+        {"type": "Dense", "out_features": 10, "bias": False},
+    ],
 }
 
 
@@ -72,8 +93,10 @@ def randomized(model: Sequential, seed: int = 0) -> Sequential:
 def run_both(proto, X: np.ndarray) -> dict[str, np.ndarray]:
     """The ``probabilities`` output from onnx's reference evaluator and from onnxruntime."""
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return {"reference": ReferenceEvaluator(proto).run(["probabilities"], {"input": X})[0],
-            "onnxruntime": session.run(["probabilities"], {"input": X})[0]}
+    return {
+        "reference": ReferenceEvaluator(proto).run(["probabilities"], {"input": X})[0],
+        "onnxruntime": session.run(["probabilities"], {"input": X})[0],
+    }
 
 
 def assert_matches_predict_proba(model, proto, X):
@@ -84,8 +107,9 @@ def assert_matches_predict_proba(model, proto, X):
 
 
 def test_default_model_on_the_digits_test_images_matches_predict_proba(digits, tmp_path):
-    model = randomized(build_model(load_config(REPO / "configs" / "digits.toml").model.layers,
-                                   digits.input_shape, rng=0))
+    model = randomized(
+        build_model(load_config(REPO / "configs" / "digits.toml").model.layers, digits.input_shape, rng=0)
+    )
     path = tmp_path / "digits.onnx"
     to_onnx(model, path, digits.input_shape)
     proto = onnx.load(path)
@@ -106,18 +130,35 @@ def test_every_layer_type_matches_predict_proba(name, digits, tmp_path):
 def test_the_two_models_between_them_use_every_layer_type_and_onnx_operator(digits):
     used = {spec["type"] for specs in EVERY_LAYER.values() for spec in specs}
     assert used == set(LAYERS)
-    protos = [build_onnx(build_model(specs, digits.input_shape, rng=0), digits.input_shape)
-              for specs in EVERY_LAYER.values()]
+    protos = [
+        build_onnx(build_model(specs, digits.input_shape, rng=0), digits.input_shape)
+        for specs in EVERY_LAYER.values()
+    ]
     ops = {node.op_type for proto in protos for node in proto.graph.node}
-    assert ops >= {"Conv", "Relu", "LeakyRelu", "Tanh", "Sigmoid", "MaxPool", "AveragePool",
-                   "GlobalAveragePool", "Flatten", "Gemm", "BatchNormalization", "Identity", "Softmax"}
+    assert ops >= {
+        "Conv",
+        "Relu",
+        "LeakyRelu",
+        "Tanh",
+        "Sigmoid",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Flatten",
+        "Gemm",
+        "BatchNormalization",
+        "Identity",
+        "Softmax",
+    }
 
 
 def test_attributes_spell_out_same_padding_and_count_padded_zeros(digits):
     proto = build_onnx(build_model(EVERY_LAYER["flatten"], digits.input_shape, rng=0), digits.input_shape)
-    nodes = {node.name: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-             for node in proto.graph.node}
-    assert nodes["0"]["pads"] == [1, 1, 2, 2]                 # kernel 4, "same": top, left, bottom, right
+    nodes = {
+        node.name: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        for node in proto.graph.node
+    }
+    assert nodes["0"]["pads"] == [1, 1, 2, 2]  # kernel 4, "same": top, left, bottom, right
     assert nodes["4"]["pads"] == [1, 0, 1, 0] and nodes["4"]["strides"] == [2, 2]
     assert nodes["6"]["count_include_pad"] == 1
     proto = build_onnx(build_model(EVERY_LAYER["global_pool"], digits.input_shape, rng=0), digits.input_shape)
@@ -143,8 +184,11 @@ def test_a_nested_sequential_exports_with_the_state_dict_names(digits):
     head = build_model(EVERY_LAYER["flatten"][4:], (6, 8, 8), rng=5)
     model = Sequential(block, head)
     proto = build_onnx(model, digits.input_shape)
-    assert {init.name for init in proto.graph.initializer} == set(model.state_dict()) >= {"0.1.running_var",
-                                                                                          "1.0.weight"}
+    assert (
+        {init.name for init in proto.graph.initializer}
+        == set(model.state_dict())
+        >= {"0.1.running_var", "1.0.weight"}
+    )
     assert_matches_predict_proba(model, proto, digits.X_test)
 
 
@@ -158,14 +202,15 @@ def test_standardization_goes_in_front_of_the_network(digits):
     raw = digits.X_test * digits.std[None, :, None, None] + digits.mean[None, :, None, None]
     proto = build_onnx(model, digits.input_shape, mean=digits.mean, std=digits.std)
     for runtime, probabilities in run_both(proto, raw.astype(np.float32)).items():
-        np.testing.assert_allclose(probabilities, model.predict_proba(digits.X_test), atol=TOLERANCE,
-                                   err_msg=runtime)
+        np.testing.assert_allclose(
+            probabilities, model.predict_proba(digits.X_test), atol=TOLERANCE, err_msg=runtime
+        )
 
 
 def test_a_layer_onnx_cannot_express_is_named():
     class Cube(Layer):
         def forward(self, x):
-            return x ** 3
+            return x**3
 
     model = Sequential(Flatten(), Cube())
     with pytest.raises(ValueError, match=r"layer 1 \(Cube\) has no ONNX equivalent"):
@@ -180,7 +225,7 @@ def test_an_input_shape_the_model_cannot_take_is_rejected(shape):
 
 
 def test_without_onnx_installed_one_line_says_how_to_get_it(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(sys.modules, "onnx", None)          # import onnx now raises ImportError
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     model = build_model(EVERY_LAYER["flatten"], (1, 8, 8), rng=0)
     with pytest.raises(ImportError, match=r'pip install "minicnn\[onnx\]"'):
         to_onnx(model, tmp_path / "m.onnx", (1, 8, 8))
@@ -196,9 +241,21 @@ def test_without_onnx_installed_one_line_says_how_to_get_it(monkeypatch, tmp_pat
 def run_dir(tmp_path_factory):
     """A run of the default config (configs/digits.toml), shortened to one epoch."""
     out = tmp_path_factory.mktemp("runs") / "digits"
-    code = train_main(["--config", str(REPO / "configs" / "digits.toml"), "--set", "train.epochs=1",
-                       "--set", "train.warmup_epochs=0", "--set", "output.figures=false", "--out", str(out),
-                       "--quiet"])
+    code = train_main(
+        [
+            "--config",
+            str(REPO / "configs" / "digits.toml"),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.warmup_epochs=0",
+            "--set",
+            "output.figures=false",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     return out
 
@@ -213,8 +270,9 @@ def test_command_exports_a_run_that_takes_unstandardized_images(run_dir, digits,
     proto = onnx.load(path)
     onnx.checker.check_model(proto, full_check=True)
     for runtime, probabilities in run_both(proto, raw).items():
-        np.testing.assert_allclose(probabilities, model.predict_proba(digits.X_test), atol=TOLERANCE,
-                                   err_msg=runtime)
+        np.testing.assert_allclose(
+            probabilities, model.predict_proba(digits.X_test), atol=TOLERANCE, err_msg=runtime
+        )
 
 
 def test_command_without_standardization_takes_the_runs_standardized_inputs(run_dir, digits, tmp_path):
@@ -242,8 +300,12 @@ def test_output_folder_that_does_not_exist_exits_2_with_one_line(run_dir, tmp_pa
 
 def test_runs_as_python_dash_m(run_dir, tmp_path):
     path = tmp_path / "cli.onnx"
-    result = subprocess.run([sys.executable, "-m", "minicnn.export", str(run_dir), "--onnx", str(path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "minicnn.export", str(run_dir), "--onnx", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"wrote {path}")
     assert [out.name for out in onnx.load(path).graph.output] == ["logits", "probabilities"]

@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 from minicnn import io as mio
 from minicnn.io import SAFETENSORS_DTYPES, FileFormatError, read_safetensors, write_safetensors
 from minicnn.nn.model import Sequential
-from minicnn.train.trainer import build_model
+from minicnn.train.build import build_model
 
 
 def _npz_with_header(path, shape, dtype="<f4", payload=b"", compress=zipfile.ZIP_STORED):
@@ -144,12 +144,21 @@ def test_the_budget_can_be_set_and_reset():
 
 #: Every layer type, so every parameter and buffer layout goes through the file.
 EVERY_LAYER = [
-    {"type": "Conv2D", "out_channels": 4, "kernel_size": 3, "padding": "same"}, {"type": "BatchNorm2D"},
-    {"type": "LeakyReLU", "negative_slope": 0.1}, {"type": "MaxPool2D", "kernel_size": 2},
-    {"type": "Conv2D", "out_channels": 6, "kernel_size": 2, "bias": False}, {"type": "Tanh"},
-    {"type": "AvgPool2D", "kernel_size": 2, "stride": 1, "padding": 1}, {"type": "Sigmoid"},
-    {"type": "Conv2D", "out_channels": 5, "kernel_size": 1}, {"type": "ReLU"}, {"type": "GlobalAvgPool2D"},
-    {"type": "Flatten"}, {"type": "Dropout", "p": 0.2}, {"type": "Dense", "out_features": 3}]
+    {"type": "Conv2D", "out_channels": 4, "kernel_size": 3, "padding": "same"},
+    {"type": "BatchNorm2D"},
+    {"type": "LeakyReLU", "negative_slope": 0.1},
+    {"type": "MaxPool2D", "kernel_size": 2},
+    {"type": "Conv2D", "out_channels": 6, "kernel_size": 2, "bias": False},
+    {"type": "Tanh"},
+    {"type": "AvgPool2D", "kernel_size": 2, "stride": 1, "padding": 1},
+    {"type": "Sigmoid"},
+    {"type": "Conv2D", "out_channels": 5, "kernel_size": 1},
+    {"type": "ReLU"},
+    {"type": "GlobalAvgPool2D"},
+    {"type": "Flatten"},
+    {"type": "Dropout", "p": 0.2},
+    {"type": "Dense", "out_features": 3},
+]
 
 
 def trained_looking(dtype=np.float32, seed=0) -> Sequential:
@@ -157,7 +166,7 @@ def trained_looking(dtype=np.float32, seed=0) -> Sequential:
     model = build_model(EVERY_LAYER, (2, 8, 8), dtype=dtype, rng=seed)
     rng = np.random.default_rng(seed)
     model.train()
-    model.forward(rng.normal(size=(4, 2, 8, 8)).astype(dtype))   # updates the running statistics
+    model.forward(rng.normal(size=(4, 2, 8, 8)).astype(dtype))  # updates the running statistics
     model.layers[4].freeze()
     return model
 
@@ -195,13 +204,14 @@ def test_the_file_is_safetensors_with_pytorch_keys_and_layouts(tmp_path):
     model.save(path)
     raw = path.read_bytes()
     (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
-    assert length % 8 == 0 and 8 + length + max(e["data_offsets"][1] for k, e in header.items()
-                                                if k != "__metadata__") == len(raw)
+    header = json.loads(raw[8 : 8 + length])
+    assert length % 8 == 0 and 8 + length + max(
+        e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"
+    ) == len(raw)
     assert header["0.weight"] == {"dtype": "F32", "shape": [4, 2, 3, 3], "data_offsets": [0, 4 * 72]}
     begin, end = header["0.weight"]["data_offsets"]
-    kernels = np.frombuffer(raw[8 + length + begin:8 + length + end], "<f4").reshape(4, 2, 3, 3)
-    assert np.array_equal(kernels, model.layers[0].weight.data)      # OIHW, little-endian, C order
+    kernels = np.frombuffer(raw[8 + length + begin : 8 + length + end], "<f4").reshape(4, 2, 3, 3)
+    assert np.array_equal(kernels, model.layers[0].weight.data)  # OIHW, little-endian, C order
     assert json.loads(header["__metadata__"]["__architecture__"])["layers"] == model.architecture()
     assert set(header) - {"__metadata__"} == set(model.state_dict()) >= {"1.running_mean", "13.weight"}
 
@@ -241,8 +251,9 @@ def test_npz_names_still_write_npz(tmp_path):
     model = trained_looking()
     model.save(tmp_path / "model.npz")
     assert (tmp_path / "model.npz").read_bytes()[:2] == b"PK"
-    assert np.array_equal(Sequential.load(tmp_path / "model.npz").layers[0].weight.data,
-                          model.layers[0].weight.data)
+    assert np.array_equal(
+        Sequential.load(tmp_path / "model.npz").layers[0].weight.data, model.layers[0].weight.data
+    )
 
 
 # --- read_safetensors / write_safetensors ----------------------------------------------------------------
@@ -251,11 +262,23 @@ DTYPES = [np.dtype(code) for code in SAFETENSORS_DTYPES.values()]
 
 @st.composite
 def tensor_dicts(draw):
-    names = draw(st.lists(st.text(st.characters(codec="utf-8"), min_size=1, max_size=8).filter(
-        lambda s: s != "__metadata__"), max_size=4, unique=True))
-    return {name: draw(hnp.arrays(st.sampled_from(DTYPES), hnp.array_shapes(min_dims=0, max_dims=3,
-                                                                             min_side=0, max_side=4)))
-            for name in names}
+    names = draw(
+        st.lists(
+            st.text(st.characters(codec="utf-8"), min_size=1, max_size=8).filter(
+                lambda s: s != "__metadata__"
+            ),
+            max_size=4,
+            unique=True,
+        )
+    )
+    return {
+        name: draw(
+            hnp.arrays(
+                st.sampled_from(DTYPES), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
+            )
+        )
+        for name in names
+    }
 
 
 def assert_same(a: dict, b: dict) -> None:
@@ -280,15 +303,23 @@ def test_every_dtype_and_shape_round_trips_through_both_implementations(tensors,
 
 
 def test_every_tensor_starts_at_a_multiple_of_its_item_size(tmp_path):
-    tensors = {"odd": np.ones(3, np.uint8), "f64": np.ones(2, np.float64), "f16": np.ones(1, np.float16),
-               "i32": np.ones(3, np.int32)}
+    tensors = {
+        "odd": np.ones(3, np.uint8),
+        "f64": np.ones(2, np.float64),
+        "f16": np.ones(1, np.float16),
+        "i32": np.ones(3, np.int32),
+    }
     write_safetensors(tmp_path / "a.safetensors", tensors)
     raw = (tmp_path / "a.safetensors").read_bytes()
     (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
+    header = json.loads(raw[8 : 8 + length])
     assert (8 + length) % 8 == 0
-    assert [name for name, _ in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"])] == \
-        ["f64", "i32", "f16", "odd"]
+    assert [name for name, _ in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"])] == [
+        "f64",
+        "i32",
+        "f16",
+        "odd",
+    ]
     for name, entry in header.items():
         assert entry["data_offsets"][0] % tensors[name].dtype.itemsize == 0, name
 
@@ -337,8 +368,12 @@ MALFORMED = {
     "unknown dtype": ({"a": entry(dtype="BF16", offsets=(0, 4))}, bytes(4), None, "unknown dtype 'BF16'"),
     "made-up dtype": ({"a": entry(dtype="Q7")}, bytes(8), None, "unknown dtype 'Q7'"),
     "huge shape": ({"a": entry(shape=(2**40, 2**40))}, bytes(8), None, f"needs {4 * 2**80} bytes"),
-    "huge shape and offsets": ({"a": entry(shape=(10**12,), offsets=(0, 4 * 10**12))}, bytes(8), None,
-                               "data_offsets must be"),
+    "huge shape and offsets": (
+        {"a": entry(shape=(10**12,), offsets=(0, 4 * 10**12))},
+        bytes(8),
+        None,
+        "data_offsets must be",
+    ),
     "shape and size disagree": ({"a": entry(shape=(3,))}, bytes(8), None, "needs 12 bytes"),
     "negative shape": ({"a": entry(shape=(-2,))}, bytes(8), None, "non-negative ints"),
     "float shape": ({"a": entry(shape=(2.0,))}, bytes(8), None, "non-negative ints"),
@@ -407,12 +442,13 @@ def test_corrupted_bytes_give_a_value_error_or_the_right_arrays(position, value,
     arrays that exactly tile the data section, or raises FileFormatError; never another exception."""
     folder = tmp_path_factory.mktemp("fuzz")
     good = folder / "good.safetensors"
-    write_safetensors(good, {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.int64)},
-                      {"k": "v"})
+    write_safetensors(
+        good, {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.int64)}, {"k": "v"}
+    )
     raw = bytearray(good.read_bytes())
     raw[position % len(raw)] = value
     bad = folder / "bad.safetensors"
-    raw = bytes(raw[:len(raw) - cut % 9])
+    raw = bytes(raw[: len(raw) - cut % 9])
     bad.write_bytes(raw)
     try:
         tensors, _ = read_safetensors(bad)

@@ -18,4 +18,4 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
 def test_readme_starts_with_the_two_commands():
     first_block = re.search(r"```bash\n(.*?)```", README.read_text(), flags=re.S).group(1)
     lines = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
-    assert lines == ['pip install -e . && python train.py', 'pip install -e ".[test,onnx,dask]" && pytest']
+    assert lines == ["pip install -e . && python train.py", 'pip install -e ".[test,onnx,dask]" && pytest']
