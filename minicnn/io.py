@@ -43,6 +43,7 @@ def show_path(path) -> str:
 
 # --- memory budget ---------------------------------------------------------------------------------
 
+
 def machine_memory() -> int:
     """Physical memory in bytes (8 GiB when the platform does not say)."""
     try:
@@ -68,11 +69,14 @@ def check_budget(nbytes: int, what: str) -> None:
     """Raise :class:`MemoryError` with one readable line when ``what`` would need more than the budget."""
     budget = memory_budget()
     if nbytes > budget:
-        raise MemoryError(f"{what} needs {nbytes / 2**20:,.1f} MiB, above the memory budget of "
-                          f"{budget / 2**20:,.0f} MiB (minicnn.io.set_memory_budget changes it)")
+        raise MemoryError(
+            f"{what} needs {nbytes / 2**20:,.1f} MiB, above the memory budget of "
+            f"{budget / 2**20:,.0f} MiB (minicnn.io.set_memory_budget changes it)"
+        )
 
 
 # --- writing ---------------------------------------------------------------------------------------
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -85,9 +89,9 @@ def _atomic(path, suffix: str):
     """Yield a binary handle on a fresh temporary file beside ``path``; rename it over ``path`` on success."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=folder)   # O_EXCL: never a link
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=folder)  # O_EXCL: never a link
     try:
-        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp's 0600 would ignore the user's umask
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would ignore the user's umask
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -123,7 +127,9 @@ def remove_stale_temporaries(folder) -> list[str]:
     removed = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
-            if entry.name.startswith(TEMP_PREFIX) and (entry.is_symlink() or entry.is_file(follow_symlinks=False)):
+            if entry.name.startswith(TEMP_PREFIX) and (
+                entry.is_symlink() or entry.is_file(follow_symlinks=False)
+            ):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed.append(entry.name)
@@ -131,6 +137,7 @@ def remove_stale_temporaries(folder) -> list[str]:
 
 
 # --- reading ---------------------------------------------------------------------------------------
+
 
 def load_npz(path, budget: int | None = None) -> dict[str, np.ndarray]:
     """Every array of a ``.npz`` file, checked before it is read.
@@ -167,10 +174,12 @@ def _read_members(archive: zipfile.ZipFile, shown: str, budget: int) -> dict[str
     for info in archive.infolist():
         if not info.filename.endswith(".npy"):
             raise FileFormatError(f"{shown}: member {info.filename!r} is not a .npy array")
-        total += info.file_size   # zipfile never inflates past the declared size
+        total += info.file_size  # zipfile never inflates past the declared size
         if total > budget:
-            raise FileFormatError(f"{shown}: its arrays inflate to more than {total / 2**20:,.1f} MiB, above "
-                                  f"the memory budget of {budget / 2**20:,.0f} MiB")
+            raise FileFormatError(
+                f"{shown}: its arrays inflate to more than {total / 2**20:,.1f} MiB, above "
+                f"the memory budget of {budget / 2**20:,.0f} MiB"
+            )
         with archive.open(info) as member:
             arrays[info.filename[:-4]] = _read_npy(member, info, shown)
     return arrays
@@ -188,8 +197,10 @@ def _read_npy(member, info: zipfile.ZipInfo, shown: str) -> np.ndarray:
         raise FileFormatError(f"{shown}: array {name!r} holds pickled objects, which minicnn never loads")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > info.file_size:
-        raise FileFormatError(f"{shown}: array {name!r} declares shape {shape} of {dtype} ({nbytes:,} bytes), "
-                              f"but its member holds {info.file_size:,} bytes")
+        raise FileFormatError(
+            f"{shown}: array {name!r} declares shape {shape} of {dtype} ({nbytes:,} bytes), "
+            f"but its member holds {info.file_size:,} bytes"
+        )
     data = member.read(nbytes)
     if len(data) != nbytes:
         raise FileFormatError(f"{shown}: array {name!r} is truncated")
@@ -206,8 +217,20 @@ def _read_npy(member, info: zipfile.ZipInfo, shown: str) -> np.ndarray:
 # the end of the header. Plain bytes and JSON: nothing in a file can run code when it is read.
 
 #: safetensors dtype names and the little-endian NumPy types they are (bfloat16 and float8 have none).
-SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-                      "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+}
 _DTYPE_NAMES = {np.dtype(code): name for name, code in SAFETENSORS_DTYPES.items()}
 #: The largest header minicnn reads (the reference implementation's limit too): 100 MB of JSON.
 MAX_SAFETENSORS_HEADER = 100_000_000
