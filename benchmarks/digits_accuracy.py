@@ -1,12 +1,19 @@
-"""Test accuracy and time of a config over several training seeds, as a markdown table.
+"""Test accuracy, kernel change and time of configs over several training seeds, as markdown tables.
 
     python benchmarks/digits_accuracy.py                      # configs/digits.toml, seeds 0 to 4
-    python benchmarks/digits_accuracy.py --config configs/digits_fast.toml --seeds 0 1
+    python benchmarks/digits_accuracy.py --config configs/digits.toml configs/digits_best.toml
+    python benchmarks/digits_accuracy.py --config configs/digits_fast.toml --seeds 0 1 --no-frozen
 
 Each seed is one ``python train.py --quiet`` process, run one after another (never in parallel, so the
 times are per run). "wall s" is the whole process, start-up and test evaluation included; "train s" is
 the sum of the epochs (metrics.json's ``train_seconds``). Figures are off unless ``--figures``.
 The test split is the same for every seed (``data.split_seed``), so the seeds differ only in training.
+
+Per seed it also reports how far the plotted layer (the first Conv2D, whose kernels the run's figures
+show) turned: the median and range of the angles between each kernel's initial and final weights
+(:func:`minicnn.see.change.kernel_angles`). Unless ``--no-frozen``, every seed is trained a second
+time with that layer frozen at its initialization (``--set model.layers.<i>.trainable=false``), so the
+table says whether learning those kernels matters.
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # works from a clone without installing
 
 from minicnn.io import load_npz  # noqa: E402
+from minicnn.see.change import run_kernel_change  # noqa: E402
 
 
 def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figures: bool) -> dict:
@@ -38,41 +48,69 @@ def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figure
     if result.returncode != 0:
         raise SystemExit(f"seed {seed} failed (exit {result.returncode}): {result.stderr.strip()}")
     metrics = json.loads((out_dir / "metrics.json").read_text())
+    change = run_kernel_change(out_dir)
     return {"seed": seed, "accuracy": metrics["test_accuracy"], "train": metrics["train_seconds"], "wall": wall,
-            "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
-            "n_test": len(load_npz(out_dir / "split.npz")["test"])}
+            "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"], "layer": change["layer"],
+            "angles": change["angles"], "n_test": len(load_npz(out_dir / "split.npz")["test"])}
+
+
+def measure(config: str, seeds, overrides, figures: bool, frozen: bool, tmp: Path) -> list[dict]:
+    """Train ``config`` once per seed (and once more with the plotted layer frozen); one row per seed."""
+    rows = []
+    for seed in seeds:
+        row = run_seed(config, seed, tmp / f"{Path(config).stem}-{seed}", overrides, figures)
+        if frozen:
+            freeze = f"model.layers.{row['layer']}.trainable=false"
+            row["frozen"] = run_seed(config, seed, tmp / f"{Path(config).stem}-{seed}-frozen",
+                                     overrides + [freeze], figures)["accuracy"]
+        rows.append(row)
+        note = f" (frozen {row['frozen']:.4f})" if frozen else ""
+        print(f"{config} seed {seed}: {row['accuracy']:.4f}"
+              f"{note}"
+              f" in {row['wall']:.1f}s", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_table(config: str, rows: list[dict], overrides: list[str], frozen: bool) -> None:
+    shown = os.path.relpath(config, ROOT)
+    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
+    print(f"`{shown}`{' ' + ' '.join('--set ' + o for o in overrides) if overrides else ''}, "
+          f"{os.cpu_count()} CPU cores, BLAS threads: {threads}; test split: {rows[0]['n_test']} images; "
+          f"kernel angles of layer {rows[0]['layer']} (the plotted one)\n")
+    frozen_head = (" frozen-layer accuracy |", "----------------------:|") if frozen else ("", "")
+    print(f"| seed | test accuracy |{frozen_head[0]} median angle (range) | epochs (best) | train s | wall s |")
+    print(f"|-----:|--------------:|{frozen_head[1]}---------------------:|--------------:|--------:|-------:|")
+    for r in rows:
+        cell = f" {100 * r['frozen']:.2f}% |" if frozen else ""
+        print(f"| {r['seed']} | {100 * r['accuracy']:.2f}% |{cell} {np.median(r['angles']):.1f} deg "
+              f"({r['angles'].min():.1f} to {r['angles'].max():.1f}) | {r['epochs']} ({r['best_epoch']}) | "
+              f"{r['train']:.1f} | {r['wall']:.1f} |")
+    accuracies = [r["accuracy"] for r in rows]
+    medians = [float(np.median(r["angles"])) for r in rows]
+    cell = f" **{100 * statistics.mean(r['frozen'] for r in rows):.2f}%** |" if frozen else ""
+    print(f"| **mean** | **{100 * statistics.mean(accuracies):.2f}%** |{cell} {statistics.mean(medians):.1f} deg | | "
+          f"{statistics.mean(r['train'] for r in rows):.1f} | {statistics.mean(r['wall'] for r in rows):.1f} |")
+    print(f"| **min / max** | {100 * min(accuracies):.2f}% / {100 * max(accuracies):.2f}% |"
+          f"{' |' if frozen else ''} {min(medians):.1f} / {max(medians):.1f} deg | | | |")
+    if frozen:
+        gain = statistics.mean(r["accuracy"] - r["frozen"] for r in rows)
+        print(f"\nlearning the plotted layer instead of freezing it: {100 * gain:+.2f} points of mean test accuracy")
+    print()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "digits.toml"))
+    parser.add_argument("--config", nargs="+", default=[str(ROOT / "configs" / "digits.toml")])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY.PATH=VALUE")
     parser.add_argument("--figures", action="store_true", help="also draw the figures (counted in wall s)")
+    parser.add_argument("--no-frozen", dest="frozen", action="store_false",
+                        help="skip the second run per seed with the plotted layer frozen")
     args = parser.parse_args(argv)
-
-    rows = []
     with tempfile.TemporaryDirectory(prefix="minicnn-bench-") as tmp:
-        for seed in args.seeds:
-            rows.append(run_seed(args.config, seed, Path(tmp) / f"seed-{seed}", args.overrides, args.figures))
-            print(f"seed {seed}: {rows[-1]['accuracy']:.4f} in {rows[-1]['wall']:.1f}s", file=sys.stderr, flush=True)
-
-    config = os.path.relpath(args.config, ROOT)
-    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
-    print(f"`{config}`{' ' + ' '.join('--set ' + o for o in args.overrides) if args.overrides else ''}, "
-          f"{os.cpu_count()} CPU cores, BLAS threads: {threads}; test split: {len(rows) and rows[0]['n_test']} "
-          f"images\n")
-    print("| seed | test accuracy | epochs (best) | train s | wall s |")
-    print("|-----:|--------------:|--------------:|--------:|-------:|")
-    for r in rows:
-        print(f"| {r['seed']} | {100 * r['accuracy']:.2f}% | {r['epochs']} ({r['best_epoch']}) | "
-              f"{r['train']:.1f} | {r['wall']:.1f} |")
-    accuracies = [r["accuracy"] for r in rows]
-    walls = [r["wall"] for r in rows]
-    print(f"| **mean** | **{100 * statistics.mean(accuracies):.2f}%** | | "
-          f"{statistics.mean(r['train'] for r in rows):.1f} | {statistics.mean(walls):.1f} |")
-    print(f"| **min / max** | {100 * min(accuracies):.2f}% / {100 * max(accuracies):.2f}% | | | "
-          f"{min(walls):.1f} / {max(walls):.1f} |")
+        for config in args.config:
+            rows = measure(config, args.seeds, args.overrides, args.figures, args.frozen, Path(tmp))
+            print_table(config, rows, args.overrides, args.frozen)
     return 0
 
 

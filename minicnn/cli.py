@@ -60,6 +60,13 @@ def _figure_writer(figures, quiet: bool):
         from .see.plots import write_run_figures  # matplotlib only once training is done
         write_run_figures(run_dir, model=model, init_model=Sequential.load(run_dir / "init.npz"),
                           history=history, X_test=dataset.X_test, y_test=dataset.y_test, figures=figures)
+        from .see.change import load_kernel_history
+        from .see.kernels import write_kernel_figures
+        from .see.saliency import write_saliency_figures
+        write_kernel_figures(run_dir, model, load_kernel_history(run_dir), dataset.X_train)
+        # blank for occlusion: an empty pixel as the model sees it (the darkest value of each channel)
+        write_saliency_figures(run_dir, model, dataset.X_test, dataset.y_test,
+                               blank=dataset.X_train.min(axis=(0, 2, 3)))
     return draw
 
 
@@ -88,6 +95,15 @@ def blas_threads(threads: int, quiet: bool = True):
             _threads.set_num_threads(previous)
 
 
+def _each(*hooks):
+    """One ``on_epoch_end(trainer, record)`` that calls every hook given (None ones skipped)."""
+    def on_epoch_end(trainer, record):
+        for hook in hooks:
+            if hook is not None:
+                hook(trainer, record)
+    return on_epoch_end
+
+
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
     args = build_parser().parse_args(argv)
@@ -108,9 +124,10 @@ def main(argv=None) -> int:
             cfg = load_config(config_path, overrides)
             run_dir = Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
         figures = _figure_writer(cfg.output.figures, args.quiet) if cfg.output.figures else None
-        with blas_threads(cfg.train.threads, args.quiet) as on_epoch_end:
+        from .see.change import KernelHistory  # NumPy only: the plotted kernels after each epoch
+        with blas_threads(cfg.train.threads, args.quiet) as governor:
             training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, finish=figures,
-                         on_epoch_end=on_epoch_end)
+                         on_epoch_end=_each(KernelHistory(run_dir), governor))
     except (ConfigError, DataError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
         return _error(str(exc))
     except training.DivergedError as exc:

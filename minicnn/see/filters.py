@@ -195,5 +195,65 @@ def most_similar(weights, candidates=None, signed: bool = True) -> tuple[str | N
     return (best_name, best) if best_name is not None else (None, float("nan"))
 
 
+#: How many random kernels :func:`chance_cosines` draws per shape, and the seed of their Generator.
+N_RANDOM_KERNELS, RANDOM_KERNEL_SEED = 10_000, 0
+#: Below this percentile among random kernels a best match means nothing: "no classic match".
+MATCH_PERCENTILE = 95.0
+_CHANCE_CACHE: dict[tuple[int, int], np.ndarray] = {}
+
+
+def chance_cosines(shape) -> np.ndarray:
+    """Sorted best-match cosines of random kernels of ``shape`` against the classic bank (signed).
+
+    :data:`N_RANDOM_KERNELS` Gaussian kernels from ``numpy.random.default_rng(RANDOM_KERNEL_SEED)``,
+    each scored as :func:`most_similar` scores a learned kernel. The null distribution a match is
+    judged against: even random 3x3 kernels match some classic with cosine about 0.54 on average,
+    because the bank holds 24 directions in a 9-dimensional space. Cached per shape.
+
+    shape : (kh, kw) of the kernels; returns ndarray of shape (N_RANDOM_KERNELS,), ascending.
+    """
+    shape = tuple(int(v) for v in shape)
+    if shape not in _CHANCE_CACHE:
+        references = [_centered(kernel(name), shape) for name in KERNELS]
+        bank = np.array([r.ravel() / np.linalg.norm(r) for r in references if r is not None])
+        if not len(bank):
+            _CHANCE_CACHE[shape] = np.full(1, np.nan)
+        else:
+            rng = np.random.default_rng(RANDOM_KERNEL_SEED)
+            random = rng.standard_normal((N_RANDOM_KERNELS, shape[0] * shape[1]))
+            random /= np.linalg.norm(random, axis=1, keepdims=True)
+            _CHANCE_CACHE[shape] = np.sort(np.abs(random @ bank.T).max(axis=1))  # |cos|: both signs
+    return _CHANCE_CACHE[shape]
+
+
+def classic_match(weights) -> dict:
+    """The nearest classic kernel of one kernel (kh, kw), and whether that match means anything.
+
+    Returns ``{"name", "cosine", "percentile", "meaningful"}``: ``percentile`` is the share (0 to
+    100) of random kernels of the same shape (:func:`chance_cosines`) whose best match is weaker;
+    ``meaningful`` is ``percentile >= MATCH_PERCENTILE``.
+    """
+    name, cosine = most_similar(weights)
+    chance = chance_cosines(np.shape(weights))
+    if name is None or np.isnan(chance[0]):
+        return {"name": None, "cosine": float("nan"), "percentile": float("nan"), "meaningful": False}
+    percentile = 100.0 * np.searchsorted(chance, cosine, side="left") / len(chance)
+    return {"name": name, "cosine": float(cosine), "percentile": float(percentile),
+            "meaningful": bool(percentile >= MATCH_PERCENTILE)}
+
+
+def match_label(match: dict) -> str:
+    """``"like sobel x, cos 0.91, above 99% of random kernels"``, or ``"no classic match"`` with the
+    best cosine and its percentile when the match is not above :data:`MATCH_PERCENTILE`."""
+    if match["name"] is None:
+        return "no classic match (nothing comparable)"
+    if match["meaningful"]:
+        return (f"like {match['name']}, cos {match['cosine']:.2f}, "
+                f"above {np.floor(match['percentile']):.0f}% of random kernels")
+    return (f"no classic match (best {match['name']}, cos {match['cosine']:.2f}, "
+            f"above only {np.floor(match['percentile']):.0f}% of random kernels)")
+
+
 __all__ = ["KERNELS", "SEPIA", "kernel", "conv_from_kernel", "invert_conv", "sepia_conv", "filter_bank",
-           "apply", "cosine_similarity", "most_similar"]
+           "apply", "cosine_similarity", "most_similar",
+           "chance_cosines", "classic_match", "match_label", "MATCH_PERCENTILE"]

@@ -506,8 +506,9 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
                       figures: bool = True) -> list[str]:
     """Write a training run's figures into ``run_dir`` and return their paths.
 
-    ``filters_init.png`` and ``filters_learned.png`` (the first Conv2D's kernels before and after
-    training, on one shared colour scale so the two are comparable), ``feature_maps.png`` (the first
+    ``filters_init.png`` (the first Conv2D's kernels at initialization) and ``filters_learned.png``
+    (initial, learned and their difference, with each kernel's angle from initialization:
+    :func:`minicnn.see.kernels.plot_filters_change`), ``feature_maps.png`` (the first
     test image), ``history.png``, ``confusion.png`` and ``mistakes.png`` (on the test set).
 
     Parameters
@@ -549,19 +550,19 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
 
 def _write_filter_figures(learned: np.ndarray, initial: np.ndarray | None, target) -> None:
     """``filters_init.png`` (when ``initial`` is given) and ``filters_learned.png``: the first Conv2D's
-    kernels (out, in, kh, kw) before and after training on one colour scale; ``target(name)`` gives
-    each file's path."""
+    kernels (out, in, kh, kw) at initialization, and initial, learned and their difference with each
+    kernel's angle from initialization; ``target(name)`` gives each file's path."""
     vmax = symmetric_limit(learned, *([] if initial is None else [initial]))
     in_channel = None if learned.shape[1] == 1 else 0
     if initial is not None:
         plot_filters(initial, in_channel=in_channel, vmax=vmax, title="First-layer kernels at initialization",
                      path=target("filters_init.png"))
-    moved = ""
-    if initial is not None and np.linalg.norm(initial) > 0:
-        moved = f"moved {np.linalg.norm(learned - initial) / np.linalg.norm(initial):.0%} of their norm; "
-    plot_filters(learned, in_channel=in_channel, vmax=vmax,
-                 title=f"First-layer kernels after training ({moved}same colour scale as filters_init.png)",
-                 path=target("filters_learned.png"))
+    if initial is not None:
+        from .kernels import plot_filters_change  # initial, learned, change, angle under each kernel
+        plot_filters_change(initial, learned, in_channel=in_channel, path=target("filters_learned.png"))
+    else:
+        plot_filters(learned, in_channel=in_channel, vmax=vmax, title="First-layer kernels after training",
+                     path=target("filters_learned.png"))
 
 
 __all__ = ["plot_filters", "plot_filters_before_after", "feature_maps", "plot_feature_maps", "plot_history",

@@ -1,0 +1,138 @@
+"""How far kernels moved in training: the angle from initialization and the norm ratio, per kernel.
+
+With a normalization after a convolution (BatchNorm, or a ReLU network judged by its argmax) only
+a kernel's *direction* matters, so the honest measure of learning is the angle between the initial
+and the final kernel, not the change of its entries. The norm ratio says what scaling happened on top.
+Pure NumPy: training and the benchmarks use it without matplotlib.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _flat(weight, name: str) -> np.ndarray:
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim < 2:
+        raise ValueError(f"{name}: expected kernels of shape (out, ...), got shape {weight.shape}")
+    return weight.reshape(len(weight), -1)
+
+
+def kernel_angles(initial, learned) -> np.ndarray:
+    """Angle in degrees between each initial kernel and the same kernel after training.
+
+    Parameters
+    ----------
+    initial, learned : ndarray of shape (out_channels, in_channels, kh, kw)
+        (any shape ``(out, ...)``: each row ``[o]`` is one kernel, flattened).
+
+    Returns
+    -------
+    ndarray of shape (out_channels,), in [0, 180]; nan where either kernel is all zeros.
+    """
+    a, b = _flat(initial, "initial"), _flat(learned, "learned")
+    if a.shape != b.shape:
+        raise ValueError(f"kernel_angles: initial kernels {np.shape(initial)} and learned kernels "
+                         f"{np.shape(learned)} differ in shape")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, np.einsum("ij,ij->i", a, b) / norms, np.nan)
+    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def norm_ratios(initial, learned) -> np.ndarray:
+    """``|learned[o]| / |initial[o]|`` per kernel, shape (out_channels,); nan for an all-zero initial kernel."""
+    a, b = _flat(initial, "initial"), _flat(learned, "learned")
+    if a.shape != b.shape:
+        raise ValueError(f"norm_ratios: shapes differ, {np.shape(initial)} vs {np.shape(learned)}")
+    before = np.linalg.norm(a, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(before > 0, np.linalg.norm(b, axis=1) / before, np.nan)
+
+
+def first_conv_index(model) -> int:
+    """Index in ``model.layers`` of the first Conv2D: the layer whose kernels the run's figures plot."""
+    from ..nn.layers import Conv2D
+
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, Conv2D):
+            return i
+    raise ValueError("the model has no Conv2D layer")
+
+
+def run_kernel_change(run_dir) -> dict:
+    """Angles and norm ratios of a run directory's plotted layer: ``init.npz`` against ``model.npz``.
+
+    Returns ``{"layer": index, "angles": (out,), "norm_ratios": (out,)}``.
+    """
+    from ..nn.model import Sequential
+
+    initial, learned = (Sequential.load(os.path.join(run_dir, name)) for name in ("init.npz", "model.npz"))
+    layer = first_conv_index(learned)
+    a, b = initial.layers[layer].weight.data, learned.layers[layer].weight.data
+    return {"layer": layer, "angles": kernel_angles(a, b), "norm_ratios": norm_ratios(a, b)}
+
+
+#: The per-epoch snapshots of the plotted layer's kernels, in a run directory.
+HISTORY_FILE = "kernels_history.npz"
+
+
+class KernelHistory:
+    """An ``on_epoch_end(trainer, record)`` hook that keeps the plotted layer's kernels after each epoch.
+
+    It writes ``run_dir/kernels_history.npz`` atomically after every epoch: ``epochs`` (E + 1,) int
+    (0 is the initialization, read from ``init.npz``), ``kernels`` (E + 1, out, in, kh, kw) float32 and
+    ``layer`` (the index of the first Conv2D). Small: 4 kernels of 5x5 over 20 epochs are 2,100 numbers.
+    On a resumed run the snapshots up to the resumed epoch are kept. Pure NumPy: the training command
+    passes it to :func:`minicnn.train.trainer.run`, which never imports plotting.
+    """
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, HISTORY_FILE)
+        self.run_dir = run_dir
+        self._epochs, self._kernels = [], []
+
+    def _start(self, model, epoch: int) -> None:
+        from ..io import load_npz
+        from ..nn.model import Sequential
+
+        layer = first_conv_index(model)
+        if os.path.isfile(self.path):
+            saved = load_npz(self.path)
+            keep = saved["epochs"] < epoch
+            self._epochs, self._kernels = list(saved["epochs"][keep]), list(saved["kernels"][keep])
+        if not self._epochs:
+            initial = Sequential.load(os.path.join(self.run_dir, "init.npz"))
+            self._epochs, self._kernels = [0], [initial.layers[layer].weight.data.astype(np.float32)]
+        self.layer = layer
+
+    def __call__(self, trainer, record: dict) -> None:
+        from ..io import save_npz_atomic
+
+        if not self._epochs:
+            self._start(trainer.model, int(record["epoch"]))
+        self._epochs.append(int(record["epoch"]))
+        self._kernels.append(trainer.model.layers[self.layer].weight.data.astype(np.float32).copy())
+        save_npz_atomic(self.path, {"epochs": np.asarray(self._epochs, dtype=np.int64),
+                                    "kernels": np.stack(self._kernels), "layer": np.asarray(self.layer)})
+
+
+def load_kernel_history(run_dir) -> dict | None:
+    """``run_dir/kernels_history.npz`` as ``{"epochs", "kernels", "layer"}``, or None if the run has none."""
+    from ..io import load_npz
+
+    path = os.path.join(run_dir, HISTORY_FILE)
+    if not os.path.isfile(path):
+        return None
+    saved = load_npz(path)
+    kernels, epochs = saved["kernels"], saved["epochs"]
+    if kernels.ndim != 5 or len(kernels) != len(epochs):
+        raise ValueError(f"{path}: expected kernels (epochs, out, in, kh, kw) with one epoch number each, "
+                         f"got kernels {kernels.shape} and epochs {epochs.shape}")
+    return {"epochs": epochs, "kernels": kernels, "layer": int(saved["layer"])}
+
+
+__all__ = ["kernel_angles", "norm_ratios", "first_conv_index", "run_kernel_change", "KernelHistory",
+           "load_kernel_history", "HISTORY_FILE"]

@@ -1,0 +1,195 @@
+"""What the model looks at: saliency, occlusion, and per-class mean feature maps.
+
+- :func:`saliency`: the gradient of the predicted class's score (its logit) with respect to the input
+  pixels, from the layers' own exact backward passes (``model.backward(grad, need_input_grad=True)``
+  in eval mode). A large value: changing that pixel changes the score most (Simonyan et al. 2014).
+- :func:`occlusion`: slide a blank square over the image and record how much the predicted class's
+  probability drops (Zeiler and Fergus 2014). No gradients: it asks the model directly.
+- :func:`class_mean_maps`: a layer's feature maps averaged over the images of each class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn.functional import softmax
+from .plots import IMAGE_CMAP, KERNEL_CMAP, _bare, _batch, feature_maps, new_figure, save, show_image
+from .plots import symmetric_limit
+
+LABEL_SIZE = 9
+
+
+def saliency(model, X: np.ndarray, target=None) -> tuple[np.ndarray, np.ndarray]:
+    """d score[target] / d input for each image, through the model's exact backward pass in eval mode.
+
+    Parameters
+    ----------
+    model : Sequential
+    X : ndarray of shape (N, C, H, W)
+    target : ndarray of shape (N,) of class indices, optional; default the predicted class
+
+    Returns
+    -------
+    (gradient, target) : ndarray (N, C, H, W) float64, and the (N,) classes used.
+    Parameter gradients accumulated on the way are cleared again.
+    """
+    x = _batch(model, X)
+    with model.evaluating():
+        logits = model.forward(x)
+        target = logits.argmax(axis=1) if target is None else np.asarray(target)
+        grad = np.zeros_like(logits)
+        grad[np.arange(len(x)), target] = 1.0
+        gradient = model.backward(grad, need_input_grad=True)
+    model.zero_grad()
+    return gradient.astype(np.float64), target
+
+
+def occlusion(model, image: np.ndarray, blank, size: int = 2, target: int | None = None) -> np.ndarray:
+    """Drop in the probability of ``target`` when a blank ``size`` x ``size`` square covers each place.
+
+    Parameters
+    ----------
+    image : ndarray of shape (C, H, W)
+    blank : float or ndarray of shape (C,): the value of an empty pixel as the model sees it
+        (after standardization: ``-mean / std``)
+    size : side of the square; it is slid with stride 1
+    target : class (default the predicted one)
+
+    Returns
+    -------
+    ndarray of shape (H - size + 1, W - size + 1): entry (i, j) is ``p(image) - p(image with the
+    square at rows i..i+size-1, columns j..j+size-1 blanked)``; positive where the square hurt.
+    """
+    x = _batch(model, image)[:1]
+    h, w = x.shape[2:]
+    fill = np.broadcast_to(np.asarray(blank, dtype=x.dtype).reshape(-1, 1, 1), (x.shape[1], size, size))
+    covered = np.repeat(x, (h - size + 1) * (w - size + 1), axis=0)
+    for n, (i, j) in enumerate(np.ndindex(h - size + 1, w - size + 1)):
+        covered[n, :, i:i + size, j:j + size] = fill
+    probability = model.predict_proba(np.concatenate([x, covered]))
+    target = int(probability[0].argmax()) if target is None else int(target)
+    return (probability[0, target] - probability[1:, target]).reshape(h - size + 1, w - size + 1)
+
+
+def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, path=None) -> "Figure":  # noqa: F821
+    """A few test digits (columns): the image, its saliency and its occlusion map (rows).
+
+    The saliency row shows the signed gradient (red: more ink there raises the predicted class's
+    score); the occlusion row the drop in that class's probability when a blank 2x2 square covers the
+    spot, drawn at the square's centre. ``X`` (N, 1, H, W), ``y`` (N,), ``blank`` as for :func:`occlusion`.
+    Returns a Figure whose first ``3 * count`` Axes are the tiles, row by row.
+    """
+    x = _batch(model, X[:count])
+    gradient, predicted = saliency(model, x)
+    probability = softmax(model.predict_logits(x).astype(np.float64))
+    maps = [occlusion(model, x[i], blank, 2, int(predicted[i])) for i in range(len(x))]
+    fig = new_figure(1.45 * len(x) + 1.6, 5.0)
+    axes = fig.subplots(3, len(x), squeeze=False)
+    g_max = symmetric_limit(gradient)
+    o_max = symmetric_limit(*maps)
+    h, w = x.shape[2:]
+    for i in range(len(x)):
+        show_image(axes[0, i], x[i], title=f"label {y[i]}, pred {predicted[i]}\np = {probability[i].max():.2f}")
+        g_image = axes[1, i].imshow(gradient[i, 0], cmap=KERNEL_CMAP, vmin=-g_max, vmax=g_max)
+        o_image = axes[2, i].imshow(maps[i], cmap=KERNEL_CMAP, vmin=-o_max, vmax=o_max,
+                                    extent=(0, w - 1, h - 1, 0))  # square (i, j) centred at (i + .5, j + .5)
+        for ax in axes[1:, i]:
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+            _bare(ax)
+    axes[0, 0].set_ylabel("test image", fontsize=LABEL_SIZE)
+    axes[1, 0].set_ylabel("saliency\nd score / d pixel", fontsize=LABEL_SIZE)
+    axes[2, 0].set_ylabel("occlusion\ndrop in p", fontsize=LABEL_SIZE)
+    fig.colorbar(g_image, ax=list(axes[1]), shrink=0.9, label="gradient")
+    fig.colorbar(o_image, ax=list(axes[2]), shrink=0.9, label="probability drop")
+    fig.suptitle("Where the prediction comes from: gradient of the predicted score (exact backward pass)\n"
+                 "and the drop in its probability when a blank 2x2 square covers each place", fontsize=10)
+    return save(fig, path)
+
+
+def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feature maps after ``model.layers[layer]`` averaged per class.
+
+    Returns ``(classes, means)``: the sorted classes (K,) and ndarray (K, C, H_out, W_out).
+    """
+    y = np.asarray(y)
+    maps = np.concatenate([feature_maps(model, X[i:i + 256], layer) for i in range(0, len(X), 256)])
+    if maps.ndim != 4:
+        raise ValueError(f"class_mean_maps: layer {layer} outputs shape {maps.shape[1:]}, not feature maps")
+    classes = np.unique(y)
+    return classes, np.stack([maps[y == c].mean(axis=0, dtype=np.float64) for c in classes])
+
+
+def plot_class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int, max_channels: int = 8,
+                         path=None) -> "Figure":  # noqa: F821
+    """Per class (rows), the mean feature map of each channel (columns) after ``model.layers[layer]``.
+
+    A layer with more than ``max_channels`` channels shows those whose class means differ most
+    (largest variance across classes). The first column is the class's mean input image.
+    Returns a Figure whose rows hold ``1 + channels shown`` Axes each.
+    """
+    classes, means = class_mean_maps(model, X, y, layer)
+    spread = means.reshape(len(classes), means.shape[1], -1).var(axis=0).sum(axis=1)
+    channels = np.sort(np.argsort(-spread)[:max_channels])
+    _, inputs = class_mean_maps_input(X, y)
+    low = min(0.0, float(means[:, channels].min()))
+    high = max(float(means[:, channels].max()), 1e-12)
+    fig = new_figure(1.0 * (len(channels) + 1) + 1.2, 0.95 * len(classes) + 1.0)
+    axes = fig.subplots(len(classes), len(channels) + 1, squeeze=False)
+    image = None
+    for r, c in enumerate(classes):
+        show_image(axes[r, 0], inputs[r])
+        axes[r, 0].set_ylabel(f"class {c}", fontsize=LABEL_SIZE)
+        for k, channel in enumerate(channels):
+            image = axes[r, k + 1].imshow(means[r, channel], cmap="magma" if low >= 0 else KERNEL_CMAP,
+                                          vmin=low if low >= 0 else -max(high, -low), vmax=max(high, -low))
+            _bare(axes[r, k + 1])
+            if r == 0:
+                axes[r, k + 1].set_title(f"ch {channel}", fontsize=LABEL_SIZE)
+    fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="mean activation")
+    name = type(model.layers[layer]).__name__
+    fig.suptitle(f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})",
+                 fontsize=10)
+    return save(fig, path)
+
+
+def class_mean_maps_input(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean input image per class: ``(classes (K,), means (K, C, H, W))``."""
+    y = np.asarray(y)
+    classes = np.unique(y)
+    return classes, np.stack([np.asarray(X)[y == c].mean(axis=0, dtype=np.float64) for c in classes])
+
+
+def conv_activation_layers(model) -> tuple[int, int]:
+    """The layers whose outputs :func:`write_saliency_figures` averages per class: the activation after the
+    first and after the last Conv2D (the Conv2D itself when no activation follows it directly)."""
+    from ..nn.layers import Conv2D
+
+    convs = [i for i, item in enumerate(model.layers) if isinstance(item, Conv2D)]
+    if not convs:
+        raise ValueError("the model has no Conv2D layer")
+
+    def after(i):
+        j = i + 1
+        while j < len(model.layers) and type(model.layers[j]).__name__ in ("BatchNorm2D",):
+            j += 1
+        return j if j < len(model.layers) and type(model.layers[j]).__name__ == "ReLU" else i
+
+    return after(convs[0]), after(convs[-1])
+
+
+def write_saliency_figures(run_dir, model, X_test, y_test, blank) -> list[str]:
+    """``saliency.png``, ``class_maps_first.png`` and ``class_maps_last.png`` for a run; returns the paths."""
+    import os
+
+    written = [os.path.join(run_dir, name) for name in ("saliency.png", "class_maps_first.png",
+                                                           "class_maps_last.png")]
+    plot_saliency(model, X_test, y_test, blank, path=written[0])
+    first, last = conv_activation_layers(model)
+    plot_class_mean_maps(model, X_test, y_test, first, path=written[1])
+    plot_class_mean_maps(model, X_test, y_test, last, path=written[2])
+    return written
+
+
+__all__ = ["saliency", "occlusion", "plot_saliency", "class_mean_maps", "plot_class_mean_maps",
+           "write_saliency_figures", "conv_activation_layers", "class_mean_maps_input"]
