@@ -4,7 +4,8 @@ Learned kernels rarely look like a Sobel or a blur, but that does not make them 
 filter of the first Conv2D of a trained digits network, set its kernel and bias to zero (the feature
 map it fed to the next layer becomes constant), measure the test accuracy, and put the filter back.
 The drop in accuracy is that filter's contribution on its own; its cosine similarity to the nearest
-classic kernel says how readable it is.
+classic kernel says how readable it is, but only where that cosine beats 95% of random kernels of
+the same shape (:func:`minicnn.see.filters.classic_match`); below that it says "no classic match".
 
 Run ``python experiments/filter_ablation.py [--run RUN_DIR | --config PATH] [--out DIR]``: with
 ``--run``, the model of a finished ``train.py`` run and its test split; otherwise a model trained now
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minicnn.see.filters import most_similar
+from minicnn.see.filters import classic_match, match_label
 from minicnn.nn.layers import Conv2D
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +89,8 @@ def from_run(run_dir):
 
 def plot(result: dict, weights: np.ndarray, n_test: int, path=None):
     """Bars: accuracy drop per filter (percentage points). Below: the most important kernels."""
+    from matplotlib.patches import Patch
+
     from minicnn.see.plots import KERNEL_CMAP, new_figure, save, symmetric_limit
 
     drops = 100 * result["drops"]
@@ -98,6 +101,8 @@ def plot(result: dict, weights: np.ndarray, n_test: int, path=None):
     ax = fig.add_subplot(grid[0, :])
     colors = ["tab:red" if k in top else "tab:gray" for k in range(len(drops))]
     ax.bar(np.arange(len(drops)), drops, color=colors)
+    ax.legend(handles=[Patch(color="tab:red", label=f"the {len(top)} largest drops (kernels drawn below)"),
+                       Patch(color="tab:gray", label="the other filters")], fontsize=8, loc="upper right")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(drops)), [str(k) for k in range(len(drops))], fontsize=7)
     ax.set_xlabel("first-layer filter zeroed")
@@ -111,20 +116,25 @@ def plot(result: dict, weights: np.ndarray, n_test: int, path=None):
         image = tile.imshow(weights[k, 0], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
         tile.set_xticks([])
         tile.set_yticks([])
-        name, cosine = most_similar(weights[k, 0])
-        tile.set_title(f"filter {k}: -{drops[k]:.1f}", fontsize=8)
-        tile.set_xlabel(f"like {name}\ncos {cosine:.2f}", fontsize=7)
+        tile.set_title(f"filter {k}: -{drops[k]:.1f}", fontsize=9)
+        tile.set_xlabel(short_match(classic_match(weights[k, 0])), fontsize=8)
     fig.colorbar(image, ax=fig.axes[1:], shrink=0.8, label="weight")
     return save(fig, path)
 
 
+def short_match(match: dict) -> str:
+    """Two short lines for a tile: the classic name only when above the 95th percentile of random kernels."""
+    if not match["meaningful"]:
+        return f"no classic match\n(cos {match['cosine']:.2f}, {np.floor(match['percentile']):.0f}th pct)"
+    return f"like {match['name']}\ncos {match['cosine']:.2f}, {np.floor(match['percentile']):.0f}th pct"
+
+
 def table(result: dict, weights: np.ndarray) -> str:
-    lines = ["| filter | test accuracy without it | drop (points) | most similar classic filter (cosine) |",
+    lines = ["| filter | test accuracy without it | drop (points) | nearest classic filter |",
              "|---|---|---|---|"]
     for k in np.argsort(-result["drops"]):
-        name, cosine = most_similar(weights[k, 0])
         lines.append(f"| {k} | {result['accuracies'][k]:.4f} | {100 * result['drops'][k]:.2f} | "
-                     f"{name} ({cosine:.2f}) |")
+                     f"{match_label(classic_match(weights[k, 0]))} |")
     return "\n".join(lines)
 
 

@@ -53,13 +53,14 @@ def _error(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _figure_writer(figures, quiet: bool):
+def _figure_writer(figures, quiet: bool, label_smoothing: float = 0.0):
     """The step that draws a finished run's figures (:func:`minicnn.see.plots.write_run_figures`)."""
     def draw(run_dir, model, history, dataset):
         from .nn.model import Sequential
         from .see.plots import write_run_figures  # matplotlib only once training is done
         write_run_figures(run_dir, model=model, init_model=Sequential.load(run_dir / "init.npz"),
-                          history=history, X_test=dataset.X_test, y_test=dataset.y_test, figures=figures)
+                          history=history, X_test=dataset.X_test, y_test=dataset.y_test, figures=figures,
+                          label_smoothing=label_smoothing)
         from .see.change import load_kernel_history
         from .see.kernels import write_kernel_figures
         from .see.saliency import write_saliency_figures
@@ -123,7 +124,8 @@ def main(argv=None) -> int:
             config_path = args.config or DEFAULT_CONFIG
             cfg = load_config(config_path, overrides)
             run_dir = Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
-        figures = _figure_writer(cfg.output.figures, args.quiet) if cfg.output.figures else None
+        figures = (_figure_writer(cfg.output.figures, args.quiet, cfg.train.label_smoothing)
+                   if cfg.output.figures else None)
         from .see.change import KernelHistory  # NumPy only: the plotted kernels after each epoch
         with blas_threads(cfg.train.threads, args.quiet) as governor:
             training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, finish=figures,

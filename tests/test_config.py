@@ -25,7 +25,7 @@ def _write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("name", ["digits.toml", "digits_fast.toml", "idx_example.toml"])
+@pytest.mark.parametrize("name", ["digits.toml", "digits_best.toml", "digits_fast.toml", "idx_example.toml"])
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / name)
     assert isinstance(cfg, Config) and cfg.model.layers
@@ -146,7 +146,7 @@ def test_override_creates_missing_sections():
 
 # --- writing --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["digits.toml", "digits_fast.toml", "idx_example.toml"])
+@pytest.mark.parametrize("name", ["digits.toml", "digits_best.toml", "digits_fast.toml", "idx_example.toml"])
 def test_to_toml_round_trips(tmp_path, name):
     cfg = load_config(CONFIGS / name, ['output.dir=a "quoted" \\ dir', "model.layers.0.note=ünïcode"])
     path = tmp_path / "out.toml"

@@ -26,23 +26,34 @@ def run_dir(tmp_path_factory):
 
 
 def test_inspect_prints_summary_and_one_row_per_kernel_and_writes_figures(run_dir, tmp_path, capsys):
+    from minicnn.nn.model import Sequential
+    from minicnn.see.change import kernel_angles, norm_ratios
+
     code = mc_inspect.main([str(run_dir), "--index", "3", "--out", str(tmp_path)])
     assert code == 0
     text = capsys.readouterr().out
     assert "Total params" in text and "0: Conv2D(1, 8" in text
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if "most similar classic filter" in line) + 2
-    table = lines[start:lines.index("", start)]
+    start = next(i for i, line in enumerate(lines) if "nearest classic filter" in line) + 2
+    table = [row for row in lines[start:lines.index("", start)] if not row.startswith("median")]
     assert [int(row.split()[0]) for row in table] == list(range(8))  # one line per first-layer filter
-    for row in table:  # filter, norm, mean, most similar classic filter (may hold a space), cosine
-        assert -1.0 <= float(row.split()[-1]) <= 1.0 and float(row.split()[1]) > 0
+    initial, learned = (Sequential.load(run_dir / name).layers[0].weight.data for name in ("init.npz", "model.npz"))
+    angles, ratios = kernel_angles(initial, learned), norm_ratios(initial, learned)
+    for row, angle, ratio in zip(table, angles, ratios):  # filter, norm, mean, angle, norm ratio, label
+        fields = row.split()
+        assert fields[3] == f"{angle:.1f}°" and fields[4] == f"{ratio:.2f}"
+        assert "like " in row or "no classic match" in row
+    assert f"median angle from initialization (init.npz): {np.median(angles):.1f}°" in text
     assert "Test image 3: label" in text
-    for name in ("filters_layer0.png", "feature_maps_layer0_image3.png"):
-        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    for name in ("filters_layer0.png", "feature_maps_layer0_image3.png", "filters_learned_layer0.png",
+                 "filters_evolution.png", "filters_evolution.gif", "top_patches.png", "saliency.png",
+                 "class_maps_first.png", "class_maps_last.png"):
+        assert (tmp_path / name).is_file(), name
 
 
 def test_inspect_table_values_match_the_saved_kernels(run_dir):
     from minicnn.nn.model import Sequential
+    from minicnn.see.filters import classic_match
 
     conv = Sequential.load(run_dir / "model.npz").layers[0]
     rows = mc_inspect.kernel_table(conv)
@@ -50,16 +61,21 @@ def test_inspect_table_values_match_the_saved_kernels(run_dir):
     for r, w in zip(rows, conv.weight.data.astype(np.float64)):
         assert r["norm"] == pytest.approx(np.linalg.norm(w))
         assert r["mean"] == pytest.approx(w.mean())
-        assert -1.0 <= r["cosine"] <= 1.0
+        assert r["percentile"] == pytest.approx(classic_match(w[0])["percentile"])
+        assert r["label"].startswith("like " if r["percentile"] >= 95 else "no classic match")
+        assert np.isnan(r["angle"])  # no initial weights given
 
 
-def test_kernel_table_names_a_hand_set_sobel_filter():
-    layer = Conv2D(1, 2, 3, dtype=np.float64, rng=0)
+def test_kernel_table_names_a_hand_set_sobel_filter_and_refuses_a_weak_match():
+    layer = Conv2D(1, 3, 3, dtype=np.float64, rng=0)
     layer.weight.data[0, 0] = kernel("sobel x")
     layer.weight.data[1, 0] = -3 * kernel("sharpen")
+    layer.weight.data[2, 0] = [[0.3, -1.0, 0.2], [0.9, 0.1, -0.4], [-0.5, 0.6, 0.8]]
     rows = mc_inspect.kernel_table(layer)
     assert (rows[0]["match"], rows[1]["match"]) == ("sobel x", "-sharpen")
     assert rows[0]["cosine"] == pytest.approx(1.0)
+    assert rows[0]["label"] == "like sobel x, cos 1.00, above all random kernels"
+    assert rows[2]["percentile"] < 95 and rows[2]["label"].startswith("no classic match (best ")
 
 
 def test_inspect_the_test_images_are_the_runs_test_split(run_dir):

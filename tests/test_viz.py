@@ -164,15 +164,65 @@ def test_write_run_figures_writes_all_six(tmp_path, images):
         assert_png(tmp_path / name)
 
 
-def test_write_run_figures_shares_the_scale_between_init_and_learned(tmp_path, monkeypatch):
+def test_write_run_figures_learned_figure_shows_init_learned_and_change(tmp_path):
     model, init = small_model(0), small_model(0)
     model.layers[0].weight.data *= 4
-    seen = []
-    original = viz.plot_filters
-    monkeypatch.setattr(viz, "plot_filters", lambda *a, **k: seen.append(k["vmax"]) or original(*a, **k))
+    model.layers[0].weight.data[0, 0, 0, 0] += 1.0  # kernel 0 turns, the others only grow
     paths = viz.write_run_figures(tmp_path, model=model, init_model=init)  # only the two filter figures
     assert [p.split("/")[-1] for p in paths] == ["filters_init.png", "filters_learned.png"]
-    assert len(seen) == 2 and seen[0] == seen[1] == pytest.approx(np.abs(model.layers[0].weight.data).max())
+    from minicnn.see.change import kernel_angles
+    from minicnn.see.kernels import plot_filters_change
+
+    fig = plot_filters_change(init.layers[0], model.layers[0])
+    tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    n = model.layers[0].out_channels
+    np.testing.assert_allclose(tiles[2 * n].images[0].get_array(),
+                               (model.layers[0].weight.data - init.layers[0].weight.data)[0, 0])
+    angles = kernel_angles(init.layers[0].weight.data, model.layers[0].weight.data)
+    assert [t.get_xlabel().split("°")[0] for t in tiles[2 * n:]] == [f"{a:.0f}" for a in angles]
+    assert angles[0] > 1 and np.allclose(angles[1:], 0, atol=1e-3)
+
+
+def test_feature_maps_after_relu_use_a_scale_from_zero(images):
+    model = small_model()
+    fig = viz.plot_feature_maps(model, images[0][0])
+    tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>" and ax.get_title().startswith("ch")]
+    conv, relu = tiles[0], tiles[4]  # 4 channels per stage
+    assert conv.images[0].get_clim()[0] < 0 < conv.images[0].get_clim()[1]
+    assert relu.images[0].get_clim()[0] == 0 and relu.images[0].get_clim()[1] > 0
+    np.testing.assert_allclose(relu.images[0].get_array(), viz.feature_maps(model, images[0][0], 1)[0, 0])
+
+
+def test_confusion_matrix_leaves_zero_cells_blank():
+    fig = viz.plot_confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]))
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in fig.axes[0].texts}
+    assert texts == {(0, 0): "1", (0, 1): "1", (1, 1): "1", (2, 2): "1"}
+
+
+def test_mistakes_show_the_probability_of_the_wrong_prediction_even_for_one(images):
+    X, y = images
+    y_pred = y.copy()
+    y_pred[4] = (y[4] + 1) % 10
+    probabilities = np.full((len(y), 10), 0.05)
+    probabilities[4, y_pred[4]] = 0.55
+    fig = viz.plot_mistakes(X, y, y_pred, probabilities=probabilities)
+    assert fig.axes[0].get_title() == f"true {y[4]}, pred {y_pred[4]}\np({y_pred[4]}) = 0.55"
+    assert fig.get_figwidth() >= 4.5  # one mistake still leaves room for the title
+
+
+def test_history_draws_the_label_smoothing_floor():
+    eps, k = 0.1, 10
+    floor = viz.smoothing_floor(eps, k)
+    target = np.full(k, eps / k)
+    target[0] += 1 - eps
+    rng = np.random.default_rng(0)
+    others = rng.dirichlet(np.ones(k), 200)  # no distribution does better than the target itself
+    assert floor == pytest.approx(-(target * np.log(target)).sum())
+    assert np.all(-(np.log(others) * target).sum(axis=1) >= floor)
+    fig = viz.plot_history([{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.6}], eps, k)
+    floors = [line for line in fig.axes[0].lines if "label smoothing" in line.get_label()]
+    assert len(floors) == 1 and floors[0].get_ydata()[0] == pytest.approx(floor)
+    assert viz.smoothing_floor(0.0, 10) == 0.0
 
 
 def test_write_run_figures_with_figures_false_writes_nothing(tmp_path, images):

@@ -36,10 +36,12 @@ def kernel_angles(initial, learned) -> np.ndarray:
     if a.shape != b.shape:
         raise ValueError(f"kernel_angles: initial kernels {np.shape(initial)} and learned kernels "
                          f"{np.shape(learned)} differ in shape")
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    norm_a, norm_b = np.linalg.norm(a, axis=1, keepdims=True), np.linalg.norm(b, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.where(norms > 0, np.einsum("ij,ij->i", a, b) / norms, np.nan)
-    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+        u, v = a / norm_a, b / norm_b
+    # 2 atan2(|u - v|, |u + v|) rather than arccos(u . v): exact near 0 and 180 degrees too
+    angles = 2 * np.arctan2(np.linalg.norm(u - v, axis=1), np.linalg.norm(u + v, axis=1))
+    return np.where((norm_a[:, 0] > 0) & (norm_b[:, 0] > 0), np.degrees(angles), np.nan)
 
 
 def norm_ratios(initial, learned) -> np.ndarray:

@@ -248,8 +248,8 @@ def match_label(match: dict) -> str:
     if match["name"] is None:
         return "no classic match (nothing comparable)"
     if match["meaningful"]:
-        return (f"like {match['name']}, cos {match['cosine']:.2f}, "
-                f"above {np.floor(match['percentile']):.0f}% of random kernels")
+        share = ("all" if match["percentile"] >= 100 else f"{np.floor(match['percentile']):.0f}% of")
+        return f"like {match['name']}, cos {match['cosine']:.2f}, above {share} random kernels"
     return (f"no classic match (best {match['name']}, cos {match['cosine']:.2f}, "
             f"above only {np.floor(match['percentile']):.0f}% of random kernels)")
 

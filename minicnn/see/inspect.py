@@ -1,10 +1,14 @@
 """Look inside a trained model: ``python -m minicnn.inspect RUN_DIR [--layer N] [--index I] [--out DIR]``
 (and ``--in-channel C`` to draw one input channel's slice of a deeper layer's kernels).
 
-Prints the model summary, then one line per kernel of a convolution layer: its norm, its mean, and
-the classic filter (:mod:`minicnn.see.filters`) it points most nearly along, with the cosine similarity.
-Redraws that layer's kernels and the feature maps of one test image into ``--out``
-(default ``RUN_DIR/inspect``).
+Prints the model summary, then one line per kernel of a convolution layer: its norm, its mean, its
+angle from initialization and norm ratio (from ``init.npz``), and the classic filter
+(:mod:`minicnn.see.filters`) it points most nearly along, with the cosine similarity and its
+percentile among random kernels of the same shape; below the 95th percentile it says "no classic
+match". Redraws that layer's kernels and the feature maps of one test image into ``--out``
+(default ``RUN_DIR/inspect``), and the figures of learning that ``train.py`` draws: the change from
+initialization, the kernels over epochs (``kernels_history.npz``), top patches, saliency and
+occlusion, and per-class mean feature maps.
 
 RUN_DIR is a directory written by ``python train.py``: ``model.npz`` (read with
 :meth:`Sequential.load`) and ``config.toml`` (from which :func:`minicnn.data.load_dataset` rebuilds the
@@ -20,7 +24,8 @@ from typing import cast
 
 import numpy as np
 
-from .filters import most_similar
+from .change import kernel_angles, load_kernel_history, norm_ratios
+from .filters import classic_match, match_label
 from ..nn.layers import Conv2D
 from ..nn.model import Sequential
 
@@ -46,29 +51,39 @@ def load_test_split(run_dir) -> tuple[np.ndarray, np.ndarray]:
     return X[test], y[test]
 
 
-def kernel_table(layer: Conv2D) -> list[dict]:
-    """One row per output filter: ``filter, norm, mean`` of the whole filter (in, kh, kw), and the
-    most similar classic kernel (``match``, ``cosine``) of its slice on ``in_channel``, the input
-    channel where the filter is largest (the only one for a first layer)."""
+def kernel_table(layer: Conv2D, initial=None) -> list[dict]:
+    """One row per output filter: ``filter, norm, mean`` of the whole filter (in, kh, kw); with
+    ``initial`` (the same layer's weights at initialization, (out, in, kh, kw)) also ``angle`` (degrees
+    from initialization) and ``norm_ratio``; and the nearest classic kernel of its slice on
+    ``in_channel``, the input channel where the filter is largest (the only one for a first layer):
+    ``match``, ``cosine``, ``percentile`` among random kernels of that shape, ``meaningful`` and the
+    ``label`` to print (:func:`minicnn.see.filters.classic_match`)."""
+    weight = layer.weight.data.astype(np.float64)
+    angles = kernel_angles(initial, weight) if initial is not None else np.full(len(weight), np.nan)
+    ratios = norm_ratios(initial, weight) if initial is not None else np.full(len(weight), np.nan)
     rows = []
-    for o, weights in enumerate(layer.weight.data.astype(np.float64)):
+    for o, weights in enumerate(weight):
         channel = int(np.argmax(np.linalg.norm(weights.reshape(len(weights), -1), axis=1)))
-        match, cosine = most_similar(weights[channel])
+        found = classic_match(weights[channel])
         rows.append({"filter": o, "norm": float(np.linalg.norm(weights)), "mean": float(weights.mean()),
-                     "in_channel": channel, "match": match, "cosine": cosine})
+                     "angle": float(angles[o]), "norm_ratio": float(ratios[o]), "in_channel": channel,
+                     "match": found["name"], "cosine": found["cosine"], "percentile": found["percentile"],
+                     "meaningful": found["meaningful"], "label": match_label(found)})
     return rows
 
 
 def format_table(rows: list[dict], in_channels: int) -> str:
-    header = f"{'filter':>6}  {'norm':>7}  {'mean':>8}  "
+    """The kernel table as text: angle and norm ratio from init (``-`` without init.npz), the match label."""
+    header = f"{'filter':>6}  {'norm':>7}  {'mean':>8}  {'angle':>6}  {'norm x':>6}  "
     header += f"{'in':>3}  " if in_channels > 1 else ""
-    header += "most similar classic filter   cosine"
+    header += "nearest classic filter (cosine, percentile among random kernels)"
     lines = [header, "-" * len(header)]
     for r in rows:
-        line = f"{r['filter']:>6}  {r['norm']:>7.3f}  {r['mean']:>8.4f}  "
+        moved = (f"{r['angle']:>5.1f}°  {r['norm_ratio']:>6.2f}  " if not np.isnan(r["angle"])
+                 else f"{'-':>6}  {'-':>6}  ")
+        line = f"{r['filter']:>6}  {r['norm']:>7.3f}  {r['mean']:>8.4f}  {moved}"
         line += f"{r['in_channel']:>3}  " if in_channels > 1 else ""
-        line += f"{str(r['match']):<27}  {r['cosine']:>6.3f}"
-        lines.append(line)
+        lines.append(line + r["label"])
     return "\n".join(lines)
 
 
@@ -91,9 +106,14 @@ def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_
     stream = sys.stdout if stream is None else stream
     model, layer, X_test, y_test = _load_run(run_dir, layer, index, viz.conv_layers)
     conv = cast(Conv2D, model.layers[layer])  # _load_run checked it is a Conv2D
+    initial = _initial_weights(run_dir, layer)
     print(model.summary(X_test.shape[1:]), file=stream)
     print(f"\nLayer {layer}: {conv!r}, kernels {conv.weight.data.shape} (out, in, kh, kw)", file=stream)
-    print(format_table(kernel_table(conv), conv.in_channels), file=stream)
+    rows = kernel_table(conv, initial)
+    print(format_table(rows, conv.in_channels), file=stream)
+    if initial is not None:
+        print(f"median angle from initialization (init.npz): {np.median([r['angle'] for r in rows]):.1f}°; "
+              "a classic filter is named only above the 95th percentile of random kernels", file=stream)
     prediction = int(model.predict(X_test[index:index + 1])[0])
     print(f"\nTest image {index}: label {int(y_test[index])}, predicted {prediction}", file=stream)
 
@@ -109,6 +129,7 @@ def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_
     slice_note = "" if in_channel is None else f", input channel {in_channel}"
     viz.plot_filters(conv, in_channel=in_channel, title=f"Layer {layer}: {conv!r}{slice_note}", path=paths[0])
     viz.plot_feature_maps(model, X_test[index], layer=viz.default_stages(model, layer), path=paths[1])
+    paths += _learning_figures(run_dir, model, layer, initial, out, X_test, y_test)
     for path in paths:
         print(f"wrote {path}", file=stream)
     return paths
@@ -133,6 +154,44 @@ def _load_run(run_dir, layer: int | None, index: int,
     if not 0 <= index < len(X_test):
         raise ValueError(f"--index {index}: the test split has {len(X_test)} images, use 0 to {len(X_test) - 1}")
     return model, layer, X_test, y_test
+
+
+def _initial_weights(run_dir, layer: int) -> np.ndarray | None:
+    """``layers[layer]``'s weights in ``RUN_DIR/init.npz``, or None for a run without one."""
+    path = os.path.join(run_dir, "init.npz")
+    return Sequential.load(path).layers[layer].weight.data if os.path.isfile(path) else None
+
+
+def _learning_figures(run_dir, model, layer: int, initial, out, X_test, y_test) -> list[str]:
+    """The figures ``python train.py`` draws of whether and what the kernels learned, for any run:
+    the change from init (this layer), and for the first Conv2D the evolution over epochs, top
+    patches (training split), saliency and occlusion, and the per-class mean feature maps."""
+    from .change import first_conv_index
+    from .kernels import plot_filters_change, write_kernel_figures
+    from .saliency import write_saliency_figures
+
+    paths = []
+    if initial is not None:
+        paths.append(os.path.join(out, f"filters_learned_layer{layer}.png"))
+        plot_filters_change(initial, model.layers[layer].weight.data, path=paths[-1])
+    if layer != first_conv_index(model):
+        return paths
+    X_train = load_train_images(run_dir)
+    history = load_kernel_history(run_dir)
+    paths += write_kernel_figures(out, model, history, X_train)
+    blank = (X_test if X_train is None else X_train).min(axis=(0, 2, 3))
+    return paths + write_saliency_figures(out, model, X_test, y_test, blank)
+
+
+def load_train_images(run_dir) -> np.ndarray | None:
+    """The run's training images (N, C, H, W) rebuilt from ``RUN_DIR/config.toml``; None without one."""
+    config_path = os.path.join(run_dir, "config.toml")
+    if not os.path.isfile(config_path):
+        return None
+    from ..data import load_dataset
+    from ..train.config import load_config
+
+    return load_dataset(load_config(config_path).data).X_train
 
 
 def main(argv=None) -> int:

@@ -300,6 +300,16 @@ def default_stages(model, conv_index: int | None = None) -> list[int]:
     return stages
 
 
+def map_scale(maps: np.ndarray) -> tuple[str, float, float]:
+    """``(cmap, vmin, vmax)`` for feature maps: the diverging scale centred on 0, except for maps with
+    no negative value (after a ReLU or a max-pool of one), which get a scale from 0 (white) to their
+    maximum (red), so half the colours are not spent on values that cannot occur."""
+    if np.size(maps) and float(np.min(maps)) >= 0:
+        return "Reds", 0.0, symmetric_limit(maps)
+    vmax = symmetric_limit(maps)
+    return KERNEL_CMAP, -vmax, vmax
+
+
 def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns: int = 16, title=None,
                       path=None) -> Figure:
     """The input digit and each channel's feature map after chosen layers, aligned with the input.
@@ -339,7 +349,7 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
         block = axes[first:first + lines[stage]]
         first += lines[stage]
         show_image(block[0, 0], x[0], title="input" if stage == 0 else None, extent=_extent(x.shape[2:]))
-        block[0, 0].set_ylabel(f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=8)
+        block[0, 0].set_ylabel(f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=9)
         for ax in block[1:, 0]:
             ax.remove()
         _draw_maps(fig, block[:, 1:].ravel(), m[:shown[stage]], receptive_field_grid(model, i), x[0])
@@ -378,19 +388,19 @@ def _draw_maps(fig: Figure, tiles, maps: np.ndarray, grid: tuple[float, float], 
     extent = _extent(maps.shape[1:], *grid)
     # a faint outline of the digit over every map shows where each response sits on the input
     outline = image[0].astype(np.float64) if image.shape[0] == 1 and np.ptp(image[0]) > 0 else None
-    vmax = symmetric_limit(maps)
+    cmap, vmin, vmax = map_scale(maps)  # from 0 after a ReLU
     for ax in tiles[len(maps):]:
         ax.remove()
     artists = []
     for c, (ax, feature_map) in enumerate(zip(tiles, maps)):
-        artists.append(ax.imshow(feature_map, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, extent=extent))
+        artists.append(ax.imshow(feature_map, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent))
         if outline is not None:
             ax.contour(outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6,
                        alpha=0.5)
         ax.set_xlim(input_extent[:2])
         ax.set_ylim(input_extent[2:])
         _bare(ax)
-        ax.set_title(f"channel {c}", fontsize=7, pad=2)
+        ax.set_title(f"ch {c}", fontsize=9, pad=2)
     fig.colorbar(artists[-1], ax=list(tiles[:len(maps)]), shrink=0.85, pad=0.01)
 
 
@@ -403,11 +413,22 @@ def _history_rows(history) -> list[dict]:
     return list(history)
 
 
-def plot_history(history, path=None) -> Figure:
+def smoothing_floor(label_smoothing: float, n_classes: int) -> float:
+    """The least cross-entropy a model can reach with label smoothing ``eps`` over K classes: the
+    entropy of the smoothed target (``1 - eps + eps/K`` on the true class, ``eps/K`` elsewhere)."""
+    if label_smoothing <= 0:
+        return 0.0
+    true, other = 1 - label_smoothing + label_smoothing / n_classes, label_smoothing / n_classes
+    return float(-true * np.log(true) - (n_classes - 1) * other * np.log(other))
+
+
+def plot_history(history, label_smoothing: float = 0.0, n_classes: int = 10, path=None) -> Figure:
     """Loss (left) and accuracy (right) per epoch, train and validation.
 
     history : list of dicts, one per epoch, with keys among ``epoch, train_loss, train_accuracy,
         val_loss, val_accuracy`` (missing keys are skipped), or a dict of such lists.
+    label_smoothing, n_classes : with label smoothing the loss cannot fall below
+        :func:`smoothing_floor`; that floor is drawn and named, so a loss that stops near it reads right.
     Returns a Figure with 2 Axes.
     """
     rows = _history_rows(history)
@@ -428,7 +449,12 @@ def plot_history(history, path=None) -> Figure:
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
-    axes[0].set_title("Loss", fontsize=10)
+    floor = smoothing_floor(label_smoothing, n_classes)
+    if floor > 0:
+        axes[0].axhline(floor, color="0.4", lw=1, ls=":",
+                        label=f"floor {floor:.2f}: label smoothing {label_smoothing:g}")
+        axes[0].legend(fontsize=8)
+    axes[0].set_title("Loss" + (" (label smoothing puts a floor under it)" if floor > 0 else ""), fontsize=10)
     axes[1].set_title("Accuracy", fontsize=10)
     return save(fig, path)
 
@@ -450,8 +476,9 @@ def plot_confusion_matrix(y_true, y_pred, labels=None, path=None) -> Figure:
     image = ax.imshow(matrix, cmap="Blues", vmin=0)
     threshold = matrix.max() / 2 if matrix.size else 0
     for (r, c), count in np.ndenumerate(matrix):
-        ax.text(c, r, str(count), ha="center", va="center", fontsize=8,
-                color="white" if count > threshold else "black")
+        if count:  # zero cells stay blank, so the mistakes stand out
+            ax.text(c, r, str(count), ha="center", va="center", fontsize=9,
+                    color="white" if count > threshold else "black")
     ax.set_xticks(range(len(labels)), [str(v) for v in labels])
     ax.set_yticks(range(len(labels)), [str(v) for v in labels])
     ax.set_xlabel("predicted label")
@@ -462,10 +489,12 @@ def plot_confusion_matrix(y_true, y_pred, labels=None, path=None) -> Figure:
     return save(fig, path)
 
 
-def plot_mistakes(images, y_true, y_pred, max_images: int = 24, path=None) -> Figure:
-    """A grid of misclassified images titled with the true and predicted labels.
+def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=None, path=None) -> Figure:
+    """A grid of misclassified images titled with the true and predicted labels (and the probability
+    the model gave its wrong prediction).
 
     images : ndarray of shape (N, 1, H, W) or (N, H, W); y_true, y_pred : (N,) labels
+    probabilities : ndarray of shape (N, K), optional: the model's class probabilities
     Returns a Figure with one Axes per mistake shown (at most ``max_images``), or a single Axes
     saying there was none.
     """
@@ -483,11 +512,12 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, path=None) -> Fi
         return save(fig, path)
     cols = min(len(shown), 8)
     rows = -(-len(shown) // cols)
-    # at least ~3 inches wide, so the title fits above a grid of one or two mistakes
-    fig = new_figure(max(1.2 * cols + 0.3, 3.2), 1.35 * rows + 0.5)
+    # at least ~4.5 inches wide, so the title fits above a grid of one or two mistakes
+    fig = new_figure(max(1.35 * cols + 0.3, 4.5), 1.6 * rows + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, i in zip(axes.flat, shown):
-        show_image(ax, images[i], title=f"true {y_true[i]}, pred {y_pred[i]}")
+        sure = "" if probabilities is None else f"\np({y_pred[i]}) = {probabilities[i, y_pred[i]]:.2f}"
+        show_image(ax, images[i], title=f"true {y_true[i]}, pred {y_pred[i]}{sure}")
     for ax in axes.flat[len(shown):]:
         ax.remove()
     shown_note = "" if len(shown) == len(wrong) else f" (showing {len(shown)})"
@@ -503,7 +533,7 @@ def _first_conv(model) -> Conv2D:
 
 
 def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None, y_test=None,
-                      figures: bool = True) -> list[str]:
+                      figures: bool = True, label_smoothing: float = 0.0) -> list[str]:
     """Write a training run's figures into ``run_dir`` and return their paths.
 
     ``filters_init.png`` (the first Conv2D's kernels at initialization) and ``filters_learned.png``
@@ -522,6 +552,8 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
         Without them, the feature-map, confusion and mistakes figures are not written.
     figures : bool
         False writes nothing (the training config's switch) and returns [].
+    label_smoothing : float
+        The run's label smoothing, for the loss floor drawn in history.png.
     """
     if not figures:
         return []
@@ -538,13 +570,15 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
         initial = _first_conv(init_model).weight.data if hasattr(init_model, "layers") else _weights(init_model)
     _write_filter_figures(_first_conv(model).weight.data, initial, target)
     if history is not None:
-        plot_history(history, path=target("history.png"))
+        n_classes = int(np.shape(model.predict_logits(X_test[:1]))[1]) if X_test is not None else 10
+        plot_history(history, label_smoothing, n_classes, path=target("history.png"))
     if X_test is not None and y_test is not None and len(X_test):
         plot_feature_maps(model, X_test[0], title=f"test image 0 (label {y_test[0]})",
                           path=target("feature_maps.png"))
-        y_pred = model.predict(X_test)
+        probabilities = model.predict_proba(X_test)
+        y_pred = probabilities.argmax(axis=1)
         plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
-        plot_mistakes(X_test, y_test, y_pred, path=target("mistakes.png"))
+        plot_mistakes(X_test, y_test, y_pred, probabilities=probabilities, path=target("mistakes.png"))
     return written
 
 

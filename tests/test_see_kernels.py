@@ -1,0 +1,192 @@
+"""Tests for the views of learning: kernel angles, per-epoch snapshots, the change/evolution/top-patch
+figures (minicnn.see.change, minicnn.see.kernels), checked through the arrays they draw."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from minicnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from minicnn.nn.model import Sequential
+from minicnn.see import change, kernels
+
+
+def small_model(seed=0, out_channels=3, kernel_size=5):
+    rng = np.random.default_rng(seed)
+    return Sequential(Conv2D(1, out_channels, kernel_size, padding=kernel_size // 2, rng=rng), ReLU(),
+                      MaxPool2D(2), Flatten(), Dense(out_channels * 16, 10, rng=rng))
+
+
+def rotated(kernel: np.ndarray, degrees: float, seed: int = 0) -> np.ndarray:
+    """``kernel`` turned by ``degrees`` towards a random direction orthogonal to it (same norm)."""
+    a = kernel.ravel() / np.linalg.norm(kernel)
+    b = np.random.default_rng(seed).standard_normal(a.size)
+    b -= (b @ a) * a
+    b /= np.linalg.norm(b)
+    t = np.radians(degrees)
+    return (np.cos(t) * a + np.sin(t) * b).reshape(kernel.shape) * np.linalg.norm(kernel)
+
+
+# --- angles and norm ratios ---------------------------------------------------------------------------
+def test_kernel_angles_recovers_known_turns_and_ignores_scale():
+    initial = np.random.default_rng(1).standard_normal((4, 1, 5, 5))
+    turns = [0.0, 10.0, 45.0, 120.0]
+    learned = np.stack([rotated(k, t, seed=100 + i) for i, (k, t) in enumerate(zip(initial, turns))])
+    learned *= np.array([1.0, 2.0, 0.5, 3.0])[:, None, None, None]
+    np.testing.assert_allclose(change.kernel_angles(initial, learned), turns, atol=1e-6)
+    np.testing.assert_allclose(change.norm_ratios(initial, learned), [1.0, 2.0, 0.5, 3.0])
+
+
+def test_kernel_angles_of_a_zero_kernel_is_nan_and_shapes_must_agree():
+    initial = np.ones((2, 1, 3, 3))
+    learned = initial.copy()
+    learned[1] = 0
+    angles = change.kernel_angles(initial, learned)
+    assert angles[0] == pytest.approx(0.0, abs=1e-6) and np.isnan(angles[1])
+    with pytest.raises(ValueError, match="differ in shape"):
+        change.kernel_angles(initial, np.ones((3, 1, 3, 3)))
+
+
+# --- snapshots after each epoch -------------------------------------------------------------------------
+class FakeTrainer:
+    def __init__(self, model):
+        self.model = model
+
+
+def test_kernel_history_keeps_init_and_each_epoch_and_survives_a_resume(tmp_path):
+    model = small_model()
+    model.save(tmp_path / "init.npz")
+    initial = model.layers[0].weight.data.copy()
+    hook = change.KernelHistory(tmp_path)
+    seen = []
+    for epoch in (1, 2, 3):
+        model.layers[0].weight.data += 0.1 * epoch
+        seen.append(model.layers[0].weight.data.copy())
+        hook(FakeTrainer(model), {"epoch": epoch})
+    saved = change.load_kernel_history(tmp_path)
+    np.testing.assert_array_equal(saved["epochs"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(saved["kernels"][0], initial)
+    np.testing.assert_array_equal(saved["kernels"][1:], seen)
+    assert saved["layer"] == 0
+    # resumed after epoch 2: the snapshots of epochs 0 to 2 are kept, epoch 3 is redone
+    resumed = change.KernelHistory(tmp_path)
+    model.layers[0].weight.data[...] = 7.0
+    resumed(FakeTrainer(model), {"epoch": 3})
+    again = change.load_kernel_history(tmp_path)
+    np.testing.assert_array_equal(again["epochs"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(again["kernels"][:3], saved["kernels"][:3])
+    assert np.all(again["kernels"][3] == 7.0)
+
+
+def test_load_kernel_history_is_none_for_a_run_without_one(tmp_path):
+    assert change.load_kernel_history(tmp_path) is None
+
+
+# --- figures ----------------------------------------------------------------------------------------------
+def tile_axes(fig):
+    """The Axes that draw an image, colorbars left out, in the order they were made (row by row)."""
+    return [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+
+
+def tiles(fig, count):
+    """The arrays drawn in the first ``count`` tiles."""
+    return [np.asarray(ax.images[0].get_array()) for ax in tile_axes(fig)[:count]]
+
+
+def test_filters_change_draws_initial_learned_and_their_difference_with_angles(tmp_path):
+    initial = np.random.default_rng(0).standard_normal((3, 1, 5, 5))
+    learned = np.stack([rotated(k, t, seed=100 + i) for i, (k, t) in enumerate(zip(initial, (5.0, 30.0, 90.0)))])
+    fig = kernels.plot_filters_change(initial, learned, path=tmp_path / "f.png")
+    drawn = tiles(fig, 9)
+    for k in range(3):
+        np.testing.assert_allclose(drawn[k], initial[k, 0])
+        np.testing.assert_allclose(drawn[3 + k], learned[k, 0])
+        np.testing.assert_allclose(drawn[6 + k], learned[k, 0] - initial[k, 0])
+    axes = tile_axes(fig)
+    assert [ax.get_xlabel().split("°")[0] for ax in axes[6:9]] == ["5", "30", "90"]
+    # rows 1 and 2 share one colour scale, the change row has its own
+    assert axes[0].images[0].get_clim() == axes[3].images[0].get_clim()
+    assert axes[6].images[0].get_clim()[1] == pytest.approx(np.abs(learned - initial)[:, 0].max())
+    assert "median 30°" in fig._suptitle.get_text()
+    assert (tmp_path / "f.png").is_file()
+
+
+def history_of_turns(turns=(0.0, 10.0, 20.0, 40.0)):
+    initial = np.random.default_rng(3).standard_normal((2, 1, 3, 3))
+    snapshots = [np.stack([2.0 ** e * rotated(k, t, seed=100 + i) for i, k in enumerate(initial)])
+                 for e, t in enumerate(turns)]
+    return {"epochs": np.arange(len(turns)), "kernels": np.stack(snapshots), "layer": 0}
+
+
+def test_filters_evolution_draws_unit_norm_kernels_epoch_by_epoch_with_their_angles():
+    history = history_of_turns()
+    fig = kernels.plot_filters_evolution(history)
+    drawn = tiles(fig, 8)
+    for e in range(4):
+        for k in range(2):
+            values = history["kernels"][e, k, 0]
+            np.testing.assert_allclose(drawn[2 * e + k], values / np.linalg.norm(values), atol=1e-12)
+    axes = tile_axes(fig)
+    assert [axes[2 * e].get_title() for e in range(4)] == ["0°", "10°", "20°", "40°"]
+    assert [axes[2 * e].get_ylabel() for e in range(4)] == [f"epoch {e}" for e in range(4)]
+
+
+def test_filters_evolution_thins_many_epochs_but_keeps_first_and_last():
+    history = history_of_turns(tuple(range(0, 60, 2)))
+    fig = kernels.plot_filters_evolution(history, max_rows=5)
+    labels = [ax.get_ylabel() for ax in tile_axes(fig) if ax.get_ylabel()]
+    assert labels[0] == "epoch 0" and labels[-1] == "epoch 29" and len(labels) == 5
+
+
+def test_filters_evolution_gif_has_one_frame_per_epoch_that_change(tmp_path):
+    history = history_of_turns((0.0, 30.0, 60.0, 90.0))
+    unit = kernels.animate_filters_evolution(history, tmp_path / "e.gif")
+    assert unit.shape == (4, 2, 3, 3)
+    np.testing.assert_allclose(np.linalg.norm(unit.reshape(4, 2, -1), axis=2), 1.0)
+    with Image.open(tmp_path / "e.gif") as gif:
+        frames = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            frames.append(np.asarray(gif.convert("L"), dtype=float))
+    assert len(frames) == 4
+    assert all(np.abs(a - b).mean() > 0.5 for a, b in zip(frames, frames[1:]))  # the kernels visibly turn
+    assert all(f.std() > 10 for f in frames)  # not blank
+
+
+def test_top_patches_are_the_strongest_responses_one_per_image():
+    model = small_model(out_channels=2, kernel_size=3)
+    X = np.random.default_rng(5).random((30, 1, 8, 8)).astype(np.float32)
+    found = kernels.top_patches(model, X, 0, count=4)
+    conv = model.layers[0]
+    assert found["patches"].shape == (2, 4, 1, 3, 3)
+    padded = np.pad(X.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for o in range(2):
+        w, b = conv.weight.data[o].astype(np.float64), float(conv.bias.data[o])
+        # brute force: every image's best window response for kernel o
+        best = np.array([max(np.sum(padded[n, :, r:r + 3, c:c + 3] * w) + b for r in range(8) for c in range(8))
+                         for n in range(len(X))])
+        np.testing.assert_allclose(found["activations"][o], np.sort(best)[::-1][:4], rtol=1e-4)
+        for rank in range(4):
+            response = np.sum(found["patches"][o, rank] * w) + b
+            assert response == pytest.approx(found["activations"][o, rank], rel=1e-4)
+        assert len(set(found["images"][o])) == 4
+
+
+def test_plot_top_patches_draws_the_kernel_the_patches_and_their_mean(tmp_path):
+    model = small_model(out_channels=2, kernel_size=3)
+    X = np.random.default_rng(6).random((25, 1, 8, 8)).astype(np.float32)
+    fig = kernels.plot_top_patches(model, X, 0, count=3, path=tmp_path / "t.png")
+    found = kernels.top_patches(model, X, 0, count=3)
+    drawn = tiles(fig, 10)
+    for o in range(2):
+        row = drawn[5 * o:5 * o + 5]
+        np.testing.assert_allclose(row[0], model.layers[0].weight.data[o, 0])
+        for rank in range(3):
+            np.testing.assert_allclose(row[1 + rank], found["patches"][o, rank, 0])
+        np.testing.assert_allclose(row[4], found["patches"][o, :, 0].mean(axis=0))
+    assert (tmp_path / "t.png").is_file()
+
+
+def test_top_patches_refuses_a_layer_that_does_not_read_the_input():
+    model = small_model()
+    with pytest.raises(ValueError, match="must be the first Conv2D"):
+        kernels.top_patches(model, np.zeros((2, 1, 8, 8), np.float32), 1)

@@ -1,0 +1,121 @@
+"""Tests for minicnn.see.saliency (saliency, occlusion, per-class mean maps) and the classic-match
+percentile of minicnn.see.filters, checked against independent computations."""
+
+import numpy as np
+import pytest
+
+from minicnn.nn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from minicnn.nn.model import Sequential
+from minicnn.see import filters, saliency
+
+
+def model64(seed=0):
+    rng = np.random.default_rng(seed)
+    return Sequential(Conv2D(1, 3, 5, padding=2, dtype=np.float64, rng=rng), ReLU(),
+                      Conv2D(3, 4, 3, padding=1, dtype=np.float64, rng=rng), BatchNorm2D(4, dtype=np.float64),
+                      ReLU(), MaxPool2D(2), Flatten(), Dense(4 * 16, 10, dtype=np.float64, rng=rng))
+
+
+def test_saliency_is_the_numerical_gradient_of_the_predicted_score():
+    model = model64()
+    X = np.random.default_rng(1).standard_normal((3, 1, 8, 8))
+    gradient, predicted = saliency.saliency(model, X)
+    with model.evaluating():
+        logits = model.forward(X)
+    np.testing.assert_array_equal(predicted, logits.argmax(axis=1))
+    eps = 1e-6
+    for n, (r, c) in [(0, (3, 4)), (1, (0, 0)), (2, (7, 2)), (0, (5, 5))]:
+        plus, minus = X.copy(), X.copy()
+        plus[n, 0, r, c] += eps
+        minus[n, 0, r, c] -= eps
+        with model.evaluating():
+            numeric = (model.forward(plus)[n, predicted[n]] - model.forward(minus)[n, predicted[n]]) / (2 * eps)
+        assert gradient[n, 0, r, c] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+    assert all(p.grad is None or not np.any(p.grad) for p in model.parameters())  # gradients cleared
+    assert model.layers[3].training  # the model's mode is restored
+
+
+def test_occlusion_is_the_drop_in_probability_with_the_square_blanked():
+    model = model64(2)
+    image = np.random.default_rng(3).standard_normal((1, 8, 8))
+    drop = saliency.occlusion(model, image, blank=-1.5, size=2)
+    assert drop.shape == (7, 7)
+    p = model.predict_proba(image[None])[0]
+    target = int(p.argmax())
+    covered = image.copy()
+    covered[0, 2:4, 5:7] = -1.5
+    assert drop[2, 5] == pytest.approx(p[target] - model.predict_proba(covered[None])[0, target])
+
+
+def test_class_mean_maps_average_each_class_feature_maps():
+    model = model64()
+    X = np.random.default_rng(4).standard_normal((12, 1, 8, 8))
+    y = np.array([0, 1, 2] * 4)
+    classes, means = saliency.class_mean_maps(model, X, y, 1)
+    with model.evaluating():
+        maps = model.layers[1].forward(model.layers[0].forward(X))
+    np.testing.assert_array_equal(classes, [0, 1, 2])
+    for c in range(3):
+        np.testing.assert_allclose(means[c], maps[y == c].mean(axis=0))
+
+
+def test_plot_class_mean_maps_draws_the_class_means_of_the_most_varied_channels(tmp_path):
+    model = model64()
+    X = np.random.default_rng(4).standard_normal((12, 1, 8, 8))
+    y = np.array([0, 1, 2] * 4)
+    fig = saliency.plot_class_mean_maps(model, X, y, 4, max_channels=2, path=tmp_path / "c.png")
+    _, means = saliency.class_mean_maps(model, X, y, 4)
+    spread = means.reshape(3, 4, -1).var(axis=0).sum(axis=1)
+    channels = np.sort(np.argsort(-spread)[:2])
+    tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert len(tiles) == 3 * 3
+    for c in range(3):
+        for k, channel in enumerate(channels):
+            np.testing.assert_allclose(tiles[3 * c + 1 + k].images[0].get_array(), means[c, channel])
+    assert tiles[1].images[0].get_clim()[0] == 0  # after a ReLU the scale starts at 0
+
+
+def test_plot_saliency_draws_the_gradient_and_occlusion_of_each_image(tmp_path):
+    model = model64()
+    X = np.random.default_rng(5).standard_normal((3, 1, 8, 8))
+    fig = saliency.plot_saliency(model, X, np.array([1, 2, 3]), blank=-2.0, count=3, path=tmp_path / "s.png")
+    tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    gradient, predicted = saliency.saliency(model, X)
+    for i in range(3):
+        np.testing.assert_allclose(tiles[3 + i].images[0].get_array(), gradient[i, 0])
+        np.testing.assert_allclose(tiles[6 + i].images[0].get_array(),
+                                   saliency.occlusion(model, X[i], -2.0, 2, int(predicted[i])))
+        assert f"pred {predicted[i]}" in tiles[i].get_title()
+    assert np.ptp(gradient) > 0
+
+
+def test_conv_activation_layers_are_the_relus_after_first_and_last_conv():
+    assert saliency.conv_activation_layers(model64()) == (1, 4)
+
+
+# --- the nearest classic filter, judged against random kernels --------------------------------------------
+def test_chance_cosines_are_the_best_matches_of_random_kernels():
+    chance = filters.chance_cosines((3, 3))
+    assert len(chance) == filters.N_RANDOM_KERNELS and np.all(np.diff(chance) >= 0)
+    # independent check on a few fresh random kernels: their best match lies in the same distribution
+    rng = np.random.default_rng(123)
+    fresh = [filters.most_similar(rng.standard_normal((3, 3)))[1] for _ in range(300)]
+    assert np.mean(fresh) == pytest.approx(chance.mean(), abs=0.03)
+    assert 0.45 < chance.mean() < 0.65  # random 3x3 kernels already match something at cos ~0.55
+    assert filters.chance_cosines((3, 3)) is chance  # cached per shape
+
+
+def test_classic_match_names_a_real_sobel_and_refuses_a_random_kernel():
+    sobel = filters.classic_match(2 * filters.kernel("sobel x") + 0.01)
+    assert sobel["name"] == "sobel x" and sobel["meaningful"] and sobel["percentile"] > 99
+    assert filters.match_label(sobel) == "like sobel x, cos 1.00, above all random kernels"
+    near = filters.classic_match(filters.kernel("sobel x") + np.random.default_rng(2).normal(0, 0.5, (3, 3)))
+    assert filters.match_label(near) == (f"like {near['name']}, cos {near['cosine']:.2f}, "
+                                         f"above {int(near['percentile'])}% of random kernels")
+    weak = filters.classic_match(np.random.default_rng(7).standard_normal((3, 3)))
+    expected = 100 * np.mean(filters.chance_cosines((3, 3)) < weak["cosine"])
+    assert weak["percentile"] == pytest.approx(expected)
+    if weak["percentile"] < filters.MATCH_PERCENTILE:
+        assert filters.match_label(weak).startswith("no classic match")
+    noise = [filters.classic_match(k) for k in np.random.default_rng(8).standard_normal((200, 5, 5))]
+    assert 0.01 < np.mean([m["meaningful"] for m in noise]) < 0.10  # about 5% of random kernels pass
