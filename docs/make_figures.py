@@ -1,7 +1,7 @@
 """Draw every figure of docs/convolution.md into docs/figures/ (and print the numbers the guide quotes).
 
     python docs/make_figures.py                  # everything (trains the digits model, ~15-40 min on 2 cores)
-    python docs/make_figures.py --run RUN_DIR    # reuse a `python train.py` run of configs/digits.toml
+    python docs/make_figures.py --run RUN_DIR    # reuse a finished default `python train.py` run (seed 0)
     python docs/make_figures.py --lvf-json FILE  # plot learned-vs-frozen from a saved
                                                  #   experiments/learned_vs_frozen.py result, not re-training
     python docs/make_figures.py --only gallery stride
@@ -25,7 +25,7 @@ REPO = DOCS.parent
 FIGURES = DOCS / "figures"
 DPI = 72  # modest: every committed PNG stays well under 200 KB
 NAMES = ("correlation", "gallery", "filters", "filters_fast", "feature_maps", "kernel_recovery", "stride", "filter_ablation",
-         "learned_vs_frozen")
+         "learned_vs_frozen", "learning")
 
 
 def shrink_png(path) -> None:
@@ -107,6 +107,48 @@ def correlation_figure(path) -> dict:
     return numbers
 
 
+def default_run(run_dir) -> Path:
+    """A finished run of the default ``python train.py`` (configs/digits.toml, seed 0): ``run_dir`` if
+    given, else one trained now into runs/docs-default, exactly as the command does."""
+    if run_dir is not None:
+        return Path(run_dir)
+    from minicnn.cli import main as train
+
+    out = REPO / "runs" / "docs-default"
+    if train(["--out", str(out), "--quiet", "--set", "output.figures=false"]) != 0:
+        raise SystemExit("training the default model failed")
+    return out
+
+
+def learning_figures(run_dir: Path, out) -> None:
+    """The default run's figures of learning: change from init, evolution (PNG and GIF), top patches,
+    saliency and occlusion, class mean maps; prints the kernels' angles from initialization."""
+    from minicnn.data import load_dataset
+    from minicnn.nn.model import Sequential
+    from minicnn.see import kernels, saliency
+    from minicnn.see.change import load_kernel_history, run_kernel_change
+    from minicnn.see.plots import save
+    from minicnn.train.config import load_config
+
+    model, initial = Sequential.load(run_dir / "model.npz"), Sequential.load(run_dir / "init.npz")
+    dataset = load_dataset(load_config(run_dir / "config.toml").data)
+    change = run_kernel_change(run_dir)
+    layer = change["layer"]
+    save(kernels.plot_filters_change(initial.layers[layer], model.layers[layer]), out("filters_learned"), dpi=DPI)
+    history = load_kernel_history(run_dir)
+    save(kernels.plot_filters_evolution(history), out("filters_evolution"), dpi=DPI)
+    kernels.animate_filters_evolution(history, FIGURES / "filters_evolution.gif")
+    save(kernels.plot_top_patches(model, dataset.X_train, layer), out("top_patches"), dpi=DPI)
+    blank = dataset.X_train.min(axis=(0, 2, 3))
+    save(saliency.plot_saliency(model, dataset.X_test, dataset.y_test, blank), out("saliency"), dpi=DPI)
+    first, _ = saliency.conv_activation_layers(model)
+    save(saliency.plot_class_mean_maps(model, dataset.X_test, dataset.y_test, first), out("class_maps_first"),
+         dpi=DPI)
+    print(f"  default run {run_dir}: first-layer kernel angles from init "
+          f"{', '.join(f'{a:.1f}' for a in change['angles'])} degrees; norm ratios "
+          f"{', '.join(f'{r:.2f}' for r in change['norm_ratios'])}")
+
+
 def digits_model(run_dir, config: str = "digits.toml"):
     """(trained model, initial model, X_test, y_test) for configs/<config>, seed 0 (or a finished run)."""
     from minicnn.nn.model import Sequential
@@ -151,31 +193,22 @@ def main(argv=None) -> int:
         from minicnn.see.gallery import plot_gallery
         from minicnn.see.plots import save
         save(plot_gallery(), out("gallery"), dpi=DPI)
+    run_dir = default_run(args.run) if wanted & {"filters", "feature_maps", "filter_ablation", "learning"} else None
+    if "learning" in wanted:
+        learning_figures(run_dir, out)
     if wanted & {"filters", "feature_maps", "filter_ablation"}:
         from minicnn.see import plots as viz
-        model, initial, X_test, y_test = digits_model(args.run)
+        model, initial, X_test, y_test = digits_model(run_dir)
         accuracy = np.mean(model.predict(X_test) == y_test)
         print(f"  digits model: test accuracy {accuracy:.4f} on {len(y_test)} images")
         conv = experiment("filter_ablation").first_conv(model)
-        first = model.layers.index(conv)
         if "filters" in wanted:
-            from minicnn.see.filters import most_similar
-            cosines = [most_similar(w[0])[1] for w in conv.weight.data]
-            moved = np.linalg.norm(conv.weight.data - initial.layers[first].weight.data) / np.linalg.norm(
-                initial.layers[first].weight.data)
-            fig = viz.plot_filters_before_after(initial.layers[first], conv)
-            fig.suptitle(f"configs/digits.toml: first-layer kernels at initialization and learned "
-                         f"(moved {100 * moved:.0f}% of their norm)", fontsize=10)
-            viz.save(fig, out("filters_before_after"), dpi=DPI)
-            # the yardstick: how "classic" do Gaussian random kernels look by the same measure?
-            rng = np.random.default_rng(0)
-            random_cosines = [most_similar(rng.normal(size=(3, 3)))[1] for _ in range(2000)]
-            print(f"  first-layer kernels moved {moved:.2f} of their initial norm; cosine to the nearest "
-                  f"classic filter: median {np.median(cosines):.2f}, max {np.max(cosines):.2f} "
-                  f"(random Gaussian 3x3 kernels: median {np.median(random_cosines):.2f}, 90th percentile "
-                  f"{np.percentile(random_cosines, 90):.2f})")
+            from minicnn.see.filters import classic_match, match_label
+            for k, w in enumerate(conv.weight.data):
+                print(f"  kernel {k}: {match_label(classic_match(w[0]))}")
         if "feature_maps" in wanted:
-            viz.save(viz.plot_feature_maps(model, X_test[0], max_channels=16), out("feature_maps"), dpi=DPI)
+            fig = viz.plot_feature_maps(model, X_test[0], max_channels=16, title=f"test image 0 (label {y_test[0]})")
+            viz.save(fig, out("feature_maps"), dpi=DPI)
             print(f"  feature maps of test image 0 (label {y_test[0]})")
         if "filter_ablation" in wanted:
             ablation = experiment("filter_ablation")
