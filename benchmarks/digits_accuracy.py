@@ -4,6 +4,9 @@
     python benchmarks/digits_accuracy.py --config configs/digits.toml configs/digits_best.toml
     python benchmarks/digits_accuracy.py --config configs/digits_fast.toml --seeds 0 1 --no-frozen
 
+Run it as ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 python benchmarks/...``:
+on shared cores, one BLAS thread per run avoids oversubscription (a run took 7 minutes with two).
+
 Each seed is one ``python train.py --quiet`` process, run one after another (never in parallel, so the
 times are per run). "wall s" is the whole process, start-up and test evaluation included; "train s" is
 the sum of the epochs (metrics.json's ``train_seconds``). Figures are off unless ``--figures``.
@@ -33,8 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # works from a clone without installing
 
-from minicnn.io import load_npz  # noqa: E402
-from minicnn.see.change import run_kernel_change  # noqa: E402
+from minicnn.io import load_npz
+from minicnn.see.change import run_kernel_change
 
 
 def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figures: bool) -> dict:
@@ -43,7 +46,7 @@ def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figure
     for assignment in overrides:
         command += ["--set", assignment]
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"seed {seed} failed (exit {result.returncode}): {result.stderr.strip()}")
@@ -71,11 +74,22 @@ def measure(config: str, seeds, overrides, figures: bool, frozen: bool, tmp: Pat
     return rows
 
 
+def blas_kernel() -> str:
+    """The BLAS library and its CPU kernel, as threadpoolctl reports them (bench extra)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i['internal_api']} {i.get('architecture', '?')}" for i in blas) or "no BLAS found"
+
+
 def print_table(config: str, rows: list[dict], overrides: list[str], frozen: bool) -> None:
     shown = os.path.relpath(config, ROOT)
     threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
     print(f"`{shown}`{' ' + ' '.join('--set ' + o for o in overrides) if overrides else ''}, "
-          f"{os.cpu_count()} CPU cores, BLAS threads: {threads}; test split: {rows[0]['n_test']} images; "
+          f"{os.cpu_count()} CPU cores, BLAS threads: {threads} ({blas_kernel()}), load average "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; test split: {rows[0]['n_test']} images; "
           f"kernel angles of layer {rows[0]['layer']} (the plotted one)\n")
     frozen_head = (" frozen-layer accuracy |", "----------------------:|") if frozen else ("", "")
     print(f"| seed | test accuracy |{frozen_head[0]} median angle (range) | epochs (best) | train s | wall s |")

@@ -62,9 +62,15 @@ def convolve_by_definition(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 def correlation_figure(path) -> dict:
     """Conv2D (cross-correlation) with the flipped kernel equals true convolution with the kernel."""
-    from minicnn.see.gallery import load_digit
     from minicnn.see.filters import conv_from_kernel
-    from minicnn.see.plots import KERNEL_CMAP, new_figure, save, show_image, symmetric_limit
+    from minicnn.see.gallery import load_digit
+    from minicnn.see.plots import (
+        KERNEL_CMAP,
+        new_figure,
+        save,
+        show_image,
+        symmetric_limit,
+    )
 
     image = load_digit(0)
     kernel = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, -2.0]])  # no symmetry: the flip shows
@@ -141,9 +147,9 @@ def learning_figures(run_dir: Path, out) -> None:
     save(kernels.plot_top_patches(model, dataset.X_train, layer), out("top_patches"), dpi=DPI)
     blank = dataset.X_train.min(axis=(0, 2, 3))
     save(saliency.plot_saliency(model, dataset.X_test, dataset.y_test, blank), out("saliency"), dpi=DPI)
-    first, _ = saliency.conv_activation_layers(model)
-    save(saliency.plot_class_mean_maps(model, dataset.X_test, dataset.y_test, first), out("class_maps_first"),
-         dpi=DPI)
+    first_relu, _ = saliency.conv_activation_layers(model)
+    save(saliency.plot_class_mean_maps(model, dataset.X_test, dataset.y_test, first_relu),
+         out("class_maps_first"), dpi=DPI)
     print(f"  default run {run_dir}: first-layer kernel angles from init "
           f"{', '.join(f'{a:.1f}' for a in change['angles'])} degrees; norm ratios "
           f"{', '.join(f'{r:.2f}' for r in change['norm_ratios'])}")

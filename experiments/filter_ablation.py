@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minicnn.see.filters import classic_match, match_label
 from minicnn.nn.layers import Conv2D
+from minicnn.see.filters import classic_match, match_label
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,8 +80,8 @@ def trained_model(config_path, seed: int = 0, overrides=()):
 
 def from_run(run_dir):
     """The model of a finished run and the test split it was scored on."""
-    from minicnn.see.inspect import load_test_split
     from minicnn.nn.model import Sequential
+    from minicnn.see.inspect import load_test_split
 
     X_test, y_test = load_test_split(run_dir)
     return Sequential.load(os.path.join(run_dir, "model.npz")), X_test, y_test

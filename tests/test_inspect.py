@@ -6,10 +6,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from minicnn.see import inspect as mc_inspect
 from minicnn.cli import main as train_main
-from minicnn.see.filters import kernel
 from minicnn.nn.layers import Conv2D
+from minicnn.see import inspect as mc_inspect
+from minicnn.see.filters import kernel
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -79,8 +79,8 @@ def test_kernel_table_names_a_hand_set_sobel_filter_and_refuses_a_weak_match():
 
 
 def test_inspect_the_test_images_are_the_runs_test_split(run_dir):
-    from minicnn.train.config import load_config
     from minicnn.data import load_dataset
+    from minicnn.train.config import load_config
 
     X, y = mc_inspect.load_test_split(run_dir)
     expected = load_dataset(load_config(run_dir / "config.toml").data)

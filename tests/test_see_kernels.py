@@ -1,6 +1,8 @@
 """Tests for the views of learning: kernel angles, per-epoch snapshots, the change/evolution/top-patch
 figures (minicnn.see.change, minicnn.see.kernels), checked through the arrays they draw."""
 
+import itertools
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -148,7 +150,7 @@ def test_filters_evolution_gif_has_one_frame_per_epoch_that_change(tmp_path):
             gif.seek(i)
             frames.append(np.asarray(gif.convert("L"), dtype=float))
     assert len(frames) == 4
-    assert all(np.abs(a - b).mean() > 0.5 for a, b in zip(frames, frames[1:]))  # the kernels visibly turn
+    assert all(np.abs(a - b).mean() > 0.5 for a, b in itertools.pairwise(frames))  # the kernels visibly turn
     assert all(f.std() > 10 for f in frames)  # not blank
 
 

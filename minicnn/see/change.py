@@ -136,5 +136,12 @@ def load_kernel_history(run_dir) -> dict | None:
     return {"epochs": epochs, "kernels": kernels, "layer": int(saved["layer"])}
 
 
-__all__ = ["kernel_angles", "norm_ratios", "first_conv_index", "run_kernel_change", "KernelHistory",
-           "load_kernel_history", "HISTORY_FILE"]
+__all__ = [
+    "HISTORY_FILE",
+    "KernelHistory",
+    "first_conv_index",
+    "kernel_angles",
+    "load_kernel_history",
+    "norm_ratios",
+    "run_kernel_change",
+]

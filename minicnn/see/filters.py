@@ -254,6 +254,19 @@ def match_label(match: dict) -> str:
             f"above only {np.floor(match['percentile']):.0f}% of random kernels)")
 
 
-__all__ = ["KERNELS", "SEPIA", "kernel", "conv_from_kernel", "invert_conv", "sepia_conv", "filter_bank",
-           "apply", "cosine_similarity", "most_similar",
-           "chance_cosines", "classic_match", "match_label", "MATCH_PERCENTILE"]
+__all__ = [
+    "KERNELS",
+    "MATCH_PERCENTILE",
+    "SEPIA",
+    "apply",
+    "chance_cosines",
+    "classic_match",
+    "conv_from_kernel",
+    "cosine_similarity",
+    "filter_bank",
+    "invert_conv",
+    "kernel",
+    "match_label",
+    "most_similar",
+    "sepia_conv",
+]

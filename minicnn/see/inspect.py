@@ -24,10 +24,10 @@ from typing import cast
 
 import numpy as np
 
-from .change import kernel_angles, load_kernel_history, norm_ratios
-from .filters import classic_match, match_label
 from ..nn.layers import Conv2D
 from ..nn.model import Sequential
+from .change import kernel_angles, load_kernel_history, norm_ratios
+from .filters import classic_match, match_label
 
 
 def load_test_split(run_dir) -> tuple[np.ndarray, np.ndarray]:

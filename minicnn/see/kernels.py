@@ -19,7 +19,15 @@ import numpy as np
 from ..nn.functional import pad2d
 from ..nn.layers import Conv2D
 from .change import kernel_angles, norm_ratios
-from .plots import IMAGE_CMAP, KERNEL_CMAP, _bare, _weights, new_figure, save, symmetric_limit
+from .plots import (
+    IMAGE_CMAP,
+    KERNEL_CMAP,
+    _bare,
+    _weights,
+    new_figure,
+    save,
+    symmetric_limit,
+)
 
 #: Font size of the small labels under tiles: readable at the saved size (100 dpi).
 LABEL_SIZE = 9
@@ -34,7 +42,7 @@ def _slice(weight: np.ndarray, in_channel: int | None) -> tuple[np.ndarray, int]
 
 
 def plot_filters_change(initial, learned, in_channel: int | None = None, title: str | None = None,
-                        path=None) -> "Figure":  # noqa: F821
+                        path=None) -> Figure:  # noqa: F821
     """Initial, learned and learned-minus-initial kernels, the angle and norm ratio under each.
 
     Parameters
@@ -94,7 +102,7 @@ def _history_rows(epochs: np.ndarray, max_rows: int) -> np.ndarray:
 
 
 def plot_filters_evolution(history: dict, in_channel: int | None = None, max_rows: int = 11,
-                           path=None) -> "Figure":  # noqa: F821
+                           path=None) -> Figure:  # noqa: F821
     """The plotted layer's kernels after each epoch: epochs down, kernels across, each at unit norm.
 
     Parameters
@@ -185,7 +193,7 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
         raise ValueError(f"top_patches: model.layers[{layer}] must be the first Conv2D, got {conv!r}")
     with model.evaluating():
         response = np.concatenate([conv.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
-    n, out, h_out, w_out = response.shape
+    n, out, _, w_out = response.shape
     flat = response.reshape(n, out, -1)
     where = flat.argmax(axis=2)                      # each image's strongest position, per kernel
     best = np.take_along_axis(flat, where[..., None], axis=2)[..., 0]
@@ -201,7 +209,7 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     return {"patches": patches, "activations": np.take_along_axis(best.T, images, axis=1), "images": images}
 
 
-def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None) -> "Figure":  # noqa: F821
+def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None) -> Figure:  # noqa: F821
     """Per kernel (one row): the kernel, its ``count`` most exciting training patches, and their mean.
 
     X : ndarray of shape (N, 1, H, W), the images the patches are cut from (the training split).
@@ -252,5 +260,11 @@ def write_kernel_figures(run_dir, model, history=None, X_train=None) -> list[str
     return written
 
 
-__all__ = ["plot_filters_change", "plot_filters_evolution", "animate_filters_evolution", "top_patches",
-           "plot_top_patches", "write_kernel_figures"]
+__all__ = [
+    "animate_filters_evolution",
+    "plot_filters_change",
+    "plot_filters_evolution",
+    "plot_top_patches",
+    "top_patches",
+    "write_kernel_figures",
+]

@@ -13,8 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.functional import softmax
-from .plots import IMAGE_CMAP, KERNEL_CMAP, _bare, _batch, feature_maps, new_figure, save, show_image
-from .plots import symmetric_limit
+from .plots import (
+    KERNEL_CMAP,
+    _bare,
+    _batch,
+    feature_maps,
+    new_figure,
+    save,
+    show_image,
+    symmetric_limit,
+)
 
 LABEL_SIZE = 9
 
@@ -71,7 +79,7 @@ def occlusion(model, image: np.ndarray, blank, size: int = 2, target: int | None
     return (probability[0, target] - probability[1:, target]).reshape(h - size + 1, w - size + 1)
 
 
-def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, path=None) -> "Figure":  # noqa: F821
+def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, path=None) -> Figure:  # noqa: F821
     """A few test digits (columns): the image, its saliency and its occlusion map (rows).
 
     The saliency row shows the signed gradient (red: more ink there raises the predicted class's
@@ -121,7 +129,7 @@ def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int) -> tuple[np
 
 
 def plot_class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int, max_channels: int = 8,
-                         path=None) -> "Figure":  # noqa: F821
+                         path=None) -> Figure:  # noqa: F821
     """Per class (rows), the mean feature map of each channel (columns) after ``model.layers[layer]``.
 
     A layer with more than ``max_channels`` channels shows those whose class means differ most
@@ -191,5 +199,13 @@ def write_saliency_figures(run_dir, model, X_test, y_test, blank) -> list[str]:
     return written
 
 
-__all__ = ["saliency", "occlusion", "plot_saliency", "class_mean_maps", "plot_class_mean_maps",
-           "write_saliency_figures", "conv_activation_layers", "class_mean_maps_input"]
+__all__ = [
+    "class_mean_maps",
+    "class_mean_maps_input",
+    "conv_activation_layers",
+    "occlusion",
+    "plot_class_mean_maps",
+    "plot_saliency",
+    "saliency",
+    "write_saliency_figures",
+]
