@@ -9,7 +9,7 @@ GUIDE = Path(__file__).resolve().parents[1] / "docs" / "convolution.md"
 
 
 def test_matrix_form_snippet_matches_the_layer_forward_and_backward():
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S) if "F.im2col" in b]
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S) if "dx_layer" in b]
     assert len(blocks) == 1
     names = {"__name__": "docs"}
     exec(compile(blocks[0], "docs/convolution.md matrix form", "exec"), names)

@@ -192,3 +192,23 @@ def test_top_patches_refuses_a_layer_that_does_not_read_the_input():
     model = small_model()
     with pytest.raises(ValueError, match="must be the first Conv2D"):
         kernels.top_patches(model, np.zeros((2, 1, 8, 8), np.float32), 1)
+
+
+def test_train_command_keeps_kernel_snapshots_and_draws_the_learning_figures(tmp_path):
+    from pathlib import Path
+
+    from minicnn.cli import main as train
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "digits_fast.toml"
+    out = tmp_path / "run"
+    assert train(["--config", str(config), "--set", "train.epochs=2", "--out", str(out), "--quiet"]) == 0
+    saved = change.load_kernel_history(out)
+    np.testing.assert_array_equal(saved["epochs"], [0, 1, 2])
+    from minicnn.io import load_npz
+
+    np.testing.assert_array_equal(saved["kernels"][0], Sequential.load(out / "init.npz").layers[0].weight.data)
+    np.testing.assert_array_equal(saved["kernels"][-1], load_npz(out / "last.npz")["model/0.weight"])
+    assert not np.array_equal(saved["kernels"][1], saved["kernels"][0])
+    for name in ("filters_learned.png", "filters_evolution.png", "filters_evolution.gif", "top_patches.png",
+                 "saliency.png", "class_maps_first.png", "class_maps_last.png", "mistakes.png", "history.png"):
+        assert (out / name).is_file(), name

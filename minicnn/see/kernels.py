@@ -125,7 +125,7 @@ def plot_filters_evolution(history: dict, in_channel: int | None = None, max_row
     unit = _unit(kernels[:, :, 0 if in_channel is None else in_channel])
     n_out = unit.shape[1]
     vmax = symmetric_limit(unit[shown])
-    fig = new_figure(max(1.1 * n_out + 1.6, 4.5), 1.05 * len(shown) + 0.9)
+    fig = new_figure(max(1.1 * n_out + 1.6, 5.0), 1.05 * len(shown) + 1.1)
     axes = fig.subplots(len(shown), n_out, squeeze=False)
     for r, e in enumerate(shown):
         angles = kernel_angles(kernels[0], kernels[e])
@@ -137,7 +137,7 @@ def plot_filters_evolution(history: dict, in_channel: int | None = None, max_row
         axes[r, 0].set_ylabel(f"epoch {epochs[e]}", fontsize=LABEL_SIZE)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, aspect=30, label="weight / kernel norm")
     thinned = "" if len(shown) == len(epochs) else f", {len(shown)} of {len(epochs)} snapshots"
-    fig.suptitle(f"Kernels over training (unit norm; angle from init above each{thinned})", fontsize=10)
+    fig.suptitle(f"Kernels over training\n(unit norm; angle from init above each{thinned})", fontsize=10)
     return save(fig, path)
 
 
