@@ -41,8 +41,19 @@ from minicnn.see.change import run_kernel_change
 
 
 def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figures: bool) -> dict:
-    command = [sys.executable, str(ROOT / "train.py"), "--config", config, "--seed", str(seed), "--quiet",
-               "--out", str(out_dir), "--set", f"output.figures={'true' if figures else 'false'}"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        config,
+        "--seed",
+        str(seed),
+        "--quiet",
+        "--out",
+        str(out_dir),
+        "--set",
+        f"output.figures={'true' if figures else 'false'}",
+    ]
     for assignment in overrides:
         command += ["--set", assignment]
     start = time.perf_counter()
@@ -52,9 +63,17 @@ def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figure
         raise SystemExit(f"seed {seed} failed (exit {result.returncode}): {result.stderr.strip()}")
     metrics = json.loads((out_dir / "metrics.json").read_text())
     change = run_kernel_change(out_dir)
-    return {"seed": seed, "accuracy": metrics["test_accuracy"], "train": metrics["train_seconds"], "wall": wall,
-            "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"], "layer": change["layer"],
-            "angles": change["angles"], "n_test": len(load_npz(out_dir / "split.npz")["test"])}
+    return {
+        "seed": seed,
+        "accuracy": metrics["test_accuracy"],
+        "train": metrics["train_seconds"],
+        "wall": wall,
+        "epochs": metrics["epochs_run"],
+        "best_epoch": metrics["best_epoch"],
+        "layer": change["layer"],
+        "angles": change["angles"],
+        "n_test": len(load_npz(out_dir / "split.npz")["test"]),
+    }
 
 
 def measure(config: str, seeds, overrides, figures: bool, frozen: bool, tmp: Path) -> list[dict]:
@@ -64,13 +83,16 @@ def measure(config: str, seeds, overrides, figures: bool, frozen: bool, tmp: Pat
         row = run_seed(config, seed, tmp / f"{Path(config).stem}-{seed}", overrides, figures)
         if frozen:
             freeze = f"model.layers.{row['layer']}.trainable=false"
-            row["frozen"] = run_seed(config, seed, tmp / f"{Path(config).stem}-{seed}-frozen",
-                                     overrides + [freeze], figures)["accuracy"]
+            row["frozen"] = run_seed(
+                config, seed, tmp / f"{Path(config).stem}-{seed}-frozen", overrides + [freeze], figures
+            )["accuracy"]
         rows.append(row)
         note = f" (frozen {row['frozen']:.4f})" if frozen else ""
-        print(f"{config} seed {seed}: {row['accuracy']:.4f}"
-              f"{note}"
-              f" in {row['wall']:.1f}s", file=sys.stderr, flush=True)
+        print(
+            f"{config} seed {seed}: {row['accuracy']:.4f}{note} in {row['wall']:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -87,28 +109,42 @@ def blas_kernel() -> str:
 def print_table(config: str, rows: list[dict], overrides: list[str], frozen: bool) -> None:
     shown = os.path.relpath(config, ROOT)
     threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
-    print(f"`{shown}`{' ' + ' '.join('--set ' + o for o in overrides) if overrides else ''}, "
-          f"{os.cpu_count()} CPU cores, BLAS threads: {threads} ({blas_kernel()}), load average "
-          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; test split: {rows[0]['n_test']} images; "
-          f"kernel angles of layer {rows[0]['layer']} (the plotted one)\n")
+    print(
+        f"`{shown}`{' ' + ' '.join('--set ' + o for o in overrides) if overrides else ''}, "
+        f"{os.cpu_count()} CPU cores, BLAS threads: {threads} ({blas_kernel()}), load average "
+        f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; test split: {rows[0]['n_test']} images; "
+        f"kernel angles of layer {rows[0]['layer']} (the plotted one)\n"
+    )
     frozen_head = (" frozen-layer accuracy |", "----------------------:|") if frozen else ("", "")
-    print(f"| seed | test accuracy |{frozen_head[0]} median angle (range) | epochs (best) | train s | wall s |")
-    print(f"|-----:|--------------:|{frozen_head[1]}---------------------:|--------------:|--------:|-------:|")
+    print(
+        f"| seed | test accuracy |{frozen_head[0]} median angle (range) | epochs (best) | train s | wall s |"
+    )
+    print(
+        f"|-----:|--------------:|{frozen_head[1]}---------------------:|--------------:|--------:|-------:|"
+    )
     for r in rows:
         cell = f" {100 * r['frozen']:.2f}% |" if frozen else ""
-        print(f"| {r['seed']} | {100 * r['accuracy']:.2f}% |{cell} {np.median(r['angles']):.1f} deg "
-              f"({r['angles'].min():.1f} to {r['angles'].max():.1f}) | {r['epochs']} ({r['best_epoch']}) | "
-              f"{r['train']:.1f} | {r['wall']:.1f} |")
+        print(
+            f"| {r['seed']} | {100 * r['accuracy']:.2f}% |{cell} {np.median(r['angles']):.1f} deg "
+            f"({r['angles'].min():.1f} to {r['angles'].max():.1f}) | {r['epochs']} ({r['best_epoch']}) | "
+            f"{r['train']:.1f} | {r['wall']:.1f} |"
+        )
     accuracies = [r["accuracy"] for r in rows]
     medians = [float(np.median(r["angles"])) for r in rows]
     cell = f" **{100 * statistics.mean(r['frozen'] for r in rows):.2f}%** |" if frozen else ""
-    print(f"| **mean** | **{100 * statistics.mean(accuracies):.2f}%** |{cell} {statistics.mean(medians):.1f} deg | | "
-          f"{statistics.mean(r['train'] for r in rows):.1f} | {statistics.mean(r['wall'] for r in rows):.1f} |")
-    print(f"| **min / max** | {100 * min(accuracies):.2f}% / {100 * max(accuracies):.2f}% |"
-          f"{' |' if frozen else ''} {min(medians):.1f} / {max(medians):.1f} deg | | | |")
+    print(
+        f"| **mean** | **{100 * statistics.mean(accuracies):.2f}%** |{cell} {statistics.mean(medians):.1f} deg | | "
+        f"{statistics.mean(r['train'] for r in rows):.1f} | {statistics.mean(r['wall'] for r in rows):.1f} |"
+    )
+    print(
+        f"| **min / max** | {100 * min(accuracies):.2f}% / {100 * max(accuracies):.2f}% |"
+        f"{' |' if frozen else ''} {min(medians):.1f} / {max(medians):.1f} deg | | | |"
+    )
     if frozen:
         gain = statistics.mean(r["accuracy"] - r["frozen"] for r in rows)
-        print(f"\nlearning the plotted layer instead of freezing it: {100 * gain:+.2f} points of mean test accuracy")
+        print(
+            f"\nlearning the plotted layer instead of freezing it: {100 * gain:+.2f} points of mean test accuracy"
+        )
     print()
 
 
@@ -118,8 +154,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY.PATH=VALUE")
     parser.add_argument("--figures", action="store_true", help="also draw the figures (counted in wall s)")
-    parser.add_argument("--no-frozen", dest="frozen", action="store_false",
-                        help="skip the second run per seed with the plotted layer frozen")
+    parser.add_argument(
+        "--no-frozen",
+        dest="frozen",
+        action="store_false",
+        help="skip the second run per seed with the plotted layer frozen",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="minicnn-bench-") as tmp:
         for config in args.config:

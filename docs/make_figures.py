@@ -165,8 +165,8 @@ def digits_model(run_dir, config: str = "digits.toml"):
         X_test, y_test = load_test_split(run_dir)
         return (Sequential.load(Path(run_dir) / "model.npz"), Sequential.load(Path(run_dir) / "init.npz"),
                 X_test, y_test)
-    from minicnn.train.config import load_config
     from minicnn.train import prepare
+    from minicnn.train.config import load_config
 
     dataset, model, trainer = prepare(load_config(REPO / "configs" / config))
     initial = Sequential.from_architecture(model.architecture())

@@ -69,8 +69,8 @@ def ablate(model, X, y, layer: Conv2D | None = None) -> dict:
 
 def trained_model(config_path, seed: int = 0, overrides=()):
     """Train the config's model with the one training loop; return (model, X_test, y_test)."""
-    from minicnn.train.config import load_config, replace
     from minicnn.train import prepare
+    from minicnn.train.config import load_config, replace
 
     cfg = replace(load_config(config_path, overrides), seed=seed)
     dataset, model, trainer = prepare(cfg)

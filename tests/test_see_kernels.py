@@ -14,8 +14,13 @@ from minicnn.see import change, kernels
 
 def small_model(seed=0, out_channels=3, kernel_size=5):
     rng = np.random.default_rng(seed)
-    return Sequential(Conv2D(1, out_channels, kernel_size, padding=kernel_size // 2, rng=rng), ReLU(),
-                      MaxPool2D(2), Flatten(), Dense(out_channels * 16, 10, rng=rng))
+    return Sequential(
+        Conv2D(1, out_channels, kernel_size, padding=kernel_size // 2, rng=rng),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(out_channels * 16, 10, rng=rng),
+    )
 
 
 def rotated(kernel: np.ndarray, degrees: float, seed: int = 0) -> np.ndarray:
@@ -96,7 +101,9 @@ def tiles(fig, count):
 
 def test_filters_change_draws_initial_learned_and_their_difference_with_angles(tmp_path):
     initial = np.random.default_rng(0).standard_normal((3, 1, 5, 5))
-    learned = np.stack([rotated(k, t, seed=100 + i) for i, (k, t) in enumerate(zip(initial, (5.0, 30.0, 90.0)))])
+    learned = np.stack(
+        [rotated(k, t, seed=100 + i) for i, (k, t) in enumerate(zip(initial, (5.0, 30.0, 90.0)))]
+    )
     fig = kernels.plot_filters_change(initial, learned, path=tmp_path / "f.png")
     drawn = tiles(fig, 9)
     for k in range(3):
@@ -114,8 +121,10 @@ def test_filters_change_draws_initial_learned_and_their_difference_with_angles(t
 
 def history_of_turns(turns=(0.0, 10.0, 20.0, 40.0)):
     initial = np.random.default_rng(3).standard_normal((2, 1, 3, 3))
-    snapshots = [np.stack([2.0 ** e * rotated(k, t, seed=100 + i) for i, k in enumerate(initial)])
-                 for e, t in enumerate(turns)]
+    snapshots = [
+        np.stack([2.0**e * rotated(k, t, seed=100 + i) for i, k in enumerate(initial)])
+        for e, t in enumerate(turns)
+    ]
     return {"epochs": np.arange(len(turns)), "kernels": np.stack(snapshots), "layer": 0}
 
 
@@ -164,8 +173,12 @@ def test_top_patches_are_the_strongest_responses_one_per_image():
     for o in range(2):
         w, b = conv.weight.data[o].astype(np.float64), float(conv.bias.data[o])
         # brute force: every image's best window response for kernel o
-        best = np.array([max(np.sum(padded[n, :, r:r + 3, c:c + 3] * w) + b for r in range(8) for c in range(8))
-                         for n in range(len(X))])
+        best = np.array(
+            [
+                max(np.sum(padded[n, :, r : r + 3, c : c + 3] * w) + b for r in range(8) for c in range(8))
+                for n in range(len(X))
+            ]
+        )
         np.testing.assert_allclose(found["activations"][o], np.sort(best)[::-1][:4], rtol=1e-4)
         for rank in range(4):
             response = np.sum(found["patches"][o, rank] * w) + b
@@ -180,7 +193,7 @@ def test_plot_top_patches_draws_the_kernel_the_patches_and_their_mean(tmp_path):
     found = kernels.top_patches(model, X, 0, count=3)
     drawn = tiles(fig, 10)
     for o in range(2):
-        row = drawn[5 * o:5 * o + 5]
+        row = drawn[5 * o : 5 * o + 5]
         np.testing.assert_allclose(row[0], model.layers[0].weight.data[o, 0])
         for rank in range(3):
             np.testing.assert_allclose(row[1 + rank], found["patches"][o, rank, 0])
@@ -206,9 +219,20 @@ def test_train_command_keeps_kernel_snapshots_and_draws_the_learning_figures(tmp
     np.testing.assert_array_equal(saved["epochs"], [0, 1, 2])
     from minicnn.io import load_npz
 
-    np.testing.assert_array_equal(saved["kernels"][0], Sequential.load(out / "init.npz").layers[0].weight.data)
+    np.testing.assert_array_equal(
+        saved["kernels"][0], Sequential.load(out / "init.npz").layers[0].weight.data
+    )
     np.testing.assert_array_equal(saved["kernels"][-1], load_npz(out / "last.npz")["model/0.weight"])
     assert not np.array_equal(saved["kernels"][1], saved["kernels"][0])
-    for name in ("filters_learned.png", "filters_evolution.png", "filters_evolution.gif", "top_patches.png",
-                 "saliency.png", "class_maps_first.png", "class_maps_last.png", "mistakes.png", "history.png"):
+    for name in (
+        "filters_learned.png",
+        "filters_evolution.png",
+        "filters_evolution.gif",
+        "top_patches.png",
+        "saliency.png",
+        "class_maps_first.png",
+        "class_maps_last.png",
+        "mistakes.png",
+        "history.png",
+    ):
         assert (out / name).is_file(), name

@@ -11,9 +11,16 @@ from minicnn.see import filters, saliency
 
 def model64(seed=0):
     rng = np.random.default_rng(seed)
-    return Sequential(Conv2D(1, 3, 5, padding=2, dtype=np.float64, rng=rng), ReLU(),
-                      Conv2D(3, 4, 3, padding=1, dtype=np.float64, rng=rng), BatchNorm2D(4, dtype=np.float64),
-                      ReLU(), MaxPool2D(2), Flatten(), Dense(4 * 16, 10, dtype=np.float64, rng=rng))
+    return Sequential(
+        Conv2D(1, 3, 5, padding=2, dtype=np.float64, rng=rng),
+        ReLU(),
+        Conv2D(3, 4, 3, padding=1, dtype=np.float64, rng=rng),
+        BatchNorm2D(4, dtype=np.float64),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(4 * 16, 10, dtype=np.float64, rng=rng),
+    )
 
 
 def test_saliency_is_the_numerical_gradient_of_the_predicted_score():
@@ -29,7 +36,9 @@ def test_saliency_is_the_numerical_gradient_of_the_predicted_score():
         plus[n, 0, r, c] += eps
         minus[n, 0, r, c] -= eps
         with model.evaluating():
-            numeric = (model.forward(plus)[n, predicted[n]] - model.forward(minus)[n, predicted[n]]) / (2 * eps)
+            numeric = (model.forward(plus)[n, predicted[n]] - model.forward(minus)[n, predicted[n]]) / (
+                2 * eps
+            )
         assert gradient[n, 0, r, c] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
     assert all(p.grad is None or not np.any(p.grad) for p in model.parameters())  # gradients cleared
     assert model.layers[3].training  # the model's mode is restored
@@ -83,8 +92,9 @@ def test_plot_saliency_draws_the_gradient_and_occlusion_of_each_image(tmp_path):
     gradient, predicted = saliency.saliency(model, X)
     for i in range(3):
         np.testing.assert_allclose(tiles[3 + i].images[0].get_array(), gradient[i, 0])
-        np.testing.assert_allclose(tiles[6 + i].images[0].get_array(),
-                                   saliency.occlusion(model, X[i], -2.0, 2, int(predicted[i])))
+        np.testing.assert_allclose(
+            tiles[6 + i].images[0].get_array(), saliency.occlusion(model, X[i], -2.0, 2, int(predicted[i]))
+        )
         assert f"pred {predicted[i]}" in tiles[i].get_title()
     assert np.ptp(gradient) > 0
 
@@ -110,8 +120,9 @@ def test_classic_match_names_a_real_sobel_and_refuses_a_random_kernel():
     assert sobel["name"] == "sobel x" and sobel["meaningful"] and sobel["percentile"] > 99
     assert filters.match_label(sobel) == "like sobel x, cos 1.00, above all random kernels"
     near = filters.classic_match(filters.kernel("sobel x") + np.random.default_rng(2).normal(0, 0.5, (3, 3)))
-    assert filters.match_label(near) == (f"like {near['name']}, cos {near['cosine']:.2f}, "
-                                         f"above {int(near['percentile'])}% of random kernels")
+    assert filters.match_label(near) == (
+        f"like {near['name']}, cos {near['cosine']:.2f}, above {int(near['percentile'])}% of random kernels"
+    )
     weak = filters.classic_match(np.random.default_rng(7).standard_normal((3, 3)))
     expected = 100 * np.mean(filters.chance_cosines((3, 3)) < weak["cosine"])
     assert weak["percentile"] == pytest.approx(expected)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from minicnn.see import plots as viz
 from minicnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from minicnn.nn.model import Sequential
+from minicnn.see import plots as viz
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -34,8 +34,10 @@ def kernel_angles(initial, learned) -> np.ndarray:
     """
     a, b = _flat(initial, "initial"), _flat(learned, "learned")
     if a.shape != b.shape:
-        raise ValueError(f"kernel_angles: initial kernels {np.shape(initial)} and learned kernels "
-                         f"{np.shape(learned)} differ in shape")
+        raise ValueError(
+            f"kernel_angles: initial kernels {np.shape(initial)} and learned kernels "
+            f"{np.shape(learned)} differ in shape"
+        )
     norm_a, norm_b = np.linalg.norm(a, axis=1, keepdims=True), np.linalg.norm(b, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         u, v = a / norm_a, b / norm_b
@@ -45,7 +47,8 @@ def kernel_angles(initial, learned) -> np.ndarray:
 
 
 def norm_ratios(initial, learned) -> np.ndarray:
-    """``|learned[o]| / |initial[o]|`` per kernel, shape (out_channels,); nan for an all-zero initial kernel."""
+    """``|learned[o]| / |initial[o]|`` per kernel, shape (out_channels,); nan for an all-zero initial
+    kernel."""
     a, b = _flat(initial, "initial"), _flat(learned, "learned")
     if a.shape != b.shape:
         raise ValueError(f"norm_ratios: shapes differ, {np.shape(initial)} vs {np.shape(learned)}")
@@ -117,8 +120,14 @@ class KernelHistory:
             self._start(trainer.model, int(record["epoch"]))
         self._epochs.append(int(record["epoch"]))
         self._kernels.append(trainer.model.layers[self.layer].weight.data.astype(np.float32).copy())
-        save_npz_atomic(self.path, {"epochs": np.asarray(self._epochs, dtype=np.int64),
-                                    "kernels": np.stack(self._kernels), "layer": np.asarray(self.layer)})
+        save_npz_atomic(
+            self.path,
+            {
+                "epochs": np.asarray(self._epochs, dtype=np.int64),
+                "kernels": np.stack(self._kernels),
+                "layer": np.asarray(self.layer),
+            },
+        )
 
 
 def load_kernel_history(run_dir) -> dict | None:
@@ -131,8 +140,10 @@ def load_kernel_history(run_dir) -> dict | None:
     saved = load_npz(path)
     kernels, epochs = saved["kernels"], saved["epochs"]
     if kernels.ndim != 5 or len(kernels) != len(epochs):
-        raise ValueError(f"{path}: expected kernels (epochs, out, in, kh, kw) with one epoch number each, "
-                         f"got kernels {kernels.shape} and epochs {epochs.shape}")
+        raise ValueError(
+            f"{path}: expected kernels (epochs, out, in, kh, kw) with one epoch number each, "
+            f"got kernels {kernels.shape} and epochs {epochs.shape}"
+        )
     return {"epochs": epochs, "kernels": kernels, "layer": int(saved["layer"])}
 
 

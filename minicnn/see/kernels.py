@@ -41,8 +41,9 @@ def _slice(weight: np.ndarray, in_channel: int | None) -> tuple[np.ndarray, int]
     return weight[:, channel], channel
 
 
-def plot_filters_change(initial, learned, in_channel: int | None = None, title: str | None = None,
-                        path=None) -> Figure:  # noqa: F821
+def plot_filters_change(
+    initial, learned, in_channel: int | None = None, title: str | None = None, path=None
+) -> Figure:  # noqa: F821
     """Initial, learned and learned-minus-initial kernels, the angle and norm ratio under each.
 
     Parameters
@@ -68,8 +69,11 @@ def plot_filters_change(initial, learned, in_channel: int | None = None, title: 
     n_out = len(b)
     fig = new_figure(max(1.3 * n_out + 1.6, 5.5), 5.2)
     axes = fig.subplots(3, n_out, squeeze=False)
-    rows = (("initial", b, symmetric_limit(b, a)), ("learned", a, symmetric_limit(b, a)),
-            ("learned − initial", a - b, symmetric_limit(a - b)))
+    rows = (
+        ("initial", b, symmetric_limit(b, a)),
+        ("learned", a, symmetric_limit(b, a)),
+        ("learned − initial", a - b, symmetric_limit(a - b)),
+    )
     for r, (label, kernels, vmax) in enumerate(rows):
         for k in range(n_out):
             ax = axes[r, k]
@@ -83,8 +87,12 @@ def plot_filters_change(initial, learned, in_channel: int | None = None, title: 
         fig.colorbar(image, ax=list(axes[r]), shrink=0.9, aspect=12, label="weight" if r < 2 else "change")
     median = float(np.nanmedian(angles))
     note = "" if before.shape[1] == 1 else f", input channel {channel} shown"
-    fig.suptitle(title or f"Kernels turned a median {median:.0f}° from their initialization{note}\n"
-                 "(under each: angle from init, norm learned / initial)", fontsize=10)
+    fig.suptitle(
+        title
+        or f"Kernels turned a median {median:.0f}° from their initialization{note}\n"
+        "(under each: angle from init, norm learned / initial)",
+        fontsize=10,
+    )
     return save(fig, path)
 
 
@@ -101,8 +109,9 @@ def _history_rows(epochs: np.ndarray, max_rows: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, len(epochs) - 1, max_rows)).astype(int))
 
 
-def plot_filters_evolution(history: dict, in_channel: int | None = None, max_rows: int = 11,
-                           path=None) -> Figure:  # noqa: F821
+def plot_filters_evolution(
+    history: dict, in_channel: int | None = None, max_rows: int = 11, path=None
+) -> Figure:  # noqa: F821
     """The plotted layer's kernels after each epoch: epochs down, kernels across, each at unit norm.
 
     Parameters
@@ -192,12 +201,12 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     if not isinstance(conv, Conv2D) or any(isinstance(m, Conv2D) for m in model.layers[:layer]):
         raise ValueError(f"top_patches: model.layers[{layer}] must be the first Conv2D, got {conv!r}")
     with model.evaluating():
-        response = np.concatenate([conv.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
+        response = np.concatenate([conv.forward(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
     n, out, _, w_out = response.shape
     flat = response.reshape(n, out, -1)
-    where = flat.argmax(axis=2)                      # each image's strongest position, per kernel
+    where = flat.argmax(axis=2)  # each image's strongest position, per kernel
     best = np.take_along_axis(flat, where[..., None], axis=2)[..., 0]
-    images = np.argsort(-best, axis=0)[:count].T      # (out, count)
+    images = np.argsort(-best, axis=0)[:count].T  # (out, count)
     padded = pad2d(np.asarray(X, dtype=np.float64), conv.pad_amounts)
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
@@ -205,7 +214,7 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     for o in range(out):
         for rank, i in enumerate(images[o]):
             r, c = divmod(int(where[i, o]), w_out)
-            patches[o, rank] = padded[i, :, r * sh:r * sh + span_h, c * sw:c * sw + span_w]
+            patches[o, rank] = padded[i, :, r * sh : r * sh + span_h, c * sw : c * sw + span_w]
     return {"patches": patches, "activations": np.take_along_axis(best.T, images, axis=1), "images": images}
 
 
@@ -235,8 +244,11 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     axes[0, 0].set_title("kernel", fontsize=LABEL_SIZE)
     axes[0, 1].set_title(f"top {count} patches →", fontsize=LABEL_SIZE, loc="left")
     axes[0, -1].set_title("mean", fontsize=LABEL_SIZE)
-    fig.suptitle("What each first-layer kernel responds to most: its top training patches "
-                 "(response under each; ink dark)", fontsize=10)
+    fig.suptitle(
+        "What each first-layer kernel responds to most: its top training patches "
+        "(response under each; ink dark)",
+        fontsize=10,
+    )
     return save(fig, path)
 
 

@@ -73,7 +73,7 @@ def occlusion(model, image: np.ndarray, blank, size: int = 2, target: int | None
     fill = np.broadcast_to(np.asarray(blank, dtype=x.dtype).reshape(-1, 1, 1), (x.shape[1], size, size))
     covered = np.repeat(x, (h - size + 1) * (w - size + 1), axis=0)
     for n, (i, j) in enumerate(np.ndindex(h - size + 1, w - size + 1)):
-        covered[n, :, i:i + size, j:j + size] = fill
+        covered[n, :, i : i + size, j : j + size] = fill
     probability = model.predict_proba(np.concatenate([x, covered]))
     target = int(probability[0].argmax()) if target is None else int(target)
     return (probability[0, target] - probability[1:, target]).reshape(h - size + 1, w - size + 1)
@@ -97,10 +97,13 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
     o_max = symmetric_limit(*maps)
     h, w = x.shape[2:]
     for i in range(len(x)):
-        show_image(axes[0, i], x[i], title=f"label {y[i]}, pred {predicted[i]}\np = {probability[i].max():.2f}")
+        show_image(
+            axes[0, i], x[i], title=f"label {y[i]}, pred {predicted[i]}\np = {probability[i].max():.2f}"
+        )
         g_image = axes[1, i].imshow(gradient[i, 0], cmap=KERNEL_CMAP, vmin=-g_max, vmax=g_max)
-        o_image = axes[2, i].imshow(maps[i], cmap=KERNEL_CMAP, vmin=-o_max, vmax=o_max,
-                                    extent=(0, w - 1, h - 1, 0))  # square (i, j) centred at (i + .5, j + .5)
+        o_image = axes[2, i].imshow(
+            maps[i], cmap=KERNEL_CMAP, vmin=-o_max, vmax=o_max, extent=(0, w - 1, h - 1, 0)
+        )  # square (i, j) centred at (i + .5, j + .5)
         for ax in axes[1:, i]:
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
@@ -110,8 +113,11 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
     axes[2, 0].set_ylabel("occlusion\ndrop in p", fontsize=LABEL_SIZE)
     fig.colorbar(g_image, ax=list(axes[1]), shrink=0.9, label="gradient")
     fig.colorbar(o_image, ax=list(axes[2]), shrink=0.9, label="probability drop")
-    fig.suptitle("Where the prediction comes from: gradient of the predicted score (exact backward pass)\n"
-                 "and the drop in its probability when a blank 2x2 square covers each place", fontsize=10)
+    fig.suptitle(
+        "Where the prediction comes from: gradient of the predicted score (exact backward pass)\n"
+        "and the drop in its probability when a blank 2x2 square covers each place",
+        fontsize=10,
+    )
     return save(fig, path)
 
 
@@ -121,15 +127,16 @@ def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int) -> tuple[np
     Returns ``(classes, means)``: the sorted classes (K,) and ndarray (K, C, H_out, W_out).
     """
     y = np.asarray(y)
-    maps = np.concatenate([feature_maps(model, X[i:i + 256], layer) for i in range(0, len(X), 256)])
+    maps = np.concatenate([feature_maps(model, X[i : i + 256], layer) for i in range(0, len(X), 256)])
     if maps.ndim != 4:
         raise ValueError(f"class_mean_maps: layer {layer} outputs shape {maps.shape[1:]}, not feature maps")
     classes = np.unique(y)
     return classes, np.stack([maps[y == c].mean(axis=0, dtype=np.float64) for c in classes])
 
 
-def plot_class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int, max_channels: int = 8,
-                         path=None) -> Figure:  # noqa: F821
+def plot_class_mean_maps(
+    model, X: np.ndarray, y: np.ndarray, layer: int, max_channels: int = 8, path=None
+) -> Figure:  # noqa: F821
     """Per class (rows), the mean feature map of each channel (columns) after ``model.layers[layer]``.
 
     A layer with more than ``max_channels`` channels shows those whose class means differ most
@@ -149,15 +156,21 @@ def plot_class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int, max_ch
         show_image(axes[r, 0], inputs[r])
         axes[r, 0].set_ylabel(f"class {c}", fontsize=LABEL_SIZE)
         for k, channel in enumerate(channels):
-            image = axes[r, k + 1].imshow(means[r, channel], cmap="magma" if low >= 0 else KERNEL_CMAP,
-                                          vmin=low if low >= 0 else -max(high, -low), vmax=max(high, -low))
+            image = axes[r, k + 1].imshow(
+                means[r, channel],
+                cmap="magma" if low >= 0 else KERNEL_CMAP,
+                vmin=low if low >= 0 else -max(high, -low),
+                vmax=max(high, -low),
+            )
             _bare(axes[r, k + 1])
             if r == 0:
                 axes[r, k + 1].set_title(f"ch {channel}", fontsize=LABEL_SIZE)
     fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="mean activation")
     name = type(model.layers[layer]).__name__
-    fig.suptitle(f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})",
-                 fontsize=10)
+    fig.suptitle(
+        f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})",
+        fontsize=10,
+    )
     return save(fig, path)
 
 
@@ -190,8 +203,10 @@ def write_saliency_figures(run_dir, model, X_test, y_test, blank) -> list[str]:
     """``saliency.png``, ``class_maps_first.png`` and ``class_maps_last.png`` for a run; returns the paths."""
     import os
 
-    written = [os.path.join(run_dir, name) for name in ("saliency.png", "class_maps_first.png",
-                                                           "class_maps_last.png")]
+    written = [
+        os.path.join(run_dir, name)
+        for name in ("saliency.png", "class_maps_first.png", "class_maps_last.png")
+    ]
     plot_saliency(model, X_test, y_test, blank, path=written[0])
     first, last = conv_activation_layers(model)
     plot_class_mean_maps(model, X_test, y_test, first, path=written[1])
