@@ -355,7 +355,7 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
         _draw_maps(fig, block[:, 1:].ravel(), m[:shown[stage]], receptive_field_grid(model, i), x[0])
     more = "" if all(s == m.shape[0] for s, m in zip(shown, maps)) else f" (first {max_channels} channels)"
     head = f"Feature maps of {title}" if title else "Feature maps"
-    fig.suptitle(f"{head}{more}: each cell drawn over the input pixels it is centred on", fontsize=11)
+    fig.suptitle(f"{head}{more}:\neach cell drawn over the input pixels it is centred on", fontsize=11)
     return save(fig, path)
 
 
