@@ -56,10 +56,13 @@ def _error(message: str) -> int:
 def _figure_writer(figures, quiet: bool):
     """The step that draws a finished run's figures (:func:`minicnn.see.plots.write_run_figures`)."""
     def draw(run_dir, model, history, dataset):
+        import numpy as np
+
         from .nn.model import Sequential
         from .see.plots import write_run_figures  # matplotlib only once training is done
         write_run_figures(run_dir, model=model, init_model=Sequential.load(run_dir / "init.npz"),
-                          history=history, X_test=dataset.X_test, y_test=dataset.y_test, figures=figures)
+                          history=history, X_test=np.asarray(dataset.X_test),  # uint8 Images -> floats
+                          y_test=dataset.y_test, figures=figures)
     return draw
 
 
