@@ -100,7 +100,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 def server(served):
     """``http://127.0.0.1:<port>`` serving the folder; ``.truncate`` names files to cut off."""
     handler = type("Handler", (_Handler,), {"truncate": set()})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served[0])))
+    serve_folder = functools.partial(handler, directory=str(served[0]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), serve_folder)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -110,10 +111,10 @@ def server(served):
 
 
 def _pin_served(monkeypatch, served, mirrors=None):
-    """Pin the served files' sizes and SHA-256 sums (and optionally the mirror list) in place of the real ones."""
+    """Pin the served files' sizes and SHA-256 sums (and optionally the mirrors) in place of the real ones."""
     root = served[0]
-    pins = {name: {f: (root.joinpath(f).stat().st_size, hashlib.sha256(root.joinpath(f).read_bytes()).hexdigest())
-                   for f in files}
+    pins = {name: {f: (root.joinpath(f).stat().st_size,
+                       hashlib.sha256(root.joinpath(f).read_bytes()).hexdigest()) for f in files}
             for name, files in (("mnist", MNIST_FILES), ("cifar10", ["cifar-10-binary.tar.gz"]))}
     monkeypatch.setitem(sources._PINNED, "mnist", pins["mnist"])
     monkeypatch.setitem(sources._PINNED, "cifar10", pins["cifar10"])
@@ -128,7 +129,8 @@ def assert_cache_trustworthy(cache: Path, pins: dict) -> list[Path]:
     for path in files:
         size_sha = pins.get(path.parent.name, {}).get(path.name)
         assert size_sha is not None, f"unexpected file left in the cache: {path}"
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == size_sha[1], f"untrusted file in the cache: {path}"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest == size_sha[1], f"untrusted file in the cache: {path}"
     return files
 
 
@@ -181,7 +183,8 @@ def test_cifar10_binary_records_become_rgb_planes(tmp_path, monkeypatch, served,
 
 def test_images_convert_per_batch_to_the_standardized_floats(tmp_path, monkeypatch, served, server):
     _pin_served(monkeypatch, served)
-    ds = load_dataset(DataConfig(source="mnist", cache_dir=str(tmp_path), base_url=server.url), progress=False)
+    cfg = DataConfig(source="mnist", cache_dir=str(tmp_path), base_url=server.url)
+    ds = load_dataset(cfg, progress=False)
     floats = ds.X_train.pixels.astype(np.float64) / 255.0
     np.testing.assert_allclose(ds.mean, [floats.mean()], rtol=1e-6)   # computed once, on the training part
     np.testing.assert_allclose(ds.std, [floats.std()], rtol=1e-6)
@@ -193,8 +196,8 @@ def test_images_convert_per_batch_to_the_standardized_floats(tmp_path, monkeypat
 # --- failures: one clear line, exit 2, nothing untrusted left behind ------------------------------------
 
 def _train(tmp_path, cache, base_url, capsys):
-    code = cli.main(["--config", str(ROOT / "configs" / "mnist.toml"), "--out", str(tmp_path / "run"), "--quiet",
-                     "--set", f"data.cache_dir={cache}", "--set", f"data.base_url={base_url}"])
+    code = cli.main(["--config", str(ROOT / "configs" / "mnist.toml"), "--out", str(tmp_path / "run"),
+                     "--quiet", "--set", f"data.cache_dir={cache}", "--set", f"data.base_url={base_url}"])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
@@ -207,7 +210,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_server_down_names_the_urls_tried_and_the_folder_for_files_by_hand(tmp_path, monkeypatch, served, capsys):
+def test_server_down_names_the_urls_tried_and_the_folder_for_files_by_hand(tmp_path, monkeypatch, served,
+                                                                             capsys):
     pins = _pin_served(monkeypatch, served)
     url = f"http://127.0.0.1:{_free_port()}"
     err = _train(tmp_path, tmp_path / "cache", url, capsys)
@@ -219,9 +223,10 @@ def test_server_down_names_the_urls_tried_and_the_folder_for_files_by_hand(tmp_p
 def test_train_py_exits_2_when_offline(tmp_path):
     """The real command, with the real pinned sums, pointed at a port where nothing listens."""
     url = f"http://127.0.0.1:{_free_port()}"
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "mnist.toml"),
-                             "--quiet", "--out", str(tmp_path / "run"), "--set", f"data.cache_dir={tmp_path / 'c'}",
-                             "--set", f"data.base_url={url}"], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "mnist.toml"),
+               "--quiet", "--out", str(tmp_path / "run"), "--set", f"data.cache_dir={tmp_path / 'c'}",
+               "--set", f"data.base_url={url}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and f"tried {url}/train-images-idx3-ubyte.gz" in result.stderr
     assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
@@ -261,8 +266,8 @@ def test_an_unwritable_cache_folder_is_reported(tmp_path, monkeypatch, served, s
     assert str(blocker / "cache" / "mnist") in err and "data.cache_dir" in err
 
 
-def test_a_corrupt_cached_file_is_removed_and_reported_when_it_cannot_be_replaced(tmp_path, monkeypatch, served,
-                                                                                  capsys):
+def test_a_corrupt_cached_file_is_removed_and_reported_when_it_cannot_be_replaced(tmp_path, monkeypatch,
+                                                                                  served, capsys):
     pins = _pin_served(monkeypatch, served)
     folder = tmp_path / "cache" / "mnist"
     folder.mkdir(parents=True)
@@ -276,7 +281,8 @@ def test_a_corrupt_cached_file_is_downloaded_again(tmp_path, monkeypatch, served
     pins = _pin_served(monkeypatch, served)
     folder = tmp_path / "mnist"
     folder.mkdir()
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x00" * pins["mnist"]["t10k-labels-idx1-ubyte.gz"][0])
+    size = pins["mnist"]["t10k-labels-idx1-ubyte.gz"][0]
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x00" * size)  # the right size, the wrong bytes
     load_dataset(DataConfig(source="mnist", cache_dir=str(tmp_path), base_url=server.url), progress=False)
     assert len(assert_cache_trustworthy(tmp_path, pins)) == 4
 

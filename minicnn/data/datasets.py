@@ -358,7 +358,10 @@ def read_source(data_cfg, progress: bool = True):
         return (*sources.load_mnist5k(), None, None)
     if source in sources.DOWNLOADED:
         where = {"cache_dir": data_cfg.cache_dir, "base_url": data_cfg.base_url, "progress": progress}
-        parts = sources.load_cifar10(**where) if source == "cifar10" else sources.load_idx_dataset(source, **where)
+        if source == "cifar10":
+            parts = sources.load_cifar10(**where)
+        else:
+            parts = sources.load_idx_dataset(source, **where)
         return (*parts["train"], *parts["test"])
     raise DataError(f"data.source must be one of {SOURCES}, got {source!r}")
 

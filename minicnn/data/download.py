@@ -81,14 +81,14 @@ def _cached(path: Path, remote: RemoteFile) -> bool:
         return False
     if not path.is_file():
         raise DownloadError(f"{path} is not a regular file; remove it so {remote.name} can be downloaded")
-    size = path.stat().st_size
+    size = path.stat().st_size  # cheap first check: a wrong size needs no hashing
     if size == remote.size and sha256_of(path) == remote.sha256:
         return True
     try:
         path.unlink()
     except OSError as exc:
-        raise DownloadError(f"{path} is corrupt (size {size}, expected {remote.size}, or a wrong SHA-256 sum) "
-                            f"and cannot be removed: {exc.strerror}; delete it by hand") from None
+        raise DownloadError(f"{path} is corrupt (size {size}, expected {remote.size}, or a wrong SHA-256 "
+                            f"sum) and cannot be removed: {exc.strerror}; delete it by hand") from None
     return False
 
 
@@ -118,8 +118,9 @@ def fetch(remote: RemoteFile, folder: Path, base_url: str = "", progress: bool =
         except _TransferError as exc:
             failures.append(f"{url} ({exc})")
     removed = f"a corrupt {remote.name} was removed from the cache; " if corrupt else ""
-    raise DownloadError(f"cannot download {remote.name}: {removed}tried {'; '.join(failures)}. Without network, "
-                        f"put {remote.name} (SHA-256 {remote.sha256}) in {path.parent} by hand")
+    raise DownloadError(f"cannot download {remote.name}: {removed}tried {'; '.join(failures)}. "
+                        f"Without network, put {remote.name} (SHA-256 {remote.sha256}) in {path.parent} "
+                        "by hand")
 
 
 class _TransferError(Exception):

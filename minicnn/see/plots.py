@@ -201,7 +201,8 @@ def rgb_kernels(weight: np.ndarray, vmax: float) -> np.ndarray:
     return np.clip(0.5 + weight.transpose(0, 2, 3, 1) / (2.0 * vmax), 0.0, 1.0)
 
 
-def plot_rgb_filters(layer_or_weight, title: str | None = None, vmax: float | None = None, path=None) -> Figure:
+def plot_rgb_filters(layer_or_weight, title: str | None = None, vmax: float | None = None,
+                     path=None) -> Figure:
     """A first layer's colour kernels (out, 3, kh, kw), one RGB patch per filter (:func:`rgb_kernels`).
 
     ``vmax`` sets the shared scale (default: the largest absolute weight), as in :func:`plot_filters`.

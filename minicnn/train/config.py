@@ -153,8 +153,10 @@ class DataConfig(_Section):
     val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True, doc="of the part left after the test split")
     split_seed: int = _spec(0, lo=0, hi=2**32 - 1)
     standardize: bool = _spec(True, doc="per-channel mean 0, std 1, from the training split")
-    cache_dir: str = _spec("", doc="downloads go to <cache_dir>/<source>/; default $MINICNN_DATA or ~/.cache/minicnn")
-    base_url: str = _spec("", doc="download <base_url>/<file> instead of the pinned URLs; default $MINICNN_DATA_URL")
+    cache_dir: str = _spec("", doc="downloads go to <cache_dir>/<source>/ (default $MINICNN_DATA, "
+                                   "else ~/.cache/minicnn)")
+    base_url: str = _spec("", doc="fetch <base_url>/<file> instead of the pinned URLs "
+                                  "(default $MINICNN_DATA_URL)")
     augment: AugmentConfig = _spec(AugmentConfig())
 
 
