@@ -52,10 +52,12 @@ def one_epoch(name: str, fraction: float) -> dict:
     """Run ``train.py`` for one epoch of the recipe on synthetic data; return the measurements."""
     with tempfile.TemporaryDirectory() as folder:
         train, test = synthetic(folder, name, fraction)
-        command = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
-                   os.path.join(ROOT, "configs", f"{name}.toml"), "--quiet", "--out", os.path.join(folder, "run"),
-                   "--set", 'data.source="npz"', "--set", f"data.path={train}", "--set", f"data.test_path={test}",
-                   "--set", "train.epochs=1", "--set", "train.warmup_epochs=0", "--set", "output.figures=false"]
+        overrides = ['data.source="npz"', f"data.path={train}", f"data.test_path={test}", "train.epochs=1",
+                     "train.warmup_epochs=0", "output.figures=false"]
+        config = os.path.join(ROOT, "configs", f"{name}.toml")
+        command = [sys.executable, os.path.join(ROOT, "train.py"), "--quiet", "--config", config,
+                   "--out", os.path.join(folder, "run")]
+        command += [part for value in overrides for part in ("--set", value)]
         load_before = os.getloadavg()
         start = time.perf_counter()
         subprocess.run(command, check=True)
@@ -63,7 +65,8 @@ def one_epoch(name: str, fraction: float) -> dict:
         metrics = json.load(open(os.path.join(folder, "run", "metrics.json")))
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kilobytes on Linux
     epoch = metrics["train_seconds"]
-    return {"dataset": name, "train_images": int(round(SHAPES[name][0] * 0.9 * fraction)), "fraction": fraction,
+    return {"dataset": name, "train_images": int(round(SHAPES[name][0] * 0.9 * fraction)),
+            "fraction": fraction,
             "epoch_seconds": epoch, "full_epoch_seconds_estimate": epoch / fraction, "wall_seconds": wall,
             "peak_rss_mb": peak_mb, "load_before": load_before, "load_after": os.getloadavg()}
 
