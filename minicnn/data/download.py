@@ -152,6 +152,8 @@ def _stream(url: str, out, remote: RemoteFile, progress: bool) -> str:
     request = urllib.request.Request(url, headers={"User-Agent": "minicnn"})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, _bar(remote, progress) as bar:
+            if response.length is not None and response.length != remote.size:
+                raise _TransferError(f"the server announces {response.length} bytes, expected {remote.size}")
             while chunk := response.read(CHUNK):
                 received += len(chunk)
                 if received > remote.size:
