@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import io
-import os
 import tarfile
 from pathlib import Path
 
@@ -187,7 +186,3 @@ def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
                         "columns")
     return table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28), table[:, -1]
 
-
-def describe_cache(name: str, cache_dir: str = "") -> str:
-    """Where dataset ``name``'s files are (or would be) cached."""
-    return os.fspath(cache_root(cache_dir) / name)
