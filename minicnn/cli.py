@@ -56,18 +56,20 @@ def _error(message: str) -> int:
 def _figure_writer(figures, quiet: bool, label_smoothing: float = 0.0):
     """The step that draws a finished run's figures (:func:`minicnn.see.plots.write_run_figures`)."""
     def draw(run_dir, model, history, dataset):
+        import numpy as np
+
         from .nn.model import Sequential
         from .see.plots import write_run_figures  # matplotlib only once training is done
+        X_test, X_train = np.asarray(dataset.X_test), np.asarray(dataset.X_train)  # uint8 Images -> floats
         write_run_figures(run_dir, model=model, init_model=Sequential.load(run_dir / "init.npz"),
-                          history=history, X_test=dataset.X_test, y_test=dataset.y_test, figures=figures,
+                          history=history, X_test=X_test, y_test=dataset.y_test, figures=figures,
                           label_smoothing=label_smoothing)
         from .see.change import load_kernel_history
         from .see.kernels import write_kernel_figures
         from .see.saliency import write_saliency_figures
-        write_kernel_figures(run_dir, model, load_kernel_history(run_dir), dataset.X_train)
+        write_kernel_figures(run_dir, model, load_kernel_history(run_dir), X_train)
         # blank for occlusion: an empty pixel as the model sees it (the darkest value of each channel)
-        write_saliency_figures(run_dir, model, dataset.X_test, dataset.y_test,
-                               blank=dataset.X_train.min(axis=(0, 2, 3)))
+        write_saliency_figures(run_dir, model, X_test, dataset.y_test, blank=X_train.min(axis=(0, 2, 3)))
     return draw
 
 

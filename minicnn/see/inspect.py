@@ -43,7 +43,7 @@ def load_test_split(run_dir) -> tuple[np.ndarray, np.ndarray]:
         from ..train.config import load_config
 
         dataset = load_dataset(load_config(config_path).data)
-        return dataset.X_test, dataset.y_test
+        return np.asarray(dataset.X_test), dataset.y_test  # uint8-backed Images -> float32
     from ..data import load_digits_arrays, split_indices
 
     X, y = load_digits_arrays()

@@ -88,13 +88,22 @@ def _as_image(image) -> np.ndarray:
     return image
 
 
+def rgb_for_display(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) colour image in [0, 1] for imshow: kept as is when it is already in [0, 1], else
+    (a standardized image) stretched from its own minimum to its maximum, all channels together."""
+    low, high = float(image.min()), float(image.max())
+    if low >= 0.0 and high <= 1.0:
+        return image
+    return (image - low) / (high - low) if high > low else np.full_like(image, 0.5)
+
+
 def show_image(ax, image, title: str | None = None, **kwargs) -> None:
-    """Draw a digit or photo: gray (ink dark) for one channel, as is for RGB."""
+    """Draw a digit or photo: gray (ink dark) for one channel, in colour for RGB."""
     image = _as_image(image)
     if image.ndim == 2:
         ax.imshow(image, cmap=IMAGE_CMAP, **kwargs)
     else:
-        ax.imshow(np.clip(image, 0, 1), **kwargs)
+        ax.imshow(rgb_for_display(image), **kwargs)
     if title:
         ax.set_title(title, fontsize=9)
     _bare(ax)
@@ -155,6 +164,8 @@ def plot_filters(layer_or_weight, in_channel: int | None = None, title: str | No
     Figure with one Axes per tile plus one for the colorbar.
     """
     weight = _weights(layer_or_weight)
+    if in_channel is None and weight.shape[1] == 3:  # a first layer on colour images
+        return plot_rgb_filters(weight, title=title, vmax=vmax, path=path)
     if in_channel is not None:
         if not 0 <= in_channel < weight.shape[1]:
             raise ValueError(f"plot_filters: in_channel must be in [0, {weight.shape[1]}), got {in_channel}")
@@ -175,6 +186,44 @@ def plot_filters(layer_or_weight, in_channel: int | None = None, title: str | No
     else:
         default_title = f"{n_out} filters x {n_in} input channels, {kh}x{kw} kernels"
     fig.suptitle(title or default_title, fontsize=11)
+    return save(fig, path)
+
+
+def rgb_kernels(weight: np.ndarray, vmax: float) -> np.ndarray:
+    """Kernels on three input channels (out, 3, kh, kw) as colour patches (out, kh, kw, 3) in [0, 1].
+
+    Each weight w becomes ``0.5 + w / (2 vmax)`` in its own colour channel: a zero kernel is mid grey,
+    a kernel that responds to red (positive weights on the red input) is red, one that responds
+    against green is magenta, and equal colours mean equal weights across patches.
+    """
+    if weight.ndim != 4 or weight.shape[1] != 3:
+        raise ValueError(f"rgb_kernels: expected kernels (out, 3, kh, kw), got shape {weight.shape}")
+    return np.clip(0.5 + weight.transpose(0, 2, 3, 1) / (2.0 * vmax), 0.0, 1.0)
+
+
+def plot_rgb_filters(layer_or_weight, title: str | None = None, vmax: float | None = None,
+                     path=None) -> Figure:
+    """A first layer's colour kernels (out, 3, kh, kw), one RGB patch per filter (:func:`rgb_kernels`).
+
+    ``vmax`` sets the shared scale (default: the largest absolute weight), as in :func:`plot_filters`.
+    Returns a Figure with one Axes per filter.
+    """
+    weight = _weights(layer_or_weight)
+    vmax = symmetric_limit(weight) if vmax is None else float(vmax)
+    patches = rgb_kernels(weight, vmax)
+    n_out = len(patches)
+    cols = min(n_out, 8)
+    fig = new_figure(1.25 * cols, 1.35 * -(-n_out // cols) + 0.6)
+    axes = fig.subplots(-(-n_out // cols), cols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= n_out:
+            ax.remove()
+            continue
+        ax.imshow(patches[k], interpolation="nearest")
+        ax.set_title(f"filter {k}", fontsize=9)
+        _bare(ax)
+    kh, kw = weight.shape[2:]
+    fig.suptitle(title or f"{n_out} colour kernels, {kh}x{kw} (grey = 0; scale +-{vmax:.2g})", fontsize=11)
     return save(fig, path)
 
 
@@ -587,7 +636,7 @@ def _write_filter_figures(learned: np.ndarray, initial: np.ndarray | None, targe
     kernels (out, in, kh, kw) at initialization, and initial, learned and their difference with each
     kernel's angle from initialization; ``target(name)`` gives each file's path."""
     vmax = symmetric_limit(learned, *([] if initial is None else [initial]))
-    in_channel = None if learned.shape[1] == 1 else 0
+    in_channel = None if learned.shape[1] in (1, 3) else 0  # grey kernels, or colour patches for RGB input
     if initial is not None:
         plot_filters(initial, in_channel=in_channel, vmax=vmax, title="First-layer kernels at initialization",
                      path=target("filters_init.png"))
@@ -599,6 +648,7 @@ def _write_filter_figures(learned: np.ndarray, initial: np.ndarray | None, targe
                      path=target("filters_learned.png"))
 
 
-__all__ = ["plot_filters", "plot_filters_before_after", "feature_maps", "plot_feature_maps", "plot_history",
+__all__ = ["plot_filters", "plot_rgb_filters", "rgb_kernels", "rgb_for_display", "plot_filters_before_after",
+           "feature_maps", "plot_feature_maps", "plot_history",
            "plot_confusion_matrix", "plot_mistakes", "write_run_figures", "receptive_field_grid",
            "default_stages", "conv_layers", "new_figure", "save", "show_image", "symmetric_limit", "FIGURE_NAMES"]

@@ -7,8 +7,8 @@ nearest valid key. Past that point the code trusts it.
 Layout of a config file (every key optional except ``[[model.layers]]``)::
 
     seed = 0
-    [data]            source, paths, split fractions, split_seed, standardize
-    [data.augment]    shift, rotate, scale
+    [data]            source, paths, split fractions, split_seed, standardize, cache_dir, base_url
+    [data.augment]    shift, rotate, scale, horizontal_flip, pad_crop, cutout
     [model]           dtype; [[model.layers]] tables: type = "Conv2D", out_channels = 16, ...
     [train]           epochs, batch_size, optimizer and its hyperparameters, schedule, clipping, ...
     [output]          dir, figures
@@ -132,6 +132,9 @@ class AugmentConfig(_Section):
     shift: int = _spec(0, lo=0, hi=4, doc="largest random shift, in whole pixels")
     rotate: float = _spec(0.0, lo=0.0, hi=90.0, doc="largest random rotation, in degrees")
     scale: float = _spec(0.0, lo=0.0, hi=0.5, hi_open=True, doc="largest random zoom change, a fraction")
+    horizontal_flip: bool = _spec(False, doc="mirror left-right with probability 1/2 (photos, not digits)")
+    pad_crop: int = _spec(0, lo=0, hi=16, doc="pad each side by this many pixels, then crop at random")
+    cutout: int = _spec(0, lo=0, hi=64, doc="side of a random square set to the mean; 0 = off")
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,10 @@ class DataConfig(_Section):
     val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True, doc="of the part left after the test split")
     split_seed: int = _spec(0, lo=0, hi=2**32 - 1)
     standardize: bool = _spec(True, doc="per-channel mean 0, std 1, from the training split")
+    cache_dir: str = _spec("", doc="downloads go to <cache_dir>/<source>/ (default $MINICNN_DATA, "
+                                   "else ~/.cache/minicnn)")
+    base_url: str = _spec("", doc="fetch <base_url>/<file> instead of the pinned URLs "
+                                  "(default $MINICNN_DATA_URL)")
     augment: AugmentConfig = _spec(AugmentConfig())
 
 

@@ -184,8 +184,12 @@ class Trainer:
                             "lower train.lr or set train.clip_grad_norm")
 
     def logits(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Model outputs in eval mode, (N, K), computed in batches."""
-        return self.model.predict_logits(X, batch_size)
+        """Model outputs in eval mode, (N, K), computed in batches. ``X`` may also be uint8-backed
+        :class:`minicnn.data.Images`, converted to floats one batch at a time."""
+        if isinstance(X, np.ndarray):
+            return self.model.predict_logits(X, batch_size)
+        return np.concatenate([self.model.predict_logits(X[i:i + batch_size], batch_size)
+                               for i in range(0, len(X), batch_size)])
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 256) -> tuple[float, float]:
         """Mean loss (the training loss, label smoothing included, so the two compare) and accuracy on
