@@ -22,7 +22,7 @@ FIGURES = ["filters_init.png", "filters_learned.png", "feature_maps.png", "histo
            "mistakes.png"]
 
 
-def train(*args, timeout=120):
+def train(*args, timeout=400):
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=timeout)
 
