@@ -36,8 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # works from a clone without installing
 
-from minicnn.io import load_npz
-from minicnn.see.change import run_kernel_change
+from minicnn.io import load_npz  # noqa: E402
+from minicnn.see.change import run_kernel_change  # noqa: E402
 
 
 def run_seed(config: str, seed: int, out_dir: Path, overrides: list[str], figures: bool) -> dict:
@@ -133,7 +133,8 @@ def print_table(config: str, rows: list[dict], overrides: list[str], frozen: boo
     medians = [float(np.median(r["angles"])) for r in rows]
     cell = f" **{100 * statistics.mean(r['frozen'] for r in rows):.2f}%** |" if frozen else ""
     print(
-        f"| **mean** | **{100 * statistics.mean(accuracies):.2f}%** |{cell} {statistics.mean(medians):.1f} deg | | "
+        f"| **mean** | **{100 * statistics.mean(accuracies):.2f}%** |{cell} "
+        f"{statistics.mean(medians):.1f} deg | | "
         f"{statistics.mean(r['train'] for r in rows):.1f} | {statistics.mean(r['wall'] for r in rows):.1f} |"
     )
     print(
@@ -143,7 +144,8 @@ def print_table(config: str, rows: list[dict], overrides: list[str], frozen: boo
     if frozen:
         gain = statistics.mean(r["accuracy"] - r["frozen"] for r in rows)
         print(
-            f"\nlearning the plotted layer instead of freezing it: {100 * gain:+.2f} points of mean test accuracy"
+            f"\nlearning the plotted layer instead of freezing it: {100 * gain:+.2f} points "
+            "of mean test accuracy"
         )
     print()
 

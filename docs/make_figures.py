@@ -24,8 +24,18 @@ DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
 FIGURES = DOCS / "figures"
 DPI = 72  # modest: every committed PNG stays well under 200 KB
-NAMES = ("correlation", "gallery", "filters", "filters_fast", "feature_maps", "kernel_recovery", "stride", "filter_ablation",
-         "learned_vs_frozen", "learning")
+NAMES = (
+    "correlation",
+    "gallery",
+    "filters",
+    "filters_fast",
+    "feature_maps",
+    "kernel_recovery",
+    "stride",
+    "filter_ablation",
+    "learned_vs_frozen",
+    "learning",
+)
 
 
 def shrink_png(path) -> None:
@@ -34,7 +44,9 @@ def shrink_png(path) -> None:
     from PIL import Image
 
     with Image.open(path) as image:
-        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        small = image.convert("RGB").quantize(
+            colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
     small.save(path, optimize=True)
 
 
@@ -79,18 +91,27 @@ def correlation_figure(path) -> dict:
     correlation = layer_plain.forward(image[None, None])[0, 0]
     through_layer = layer_flipped.forward(image[None, None])[0, 0]
     by_definition = convolve_by_definition(image, kernel)
-    numbers = {"max |Conv2D(flipped K) - convolution by definition|": float(np.abs(through_layer - by_definition).max()),
-               "max |Conv2D(K) - convolution by definition|": float(np.abs(correlation - by_definition).max())}
+    numbers = {
+        "max |Conv2D(flipped K) - convolution by definition|": float(
+            np.abs(through_layer - by_definition).max()
+        ),
+        "max |Conv2D(K) - convolution by definition|": float(np.abs(correlation - by_definition).max()),
+    }
     try:
         from scipy.signal import convolve2d
+
         numbers["max |Conv2D(flipped K) - scipy.signal.convolve2d(x, K, 'same')|"] = float(
-            np.abs(through_layer - convolve2d(image, kernel, mode="same")).max())
+            np.abs(through_layer - convolve2d(image, kernel, mode="same")).max()
+        )
     except ImportError:
         pass
     fig = new_figure(11.0, 2.6)
     axes = fig.subplots(1, 5)
     show_image(axes[0], image, title="input x")
-    for ax, values, title in ((axes[1], kernel, "kernel K"), (axes[2], kernel[::-1, ::-1], "K flipped (180°)")):
+    for ax, values, title in (
+        (axes[1], kernel, "kernel K"),
+        (axes[2], kernel[::-1, ::-1], "K flipped (180°)"),
+    ):
         m = symmetric_limit(values)
         ax.imshow(values, cmap=KERNEL_CMAP, vmin=-m, vmax=m)
         for (r, c), v in np.ndenumerate(values):
@@ -99,16 +120,21 @@ def correlation_figure(path) -> dict:
         ax.set_xticks([])
         ax.set_yticks([])
     m = symmetric_limit(through_layer, by_definition, correlation)
-    for ax, values, title in ((axes[3], through_layer, "Conv2D with K flipped"),
-                              (axes[4], by_definition, "convolution x * K\n(by the definition)")):
+    for ax, values, title in (
+        (axes[3], through_layer, "Conv2D with K flipped"),
+        (axes[4], by_definition, "convolution x * K\n(by the definition)"),
+    ):
         image_artist = ax.imshow(values, cmap=KERNEL_CMAP, vmin=-m, vmax=m)
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image_artist, ax=axes[3:].tolist(), shrink=0.85)
     diff = numbers["max |Conv2D(flipped K) - convolution by definition|"]
-    fig.suptitle(f"A CNN layer computes cross-correlation; fed the flipped kernel it computes convolution "
-                 f"(largest difference {diff:.1e})", fontsize=10)
+    fig.suptitle(
+        f"A CNN layer computes cross-correlation; fed the flipped kernel it computes convolution "
+        f"(largest difference {diff:.1e})",
+        fontsize=10,
+    )
     save(fig, path, dpi=DPI)
     return numbers
 
@@ -140,7 +166,11 @@ def learning_figures(run_dir: Path, out) -> None:
     dataset = load_dataset(load_config(run_dir / "config.toml").data)
     change = run_kernel_change(run_dir)
     layer = change["layer"]
-    save(kernels.plot_filters_change(initial.layers[layer], model.layers[layer]), out("filters_learned"), dpi=DPI)
+    save(
+        kernels.plot_filters_change(initial.layers[layer], model.layers[layer]),
+        out("filters_learned"),
+        dpi=DPI,
+    )
     history = load_kernel_history(run_dir)
     save(kernels.plot_filters_evolution(history), out("filters_evolution"), dpi=DPI)
     kernels.animate_filters_evolution(history, FIGURES / "filters_evolution.gif")
@@ -148,11 +178,16 @@ def learning_figures(run_dir: Path, out) -> None:
     blank = dataset.X_train.min(axis=(0, 2, 3))
     save(saliency.plot_saliency(model, dataset.X_test, dataset.y_test, blank), out("saliency"), dpi=DPI)
     first_relu, _ = saliency.conv_activation_layers(model)
-    save(saliency.plot_class_mean_maps(model, dataset.X_test, dataset.y_test, first_relu),
-         out("class_maps_first"), dpi=DPI)
-    print(f"  default run {run_dir}: first-layer kernel angles from init "
-          f"{', '.join(f'{a:.1f}' for a in change['angles'])} degrees; norm ratios "
-          f"{', '.join(f'{r:.2f}' for r in change['norm_ratios'])}")
+    save(
+        saliency.plot_class_mean_maps(model, dataset.X_test, dataset.y_test, first_relu),
+        out("class_maps_first"),
+        dpi=DPI,
+    )
+    print(
+        f"  default run {run_dir}: first-layer kernel angles from init "
+        f"{', '.join(f'{a:.1f}' for a in change['angles'])} degrees; norm ratios "
+        f"{', '.join(f'{r:.2f}' for r in change['norm_ratios'])}"
+    )
 
 
 def digits_model(run_dir, config: str = "digits.toml"):
@@ -163,8 +198,12 @@ def digits_model(run_dir, config: str = "digits.toml"):
         from minicnn.see.inspect import load_test_split
 
         X_test, y_test = load_test_split(run_dir)
-        return (Sequential.load(Path(run_dir) / "model.npz"), Sequential.load(Path(run_dir) / "init.npz"),
-                X_test, y_test)
+        return (
+            Sequential.load(Path(run_dir) / "model.npz"),
+            Sequential.load(Path(run_dir) / "init.npz"),
+            X_test,
+            y_test,
+        )
     from minicnn.train import prepare
     from minicnn.train.config import load_config
 
@@ -178,7 +217,9 @@ def digits_model(run_dir, config: str = "digits.toml"):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", help="a finished train.py run of configs/digits.toml to reuse")
-    parser.add_argument("--lvf-json", help="learned_vs_frozen.json written by experiments/learned_vs_frozen.py")
+    parser.add_argument(
+        "--lvf-json", help="learned_vs_frozen.json written by experiments/learned_vs_frozen.py"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES))
     args = parser.parse_args(argv)
@@ -198,22 +239,29 @@ def main(argv=None) -> int:
     if "gallery" in wanted:
         from minicnn.see.gallery import plot_gallery
         from minicnn.see.plots import save
+
         save(plot_gallery(), out("gallery"), dpi=DPI)
-    run_dir = default_run(args.run) if wanted & {"filters", "feature_maps", "filter_ablation", "learning"} else None
+    run_dir = (
+        default_run(args.run) if wanted & {"filters", "feature_maps", "filter_ablation", "learning"} else None
+    )
     if "learning" in wanted:
         learning_figures(run_dir, out)
     if wanted & {"filters", "feature_maps", "filter_ablation"}:
         from minicnn.see import plots as viz
+
         model, initial, X_test, y_test = digits_model(run_dir)
         accuracy = np.mean(model.predict(X_test) == y_test)
         print(f"  digits model: test accuracy {accuracy:.4f} on {len(y_test)} images")
         conv = experiment("filter_ablation").first_conv(model)
         if "filters" in wanted:
             from minicnn.see.filters import classic_match, match_label
+
             for k, w in enumerate(conv.weight.data):
                 print(f"  kernel {k}: {match_label(classic_match(w[0]))}")
         if "feature_maps" in wanted:
-            fig = viz.plot_feature_maps(model, X_test[0], max_channels=16, title=f"test image 0 (label {y_test[0]})")
+            fig = viz.plot_feature_maps(
+                model, X_test[0], max_channels=16, title=f"test image 0 (label {y_test[0]})"
+            )
             viz.save(fig, out("feature_maps"), dpi=DPI)
             print(f"  feature maps of test image 0 (label {y_test[0]})")
         if "filter_ablation" in wanted:
@@ -224,15 +272,22 @@ def main(argv=None) -> int:
     if "filters_fast" in wanted:
         # the small model without batch normalization (configs/digits_fast.toml): trains in seconds
         from minicnn.see import plots as viz
+
         model, initial, X_test, y_test = digits_model(None, config="digits_fast.toml")
         moved = np.linalg.norm(model.layers[0].weight.data - initial.layers[0].weight.data) / np.linalg.norm(
-            initial.layers[0].weight.data)
+            initial.layers[0].weight.data
+        )
         fig = viz.plot_filters_before_after(initial.layers[0], model.layers[0])
-        fig.suptitle(f"configs/digits_fast.toml: first-layer kernels at initialization and learned "
-                     f"(moved {100 * moved:.0f}% of their norm)", fontsize=10)
+        fig.suptitle(
+            f"configs/digits_fast.toml: first-layer kernels at initialization and learned "
+            f"(moved {100 * moved:.0f}% of their norm)",
+            fontsize=10,
+        )
         viz.save(fig, out("filters_before_after_fast"), dpi=DPI)
-        print(f"  digits_fast model: test accuracy {np.mean(model.predict(X_test) == y_test):.4f}; "
-              f"first-layer kernels moved {moved:.2f} of their initial norm")
+        print(
+            f"  digits_fast model: test accuracy {np.mean(model.predict(X_test) == y_test):.4f}; "
+            f"first-layer kernels moved {moved:.2f} of their initial norm"
+        )
     if "kernel_recovery" in wanted:
         recovery = experiment("kernel_recovery")
         results = recovery.run()
@@ -247,8 +302,11 @@ def main(argv=None) -> int:
         if args.lvf_json:
             results = json.loads(Path(args.lvf_json).read_text())["results"]
         else:
-            results = lvf.run(seeds=args.seeds, variants=("learned", "all frozen"),
-                              log=lambda text: print("  " + text, flush=True))
+            results = lvf.run(
+                seeds=args.seeds,
+                variants=("learned", "all frozen"),
+                log=lambda text: print("  " + text, flush=True),
+            )
         lvf.plot(results).savefig(out("learned_vs_frozen"), dpi=DPI)
         print(lvf.table(results))
     for path in written:

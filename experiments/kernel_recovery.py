@@ -18,10 +18,11 @@ import sys
 
 import numpy as np
 
-from minicnn.see.filters import cosine_similarity, kernel as classic_kernel
 from minicnn.nn.layers import Conv2D
 from minicnn.nn.losses import MSELoss
 from minicnn.nn.optim import Adam, CosineLR
+from minicnn.see.filters import cosine_similarity
+from minicnn.see.filters import kernel as classic_kernel
 
 COSINE_THRESHOLD, BIAS_TOLERANCE = 0.999, 0.01
 
@@ -48,13 +49,22 @@ def reference_correlate(images: np.ndarray, kernel: np.ndarray, bias: float) -> 
 
 def targets_named(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, float]]:
     """The three kernels to recover, with their biases: Sobel x, sharpen, and a random one."""
-    return {"sobel x": (classic_kernel("sobel x"), 0.5),
-            "sharpen": (classic_kernel("sharpen"), -0.25),
-            "random": (rng.normal(0.0, 1.0, (3, 3)), float(rng.normal(0.0, 0.5)))}
+    return {
+        "sobel x": (classic_kernel("sobel x"), 0.5),
+        "sharpen": (classic_kernel("sharpen"), -0.25),
+        "random": (rng.normal(0.0, 1.0, (3, 3)), float(rng.normal(0.0, 0.5))),
+    }
 
 
-def recover(kernel: np.ndarray, bias: float, images: np.ndarray, steps: int = 400, batch_size: int = 64,
-            lr: float = 0.1, seed: int = 0) -> dict:
+def recover(
+    kernel: np.ndarray,
+    bias: float,
+    images: np.ndarray,
+    steps: int = 400,
+    batch_size: int = 64,
+    lr: float = 0.1,
+    seed: int = 0,
+) -> dict:
     """Train ``Conv2D(1, 1, 3, padding="same")`` with MSE to reproduce ``kernel`` and ``bias``.
 
     Returns a dict with ``kernels`` (steps + 1, kh, kw) and ``biases`` (steps + 1,) along training,
@@ -77,16 +87,25 @@ def recover(kernel: np.ndarray, bias: float, images: np.ndarray, steps: int = 40
         schedule.step()
         kernels.append(layer.weight.data[0, 0].copy())
         biases.append(float(layer.bias.data[0]))
-    return {"kernels": np.array(kernels), "biases": np.array(biases), "losses": np.array(losses),
-            "target": kernel, "target_bias": bias, "cosine": cosine_similarity(kernels[-1], kernel),
-            "bias_error": abs(biases[-1] - bias)}
+    return {
+        "kernels": np.array(kernels),
+        "biases": np.array(biases),
+        "losses": np.array(losses),
+        "target": kernel,
+        "target_bias": bias,
+        "cosine": cosine_similarity(kernels[-1], kernel),
+        "bias_error": abs(biases[-1] - bias),
+    }
 
 
 def run(n_images: int | None = 500, steps: int = 400, seed: int = 0) -> dict[str, dict]:
     """Recover each of :func:`targets_named`'s kernels; results by name."""
     images = digit_images(n_images)
     named = targets_named(np.random.default_rng(seed))
-    return {name: recover(k, b, images, steps=steps, seed=seed + i) for i, (name, (k, b)) in enumerate(named.items())}
+    return {
+        name: recover(k, b, images, steps=steps, seed=seed + i)
+        for i, (name, (k, b)) in enumerate(named.items())
+    }
 
 
 def plot(results: dict[str, dict], path=None):
@@ -96,7 +115,9 @@ def plot(results: dict[str, dict], path=None):
     steps = len(next(iter(results.values()))["losses"])
     moments = sorted({0, 5, 20, 60, steps // 4, steps})
     fig = new_figure(1.45 * (len(moments) + 1) + 3.6, 1.6 * len(results) + 0.6)
-    grid = fig.add_gridspec(len(results), len(moments) + 3, width_ratios=[1] * (len(moments) + 1) + [0.12, 2.4])
+    grid = fig.add_gridspec(
+        len(results), len(moments) + 3, width_ratios=[1] * (len(moments) + 1) + [0.12, 2.4]
+    )
     for row, (name, r) in enumerate(results.items()):
         vmax = symmetric_limit(r["target"], r["kernels"])
         tiles = [(r["kernels"][t], f"step {t}") for t in moments] + [(r["target"], "target")]
@@ -122,18 +143,25 @@ def plot(results: dict[str, dict], path=None):
         ax.set_title(f"final cosine {r['cosine']:.6f}, |bias error| {r['bias_error']:.1e}", fontsize=8)
         if row == len(results) - 1:
             ax.set_xlabel("training step", fontsize=8)
-    fig.suptitle("Kernel recovery: one Conv2D trained with MSE on pairs (image, image cross-correlated with "
-                 "the target kernel + bias)", fontsize=11)
+    fig.suptitle(
+        "Kernel recovery: one Conv2D trained with MSE on pairs (image, image cross-correlated with "
+        "the target kernel + bias)",
+        fontsize=11,
+    )
     return save(fig, path)
 
 
 def table(results: dict[str, dict]) -> str:
-    lines = ["| kernel | cosine similarity | 1 - cosine | bias (target) | bias (learned) | passes |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| kernel | cosine similarity | 1 - cosine | bias (target) | bias (learned) | passes |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         ok = r["cosine"] >= COSINE_THRESHOLD and r["bias_error"] <= BIAS_TOLERANCE
-        lines.append(f"| {name} | {r['cosine']:.6f} | {1 - r['cosine']:.1e} | {r['target_bias']:.4f} | "
-                     f"{r['biases'][-1]:.4f} | {'yes' if ok else 'NO'} |")
+        lines.append(
+            f"| {name} | {r['cosine']:.6f} | {1 - r['cosine']:.1e} | {r['target_bias']:.4f} | "
+            f"{r['biases'][-1]:.4f} | {'yes' if ok else 'NO'} |"
+        )
     return "\n".join(lines)
 
 
@@ -149,8 +177,13 @@ def main(argv=None) -> int:
     path = os.path.join(args.out, "kernel_recovery.png")
     plot(results, path=path)
     print(f"wrote {path}")
-    return 0 if all(r["cosine"] >= COSINE_THRESHOLD and r["bias_error"] <= BIAS_TOLERANCE
-                    for r in results.values()) else 1
+    return (
+        0
+        if all(
+            r["cosine"] >= COSINE_THRESHOLD and r["bias_error"] <= BIAS_TOLERANCE for r in results.values()
+        )
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -23,15 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from minicnn.train.config import load_config, replace
 from minicnn.data import load_dataset
 from minicnn.nn.layers import Conv2D
 from minicnn.train import prepare
+from minicnn.train.config import load_config, replace
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = {"learned": "all kernels learned (default)",
-            "first frozen": "first Conv2D frozen at random init",
-            "all frozen": "every Conv2D frozen at random init"}
+VARIANTS = {
+    "learned": "all kernels learned (default)",
+    "first frozen": "first Conv2D frozen at random init",
+    "all frozen": "every Conv2D frozen at random init",
+}
 
 
 def with_frozen_convs(cfg, which: str):
@@ -61,12 +63,20 @@ def train_once(cfg, dataset) -> dict:
     start = time.perf_counter()
     trainer.fit(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val, progress=False)
     _, accuracy = trainer.evaluate(dataset.X_test, dataset.y_test)
-    moved = [float(np.linalg.norm(layer.weight.data - w0) / np.linalg.norm(w0)) for layer, w0 in zip(convs, initial)]
+    moved = [
+        float(np.linalg.norm(layer.weight.data - w0) / np.linalg.norm(w0))
+        for layer, w0 in zip(convs, initial)
+    ]
     return {"test_accuracy": accuracy, "moved": moved, "seconds": time.perf_counter() - start}
 
 
-def run(config_path=REPO / "configs" / "digits.toml", seeds=(0, 1, 2, 3, 4), variants=tuple(VARIANTS),
-        overrides=(), log=None) -> dict[str, list[dict]]:
+def run(
+    config_path=REPO / "configs" / "digits.toml",
+    seeds=(0, 1, 2, 3, 4),
+    variants=tuple(VARIANTS),
+    overrides=(),
+    log=None,
+) -> dict[str, list[dict]]:
     """Results by variant: one dict per seed (see :func:`train_once`), all on the config's one split."""
     base = load_config(config_path, overrides)
     dataset = load_dataset(base.data)
@@ -78,8 +88,10 @@ def run(config_path=REPO / "configs" / "digits.toml", seeds=(0, 1, 2, 3, 4), var
             result["seed"] = int(seed)
             results[variant].append(result)
             if log is not None:
-                log(f"seed {seed}, {variant}: test accuracy {result['test_accuracy']:.4f} "
-                    f"({result['seconds']:.0f}s)")
+                log(
+                    f"seed {seed}, {variant}: test accuracy {result['test_accuracy']:.4f} "
+                    f"({result['seconds']:.0f}s)"
+                )
     return results
 
 
@@ -104,8 +116,11 @@ def plot(results: dict[str, list[dict]], path=None):
         accs = [r["test_accuracy"] for r in rows]
         ax.scatter(np.full(len(accs), k) + np.linspace(-0.12, 0.12, len(accs)), accs, s=22, zorder=3)
         ax.hlines(np.mean(accs), k - 0.25, k + 0.25, color="k", lw=1.5, zorder=4)
-    ax.set_xticks(range(len(results)), [VARIANTS[v].replace(" at random init", "\nat random init")
-                                        for v in results], fontsize=8)
+    ax.set_xticks(
+        range(len(results)),
+        [VARIANTS[v].replace(" at random init", "\nat random init") for v in results],
+        fontsize=8,
+    )
     ax.set_ylabel("test accuracy")
     ax.grid(axis="y", alpha=0.3)
     n = len(next(iter(results.values())))
@@ -117,12 +132,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "digits.toml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME",
-                        help=f"which of {list(VARIANTS)} to train (default all)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        metavar="NAME",
+        help=f"which of {list(VARIANTS)} to train (default all)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="runs/experiments")
     args = parser.parse_args(argv)
-    results = run(args.config, args.seeds, variants=args.variants, overrides=args.overrides, log=lambda text: print(text, flush=True))
+    results = run(
+        args.config,
+        args.seeds,
+        variants=args.variants,
+        overrides=args.overrides,
+        log=lambda text: print(text, flush=True),
+    )
     text = table(results)
     print(text)
     os.makedirs(args.out, exist_ok=True)

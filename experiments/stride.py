@@ -17,8 +17,8 @@ import sys
 import numpy as np
 
 from minicnn.nn.functional import conv_output_size
-from minicnn.see.filters import kernel as classic_kernel
 from minicnn.nn.layers import Conv2D
+from minicnn.see.filters import kernel as classic_kernel
 
 STRIDES = (1, 2, 3)
 
@@ -46,9 +46,15 @@ def strided_maps(image: np.ndarray, kernel: np.ndarray, strides=STRIDES, padding
         layer.bias.data[...] = 0.0
         feature_map = layer.forward(image)[0, 0]
         size = conv_output_size(h, k, s, 2 * padding)
-        results.append({"stride": s, "map": feature_map, "formula_size": size,
-                        "kept": feature_map.size / conv_output_size(h, k, 1, 2 * padding) ** 2,
-                        "formula": f"floor(({h} + 2*{padding} - {k}) / {s}) + 1 = {size}"})
+        results.append(
+            {
+                "stride": s,
+                "map": feature_map,
+                "formula_size": size,
+                "kept": feature_map.size / conv_output_size(h, k, 1, 2 * padding) ** 2,
+                "formula": f"floor(({h} + 2*{padding} - {k}) / {s}) + 1 = {size}",
+            }
+        )
     return results
 
 
@@ -91,8 +97,10 @@ def plot(image: np.ndarray, kernel: np.ndarray, results: list[dict], path=None):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(artist, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="response")
-    fig.suptitle("Stride: a stride-s map is the stride-1 map sampled every s pixels (bottom: outlined "
-                 "cells survive)", fontsize=10)
+    fig.suptitle(
+        "Stride: a stride-s map is the stride-1 map sampled every s pixels (bottom: outlined cells survive)",
+        fontsize=10,
+    )
     return save(fig, path)
 
 
@@ -106,8 +114,10 @@ def main(argv=None) -> int:
     print("| stride | output size (formula) | output size (Conv2D) | responses kept |")
     print("|---|---|---|---|")
     for r in results:
-        print(f"| {r['stride']} | {r['formula']} | {r['map'].shape[0]}x{r['map'].shape[1]} | "
-              f"{100 * r['kept']:.0f}% |")
+        print(
+            f"| {r['stride']} | {r['formula']} | {r['map'].shape[0]}x{r['map'].shape[1]} | "
+            f"{100 * r['kept']:.0f}% |"
+        )
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "stride.png")
     plot(image, kernel, results, path=path)

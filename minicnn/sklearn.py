@@ -18,15 +18,21 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import data as data_mod
-from .train.config import AugmentConfig, Config, ConfigError, TrainConfig, load_config
 from .train import Trainer, build_model, seed_generators
+from .train.config import AugmentConfig, Config, ConfigError, TrainConfig, load_config
 
 #: Marks "no y given" (None is a y value: fit(X, None) must fail with scikit-learn's message).
 _NO_Y = object()
 
 #: Estimator parameters that set a [train] config key; ``train_options`` may not repeat them.
-_TRAIN_PARAMS = {"epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
-                 "lr": "learning_rate", "weight_decay": "weight_decay", "patience": "patience"}
+_TRAIN_PARAMS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "optimizer": "optimizer",
+    "lr": "learning_rate",
+    "weight_decay": "weight_decay",
+    "patience": "patience",
+}
 
 
 def default_layers(image_shape) -> list[dict]:
@@ -41,8 +47,10 @@ def default_layers(image_shape) -> list[dict]:
     _, height, width = image_shape
     specs: list[dict] = []
     for channels in (16, 32):
-        specs += [{"type": "Conv2D", "out_channels": channels, "kernel_size": 3, "padding": "same"},
-                  {"type": "ReLU"}]
+        specs += [
+            {"type": "Conv2D", "out_channels": channels, "kernel_size": 3, "padding": "same"},
+            {"type": "ReLU"},
+        ]
         if min(height, width) >= 4:
             specs.append({"type": "MaxPool2D", "kernel_size": 2})
             height, width = height // 2, width // 2
@@ -156,10 +164,26 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     image_shape_: tuple[int, ...]  # set by fit (a declaration for type checkers, not a class attribute)
 
-    def __init__(self, layers=None, image_shape=None, epochs=20, batch_size=32, optimizer="adam",
-                 learning_rate=3e-3, weight_decay=0.0, early_stopping=False, validation_fraction=0.1,
-                 validation_split_state=None, patience=5, standardize=True, augment=None, train_options=None, random_state=None,
-                 verbose=False, dtype="float64"):
+    def __init__(
+        self,
+        layers=None,
+        image_shape=None,
+        epochs=20,
+        batch_size=32,
+        optimizer="adam",
+        learning_rate=3e-3,
+        weight_decay=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        validation_split_state=None,
+        patience=5,
+        standardize=True,
+        augment=None,
+        train_options=None,
+        random_state=None,
+        verbose=False,
+        dtype="float64",
+    ):
         self.layers = layers
         self.image_shape = image_shape
         self.epochs = epochs
@@ -179,7 +203,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
 
     @classmethod
-    def from_config(cls, config, **params) -> "CNNClassifier":
+    def from_config(cls, config, **params) -> CNNClassifier:
         """An unfitted estimator with the settings of a ``train.py`` config (a path or a
         :class:`~minicnn.train.config.Config`): its layers, ``[train]`` table, dtype, seed, standardization,
         augmentation and validation split (``early_stopping=True`` with the config's ``patience`` when
@@ -194,17 +218,33 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             config = load_config(config)
         train, data = config.train, config.data
         defaults = TrainConfig()
-        options = {f.name: getattr(train, f.name) for f in dataclasses.fields(TrainConfig)
-                   if f.name not in _TRAIN_PARAMS and getattr(train, f.name) != getattr(defaults, f.name)}
-        augment = {f.name: getattr(data.augment, f.name) for f in dataclasses.fields(AugmentConfig)
-                   if getattr(data.augment, f.name) != getattr(AugmentConfig(), f.name)}
-        settings = dict(layers=[dict(spec) for spec in config.model.layers], epochs=train.epochs,
-                        batch_size=train.batch_size, optimizer=train.optimizer, learning_rate=train.lr,
-                        weight_decay=train.weight_decay, early_stopping=data.val_fraction > 0,
-                        validation_fraction=data.val_fraction if data.val_fraction > 0 else 0.1,
-                        validation_split_state=data.split_seed,
-                        patience=train.patience, standardize=data.standardize, augment=augment or None,
-                        train_options=options or None, random_state=config.seed, dtype=config.model.dtype)
+        options = {
+            f.name: getattr(train, f.name)
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in _TRAIN_PARAMS and getattr(train, f.name) != getattr(defaults, f.name)
+        }
+        augment = {
+            f.name: getattr(data.augment, f.name)
+            for f in dataclasses.fields(AugmentConfig)
+            if getattr(data.augment, f.name) != getattr(AugmentConfig(), f.name)
+        }
+        settings = dict(
+            layers=[dict(spec) for spec in config.model.layers],
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+            optimizer=train.optimizer,
+            learning_rate=train.lr,
+            weight_decay=train.weight_decay,
+            early_stopping=data.val_fraction > 0,
+            validation_fraction=data.val_fraction if data.val_fraction > 0 else 0.1,
+            validation_split_state=data.split_seed,
+            patience=train.patience,
+            standardize=data.standardize,
+            augment=augment or None,
+            train_options=options or None,
+            random_state=config.seed,
+            dtype=config.model.dtype,
+        )
         settings.update(params)
         return cls(**settings)
 
@@ -243,23 +283,30 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         first_call = not hasattr(self, "_trainer")
         if first_call and classes is None:
-            raise ValueError("CNNClassifier.partial_fit: pass classes=[every label] on the first call "
-                             "(the network's output size depends on it)")
+            raise ValueError(
+                "CNNClassifier.partial_fit: pass classes=[every label] on the first call "
+                "(the network's output size depends on it)"
+            )
         X, y = self._validate_fit_data(X, y, reset=first_call)
         if first_call:
             self.classes_ = self._checked_classes(np.unique(np.asarray(classes)))
             self._set_standardization(X)
             self._trainer = self._new_trainer(self._train_config(epochs=1), self._seed())
         elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"CNNClassifier.partial_fit: classes={list(classes)} differ from the classes of "
-                             f"the first call, {self.classes_.tolist()}")
+            raise ValueError(
+                f"CNNClassifier.partial_fit: classes={list(classes)} differ from the classes of "
+                f"the first call, {self.classes_.tolist()}"
+            )
         unknown = np.setdiff1d(y, self.classes_)
         if unknown.size:
-            raise ValueError(f"CNNClassifier.partial_fit: y holds labels {unknown.tolist()} that are not in "
-                             f"classes_ {self.classes_.tolist()}")
+            raise ValueError(
+                f"CNNClassifier.partial_fit: y holds labels {unknown.tolist()} that are not in "
+                f"classes_ {self.classes_.tolist()}"
+            )
         trainer = self._trainer
-        trainer.train_more(self._standardized(X), np.searchsorted(self.classes_, y), epochs=1,
-                           progress=bool(self.verbose))
+        trainer.train_more(
+            self._standardized(X), np.searchsorted(self.classes_, y), epochs=1, progress=bool(self.verbose)
+        )
         self._set_fitted(trainer)
         return self
 
@@ -298,8 +345,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             expected = self._given_image_shape() if reset else self.image_shape_
             if expected is not None and image_shape != expected:
                 fitted = "image_shape is" if reset else "the estimator was fitted on images of shape"
-                raise ValueError(f"{name}: X holds images of shape (C, H, W) = {image_shape}, but {fitted} "
-                                 f"{expected}")
+                raise ValueError(
+                    f"{name}: X holds images of shape (C, H, W) = {image_shape}, but {fitted} {expected}"
+                )
             X = X.reshape(len(X), -1)
         if y is _NO_Y:
             X = validate_data(self, X, reset=reset, dtype=dtype)
@@ -309,8 +357,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.image_shape_ = image_shape or self._given_image_shape() or _infer_image_shape(X.shape[1])
             c, h, w = self.image_shape_
             if c * h * w != X.shape[1]:
-                raise ValueError(f"{name}: image_shape={self.image_shape_} needs {c}*{h}*{w} = {c * h * w} "
-                                 f"features per sample, but X has {X.shape[1]}")
+                raise ValueError(
+                    f"{name}: image_shape={self.image_shape_} needs {c}*{h}*{w} = {c * h * w} "
+                    f"features per sample, but X has {X.shape[1]}"
+                )
         X = X.reshape((len(X),) + self.image_shape_)
         return X if y is _NO_Y else (X, y)
 
@@ -318,10 +368,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if self.image_shape is None:
             return None
         shape = self.image_shape
-        if (not isinstance(shape, (tuple, list)) or len(shape) != 3
-                or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape)):
-            raise ValueError(f"{type(self).__name__}: image_shape must be None or (C, H, W), three positive "
-                             f"ints, got {shape!r}")
+        if (
+            not isinstance(shape, (tuple, list))
+            or len(shape) != 3
+            or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape)
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: image_shape must be None or (C, H, W), three positive "
+                f"ints, got {shape!r}"
+            )
         return tuple(int(s) for s in shape)
 
     def _dtype(self) -> np.dtype:
@@ -330,7 +385,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         except TypeError:
             dtype = None
         if dtype not in (np.float32, np.float64):
-            raise ValueError(f"{type(self).__name__}: dtype must be 'float32' or 'float64', got {self.dtype!r}")
+            raise ValueError(
+                f"{type(self).__name__}: dtype must be 'float32' or 'float64', got {self.dtype!r}"
+            )
         return dtype
 
     def _check_params(self) -> None:
@@ -341,30 +398,51 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if not isinstance(getattr(self, key), (bool, np.bool_)):
                 raise ValueError(f"{name}: {key} must be True or False, got {getattr(self, key)!r}")
         if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
-            raise ValueError(f"{name}: verbose must be True, False or an int (0: quiet), got {self.verbose!r}")
-        if self.early_stopping and not (isinstance(self.validation_fraction, numbers.Real)
-                                        and 0 < float(self.validation_fraction) < 1):
-            raise ValueError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
-        if self.layers is not None and (not isinstance(self.layers, (list, tuple)) or not self.layers
-                                        or not all(isinstance(s, dict) and "type" in s for s in self.layers)):
-            raise ValueError(f"{name}: layers must be None or a non-empty list of layer specs such as "
-                             f'{{"type": "Conv2D", "out_channels": 16, "kernel_size": 3}}, got {self.layers!r}')
+            raise ValueError(
+                f"{name}: verbose must be True, False or an int (0: quiet), got {self.verbose!r}"
+            )
+        if self.early_stopping and not (
+            isinstance(self.validation_fraction, numbers.Real) and 0 < float(self.validation_fraction) < 1
+        ):
+            raise ValueError(
+                f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+            )
+        if self.layers is not None and (
+            not isinstance(self.layers, (list, tuple))
+            or not self.layers
+            or not all(isinstance(s, dict) and "type" in s for s in self.layers)
+        ):
+            raise ValueError(
+                f"{name}: layers must be None or a non-empty list of layer specs such as "
+                f'{{"type": "Conv2D", "out_channels": 16, "kernel_size": 3}}, got {self.layers!r}'
+            )
         for key in ("augment", "train_options"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), dict):
                 raise ValueError(f"{name}: {key} must be None or a dict, got {getattr(self, key)!r}")
         if self.validation_split_state is not None and not (
-                isinstance(self.validation_split_state, numbers.Integral) and 0 <= int(self.validation_split_state) < 2**32):
-            raise ValueError(f"{name}: validation_split_state must be None or an int in [0, 2**32), "
-                             f"got {self.validation_split_state!r}")
-        if not (isinstance(self.random_state, (np.random.RandomState, type(None)))
-                or isinstance(self.random_state, numbers.Integral) and 0 <= int(self.random_state) < 2**32):
-            raise ValueError(f"{name}: random_state must be None, an int in [0, 2**32) or a "
-                             f"numpy.random.RandomState, got {self.random_state!r}")
+            isinstance(self.validation_split_state, numbers.Integral)
+            and 0 <= int(self.validation_split_state) < 2**32
+        ):
+            raise ValueError(
+                f"{name}: validation_split_state must be None or an int in [0, 2**32), "
+                f"got {self.validation_split_state!r}"
+            )
+        if not (
+            isinstance(self.random_state, (np.random.RandomState, type(None)))
+            or isinstance(self.random_state, numbers.Integral)
+            and 0 <= int(self.random_state) < 2**32
+        ):
+            raise ValueError(
+                f"{name}: random_state must be None, an int in [0, 2**32) or a "
+                f"numpy.random.RandomState, got {self.random_state!r}"
+            )
 
     def _checked_classes(self, classes: np.ndarray) -> np.ndarray:
         if len(classes) < 2:
-            raise ValueError(f"{type(self).__name__}: needs samples of at least 2 classes to learn to tell "
-                             f"them apart, got 1 class ({classes[0]!r})")
+            raise ValueError(
+                f"{type(self).__name__}: needs samples of at least 2 classes to learn to tell "
+                f"them apart, got 1 class ({classes[0]!r})"
+            )
         return classes
 
     # --- building blocks -------------------------------------------------------------------------
@@ -380,11 +458,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         options = {key: _python(value) for key, value in (self.train_options or {}).items()}
         clash = sorted(set(options) & set(_TRAIN_PARAMS))
         if clash:
-            raise ValueError(f"{type(self).__name__}: train_options may not set {clash}; use the estimator's "
-                             f"parameters {[_TRAIN_PARAMS[k] for k in clash]}")
-        options.update(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
-                       optimizer=self.optimizer, lr=self.learning_rate, weight_decay=self.weight_decay,
-                       patience=self.patience if self.early_stopping else 0)
+            raise ValueError(
+                f"{type(self).__name__}: train_options may not set {clash}; use the estimator's "
+                f"parameters {[_TRAIN_PARAMS[k] for k in clash]}"
+            )
+        options.update(
+            epochs=self.epochs if epochs is None else epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.learning_rate,
+            weight_decay=self.weight_decay,
+            patience=self.patience if self.early_stopping else 0,
+        )
         try:
             return TrainConfig(**{key: _python(value) for key, value in options.items()})
         except TypeError as exc:  # an unknown key in train_options
@@ -394,7 +479,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             message = str(exc)
             for key, param in _TRAIN_PARAMS.items():
                 if message.startswith(f"train.{key} "):
-                    message = param + message[len(f"train.{key}"):]
+                    message = param + message[len(f"train.{key}") :]
             raise ValueError(f"{type(self).__name__}: {message}") from None
 
     def _augment_config(self) -> AugmentConfig:
@@ -408,12 +493,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _validation_split(self, y_encoded, seed: int):
         try:
-            split = data_mod.split_indices(y_encoded, test_fraction=0.0, val_fraction=self.validation_fraction,
-                                           seed=seed)
+            split = data_mod.split_indices(
+                y_encoded, test_fraction=0.0, val_fraction=self.validation_fraction, seed=seed
+            )
         except ValueError as exc:
-            raise ValueError(f"{type(self).__name__}(early_stopping=True): cannot hold out a stratified "
-                             f"validation_fraction={self.validation_fraction} of {len(y_encoded)} samples: "
-                             f"{exc}") from None
+            raise ValueError(
+                f"{type(self).__name__}(early_stopping=True): cannot hold out a stratified "
+                f"validation_fraction={self.validation_fraction} of {len(y_encoded)} samples: "
+                f"{exc}"
+            ) from None
         return split["train"], split["val"]
 
     def _set_standardization(self, X) -> None:
@@ -437,20 +525,28 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         try:
             model = build_model(self.layers_, self.image_shape_, dtype=np.dtype(self.dtype), rng=model_rng)
         except ValueError as exc:  # names the layer: "model.layers[2].kernel_size ..."
-            raise ValueError(f"{type(self).__name__}: {exc} (for images of shape {self.image_shape_})") from None
+            raise ValueError(
+                f"{type(self).__name__}: {exc} (for images of shape {self.image_shape_})"
+            ) from None
         return Trainer.from_config(model, train_config, train_rng, augment=augment)
 
     def _resolved_layers(self) -> list[dict]:
-        specs = [dict(s) for s in (self.layers if self.layers is not None else default_layers(self.image_shape_))]
+        specs = [
+            dict(s) for s in (self.layers if self.layers is not None else default_layers(self.image_shape_))
+        ]
         last = specs[-1]
         n_classes = len(self.classes_)
         if last.get("type") != "Dense":
-            raise ValueError(f"{type(self).__name__}: the last layer must be a Dense layer with one output per "
-                             f"class, got {last!r}")
+            raise ValueError(
+                f"{type(self).__name__}: the last layer must be a Dense layer with one output per "
+                f"class, got {last!r}"
+            )
         last.setdefault("out_features", n_classes)
         if last["out_features"] != n_classes:
-            raise ValueError(f"{type(self).__name__}: the last layer has out_features={last['out_features']}, but "
-                             f"y has {n_classes} classes; leave out_features out of the last Dense to infer it")
+            raise ValueError(
+                f"{type(self).__name__}: the last layer has out_features={last['out_features']}, but "
+                f"y has {n_classes} classes; leave out_features out of the last Dense to infer it"
+            )
         return specs
 
     def _set_fitted(self, trainer: Trainer) -> None:

@@ -18,13 +18,24 @@ from minicnn.nn.model import Sequential
 ROOT = Path(__file__).resolve().parent.parent
 FAST = str(ROOT / "configs" / "digits_fast.toml")
 RUN_FILES = ["config.toml", "metrics.json", "metrics.csv", "model.npz", "last.npz", "init.npz"]
-FIGURES = ["filters_init.png", "filters_learned.png", "feature_maps.png", "history.png", "confusion.png",
-           "mistakes.png"]
+FIGURES = [
+    "filters_init.png",
+    "filters_learned.png",
+    "feature_maps.png",
+    "history.png",
+    "confusion.png",
+    "mistakes.png",
+]
 
 
 def train(*args, timeout=400):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(result, code, *fragments):
@@ -38,19 +49,25 @@ def assert_one_line_error(result, code, *fragments):
 
 def test_the_packaged_default_config_is_the_documented_configs_digits_toml():
     from minicnn.cli import DEFAULT_CONFIG
+
     assert DEFAULT_CONFIG.is_relative_to(ROOT / "minicnn"), "an installed package has no configs/ folder"
     assert DEFAULT_CONFIG.read_bytes() == (ROOT / "configs" / "digits.toml").read_bytes(), (
         "minicnn/train/configs/digits.toml must be a copy of configs/digits.toml: cp configs/digits.toml "
-        "minicnn/train/configs/")
+        "minicnn/train/configs/"
+    )
 
 
 def test_without_config_the_packaged_default_is_trained(tmp_path, monkeypatch):
     from minicnn.cli import main
+
     monkeypatch.chdir(tmp_path)  # outside the checkout: no configs/ folder here
     overrides = ["train.epochs=1", "train.warmup_epochs=0", "output.figures=false"]
     assert main([arg for key in overrides for arg in ("--set", key)] + ["--out", "r", "--quiet"]) == 0
     from minicnn.train.config import load_config
-    assert load_config(tmp_path / "r" / "config.toml") == load_config(ROOT / "configs" / "digits.toml", overrides)
+
+    assert load_config(tmp_path / "r" / "config.toml") == load_config(
+        ROOT / "configs" / "digits.toml", overrides
+    )
 
 
 def test_end_to_end_fast_config_writes_the_run_directory(tmp_path):
@@ -72,8 +89,19 @@ def test_end_to_end_fast_config_writes_the_run_directory(tmp_path):
 
 
 def test_quiet_prints_no_progress(tmp_path):
-    result = train("--config", FAST, "--out", str(tmp_path / "r"), "--quiet", "--set", "train.epochs=1",
-                   "--set", "output.figures=false", "--seed", "3")
+    result = train(
+        "--config",
+        FAST,
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "output.figures=false",
+        "--seed",
+        "3",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     assert "seed = 3" in (tmp_path / "r" / "config.toml").read_text()
@@ -85,15 +113,22 @@ def test_bad_config_key_is_one_line_on_stderr_with_exit_code_2(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--set", "train.epochs=zero"], ["--set train.epochs=zero: expected an integer"]),
-    (["--set", "train.lr=-1"], ["train.lr = -1.0: must be > 0.0"]),
-    (["--set", "data.source=npz", "--set", "data.path=/no/such/file.npz"], ["no such file: /no/such/file.npz"]),
-    (["--set", "model.layers.4.out_features=3"], ["out_features = 3, but the data has 10 classes"]),
-    (["--set", "model.layers.0.type=Conv3D"], ["model.layers[0].type = 'Conv3D': unknown layer"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--set", "train.epochs=zero"], ["--set train.epochs=zero: expected an integer"]),
+        (["--set", "train.lr=-1"], ["train.lr = -1.0: must be > 0.0"]),
+        (
+            ["--set", "data.source=npz", "--set", "data.path=/no/such/file.npz"],
+            ["no such file: /no/such/file.npz"],
+        ),
+        (["--set", "model.layers.4.out_features=3"], ["out_features = 3, but the data has 10 classes"]),
+        (["--set", "model.layers.0.type=Conv3D"], ["model.layers[0].type = 'Conv3D': unknown layer"]),
+    ],
+)
 def test_bad_input_returns_2_with_one_line(tmp_path, capsys, args, fragments):
     from minicnn.cli import main  # in-process: the subprocess path is covered above
+
     assert main(["--config", FAST, "--out", str(tmp_path / "r"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
@@ -108,14 +143,33 @@ def test_missing_config_file_and_missing_resume_dir(tmp_path):
 
 def test_bad_data_file_exits_2(tmp_path):
     np.savez(tmp_path / "d.npz", X=np.zeros((10, 8, 8)), y=np.zeros(9, int))
-    result = train("--config", FAST, "--out", str(tmp_path / "r"), "--set", "data.source=npz",
-                   "--set", f"data.path={tmp_path / 'd.npz'}")
+    result = train(
+        "--config",
+        FAST,
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "data.source=npz",
+        "--set",
+        f"data.path={tmp_path / 'd.npz'}",
+    )
     assert_one_line_error(result, 2, "10 images but 9 labels")
 
 
 def test_diverging_run_exits_3_with_a_clear_message(tmp_path):
-    result = train("--config", FAST, "--out", str(tmp_path / "r"), "--quiet", "--set", "train.optimizer=sgd",
-                   "--set", "train.lr=10", "--set", "train.momentum=0.9")
+    result = train(
+        "--config",
+        FAST,
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--set",
+        "train.optimizer=sgd",
+        "--set",
+        "train.lr=10",
+        "--set",
+        "train.momentum=0.9",
+    )
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr
     assert "became" in result.stderr and "lower train.lr" in result.stderr and "last.npz" in result.stderr
@@ -125,9 +179,24 @@ def test_diverging_run_exits_3_with_a_clear_message(tmp_path):
 def test_ctrl_c_checkpoints_exits_130_and_the_run_resumes(tmp_path):
     run_dir = tmp_path / "r"
     errors = open(tmp_path / "stderr.txt", "w+")  # a file, not a pipe: the progress bars would fill a pipe
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--config", FAST, "--out", str(run_dir),
-                                "--set", "train.epochs=100000", "--set", "output.figures=false"],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--config",
+            FAST,
+            "--out",
+            str(run_dir),
+            "--set",
+            "train.epochs=100000",
+            "--set",
+            "output.figures=false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until two epochs are done
@@ -159,6 +228,7 @@ def test_ctrl_c_checkpoints_exits_130_and_the_run_resumes(tmp_path):
 
 def test_resume_refuses_config_and_out(tmp_path, capsys):
     from minicnn.cli import main
+
     assert main(["--resume", str(tmp_path), "--config", FAST]) == 2
     assert "leave out --config and --out" in capsys.readouterr().err
 
@@ -172,5 +242,6 @@ def test_help_lists_the_options():
 
 def test_main_is_importable_and_returns_the_exit_code(tmp_path, capsys):
     from minicnn.cli import main
+
     assert main(["--config", str(tmp_path / "missing.toml")]) == 2
     assert "no such config file" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from minicnn import data
-from minicnn.train.config import AugmentConfig, DataConfig
 from minicnn.data import DataError
+from minicnn.train.config import AugmentConfig, DataConfig
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def _tiny_images(n=40, h=6, w=5, seed=0):
 
 
 # --- digits and the split --------------------------------------------------------------------------
+
 
 def test_digits_are_float32_nchw_in_unit_range(digits):
     X, y = digits
@@ -75,6 +76,7 @@ def test_standardization_uses_training_statistics_only():
 
 # --- IDX ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_idx_files_round_trip_raw_and_gzip(tmp_path, suffix):
     images, labels = _tiny_images()
@@ -89,12 +91,22 @@ def test_idx_files_round_trip_raw_and_gzip(tmp_path, suffix):
 def test_idx_dataset_with_separate_test_files(tmp_path):
     images, labels = _tiny_images(n=40)
     test_images, test_labels = _tiny_images(n=12, seed=1)
-    for name, array in [("tr-img.gz", images), ("tr-lab.gz", labels), ("te-img", test_images),
-                        ("te-lab", test_labels)]:
+    for name, array in [
+        ("tr-img.gz", images),
+        ("tr-lab.gz", labels),
+        ("te-img", test_images),
+        ("te-lab", test_labels),
+    ]:
         data.write_idx(tmp_path / name, array)
-    cfg = DataConfig(source="idx", images=str(tmp_path / "tr-img.gz"), labels=str(tmp_path / "tr-lab.gz"),
-                     test_images=str(tmp_path / "te-img"), test_labels=str(tmp_path / "te-lab"),
-                     val_fraction=0.25, standardize=False)
+    cfg = DataConfig(
+        source="idx",
+        images=str(tmp_path / "tr-img.gz"),
+        labels=str(tmp_path / "tr-lab.gz"),
+        test_images=str(tmp_path / "te-img"),
+        test_labels=str(tmp_path / "te-lab"),
+        val_fraction=0.25,
+        standardize=False,
+    )
     ds = data.load_dataset(cfg)
     assert ds.input_shape == (1, 6, 5) and ds.num_classes == 4
     assert len(ds.y_train) == 30 and len(ds.y_val) == 10
@@ -129,27 +141,34 @@ def test_idx_source_without_paths_names_the_missing_key():
 
 # --- npz ----------------------------------------------------------------------------------------------
 
+
 def test_npz_dataset_loads_and_checks(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.random((30, 2, 4, 4)).astype(np.float64)
     y = np.repeat(np.arange(3), 10)
     np.savez(tmp_path / "d.npz", X=X, y=y)
-    ds = data.load_dataset(DataConfig(source="npz", path=str(tmp_path / "d.npz"), test_fraction=0.2,
-                                      val_fraction=0.0, standardize=False))
+    ds = data.load_dataset(
+        DataConfig(
+            source="npz", path=str(tmp_path / "d.npz"), test_fraction=0.2, val_fraction=0.0, standardize=False
+        )
+    )
     assert ds.input_shape == (2, 4, 4) and ds.X_train.dtype == np.float32 and ds.num_classes == 3
     assert len(ds.y_test) == 6 and np.bincount(ds.y_test).tolist() == [2, 2, 2]
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"X": np.zeros((5, 4, 4))}, "missing \\['y'\\]"),
-    ({"X": np.zeros((5, 4)), "y": np.zeros(5, int)}, "expected images of shape"),
-    ({"X": np.zeros((5, 4, 4)), "y": np.zeros(4, int)}, "5 images but 4 labels"),
-    ({"X": np.zeros((5, 4, 4)), "y": -np.ones(5, int)}, "labels must be >= 0"),
-    ({"X": np.zeros((5, 4, 4)), "y": np.full(5, 0.5)}, "labels must be integers"),
-    ({"X": np.full((5, 4, 4), np.nan), "y": np.zeros(5, int)}, "NaN"),
-    ({"X": np.full((5, 4, 4), 300), "y": np.zeros(5, int)}, "\\[0, 255\\]"),
-    ({"X": np.array([[["a"]]] * 5), "y": np.zeros(5, int)}, "dtype"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"X": np.zeros((5, 4, 4))}, "missing \\['y'\\]"),
+        ({"X": np.zeros((5, 4)), "y": np.zeros(5, int)}, "expected images of shape"),
+        ({"X": np.zeros((5, 4, 4)), "y": np.zeros(4, int)}, "5 images but 4 labels"),
+        ({"X": np.zeros((5, 4, 4)), "y": -np.ones(5, int)}, "labels must be >= 0"),
+        ({"X": np.zeros((5, 4, 4)), "y": np.full(5, 0.5)}, "labels must be integers"),
+        ({"X": np.full((5, 4, 4), np.nan), "y": np.zeros(5, int)}, "NaN"),
+        ({"X": np.full((5, 4, 4), 300), "y": np.zeros(5, int)}, "\\[0, 255\\]"),
+        ({"X": np.array([[["a"]]] * 5), "y": np.zeros(5, int)}, "dtype"),
+    ],
+)
 def test_npz_bad_arrays_raise_clear_errors(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=message):
@@ -163,6 +182,7 @@ def test_npz_with_pickled_objects_is_refused(tmp_path):
 
 
 # --- batches and augmentation ----------------------------------------------------------------------
+
 
 def test_batches_cover_every_sample_and_keep_the_last_partial_batch():
     batches = list(data.batch_indices(10, 4, np.random.default_rng(0)))

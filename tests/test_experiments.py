@@ -36,8 +36,11 @@ def test_kernel_recovery_reaches_the_cosine_and_bias_thresholds_at_small_scale(t
         assert r["cosine"] >= 0.999, name
         assert r["bias_error"] <= 0.01, name
         # and it really moved: the random initialization was far from the target
-        assert abs(np.dot(r["kernels"][0].ravel(), r["target"].ravel())) / (
-            np.linalg.norm(r["kernels"][0]) * np.linalg.norm(r["target"])) < 0.9
+        assert (
+            abs(np.dot(r["kernels"][0].ravel(), r["target"].ravel()))
+            / (np.linalg.norm(r["kernels"][0]) * np.linalg.norm(r["target"]))
+            < 0.9
+        )
     fig = recovery.plot(results, path=tmp_path / "recovery.png")
     assert len(fig.axes) == 3 * (6 + 1 + 2)  # per kernel: 6 moments, the target, colorbar, cosine curve
     assert (tmp_path / "recovery.png").stat().st_size > 5000
@@ -61,14 +64,16 @@ def test_stride_sizes_follow_the_formula_and_maps_are_subsampled(tmp_path):
     assert [r["formula_size"] for r in results] == [8, 4, 3]
     full = results[0]["map"]
     for r in results:
-        np.testing.assert_allclose(r["map"], full[::r["stride"], ::r["stride"]])
+        np.testing.assert_allclose(r["map"], full[:: r["stride"], :: r["stride"]])
     assert [round(r["kept"], 3) for r in results] == [1.0, 0.25, round(9 / 64, 3)]
     fig = stride.plot(image, kernel, results, path=tmp_path / "stride.png")
     assert len(fig.axes) == 2 * 4 + 1
     assert (tmp_path / "stride.png").stat().st_size > 5000
 
 
-@pytest.mark.parametrize("size, kernel, padding, s, expected", [(8, 3, 0, 2, 3), (7, 5, 2, 3, 3), (28, 3, 1, 2, 14)])
+@pytest.mark.parametrize(
+    "size, kernel, padding, s, expected", [(8, 3, 0, 2, 3), (7, 5, 2, 3, 3), (28, 3, 1, 2, 14)]
+)
 def test_stride_formula_agrees_with_conv2d_for_other_sizes(size, kernel, padding, s, expected):
     from minicnn.nn.functional import conv_output_size
     from minicnn.nn.layers import Conv2D
@@ -96,11 +101,15 @@ def test_frozen_variant_marks_conv_tables_untrainable_and_keeps_the_rest():
 
 def test_learned_vs_frozen_small_scale_frozen_kernels_do_not_move(tmp_path):
     lvf = load("learned_vs_frozen")
-    results = lvf.run(REPO / "configs" / "digits_fast.toml", seeds=(0,), variants=("learned", "all frozen"),
-                      overrides=["train.epochs=2"])
+    results = lvf.run(
+        REPO / "configs" / "digits_fast.toml",
+        seeds=(0,),
+        variants=("learned", "all frozen"),
+        overrides=["train.epochs=2"],
+    )
     learned, frozen = results["learned"][0], results["all frozen"][0]
     assert learned["moved"][0] > 0.05  # the kernels were learned
-    assert frozen["moved"] == [0.0]    # frozen means frozen
+    assert frozen["moved"] == [0.0]  # frozen means frozen
     for r in (learned, frozen):
         assert 0.5 < r["test_accuracy"] <= 1.0
     assert "| all kernels learned (default) |" in lvf.table(results)
@@ -111,7 +120,9 @@ def test_learned_vs_frozen_small_scale_frozen_kernels_do_not_move(tmp_path):
 # --- 3. zeroing each first-layer filter ------------------------------------------------------------------
 def test_filter_ablation_measures_each_filter_and_restores_the_weights(tmp_path):
     ablation = load("filter_ablation")
-    model, X_test, y_test = ablation.trained_model(REPO / "configs" / "digits_fast.toml", overrides=["train.epochs=3"])
+    model, X_test, y_test = ablation.trained_model(
+        REPO / "configs" / "digits_fast.toml", overrides=["train.epochs=3"]
+    )
     conv = ablation.first_conv(model)
     before = conv.weight.data.copy(), conv.bias.data.copy()
     result = ablation.ablate(model, X_test, y_test)

@@ -19,8 +19,19 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 def run_dir(tmp_path_factory):
     """A finished run of configs/digits_fast.toml, shortened to 2 epochs."""
     out = tmp_path_factory.mktemp("runs") / "fast"
-    code = train_main(["--config", str(REPO / "configs" / "digits_fast.toml"), "--set", "train.epochs=2",
-                       "--set", "output.figures=false", "--out", str(out), "--quiet"])
+    code = train_main(
+        [
+            "--config",
+            str(REPO / "configs" / "digits_fast.toml"),
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "output.figures=false",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     return out
 
@@ -35,9 +46,11 @@ def test_inspect_prints_summary_and_one_row_per_kernel_and_writes_figures(run_di
     assert "Total params" in text and "0: Conv2D(1, 8" in text
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if "nearest classic filter" in line) + 2
-    table = [row for row in lines[start:lines.index("", start)] if not row.startswith("median")]
+    table = [row for row in lines[start : lines.index("", start)] if not row.startswith("median")]
     assert [int(row.split()[0]) for row in table] == list(range(8))  # one line per first-layer filter
-    initial, learned = (Sequential.load(run_dir / name).layers[0].weight.data for name in ("init.npz", "model.npz"))
+    initial, learned = (
+        Sequential.load(run_dir / name).layers[0].weight.data for name in ("init.npz", "model.npz")
+    )
     angles, ratios = kernel_angles(initial, learned), norm_ratios(initial, learned)
     for row, angle, ratio in zip(table, angles, ratios):  # filter, norm, mean, angle, norm ratio, label
         fields = row.split()
@@ -45,9 +58,17 @@ def test_inspect_prints_summary_and_one_row_per_kernel_and_writes_figures(run_di
         assert "like " in row or "no classic match" in row
     assert f"median angle from initialization (init.npz): {np.median(angles):.1f}°" in text
     assert "Test image 3: label" in text
-    for name in ("filters_layer0.png", "feature_maps_layer0_image3.png", "filters_learned_layer0.png",
-                 "filters_evolution.png", "filters_evolution.gif", "top_patches.png", "saliency.png",
-                 "class_maps_first.png", "class_maps_last.png"):
+    for name in (
+        "filters_layer0.png",
+        "feature_maps_layer0_image3.png",
+        "filters_learned_layer0.png",
+        "filters_evolution.png",
+        "filters_evolution.gif",
+        "top_patches.png",
+        "saliency.png",
+        "class_maps_first.png",
+        "class_maps_last.png",
+    ):
         assert (tmp_path / name).is_file(), name
 
 

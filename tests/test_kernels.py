@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from minicnn.see import filters as kernels
 from minicnn.nn.layers import Conv2D
+from minicnn.see import filters as kernels
 
 
 def reference_correlate(image, kernel):
@@ -14,13 +14,24 @@ def reference_correlate(image, kernel):
     out = np.zeros_like(image, dtype=np.float64)
     for i in range(image.shape[0]):
         for j in range(image.shape[1]):
-            out[i, j] = np.sum(padded[i:i + kh, j:j + kw] * kernel)
+            out[i, j] = np.sum(padded[i : i + kh, j : j + kw] * kernel)
     return out
 
 
 def test_every_named_kernel_is_3x3_and_the_blurs_keep_brightness():
-    assert set(kernels.KERNELS) >= {"identity", "box blur", "gaussian blur", "sharpen", "edge detect", "sobel x",
-                                    "sobel y", "prewitt x", "prewitt y", "emboss", "edge enhance"}
+    assert set(kernels.KERNELS) >= {
+        "identity",
+        "box blur",
+        "gaussian blur",
+        "sharpen",
+        "edge detect",
+        "sobel x",
+        "sobel y",
+        "prewitt x",
+        "prewitt y",
+        "emboss",
+        "edge enhance",
+    }
     for name, values in kernels.KERNELS.items():
         assert values.shape == (3, 3), name
     for name in ("identity", "box blur", "gaussian blur", "sharpen", "emboss", "edge enhance"):
@@ -61,7 +72,9 @@ def test_a_2d_kernel_is_applied_to_each_colour_channel_on_its_own():
     out = kernels.apply("gaussian blur", photo)
     assert out.shape == photo.shape
     for c in range(3):
-        np.testing.assert_allclose(out[:, :, c], reference_correlate(photo[:, :, c], kernels.kernel("gaussian blur")))
+        np.testing.assert_allclose(
+            out[:, :, c], reference_correlate(photo[:, :, c], kernels.kernel("gaussian blur"))
+        )
 
 
 def test_invert_is_a_1x1_convolution_with_weight_minus_one_and_bias_one():

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minicnn import train as training
-from minicnn.train.config import ConfigError, TrainConfig, from_dict
-from minicnn.nn.layers import BatchNorm2D, Conv2D, Dense, Dropout
 from minicnn.io import load_npz, save_npz_atomic
+from minicnn.nn.layers import BatchNorm2D, Conv2D, Dense, Dropout
 from minicnn.nn.model import Sequential
 from minicnn.nn.parameter import Parameter
+from minicnn.train.config import ConfigError, TrainConfig, from_dict
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -33,11 +34,25 @@ SPECS = [
 
 def small_config(**train):
     """A few-second config that exercises every random part: init, shuffling, augmentation, dropout."""
-    settings = {"epochs": 3, "batch_size": 64, "optimizer": "adamw", "lr": 0.01, "schedule": "cosine",
-                "warmup_epochs": 1, "label_smoothing": 0.1}
+    settings = {
+        "epochs": 3,
+        "batch_size": 64,
+        "optimizer": "adamw",
+        "lr": 0.01,
+        "schedule": "cosine",
+        "warmup_epochs": 1,
+        "label_smoothing": 0.1,
+    }
     settings.update(train)
-    return from_dict({"seed": 7, "model": {"layers": SPECS}, "train": settings,
-                      "data": {"augment": {"shift": 1, "rotate": 5.0}}, "output": {"figures": False}})
+    return from_dict(
+        {
+            "seed": 7,
+            "model": {"layers": SPECS},
+            "train": settings,
+            "data": {"augment": {"shift": 1, "rotate": 5.0}},
+            "output": {"figures": False},
+        }
+    )
 
 
 def weights(path):
@@ -51,6 +66,7 @@ def assert_same_arrays(a, b):
 
 
 # --- build_model -----------------------------------------------------------------------------------
+
 
 def test_build_model_infers_input_sizes_and_freezes():
     specs = [dict(SPECS[0], trainable=False)] + SPECS[1:]
@@ -77,25 +93,50 @@ def test_build_model_float64():
     assert model.layers[0].weight.dtype == np.float64 and model.layers[6].weight.dtype == np.float64
 
 
-@pytest.mark.parametrize("specs, expected", [
-    ([{"type": "Conv2d", "out_channels": 2, "kernel_size": 3}], "model.layers[0].type = 'Conv2d': unknown layer "
-                                                                "(did you mean 'Conv2D'?)"),
-    ([{"type": "Flatten"}, {"type": "Dense", "out_feature": 3}],
-     "model.layers[1].out_feature: Dense has no argument 'out_feature' (did you mean 'out_features'?)"),
-    ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 3, "in_channels": 3}], "model.layers[0].in_channels = 3"),
-    ([{"type": "Dense", "out_features": 3}], "model.layers[0] (Dense): its input has shape (1, 8, 8); add a Flatten"),
-    ([{"type": "Conv2D", "out_channels": 2, "kernel_size": 11}],
-     "model.layers[0] (Conv2D): its input (1, 8, 8) is too small for "
-     "Conv2D(1, 2, kernel_size=(11, 11)); the output would be (2, -2, -2)"),
-    ([{"type": "Flatten"}, {"type": "MaxPool2D", "kernel_size": 2}],
-     "model.layers[1] (MaxPool2D): needs an image input (C, H, W), got shape (64,)"),
-    ([{"type": "Flatten"}, {"type": "BatchNorm2D"}], "model.layers[1] (BatchNorm2D): needs an image input"),
-    ([{"type": "GlobalAvgPool2D"}, {"type": "GlobalAvgPool2D"}], "model.layers[1] (GlobalAvgPool2D): needs an"),
-    ([{"type": "MaxPool2D", "kernel_size": 4}, {"type": "MaxPool2D", "kernel_size": 3}],
-     "model.layers[1] (MaxPool2D): its input (1, 2, 2) is too small"),
-    ([{"type": "Conv2D", "out_channels": -2, "kernel_size": 3}], "model.layers[0] (Conv2D):"),
-    ([{"type": "ReLU", "trainable": "no"}], "model.layers[0].trainable = 'no'"),
-])
+@pytest.mark.parametrize(
+    "specs, expected",
+    [
+        (
+            [{"type": "Conv2d", "out_channels": 2, "kernel_size": 3}],
+            "model.layers[0].type = 'Conv2d': unknown layer (did you mean 'Conv2D'?)",
+        ),
+        (
+            [{"type": "Flatten"}, {"type": "Dense", "out_feature": 3}],
+            "model.layers[1].out_feature: Dense has no argument 'out_feature' (did you mean 'out_features'?)",
+        ),
+        (
+            [{"type": "Conv2D", "out_channels": 2, "kernel_size": 3, "in_channels": 3}],
+            "model.layers[0].in_channels = 3",
+        ),
+        (
+            [{"type": "Dense", "out_features": 3}],
+            "model.layers[0] (Dense): its input has shape (1, 8, 8); add a Flatten",
+        ),
+        (
+            [{"type": "Conv2D", "out_channels": 2, "kernel_size": 11}],
+            "model.layers[0] (Conv2D): its input (1, 8, 8) is too small for "
+            "Conv2D(1, 2, kernel_size=(11, 11)); the output would be (2, -2, -2)",
+        ),
+        (
+            [{"type": "Flatten"}, {"type": "MaxPool2D", "kernel_size": 2}],
+            "model.layers[1] (MaxPool2D): needs an image input (C, H, W), got shape (64,)",
+        ),
+        (
+            [{"type": "Flatten"}, {"type": "BatchNorm2D"}],
+            "model.layers[1] (BatchNorm2D): needs an image input",
+        ),
+        (
+            [{"type": "GlobalAvgPool2D"}, {"type": "GlobalAvgPool2D"}],
+            "model.layers[1] (GlobalAvgPool2D): needs an",
+        ),
+        (
+            [{"type": "MaxPool2D", "kernel_size": 4}, {"type": "MaxPool2D", "kernel_size": 3}],
+            "model.layers[1] (MaxPool2D): its input (1, 2, 2) is too small",
+        ),
+        ([{"type": "Conv2D", "out_channels": -2, "kernel_size": 3}], "model.layers[0] (Conv2D):"),
+        ([{"type": "ReLU", "trainable": "no"}], "model.layers[0].trainable = 'no'"),
+    ],
+)
 def test_build_model_errors_name_the_layer_and_key(specs, expected):
     with pytest.raises(ValueError) as info:
         training.build_model(specs, (1, 8, 8), rng=0)
@@ -116,6 +157,7 @@ def test_build_model_infers_sizes_through_output_shape_without_a_forward_pass(mo
 
 def test_the_size_argument_is_declared_by_the_layer_classes():
     from minicnn.nn.layers import LAYERS
+
     declared = {name: cls.input_size_argument for name, cls in LAYERS.items() if cls.input_size_argument}
     assert declared == {"Conv2D": "in_channels", "Dense": "in_features", "BatchNorm2D": "num_features"}
     for name, argument in declared.items():  # each names a real constructor argument
@@ -123,15 +165,33 @@ def test_the_size_argument_is_declared_by_the_layer_classes():
 
 
 @settings(max_examples=40, deadline=None)
-@given(channels=st.integers(1, 3), size=st.integers(5, 12), out_channels=st.integers(1, 4),
-       kernel=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 1), pool=st.integers(1, 2),
-       global_pool=st.booleans())
-def test_inferred_sizes_match_what_forward_produces(channels, size, out_channels, kernel, stride, padding, pool,
-                                                    global_pool):
-    specs = [{"type": "Conv2D", "out_channels": out_channels, "kernel_size": kernel, "stride": stride,
-              "padding": padding}, {"type": "BatchNorm2D"}, {"type": "MaxPool2D", "kernel_size": pool},
-             {"type": "Conv2D", "out_channels": 3, "kernel_size": 1},
-             {"type": "GlobalAvgPool2D" if global_pool else "Flatten"}, {"type": "Dense", "out_features": 2}]
+@given(
+    channels=st.integers(1, 3),
+    size=st.integers(5, 12),
+    out_channels=st.integers(1, 4),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 1),
+    pool=st.integers(1, 2),
+    global_pool=st.booleans(),
+)
+def test_inferred_sizes_match_what_forward_produces(
+    channels, size, out_channels, kernel, stride, padding, pool, global_pool
+):
+    specs = [
+        {
+            "type": "Conv2D",
+            "out_channels": out_channels,
+            "kernel_size": kernel,
+            "stride": stride,
+            "padding": padding,
+        },
+        {"type": "BatchNorm2D"},
+        {"type": "MaxPool2D", "kernel_size": pool},
+        {"type": "Conv2D", "out_channels": 3, "kernel_size": 1},
+        {"type": "GlobalAvgPool2D" if global_pool else "Flatten"},
+        {"type": "Dense", "out_features": 2},
+    ]
     model = training.build_model(specs, (channels, size, size), dtype="float64", rng=0)
     x = np.random.default_rng(0).normal(size=(2, channels, size, size))
     hidden = x
@@ -144,6 +204,7 @@ def test_inferred_sizes_match_what_forward_produces(channels, size, out_channels
 
 
 # --- Trainer ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_data():
@@ -164,6 +225,7 @@ def make_trainer(seed=0, **train):
 def test_trainer_takes_its_loss_optimizer_and_schedule_as_objects(tiny_data):
     from minicnn.nn.losses import SoftmaxCrossEntropy
     from minicnn.nn.optim import SGD, StepLR
+
     X, y = tiny_data
     model = training.build_model(SPECS, (1, 8, 8), rng=0)
     optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -176,24 +238,36 @@ def test_trainer_takes_its_loss_optimizer_and_schedule_as_objects(tiny_data):
     assert trainer.evaluate(X, y)[0] == loss.forward(model.predict_logits(X), y)
 
 
-@pytest.mark.parametrize("options, kind, expected", [
-    ({"optimizer": "sgd", "lr": 0.2, "momentum": 0.5, "nesterov": True, "weight_decay": 0.01}, "SGD",
-     {"lr": 0.2, "momentum": 0.5, "nesterov": True, "weight_decay": 0.01}),
-    ({"optimizer": "adam", "lr": 0.002, "betas": (0.8, 0.9)}, "Adam", {"lr": 0.002, "betas": (0.8, 0.9)}),
-    ({"optimizer": "adamw", "weight_decay": 0.1}, "AdamW", {"weight_decay": 0.1}),
-])
+@pytest.mark.parametrize(
+    "options, kind, expected",
+    [
+        (
+            {"optimizer": "sgd", "lr": 0.2, "momentum": 0.5, "nesterov": True, "weight_decay": 0.01},
+            "SGD",
+            {"lr": 0.2, "momentum": 0.5, "nesterov": True, "weight_decay": 0.01},
+        ),
+        ({"optimizer": "adam", "lr": 0.002, "betas": (0.8, 0.9)}, "Adam", {"lr": 0.002, "betas": (0.8, 0.9)}),
+        ({"optimizer": "adamw", "weight_decay": 0.1}, "AdamW", {"weight_decay": 0.1}),
+    ],
+)
 def test_make_optimizer_passes_the_configs_hyperparameters(options, kind, expected):
     optimizer = training.make_optimizer(TrainConfig(**options), [Parameter(np.zeros(3))])
     assert type(optimizer).__name__ == kind
     assert {key: getattr(optimizer, key) for key in expected} == expected
 
 
-@pytest.mark.parametrize("options, kind, expected", [
-    ({"schedule": "constant"}, "ConstantLR", {}),
-    ({"schedule": "step", "step_size": 3, "gamma": 0.5}, "StepLR", {"step_size": 3, "gamma": 0.5}),
-    ({"schedule": "cosine", "epochs": 9, "warmup_epochs": 2, "min_lr_factor": 0.1}, "CosineLR",
-     {"total": 9, "warmup": 2, "min_factor": 0.1}),
-])
+@pytest.mark.parametrize(
+    "options, kind, expected",
+    [
+        ({"schedule": "constant"}, "ConstantLR", {}),
+        ({"schedule": "step", "step_size": 3, "gamma": 0.5}, "StepLR", {"step_size": 3, "gamma": 0.5}),
+        (
+            {"schedule": "cosine", "epochs": 9, "warmup_epochs": 2, "min_lr_factor": 0.1},
+            "CosineLR",
+            {"total": 9, "warmup": 2, "min_factor": 0.1},
+        ),
+    ],
+)
 def test_make_schedule_passes_the_configs_settings(options, kind, expected):
     config = TrainConfig(**options)
     schedule = training.make_schedule(config, training.make_optimizer(config, [Parameter(np.zeros(3))]))
@@ -204,8 +278,11 @@ def test_make_schedule_passes_the_configs_settings(options, kind, expected):
 def test_the_factory_tables_cover_every_config_choice_with_real_arguments():
     from minicnn.train.config import SCHEDULES
     from minicnn.train.trainer import OPTIMIZER_TABLE, SCHEDULE_TABLE
+
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(OPTIMIZER_TABLE) == set(next(f for f in dataclasses.fields(TrainConfig) if f.name == "optimizer").metadata["choices"])
+    assert set(OPTIMIZER_TABLE) == set(
+        next(f for f in dataclasses.fields(TrainConfig) if f.name == "optimizer").metadata["choices"]
+    )
     assert set(SCHEDULE_TABLE) == set(SCHEDULES)
     for cls, arguments in list(OPTIMIZER_TABLE.values()) + list(SCHEDULE_TABLE.values()):
         assert set(arguments) <= set(inspect.signature(cls).parameters), cls
@@ -219,7 +296,15 @@ def test_trainer_learns_and_reports_loss_and_accuracy(tiny_data):
     history = trainer.fit(X, y, X, y, progress=False)
     loss1, acc1 = trainer.evaluate(X, y)
     assert len(history) == 15 and [r["epoch"] for r in history] == list(range(1, 16))
-    assert set(history[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert set(history[0]) == {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "seconds",
+    }
     assert loss1 < loss0 and acc1 > acc0 and acc1 > 0.8
 
 
@@ -230,8 +315,14 @@ def test_fit_restores_the_best_validation_weights(tiny_data, monkeypatch):
     scores = iter([(1.0, 0.5), (0.5, 0.9), (0.45, 0.9), (0.6, 0.9)])
     monkeypatch.setattr(trainer, "evaluate", lambda X_, y_: next(scores))
     snapshots = {}
-    trainer.fit(X, y, X, y, progress=False,
-                on_epoch_end=lambda t, r: snapshots.setdefault(r["epoch"], t.model.state_dict()))
+    trainer.fit(
+        X,
+        y,
+        X,
+        y,
+        progress=False,
+        on_epoch_end=lambda t, r: snapshots.setdefault(r["epoch"], t.model.state_dict()),
+    )
     assert trainer.best_epoch == 3
     assert_same_arrays(trainer.model.state_dict(), snapshots[3])
 
@@ -296,6 +387,7 @@ def test_loading_a_mismatched_checkpoint_is_a_clear_error(tiny_data):
 
 # --- runs -------------------------------------------------------------------------------------------
 
+
 def test_two_runs_with_one_seed_give_identical_weights(tmp_path, monkeypatch):
     cfg = small_config(epochs=2)
     training.run(cfg, tmp_path / "a", quiet=True)
@@ -306,12 +398,14 @@ def test_two_runs_with_one_seed_give_identical_weights(tmp_path, monkeypatch):
     assert (tmp_path / "a" / "model.npz").read_bytes() == (tmp_path / "b" / "model.npz").read_bytes()
     monkeypatch.undo()
     training.run(from_dict({**json.loads(json.dumps(_raw(cfg))), "seed": 8}), tmp_path / "c", quiet=True)
-    assert not np.array_equal(weights(tmp_path / "a" / "model.npz")["0.weight"],
-                              weights(tmp_path / "c" / "model.npz")["0.weight"])
+    assert not np.array_equal(
+        weights(tmp_path / "a" / "model.npz")["0.weight"], weights(tmp_path / "c" / "model.npz")["0.weight"]
+    )
 
 
 def _raw(cfg):
     from minicnn.train.config import to_dict
+
     return to_dict(cfg)
 
 
@@ -342,7 +436,15 @@ def test_run_directory_contents_and_metrics(tmp_path):
     cfg = small_config(epochs=2)
     metrics = training.run(cfg, tmp_path / "r", quiet=True)
     run_dir = tmp_path / "r"
-    for name in ("config.toml", "metrics.json", "metrics.csv", "model.npz", "last.npz", "init.npz", "split.npz"):
+    for name in (
+        "config.toml",
+        "metrics.json",
+        "metrics.csv",
+        "model.npz",
+        "last.npz",
+        "init.npz",
+        "split.npz",
+    ):
         assert (run_dir / name).is_file(), name
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert {"test_accuracy", "test_loss", "train_seconds", "history"} <= set(saved)
@@ -351,6 +453,7 @@ def test_run_directory_contents_and_metrics(tmp_path):
     model = Sequential.load(run_dir / "model.npz")
     assert model.forward(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)
     from minicnn.train.config import load_config
+
     assert load_config(run_dir / "config.toml") == cfg
     assert len(load_npz(run_dir / "split.npz")["test"]) == 360
 
@@ -407,8 +510,9 @@ def test_last_layer_must_match_the_number_of_classes(tmp_path):
 
 
 def test_idx_example_config_trains_on_mnist_format_files(tmp_path):
-    from minicnn.train.config import load_config
     from minicnn.data import write_idx
+    from minicnn.train.config import load_config
+
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 50), ("t10k", 20)):
         labels = (np.arange(n) % 10).astype(np.uint8)
@@ -416,9 +520,15 @@ def test_idx_example_config_trains_on_mnist_format_files(tmp_path):
         images[np.arange(n), 2 * labels + 4, 4:24] = 255  # a horizontal bar whose height is the class
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    overrides = [f"data.{key}={tmp_path}/{name}" for key, name in (
-        ("images", "train-images-idx3-ubyte.gz"), ("labels", "train-labels-idx1-ubyte.gz"),
-        ("test_images", "t10k-images-idx3-ubyte.gz"), ("test_labels", "t10k-labels-idx1-ubyte.gz"))]
+    overrides = [
+        f"data.{key}={tmp_path}/{name}"
+        for key, name in (
+            ("images", "train-images-idx3-ubyte.gz"),
+            ("labels", "train-labels-idx1-ubyte.gz"),
+            ("test_images", "t10k-images-idx3-ubyte.gz"),
+            ("test_labels", "t10k-labels-idx1-ubyte.gz"),
+        )
+    ]
     overrides += ["train.epochs=1", "train.warmup_epochs=0", "data.val_fraction=0.2", "output.figures=false"]
     cfg = load_config(CONFIGS / "idx_example.toml", overrides)
     metrics = training.run(cfg, tmp_path / "r", quiet=True)
@@ -428,6 +538,7 @@ def test_idx_example_config_trains_on_mnist_format_files(tmp_path):
 
 def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler(tmp_path, monkeypatch):
     import signal
+
     before = signal.getsignal(signal.SIGINT)
     steps = []
     step = training.Trainer._step

@@ -15,9 +15,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def small_model(seed=0, padding="same"):
     rng = np.random.default_rng(seed)
-    return Sequential(Conv2D(1, 4, 3, padding=padding, rng=rng), ReLU(), MaxPool2D(2),
-                      Conv2D(4, 6, 3, padding="same", rng=rng), ReLU(), MaxPool2D(2),
-                      Flatten(), Dense(6 * 2 * 2 if padding == "same" else 6, 10, rng=rng))
+    return Sequential(
+        Conv2D(1, 4, 3, padding=padding, rng=rng),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(4, 6, 3, padding="same", rng=rng),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(6 * 2 * 2 if padding == "same" else 6, 10, rng=rng),
+    )
 
 
 @pytest.fixture
@@ -35,13 +42,21 @@ def test_viz_never_imports_pyplot(tmp_path):
     # the object API needs no pyplot; drawing and saving every figure must not import it (so the
     # user's backend is never chosen or changed for them)
     import subprocess
-    code = ("import sys, numpy as np, minicnn.see.plots as viz; from test_viz import small_model; "
-            "rng = np.random.default_rng(0); X = rng.random((12, 1, 8, 8)).astype(np.float32); "
-            "y = rng.integers(0, 10, 12); h = [{'epoch': 1, 'train_loss': 1.0}]; "
-            f"viz.write_run_figures({str(tmp_path)!r}, small_model(), small_model(1), h, X, y); "
-            "print('matplotlib.pyplot' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=str(__import__("pathlib").Path(__file__).parent))
+
+    code = (
+        "import sys, numpy as np, minicnn.see.plots as viz; from test_viz import small_model; "
+        "rng = np.random.default_rng(0); X = rng.random((12, 1, 8, 8)).astype(np.float32); "
+        "y = rng.integers(0, 10, 12); h = [{'epoch': 1, 'train_loss': 1.0}]; "
+        f"viz.write_run_figures({str(tmp_path)!r}, small_model(), small_model(1), h, X, y); "
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=str(__import__("pathlib").Path(__file__).parent),
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -97,8 +112,8 @@ def test_feature_maps_returns_the_layer_output_in_eval_mode(images):
 
 
 def test_receptive_field_grid_places_pooled_and_valid_maps_on_the_input():
-    assert viz.receptive_field_grid(small_model(), 0) == (0.0, 1.0)   # same padding: pixel over pixel
-    assert viz.receptive_field_grid(small_model(), 2) == (0.5, 2.0)   # 2x2 pool: centred between pixels
+    assert viz.receptive_field_grid(small_model(), 0) == (0.0, 1.0)  # same padding: pixel over pixel
+    assert viz.receptive_field_grid(small_model(), 2) == (0.5, 2.0)  # 2x2 pool: centred between pixels
     assert viz.receptive_field_grid(small_model(padding="valid"), 0) == (1.0, 1.0)  # valid 3x3 loses a border
 
 
@@ -116,8 +131,18 @@ def test_plot_feature_maps_default_stages_are_conv_relu_pool(tmp_path, images):
 
 
 def test_plot_history_draws_train_and_validation_and_tolerates_missing_keys(tmp_path):
-    history = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 1 - 1 / (e + 1), "val_loss": 1.2 / e,
-                "val_accuracy": 0.9 - 1 / (e + 2), "lr": 1e-3, "seconds": 0.1} for e in range(1, 6)]
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "train_accuracy": 1 - 1 / (e + 1),
+            "val_loss": 1.2 / e,
+            "val_accuracy": 0.9 - 1 / (e + 2),
+            "lr": 1e-3,
+            "seconds": 0.1,
+        }
+        for e in range(1, 6)
+    ]
     fig = viz.plot_history(history, path=tmp_path / "h.png")
     assert len(fig.axes) == 2
     assert [len(ax.lines) for ax in fig.axes] == [2, 2]
@@ -157,8 +182,9 @@ def test_write_run_figures_writes_all_six(tmp_path, images):
     model, init = small_model(0), small_model(0)
     model.layers[0].weight.data *= 2
     history = [{"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.3}]
-    paths = viz.write_run_figures(tmp_path, model=model, init_model=init, history=history, X_test=X, y_test=y,
-                                  figures=True)
+    paths = viz.write_run_figures(
+        tmp_path, model=model, init_model=init, history=history, X_test=X, y_test=y, figures=True
+    )
     assert sorted(p.split("/")[-1] for p in paths) == sorted(viz.FIGURE_NAMES)
     for name in viz.FIGURE_NAMES:
         assert_png(tmp_path / name)
@@ -176,17 +202,22 @@ def test_write_run_figures_learned_figure_shows_init_learned_and_change(tmp_path
     fig = plot_filters_change(init.layers[0], model.layers[0])
     tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
     n = model.layers[0].out_channels
-    np.testing.assert_allclose(tiles[2 * n].images[0].get_array(),
-                               (model.layers[0].weight.data - init.layers[0].weight.data)[0, 0])
+    np.testing.assert_allclose(
+        tiles[2 * n].images[0].get_array(), (model.layers[0].weight.data - init.layers[0].weight.data)[0, 0]
+    )
     angles = kernel_angles(init.layers[0].weight.data, model.layers[0].weight.data)
-    assert [t.get_xlabel().split("°")[0] for t in tiles[2 * n:]] == [f"{a:.0f}" for a in angles]
+    assert [t.get_xlabel().split("°")[0] for t in tiles[2 * n :]] == [f"{a:.0f}" for a in angles]
     assert angles[0] > 1 and np.allclose(angles[1:], 0, atol=1e-3)
 
 
 def test_feature_maps_after_relu_use_a_scale_from_zero(images):
     model = small_model()
     fig = viz.plot_feature_maps(model, images[0][0])
-    tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>" and ax.get_title().startswith("ch")]
+    tiles = [
+        ax
+        for ax in fig.axes
+        if ax.images and ax.get_label() != "<colorbar>" and ax.get_title().startswith("ch")
+    ]
     conv, relu = tiles[0], tiles[4]  # 4 channels per stage
     assert conv.images[0].get_clim()[0] < 0 < conv.images[0].get_clim()[1]
     assert relu.images[0].get_clim()[0] == 0 and relu.images[0].get_clim()[1] > 0
@@ -195,7 +226,9 @@ def test_feature_maps_after_relu_use_a_scale_from_zero(images):
 
 def test_confusion_matrix_leaves_zero_cells_blank():
     fig = viz.plot_confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]))
-    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in fig.axes[0].texts}
+    texts = {
+        (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in fig.axes[0].texts
+    }
     assert texts == {(0, 0): "1", (0, 1): "1", (1, 1): "1", (2, 2): "1"}
 
 
@@ -227,6 +260,16 @@ def test_history_draws_the_label_smoothing_floor():
 
 def test_write_run_figures_with_figures_false_writes_nothing(tmp_path, images):
     X, y = images
-    assert viz.write_run_figures(tmp_path / "run", model=small_model(), init_model=None, history=[], X_test=X,
-                                 y_test=y, figures=False) == []
+    assert (
+        viz.write_run_figures(
+            tmp_path / "run",
+            model=small_model(),
+            init_model=None,
+            history=[],
+            X_test=X,
+            y_test=y,
+            figures=False,
+        )
+        == []
+    )
     assert not (tmp_path / "run").exists()

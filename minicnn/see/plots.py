@@ -29,8 +29,14 @@ KERNEL_CMAP = "RdBu_r"
 IMAGE_CMAP = "gray_r"
 DPI = 100
 
-FIGURE_NAMES = ("filters_init.png", "filters_learned.png", "feature_maps.png", "history.png", "confusion.png",
-                "mistakes.png")
+FIGURE_NAMES = (
+    "filters_init.png",
+    "filters_learned.png",
+    "feature_maps.png",
+    "history.png",
+    "confusion.png",
+    "mistakes.png",
+)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -117,7 +123,8 @@ def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter"
         rows = -(-n_out // cols)
         axes = fig.subplots(rows, cols, squeeze=False)
         tiles: list[tuple[typing.Any, np.ndarray, str | None]] = [
-            (axes.flat[k], weight[k, 0], f"{row_label} {k}") for k in range(n_out)]
+            (axes.flat[k], weight[k, 0], f"{row_label} {k}") for k in range(n_out)
+        ]
         for ax in axes.flat[n_out:]:
             ax.remove()
     else:
@@ -140,8 +147,14 @@ def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter"
 
 
 # --- kernels ----------------------------------------------------------------------------------------
-def plot_filters(layer_or_weight, in_channel: int | None = None, title: str | None = None,
-                 vmax: float | None = None, annotate: bool = False, path=None) -> Figure:
+def plot_filters(
+    layer_or_weight,
+    in_channel: int | None = None,
+    title: str | None = None,
+    vmax: float | None = None,
+    annotate: bool = False,
+    path=None,
+) -> Figure:
     """A grid of a convolution's kernels on one symmetric colour scale centred on zero.
 
     Parameters
@@ -169,7 +182,7 @@ def plot_filters(layer_or_weight, in_channel: int | None = None, title: str | No
     if in_channel is not None:
         if not 0 <= in_channel < weight.shape[1]:
             raise ValueError(f"plot_filters: in_channel must be in [0, {weight.shape[1]}), got {in_channel}")
-        weight = weight[:, in_channel:in_channel + 1]
+        weight = weight[:, in_channel : in_channel + 1]
     vmax = symmetric_limit(weight) if vmax is None else float(vmax)
     n_out, n_in = weight.shape[:2]
     if n_in == 1:
@@ -201,8 +214,9 @@ def rgb_kernels(weight: np.ndarray, vmax: float) -> np.ndarray:
     return np.clip(0.5 + weight.transpose(0, 2, 3, 1) / (2.0 * vmax), 0.0, 1.0)
 
 
-def plot_rgb_filters(layer_or_weight, title: str | None = None, vmax: float | None = None,
-                     path=None) -> Figure:
+def plot_rgb_filters(
+    layer_or_weight, title: str | None = None, vmax: float | None = None, path=None
+) -> Figure:
     """A first layer's colour kernels (out, 3, kh, kw), one RGB patch per filter (:func:`rgb_kernels`).
 
     ``vmax`` sets the shared scale (default: the largest absolute weight), as in :func:`plot_filters`.
@@ -227,7 +241,9 @@ def plot_rgb_filters(layer_or_weight, title: str | None = None, vmax: float | No
     return save(fig, path)
 
 
-def plot_filters_before_after(init, learned, in_channel: int | None = None, columns: int = 8, path=None) -> Figure:
+def plot_filters_before_after(
+    init, learned, in_channel: int | None = None, columns: int = 8, path=None
+) -> Figure:
     """The kernels at initialization above the learned ones, on ONE colour scale.
 
     init, learned : Conv2D or ndarray of shape (out, in, kh, kw); one input channel, or pick one
@@ -264,7 +280,9 @@ def plot_filters_before_after(init, learned, in_channel: int | None = None, colu
             if col == 0:
                 ax.set_ylabel(label, fontsize=9)
     fig.colorbar(images[-1], ax=drawn, shrink=0.9, aspect=30, label="weight")
-    fig.suptitle("First-layer kernels: at random initialization and learned, on one colour scale", fontsize=11)
+    fig.suptitle(
+        "First-layer kernels: at random initialization and learned, on one colour scale", fontsize=11
+    )
     return save(fig, path)
 
 
@@ -299,7 +317,7 @@ def feature_maps(model, x, layer: int) -> np.ndarray:
     layer = _check_layer(model, layer)
     out = _batch(model, x)
     with model.evaluating():
-        for item in model.layers[:layer + 1]:
+        for item in model.layers[: layer + 1]:
             out = item.forward(out)
     return out
 
@@ -313,7 +331,7 @@ def receptive_field_grid(model, layer: int) -> tuple[float, float]:
     ``start += (d (k - 1) / 2 - p) * jump`` and ``jump *= s``.
     """
     start, jump = 0.0, 1.0
-    for item in model.layers[:_check_layer(model, layer) + 1]:
+    for item in model.layers[: _check_layer(model, layer) + 1]:
         if isinstance(item, Conv2D):
             k, s, d, p = item.kernel_size[0], item.stride[0], item.dilation[0], item.pad_amounts[0][0]
         elif isinstance(item, (MaxPool2D, AvgPool2D)):
@@ -359,8 +377,9 @@ def map_scale(maps: np.ndarray) -> tuple[str, float, float]:
     return KERNEL_CMAP, -vmax, vmax
 
 
-def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns: int = 16, title=None,
-                      path=None) -> Figure:
+def plot_feature_maps(
+    model, image, layer=None, max_channels: int = 64, columns: int = 16, title=None, path=None
+) -> Figure:
     """The input digit and each channel's feature map after chosen layers, aligned with the input.
 
     Parameters
@@ -395,13 +414,15 @@ def plot_feature_maps(model, image, layer=None, max_channels: int = 64, columns:
     axes = fig.subplots(sum(lines), n_cols + 1, squeeze=False)
     first = 0
     for stage, (i, m) in enumerate(zip(stages, maps)):
-        block = axes[first:first + lines[stage]]
+        block = axes[first : first + lines[stage]]
         first += lines[stage]
         show_image(block[0, 0], x[0], title="input" if stage == 0 else None, extent=_extent(x.shape[2:]))
-        block[0, 0].set_ylabel(f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=9)
+        block[0, 0].set_ylabel(
+            f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=9
+        )
         for ax in block[1:, 0]:
             ax.remove()
-        _draw_maps(fig, block[:, 1:].ravel(), m[:shown[stage]], receptive_field_grid(model, i), x[0])
+        _draw_maps(fig, block[:, 1:].ravel(), m[: shown[stage]], receptive_field_grid(model, i), x[0])
     more = "" if all(s == m.shape[0] for s, m in zip(shown, maps)) else f" (first {max_channels} channels)"
     head = f"Feature maps of {title}" if title else "Feature maps"
     fig.suptitle(f"{head}{more}:\neach cell drawn over the input pixels it is centred on", fontsize=11)
@@ -417,8 +438,10 @@ def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[int], list[np.nda
     maps = [feature_maps(model, x, i)[0] for i in stages]
     for i, m in zip(stages, maps):
         if m.ndim != 3:
-            raise ValueError(f"plot_feature_maps: layer {i} ({model.layers[i]!r}) outputs shape {m.shape}, "
-                             "not feature maps (C, H, W)")
+            raise ValueError(
+                f"plot_feature_maps: layer {i} ({model.layers[i]!r}) outputs shape {m.shape}, "
+                "not feature maps (C, H, W)"
+            )
     return x, stages, maps
 
 
@@ -438,19 +461,20 @@ def _draw_maps(fig: Figure, tiles, maps: np.ndarray, grid: tuple[float, float], 
     # a faint outline of the digit over every map shows where each response sits on the input
     outline = image[0].astype(np.float64) if image.shape[0] == 1 and np.ptp(image[0]) > 0 else None
     cmap, vmin, vmax = map_scale(maps)  # from 0 after a ReLU
-    for ax in tiles[len(maps):]:
+    for ax in tiles[len(maps) :]:
         ax.remove()
     artists = []
     for c, (ax, feature_map) in enumerate(zip(tiles, maps)):
         artists.append(ax.imshow(feature_map, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent))
         if outline is not None:
-            ax.contour(outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6,
-                       alpha=0.5)
+            ax.contour(
+                outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6, alpha=0.5
+            )
         ax.set_xlim(input_extent[:2])
         ax.set_ylim(input_extent[2:])
         _bare(ax)
         ax.set_title(f"ch {c}", fontsize=9, pad=2)
-    fig.colorbar(artists[-1], ax=list(tiles[:len(maps)]), shrink=0.85, pad=0.01)
+    fig.colorbar(artists[-1], ax=list(tiles[: len(maps)]), shrink=0.85, pad=0.01)
 
 
 # --- training results ---------------------------------------------------------------------------------
@@ -500,8 +524,9 @@ def plot_history(history, label_smoothing: float = 0.0, n_classes: int = 10, pat
             ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
     floor = smoothing_floor(label_smoothing, n_classes)
     if floor > 0:
-        axes[0].axhline(floor, color="0.4", lw=1, ls=":",
-                        label=f"floor {floor:.2f}: label smoothing {label_smoothing:g}")
+        axes[0].axhline(
+            floor, color="0.4", lw=1, ls=":", label=f"floor {floor:.2f}: label smoothing {label_smoothing:g}"
+        )
         axes[0].legend(fontsize=8)
     axes[0].set_title("Loss" + (" (label smoothing puts a floor under it)" if floor > 0 else ""), fontsize=10)
     axes[1].set_title("Accuracy", fontsize=10)
@@ -526,8 +551,15 @@ def plot_confusion_matrix(y_true, y_pred, labels=None, path=None) -> Figure:
     threshold = matrix.max() / 2 if matrix.size else 0
     for (r, c), count in np.ndenumerate(matrix):
         if count:  # zero cells stay blank, so the mistakes stand out
-            ax.text(c, r, str(count), ha="center", va="center", fontsize=9,
-                    color="white" if count > threshold else "black")
+            ax.text(
+                c,
+                r,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if count > threshold else "black",
+            )
     ax.set_xticks(range(len(labels)), [str(v) for v in labels])
     ax.set_yticks(range(len(labels)), [str(v) for v in labels])
     ax.set_xlabel("predicted label")
@@ -549,8 +581,10 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
     """
     images, y_true, y_pred = np.asarray(images), np.asarray(y_true), np.asarray(y_pred)
     if not len(images) == len(y_true) == len(y_pred):
-        raise ValueError(f"plot_mistakes: got {len(images)} images, {len(y_true)} true labels and "
-                         f"{len(y_pred)} predictions; expected the same number")
+        raise ValueError(
+            f"plot_mistakes: got {len(images)} images, {len(y_true)} true labels and "
+            f"{len(y_pred)} predictions; expected the same number"
+        )
     wrong = np.flatnonzero(y_true != y_pred)
     shown = wrong[:max_images]
     if len(shown) == 0:
@@ -567,7 +601,7 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
     for ax, i in zip(axes.flat, shown):
         sure = "" if probabilities is None else f"\np({y_pred[i]}) = {probabilities[i, y_pred[i]]:.2f}"
         show_image(ax, images[i], title=f"true {y_true[i]}, pred {y_pred[i]}{sure}")
-    for ax in axes.flat[len(shown):]:
+    for ax in axes.flat[len(shown) :]:
         ax.remove()
     shown_note = "" if len(shown) == len(wrong) else f" (showing {len(shown)})"
     fig.suptitle(f"Misclassified: {len(wrong)} of {len(images)}{shown_note}", fontsize=11)
@@ -581,8 +615,16 @@ def _first_conv(model) -> Conv2D:
     return found[0][1]
 
 
-def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None, y_test=None,
-                      figures: bool = True, label_smoothing: float = 0.0) -> list[str]:
+def write_run_figures(
+    run_dir,
+    model,
+    init_model=None,
+    history=None,
+    X_test=None,
+    y_test=None,
+    figures: bool = True,
+    label_smoothing: float = 0.0,
+) -> list[str]:
     """Write a training run's figures into ``run_dir`` and return their paths.
 
     ``filters_init.png`` (the first Conv2D's kernels at initialization) and ``filters_learned.png``
@@ -616,14 +658,17 @@ def write_run_figures(run_dir, model, init_model=None, history=None, X_test=None
 
     initial = None
     if init_model is not None:
-        initial = _first_conv(init_model).weight.data if hasattr(init_model, "layers") else _weights(init_model)
+        initial = (
+            _first_conv(init_model).weight.data if hasattr(init_model, "layers") else _weights(init_model)
+        )
     _write_filter_figures(_first_conv(model).weight.data, initial, target)
     if history is not None:
         n_classes = int(np.shape(model.predict_logits(X_test[:1]))[1]) if X_test is not None else 10
         plot_history(history, label_smoothing, n_classes, path=target("history.png"))
     if X_test is not None and y_test is not None and len(X_test):
-        plot_feature_maps(model, X_test[0], title=f"test image 0 (label {y_test[0]})",
-                          path=target("feature_maps.png"))
+        plot_feature_maps(
+            model, X_test[0], title=f"test image 0 (label {y_test[0]})", path=target("feature_maps.png")
+        )
         probabilities = model.predict_proba(X_test)
         y_pred = probabilities.argmax(axis=1)
         plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
@@ -638,17 +683,45 @@ def _write_filter_figures(learned: np.ndarray, initial: np.ndarray | None, targe
     vmax = symmetric_limit(learned, *([] if initial is None else [initial]))
     in_channel = None if learned.shape[1] in (1, 3) else 0  # grey kernels, or colour patches for RGB input
     if initial is not None:
-        plot_filters(initial, in_channel=in_channel, vmax=vmax, title="First-layer kernels at initialization",
-                     path=target("filters_init.png"))
+        plot_filters(
+            initial,
+            in_channel=in_channel,
+            vmax=vmax,
+            title="First-layer kernels at initialization",
+            path=target("filters_init.png"),
+        )
     if initial is not None:
         from .kernels import plot_filters_change  # initial, learned, change, angle under each kernel
+
         plot_filters_change(initial, learned, in_channel=in_channel, path=target("filters_learned.png"))
     else:
-        plot_filters(learned, in_channel=in_channel, vmax=vmax, title="First-layer kernels after training",
-                     path=target("filters_learned.png"))
+        plot_filters(
+            learned,
+            in_channel=in_channel,
+            vmax=vmax,
+            title="First-layer kernels after training",
+            path=target("filters_learned.png"),
+        )
 
 
-__all__ = ["plot_filters", "plot_rgb_filters", "rgb_kernels", "rgb_for_display", "plot_filters_before_after",
-           "feature_maps", "plot_feature_maps", "plot_history",
-           "plot_confusion_matrix", "plot_mistakes", "write_run_figures", "receptive_field_grid",
-           "default_stages", "conv_layers", "new_figure", "save", "show_image", "symmetric_limit", "FIGURE_NAMES"]
+__all__ = [
+    "plot_filters",
+    "plot_rgb_filters",
+    "rgb_kernels",
+    "rgb_for_display",
+    "plot_filters_before_after",
+    "feature_maps",
+    "plot_feature_maps",
+    "plot_history",
+    "plot_confusion_matrix",
+    "plot_mistakes",
+    "write_run_figures",
+    "receptive_field_grid",
+    "default_stages",
+    "conv_layers",
+    "new_figure",
+    "save",
+    "show_image",
+    "symmetric_limit",
+    "FIGURE_NAMES",
+]

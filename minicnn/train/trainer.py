@@ -34,7 +34,10 @@ class DivergedError(FloatingPointError):
 
 #: ``train.optimizer`` -> (class, {constructor argument: [train] key}).
 OPTIMIZER_TABLE: dict[str, tuple[type[Optimizer], dict[str, str]]] = {
-    "sgd": (SGD, {"lr": "lr", "momentum": "momentum", "nesterov": "nesterov", "weight_decay": "weight_decay"}),
+    "sgd": (
+        SGD,
+        {"lr": "lr", "momentum": "momentum", "nesterov": "nesterov", "weight_decay": "weight_decay"},
+    ),
     "adam": (Adam, {"lr": "lr", "betas": "betas", "weight_decay": "weight_decay"}),
     "adamw": (AdamW, {"lr": "lr", "betas": "betas", "weight_decay": "weight_decay"}),
 }
@@ -75,6 +78,7 @@ def _from_json_array(array) -> Any:
 # The Trainer
 # ----------------------------------------------------------------------------------------------
 
+
 class Trainer:
     """Trains a classifier: the one training loop every entry point uses.
 
@@ -114,9 +118,20 @@ class Trainer:
         The epoch whose weights :meth:`fit` restores (best validation accuracy, ties to lower loss).
     """
 
-    def __init__(self, model: Sequential, loss: Loss, optimizer: Optimizer, schedule: LRSchedule, rng, *,
-                 epochs: int, batch_size: int, augment: AugmentConfig | None = None,
-                 clip_grad_norm: float = 0.0, patience: int = 0):
+    def __init__(
+        self,
+        model: Sequential,
+        loss: Loss,
+        optimizer: Optimizer,
+        schedule: LRSchedule,
+        rng,
+        *,
+        epochs: int,
+        batch_size: int,
+        augment: AugmentConfig | None = None,
+        clip_grad_norm: float = 0.0,
+        patience: int = 0,
+    ):
         self.model, self.loss, self.optimizer, self.schedule = model, loss, optimizer, schedule
         self.rng = as_generator(rng)
         self.epochs, self.batch_size = int(epochs), int(batch_size)
@@ -131,14 +146,24 @@ class Trainer:
         self.stopped_early = False
 
     @classmethod
-    def from_config(cls, model: Sequential, config: TrainConfig, rng,
-                    augment: AugmentConfig | None = None) -> "Trainer":
+    def from_config(
+        cls, model: Sequential, config: TrainConfig, rng, augment: AugmentConfig | None = None
+    ) -> Trainer:
         """The Trainer a ``[train]`` config describes: softmax cross-entropy with its label smoothing,
         :func:`make_optimizer`, :func:`make_schedule`, and its epochs, batch size, clipping and patience."""
         optimizer = make_optimizer(config, model.parameters())
-        return cls(model, SoftmaxCrossEntropy(label_smoothing=config.label_smoothing), optimizer,
-                   make_schedule(config, optimizer), rng, epochs=config.epochs, batch_size=config.batch_size,
-                   augment=augment, clip_grad_norm=config.clip_grad_norm, patience=config.patience)
+        return cls(
+            model,
+            SoftmaxCrossEntropy(label_smoothing=config.label_smoothing),
+            optimizer,
+            make_schedule(config, optimizer),
+            rng,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            augment=augment,
+            clip_grad_norm=config.clip_grad_norm,
+            patience=config.patience,
+        )
 
     # --- one epoch -------------------------------------------------------------------------------
     def train_epoch(self, X: np.ndarray, y: np.ndarray, on_batch=None) -> tuple[float, float]:
@@ -180,16 +205,22 @@ class Trainer:
         return loss, int((logits.argmax(axis=1) == yb).sum())
 
     def _diverged(self, what: str, batch: int):
-        raise DivergedError(f"{what} in epoch {self.epoch + 1}, batch {batch + 1} (lr {self.optimizer.lr:.3g}); "
-                            "lower train.lr or set train.clip_grad_norm")
+        raise DivergedError(
+            f"{what} in epoch {self.epoch + 1}, batch {batch + 1} (lr {self.optimizer.lr:.3g}); "
+            "lower train.lr or set train.clip_grad_norm"
+        )
 
     def logits(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Model outputs in eval mode, (N, K), computed in batches. ``X`` may also be uint8-backed
         :class:`minicnn.data.Images`, converted to floats one batch at a time."""
         if isinstance(X, np.ndarray):
             return self.model.predict_logits(X, batch_size)
-        return np.concatenate([self.model.predict_logits(X[i:i + batch_size], batch_size)
-                               for i in range(0, len(X), batch_size)])
+        return np.concatenate(
+            [
+                self.model.predict_logits(X[i : i + batch_size], batch_size)
+                for i in range(0, len(X), batch_size)
+            ]
+        )
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 256) -> tuple[float, float]:
         """Mean loss (the training loss, label smoothing included, so the two compare) and accuracy on
@@ -201,8 +232,16 @@ class Trainer:
         return loss, float((logits.argmax(axis=1) == y).mean())
 
     # --- the loop --------------------------------------------------------------------------------
-    def fit(self, X_train, y_train, X_val=None, y_val=None, progress: bool = True, on_epoch_end=None,
-            on_batch=None):
+    def fit(
+        self,
+        X_train,
+        y_train,
+        X_val=None,
+        y_val=None,
+        progress: bool = True,
+        on_epoch_end=None,
+        on_batch=None,
+    ):
         """Train until ``epochs`` (counting epochs done before a resume) or early stopping.
 
         After each epoch, ``on_epoch_end(trainer, record)`` is called (checkpoints go there), then
@@ -220,9 +259,15 @@ class Trainer:
             val_loss, val_acc = self.evaluate(X_val, y_val) if has_val else (None, None)
             self.schedule.step()
             self.epoch += 1
-            record = {"epoch": self.epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
-                      "seconds": time.perf_counter() - start}
+            record = {
+                "epoch": self.epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": lr,
+                "seconds": time.perf_counter() - start,
+            }
             self.history.append(record)
             self._track_best(record, has_val)
             if on_epoch_end is not None:
@@ -295,8 +340,10 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned (for a model and config built the same way)."""
+
         def part(prefix):
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
         try:
             self.model.load_state_dict(part("model/"))
             self.optimizer.load_state_dict(part("optim/"))
@@ -322,6 +369,7 @@ class _Bar:
 
     def __init__(self, total: int, desc: str):
         from tqdm.auto import tqdm
+
         self._bar = tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
         self._sum, self._count = 0.0, 0
 
@@ -340,7 +388,10 @@ def _fmt(value, spec: str) -> str:
 
 def _print_epoch(record: dict, epochs: int, improved: bool) -> None:
     width = len(str(epochs))
-    print(f"epoch {record['epoch']:>{width}}/{epochs}  train loss {record['train_loss']:.4f} "
-          f"acc {record['train_accuracy']:.4f}  val loss {_fmt(record['val_loss'], '.4f')} "
-          f"acc {_fmt(record['val_accuracy'], '.4f')}  lr {record['lr']:.2e}  "
-          f"{record['seconds']:.2f}s{'  *' if improved else ''}", flush=True)
+    print(
+        f"epoch {record['epoch']:>{width}}/{epochs}  train loss {record['train_loss']:.4f} "
+        f"acc {record['train_accuracy']:.4f}  val loss {_fmt(record['val_loss'], '.4f')} "
+        f"acc {_fmt(record['val_accuracy'], '.4f')}  lr {record['lr']:.2e}  "
+        f"{record['seconds']:.2f}s{'  *' if improved else ''}",
+        flush=True,
+    )
