@@ -67,6 +67,16 @@ def first_conv_index(model) -> int:
     raise ValueError("the model has no Conv2D layer")
 
 
+def conv_weights(model, layer: int) -> np.ndarray:
+    """The kernels of ``model.layers[layer]``, which must be a Conv2D: (out, in, kh, kw)."""
+    from ..nn.layers import Conv2D
+
+    conv = model.layers[layer]
+    if not isinstance(conv, Conv2D):
+        raise ValueError(f"layer {layer} is a {type(conv).__name__}, not a Conv2D")
+    return conv.weight.data
+
+
 def run_kernel_change(run_dir) -> dict:
     """Angles and norm ratios of a run directory's plotted layer: ``init.npz`` against ``model.npz``.
 
@@ -76,7 +86,7 @@ def run_kernel_change(run_dir) -> dict:
 
     initial, learned = (Sequential.load(os.path.join(run_dir, name)) for name in ("init.npz", "model.npz"))
     layer = first_conv_index(learned)
-    a, b = initial.layers[layer].weight.data, learned.layers[layer].weight.data
+    a, b = conv_weights(initial, layer), conv_weights(learned, layer)
     return {"layer": layer, "angles": kernel_angles(a, b), "norm_ratios": norm_ratios(a, b)}
 
 
@@ -110,7 +120,7 @@ class KernelHistory:
             self._epochs, self._kernels = list(saved["epochs"][keep]), list(saved["kernels"][keep])
         if not self._epochs:
             initial = Sequential.load(os.path.join(self.run_dir, "init.npz"))
-            self._epochs, self._kernels = [0], [initial.layers[layer].weight.data.astype(np.float32)]
+            self._epochs, self._kernels = [0], [conv_weights(initial, layer).astype(np.float32)]
         self.layer = layer
 
     def __call__(self, trainer, record: dict) -> None:

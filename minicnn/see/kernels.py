@@ -15,6 +15,7 @@ The angles come from :mod:`minicnn.see.change`; the snapshots from the ``kernels
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ..nn.functional import pad2d
 from ..nn.layers import Conv2D
@@ -43,7 +44,7 @@ def _slice(weight: np.ndarray, in_channel: int | None) -> tuple[np.ndarray, int]
 
 def plot_filters_change(
     initial, learned, in_channel: int | None = None, title: str | None = None, path=None
-) -> Figure:  # noqa: F821
+) -> Figure:
     """Initial, learned and learned-minus-initial kernels, the angle and norm ratio under each.
 
     Parameters
@@ -111,7 +112,7 @@ def _history_rows(epochs: np.ndarray, max_rows: int) -> np.ndarray:
 
 def plot_filters_evolution(
     history: dict, in_channel: int | None = None, max_rows: int = 11, path=None
-) -> Figure:  # noqa: F821
+) -> Figure:
     """The plotted layer's kernels after each epoch: epochs down, kernels across, each at unit norm.
 
     Parameters
@@ -218,7 +219,7 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     return {"patches": patches, "activations": np.take_along_axis(best.T, images, axis=1), "images": images}
 
 
-def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None) -> Figure:  # noqa: F821
+def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None) -> Figure:
     """Per kernel (one row): the kernel, its ``count`` most exciting training patches, and their mean.
 
     X : ndarray of shape (N, 1, H, W), the images the patches are cut from (the training split).

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ..nn.functional import softmax
 from .plots import (
@@ -79,7 +80,7 @@ def occlusion(model, image: np.ndarray, blank, size: int = 2, target: int | None
     return (probability[0, target] - probability[1:, target]).reshape(h - size + 1, w - size + 1)
 
 
-def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, path=None) -> Figure:  # noqa: F821
+def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, path=None) -> Figure:
     """A few test digits (columns): the image, its saliency and its occlusion map (rows).
 
     The saliency row shows the signed gradient (red: more ink there raises the predicted class's
@@ -136,7 +137,7 @@ def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int) -> tuple[np
 
 def plot_class_mean_maps(
     model, X: np.ndarray, y: np.ndarray, layer: int, max_channels: int = 8, path=None
-) -> Figure:  # noqa: F821
+) -> Figure:
     """Per class (rows), the mean feature map of each channel (columns) after ``model.layers[layer]``.
 
     A layer with more than ``max_channels`` channels shows those whose class means differ most
@@ -165,7 +166,8 @@ def plot_class_mean_maps(
             _bare(axes[r, k + 1])
             if r == 0:
                 axes[r, k + 1].set_title(f"ch {channel}", fontsize=LABEL_SIZE)
-    fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="mean activation")
+    if image is not None:
+        fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="mean activation")
     name = type(model.layers[layer]).__name__
     fig.suptitle(
         f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})",
