@@ -1,6 +1,7 @@
 """Command: ``python train.py`` (or ``minicnn-train``): train from a config, then draw the figures.
 
-Exit codes: 0 done; 2 bad config, missing file or bad data (one line on stderr); 3 the loss
+Exit codes: 0 done; 2 bad config, bad data, a file that cannot be read or written, a run directory
+in use, or a size above the memory budget (one line on stderr); 3 the loss
 diverged (NaN or inf); 130 interrupted with Ctrl-C (the checkpoint of the last completed epoch is
 kept and can be resumed).
 """
@@ -13,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from .data import DataError
-from .train.config import ConfigError, load_config
+from . import io
+from .errors import one_line_errors
+from .train.config import load_config
 
 #: The default config, shipped inside the package (an installed minicnn has no configs/ folder); a test
 #: keeps it identical to the documented configs/digits.toml.
@@ -30,11 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", metavar="KEY.PATH=VALUE", action="append", default=[], dest="overrides",
                         help="override one config value, typed as its field (repeatable), e.g. train.lr=0.01")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<name>-<time>)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR with its config.toml")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --out name a folder that is not empty; a previous run's files there are "
+                             "replaced, other files kept")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue RUN_DIR with its config.toml (only more epochs, output options, "
+                             "threads and the memory budget may change)")
     parser.add_argument("--seed", type=int, metavar="N", help="training seed (same as --set seed=N)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="threads of NumPy's matrix products (same as --set train.threads=N; "
                              "default 0: automatic, the cores other processes leave free)")
+    parser.add_argument("--memory-budget", type=int, metavar="MiB",
+                        help="largest model + one batch, or data file, in MiB (same as --set "
+                             "train.memory_budget_mib=N; default: half the machine's memory)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors (results: run dir)")
     return parser
 
@@ -46,11 +56,6 @@ def default_run_dir(output_dir: str, config_path) -> Path:
     while candidate.exists():
         candidate, n = Path(f"{base}-{n}"), n + 1
     return candidate
-
-
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
 
 
 def _figure_writer(figures, quiet: bool, label_smoothing: float = 0.0):
@@ -107,33 +112,42 @@ def _each(*hooks):
     return on_epoch_end
 
 
+def _overrides(args) -> list[str]:
+    """The ``--set`` assignments, with the options that stand for one (``--seed N``: ``seed=N``)."""
+    shortcuts = {"seed": args.seed, "train.threads": args.threads,
+                 "train.memory_budget_mib": args.memory_budget}
+    return list(args.overrides) + [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
+
+
+def _config_and_run_dir(args, overrides):
+    """The config and the run directory the arguments name (a resumed run's own)."""
+    if not args.resume:
+        config_path = args.config or DEFAULT_CONFIG
+        cfg = load_config(config_path, overrides)
+        return cfg, Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
+    if args.config or args.out or args.overwrite:
+        raise ValueError("--resume RUN_DIR uses RUN_DIR's config.toml and writes into RUN_DIR; "
+                         "leave out --config and --out (and --overwrite)")
+    run_dir = Path(args.resume)
+    if not (run_dir / "last.npz").is_file():
+        raise ValueError(f"cannot resume: {io.show_path(run_dir / 'last.npz')} does not exist")
+    return load_config(run_dir / "config.toml", overrides), run_dir
+
+
+@one_line_errors
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
     args = build_parser().parse_args(argv)
-    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    overrides += [f"train.threads={args.threads}"] if args.threads is not None else []
     try:
         from . import train as training  # imported here so --help answers at once
-        if args.resume:
-            if args.config or args.out:
-                return _error("--resume RUN_DIR uses RUN_DIR's config.toml and writes into RUN_DIR; "
-                              "leave out --config and --out")
-            run_dir = Path(args.resume)
-            if not (run_dir / "last.npz").is_file():
-                return _error(f"cannot resume: {run_dir / 'last.npz'} does not exist")
-            cfg = load_config(run_dir / "config.toml", overrides)
-        else:
-            config_path = args.config or DEFAULT_CONFIG
-            cfg = load_config(config_path, overrides)
-            run_dir = Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
+        cfg, run_dir = _config_and_run_dir(args, _overrides(args))
+        io.set_memory_budget(cfg.train.memory_budget_mib * 2**20 or None)
         figures = (_figure_writer(cfg.output.figures, args.quiet, cfg.train.label_smoothing)
                    if cfg.output.figures else None)
         from .see.change import KernelHistory  # NumPy only: the plotted kernels after each epoch
         with blas_threads(cfg.train.threads, args.quiet) as governor:
             training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, finish=figures,
-                         on_epoch_end=_each(KernelHistory(run_dir), governor))
-    except (ConfigError, DataError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
-        return _error(str(exc))
+                         on_epoch_end=_each(KernelHistory(run_dir), governor), overwrite=args.overwrite)
     except training.DivergedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED

@@ -203,8 +203,13 @@ class TrainConfig(_Section):
     patience: int = _spec(0, lo=0, doc="stop after this many epochs without a better validation score; 0 = never")
     threads: int = _spec(0, lo=0, hi=4096, doc="threads of NumPy's matrix products; 0 = automatic: the cores "
                          "that other processes leave free, rechecked after every epoch")
+    memory_budget_mib: int = _spec(0, lo=0, hi=2**40, doc="largest model + one batch's activations, or data "
+                                   "file, in MiB; 0 = half the machine's memory")
 
     def _check(self):
+        if self.nesterov and self.optimizer != "sgd":
+            raise ConfigError(f"train.nesterov = true: only for train.optimizer = \"sgd\", "
+                              f"not {self.optimizer!r}")
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("train.nesterov = true: needs train.momentum > 0")
         if self.schedule == "cosine" and self.warmup_epochs >= self.epochs:

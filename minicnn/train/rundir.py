@@ -10,7 +10,10 @@
 ``metrics.json``   the test results and the history; ``metrics.csv``: the history as a table
 =================  ===========================================================================
 
-The ``train.py`` command also draws its figures here. Every write is atomic (:mod:`minicnn.io`).
+The ``train.py`` command also draws its figures here (:data:`FIGURES`). Every write is atomic
+(:mod:`minicnn.io`). A new run refuses a folder that is not empty, unless told to overwrite, and then
+removes only the files listed in :attr:`RunDir.FILES`; the ``.tmp-*`` files a killed write left
+behind are removed at every start.
 """
 
 from __future__ import annotations
@@ -18,15 +21,52 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
-from ..io import load_npz, save_npz_atomic, write_text_atomic
+import numpy as np
+
+from ..io import (
+    FileFormatError,
+    load_npz,
+    remove_stale_temporaries,
+    save_npz_atomic,
+    show_path,
+    write_text_atomic,
+)
 from ..nn.model import Sequential
-from .config import Config, to_toml
+from .config import Config, load_config, to_dict, to_toml
 from .trainer import Trainer
 
 #: The columns of ``metrics.csv``: one row per epoch.
 METRICS_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+#: The figures the ``train.py`` command draws into a run directory (minicnn.see.plots.write_run_figures).
+FIGURES = ("filters_init.png", "filters_learned.png", "feature_maps.png", "history.png", "confusion.png",
+           "mistakes.png")
+
+
+#: The settings a resumed run may change: none changes what was learned so far (``train.epochs`` not
+#: below the epochs the checkpoint holds).
+RESUME_MAY_CHANGE = ("train.epochs", "train.threads", "train.memory_budget_mib", "output.dir",
+                     "output.figures")
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used: not empty for a new run, not a folder, or not a run to resume."""
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``; list items as ``key[i]``."""
+    if isinstance(tree, dict):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in tree.items()]
+    elif isinstance(tree, list) and any(isinstance(v, dict) for v in tree):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(tree)]
+    else:
+        return {prefix: tree}
+    flat = {}
+    for key, value in items:
+        flat.update(_flatten(value, key))
+    return flat
 
 
 class _File:
@@ -71,11 +111,44 @@ class RunDir:
     metrics_json = _File("metrics.json")
     metrics_csv = _File("metrics.csv")
 
+    #: Every file a run writes: all that ``overwrite=True`` may remove.
+    FILES = ("config.toml", "split.npz", "init.npz", "last.npz", "model.npz", "metrics.json", "metrics.csv",
+             *FIGURES)
+
+    # --- claiming the folder ---------------------------------------------------------------------
+    def check_new(self, overwrite: bool = False) -> None:
+        """Refuse, before anything is written, a path that is not a folder, or a folder that holds
+        anything (but stale temporaries) unless ``overwrite``. Raises :class:`RunDirError`."""
+        shown = show_path(self.path)
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"run directory {shown} exists and is not a folder; choose another --out")
+        if not self.path.is_dir():
+            return
+        remove_stale_temporaries(self.path)
+        entries = sorted(os.listdir(self.path))
+        if entries and not overwrite:
+            raise RunDirError(f"run directory {shown} exists and is not empty ({len(entries)} entries, "
+                              f"e.g. {entries[0]!r}); choose another --out, or --overwrite to replace a "
+                              "run's files (other files are kept)")
+
+    def clear(self) -> list[str]:
+        """Remove the files a run writes (:attr:`FILES`; links themselves, never their targets) and
+        stale temporaries; every other file stays. Returns the names removed."""
+        removed = remove_stale_temporaries(self.path)
+        for name in self.FILES:
+            path = self.path / name
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+                removed.append(name)
+        return removed
+
     # --- writing ---------------------------------------------------------------------------------
     def start(self, cfg: Config, dataset, trainer: Trainer) -> None:
-        """A fresh run: create the folder, write the config, the split, the initial weights and the
-        epoch-0 checkpoint. ``dataset`` is the :class:`minicnn.data.Dataset` the run trains on."""
+        """A fresh run: create the folder, clear a previous run's files (:meth:`clear`), write the config,
+        the split, the initial weights and the epoch-0 checkpoint. ``dataset`` is the
+        :class:`minicnn.data.Dataset` the run trains on."""
         self.path.mkdir(parents=True, exist_ok=True)
+        self.clear()
         self.write_config(cfg)
         save_npz_atomic(self.split, {**dataset.indices, "mean": dataset.mean, "std": dataset.std})
         trainer.model.save(self.init)
@@ -90,12 +163,48 @@ class RunDir:
         self.checkpoint_epoch = trainer.epoch
 
     def load_checkpoint(self, trainer: Trainer) -> None:
-        """Restore ``trainer`` from ``last.npz``; ValueError naming the file if it does not fit."""
+        """Restore ``trainer`` from ``last.npz``; :class:`FileFormatError` naming the file if it does not
+        fit: another model, a negative epoch, a history of the wrong type or length."""
         try:
             trainer.load_state_dict(load_npz(self.checkpoint))
-        except ValueError as exc:
-            raise ValueError(f"cannot resume from {self.checkpoint}: {exc}") from None
-        self.checkpoint_epoch = trainer.epoch
+        except (ValueError, RecursionError) as exc:
+            reason = "JSON nested too deep" if isinstance(exc, RecursionError) else exc
+            raise FileFormatError(f"cannot resume from {show_path(self.checkpoint)}: {reason}") from None
+        history, epoch, best = trainer.history, trainer.epoch, trainer.best_epoch
+        if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+            raise FileFormatError(f"cannot resume from {show_path(self.checkpoint)}: its history is a "
+                                  f"{type(history).__name__}, expected a list of one record per epoch")
+        if epoch < 0 or epoch != len(history) or not 0 <= best <= epoch:
+            raise FileFormatError(f"cannot resume from {show_path(self.checkpoint)}: epoch {epoch}, best "
+                                  f"epoch {best} and {len(history)} history records do not agree")
+        self.checkpoint_epoch = epoch
+
+    def check_resume(self, cfg: Config) -> None:
+        """Refuse to resume with a config that differs from the run's ``config.toml`` in a setting that
+        would change what was learned so far (anything but :data:`RESUME_MAY_CHANGE`). Raises
+        :class:`RunDirError` naming the first such key."""
+        old, new = _flatten(to_dict(load_config(self.config))), _flatten(to_dict(cfg))
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key) and key not in RESUME_MAY_CHANGE:
+                raise RunDirError(f"--resume {show_path(self.path)}: {key} = {new.get(key)!r} differs from "
+                                  f"the run's {old.get(key)!r}; a resumed run may change only "
+                                  f"{', '.join(RESUME_MAY_CHANGE)}")
+
+    def check_epochs(self, cfg: Config) -> None:
+        """Refuse to resume with fewer epochs than the checkpoint holds (after :meth:`load_checkpoint`)."""
+        if cfg.train.epochs < self.checkpoint_epoch:
+            raise RunDirError(f"--resume {show_path(self.path)}: train.epochs = {cfg.train.epochs} is fewer "
+                              f"than the {self.checkpoint_epoch} epochs the run has trained")
+
+    def check_split(self, dataset) -> None:
+        """Refuse to resume when the data no longer give the split and standardization in ``split.npz``."""
+        saved = load_npz(self.split)
+        current = {**dataset.indices, "mean": dataset.mean, "std": dataset.std}
+        for key in sorted(saved.keys() | current.keys()):
+            if key not in saved or key not in current or not np.array_equal(saved[key], current[key]):
+                raise RunDirError(f"--resume {show_path(self.path)}: the data give another {key!r} than "
+                                  f"{show_path(self.split)}; the data or the split changed since the run "
+                                  "began")
 
     def save_model(self, model: Sequential) -> None:
         model.save(self.model)

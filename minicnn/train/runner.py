@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as data_mod
+from ..io import remove_stale_temporaries
 from ..nn.layers import Dense
 from ..nn.model import Sequential
 from .build import build_model
@@ -73,12 +74,14 @@ def _say(quiet: bool, text: str) -> None:
 
 
 def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoch_end=None,
-        finish=None) -> dict:
+        finish=None, overwrite: bool = False) -> dict:
     """Train the model a config describes, writing everything into ``run_dir`` (a :class:`RunDir`).
 
     ``finish(run_dir, model, history, dataset)``, when given, runs after the test evaluation (the
     ``train.py`` command draws the figures there; training itself never imports plotting).
-    With ``resume=True`` training continues from ``run_dir / 'last.npz'``. ``on_epoch_end(trainer,
+    A new run refuses a ``run_dir`` that is not empty unless ``overwrite`` (then only a run's own files
+    are removed). With ``resume=True`` training continues from ``run_dir / 'last.npz'``, only when the
+    config and the split match the run's own (:meth:`RunDir.check_resume`). ``on_epoch_end(trainer,
     record)`` runs after each epoch's checkpoint is written. Returns the metrics dict (as in
     ``metrics.json``).
 
@@ -88,11 +91,18 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
     """
     started = time.perf_counter()
     run_dir = RunDir(run_dir)
+    if resume:
+        remove_stale_temporaries(run_dir.path)
+        run_dir.check_resume(cfg)
+    else:
+        run_dir.check_new(overwrite)
     dataset, model, trainer = prepare(cfg)
     if resume:
+        run_dir.check_split(dataset)
         run_dir.load_checkpoint(trainer)
+        run_dir.check_epochs(cfg)
         _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
-        run_dir.write_config(cfg)  # with any --set changes, e.g. more epochs
+        run_dir.write_config(cfg)  # with the changes check_resume allows, e.g. more epochs
     else:
         run_dir.start(cfg, dataset, trainer)
         _say(quiet, f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
