@@ -5,7 +5,9 @@ Commands run in-process (``main(argv)``) with a one-epoch model and no figures, 
 well under a second of training.
 """
 
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -125,3 +127,70 @@ def test_case2_a_checkpoint_with_a_bad_epoch_or_history_is_refused(run_copy, cap
     save_npz_atomic(run_copy / "last.npz", state)
     line = one_line_exit_2(capsys, resume(run_copy, "train.epochs=3"))
     assert "last.npz" in line
+
+
+# --- case 3: temporary files never follow links ----------------------------------------------------
+
+def test_case3_a_planted_temporary_link_is_removed_and_its_target_kept(tmp_path):
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    run = tmp_path / "D"
+    run.mkdir()
+    (run / ".tmp-metrics.json").symlink_to(outside)
+    assert train_main(QUICK + ["--out", str(run)]) == 0
+    assert outside.read_text() == "keep me" and not (run / ".tmp-metrics.json").is_symlink()
+    assert not [p for p in os.listdir(run) if p.startswith(".tmp-")]
+
+
+# --- case 4: operating-system errors are one line, exit 2 -------------------------------------------
+
+def test_case4_out_under_a_file_and_a_name_too_long(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert "f/sub" in one_line_exit_2(capsys, train_main(QUICK + ["--out", str(tmp_path / "f" / "sub")]))
+    line = one_line_exit_2(capsys, train_main(QUICK + ["--out", str(tmp_path / ("a" * 300))]))
+    assert "too long" in line
+
+
+def test_case4_unreadable_config_is_one_line(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "c.toml"
+    shutil.copy(FAST, config)
+
+    def refuse(*args, **kwargs):   # the tests run as root, where chmod 000 still reads
+        raise PermissionError(errno.EACCES, "Permission denied", str(config))
+    monkeypatch.setattr("minicnn.train.config.tomllib.load", refuse)
+    line = one_line_exit_2(capsys, train_main(["--config", str(config), "--out", str(tmp_path / "r")]))
+    assert line == f"error: {config}: Permission denied"
+
+
+@pytest.mark.parametrize("failure", [errno.ENOSPC, errno.EACCES])
+def test_case4_a_full_disk_or_unwritable_folder_is_one_line_and_keeps_no_temporary(tmp_path, capsys,
+                                                                                  monkeypatch, failure):
+    def fail(fd):
+        raise OSError(failure, os.strerror(failure))
+    monkeypatch.setattr("minicnn.io.os.fsync", fail)
+    line = one_line_exit_2(capsys, train_main(QUICK + ["--out", str(tmp_path / "r")]))
+    assert os.strerror(failure) in line
+    assert not [p for p in os.listdir(tmp_path / "r") if p.startswith(".tmp-")]
+
+
+def test_case4_a_config_that_is_a_folder_is_one_line(tmp_path, capsys):
+    assert "is a folder" in one_line_exit_2(capsys, train_main(["--config", str(tmp_path)]))
+
+
+def test_case4_inspect_out_on_a_file_and_config_a_folder(finished_run, tmp_path, capsys):
+    from minicnn.see.inspect import main as inspect_main
+    (tmp_path / "f").write_text("x")
+    assert str(tmp_path / "f") in one_line_exit_2(capsys, inspect_main([str(finished_run), "--out",
+                                                                        str(tmp_path / "f")]))
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    (run / "config.toml").unlink()
+    (run / "config.toml").mkdir()
+    assert "config.toml is not a file" in one_line_exit_2(capsys, inspect_main([str(run)]))
+
+
+def test_case4_gallery_and_explore_report_os_errors_in_one_line(tmp_path, capsys):
+    from minicnn.see.explore import main as explore_main
+    from minicnn.see.gallery import main as gallery_main
+    (tmp_path / "f").write_text("x")
+    assert str(tmp_path / "f") in one_line_exit_2(capsys, gallery_main(["--out", str(tmp_path / "f")]))
+    assert "error:" in one_line_exit_2(capsys, explore_main([str(tmp_path / "nope")]))

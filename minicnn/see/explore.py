@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import one_line_errors
 from ..io import load_npz, write_text_atomic
 from ..nn.layers import Conv2D, Layer
 from ..nn.model import Sequential
@@ -137,7 +138,7 @@ def _standardization(run_dir: Path, channels: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _source(run_dir: Path) -> str:
-    if not (run_dir / "config.toml").is_file():
+    if not (run_dir / "config.toml").exists():
         return "digits"
     from ..train.config import load_config
 
@@ -332,6 +333,7 @@ def serve(path: Path, port: int = 0, stream=None) -> None:
             pass
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m minicnn.explore",
@@ -348,11 +350,7 @@ def main(argv=None) -> int:
     if not 0 <= args.port <= 65535:
         print(f"error: --port {args.port}: expected a port number from 0 to 65535", file=sys.stderr)
         return 2
-    try:
-        path = write_page(args.run_dir, args.out)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = write_page(args.run_dir, args.out)
     print(f"wrote {path}")
     if args.serve:
         try:

@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from ..errors import one_line_errors
 from . import filters as kernels
 from .plots import IMAGE_CMAP, KERNEL_CMAP, new_figure, save, symmetric_limit
 
@@ -138,6 +139,7 @@ def plot_gallery(digit: np.ndarray | None = None, photo: np.ndarray | None = Non
     return save(fig, path)
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minicnn.gallery", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=".", help="folder for gallery.png (default: current folder)")

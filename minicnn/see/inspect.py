@@ -24,6 +24,8 @@ from typing import cast
 
 import numpy as np
 
+from ..errors import one_line_errors
+from ..io import show_path
 from ..nn.layers import Conv2D
 from ..nn.model import Sequential
 from .change import kernel_angles, load_kernel_history, norm_ratios
@@ -39,6 +41,8 @@ def load_test_split(run_dir) -> tuple[np.ndarray, np.ndarray]:
     from ..data import load_dataset
 
     config_path = os.path.join(run_dir, "config.toml")
+    if os.path.lexists(config_path) and not os.path.isfile(config_path):
+        raise ValueError(f"{show_path(config_path)} is not a file; the run's test split cannot be rebuilt")
     if os.path.isfile(config_path):
         from ..train.config import load_config
 
@@ -194,6 +198,7 @@ def load_train_images(run_dir) -> np.ndarray | None:
     return load_dataset(load_config(config_path).data).X_train
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minicnn.inspect",
                                      description="Print a trained model's kernels and redraw its filters "
@@ -206,11 +211,7 @@ def main(argv=None) -> int:
     parser.add_argument("--in-channel", type=int, default=None,
                         help="draw only the kernels' slice on this input channel (deeper layers)")
     args = parser.parse_args(argv)
-    try:
-        inspect_run(args.run_dir, layer=args.layer, index=args.index, out=args.out, in_channel=args.in_channel)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    inspect_run(args.run_dir, layer=args.layer, index=args.index, out=args.out, in_channel=args.in_channel)
     return 0
 
 

@@ -28,6 +28,7 @@ import typing
 from dataclasses import dataclass, field
 
 from ..data import SOURCES
+from ..io import show_path
 from ..nn.optim import OPTIMIZERS
 
 SCHEDULES = ("constant", "step", "cosine")
@@ -379,8 +380,10 @@ def load_config(path, overrides=()) -> Config:
     Raises :class:`ConfigError` (a ValueError) for any problem, FileNotFoundError for a missing file.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"{show_path(path)} is a folder, not a config file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such config file: {path}")
+        raise FileNotFoundError(f"no such config file: {show_path(path)}")
     try:
         with open(path, "rb") as handle:
             raw = tomllib.load(handle)
