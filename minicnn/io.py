@@ -65,13 +65,26 @@ def set_memory_budget(nbytes: int | None) -> None:
     _budget = nbytes
 
 
+@contextlib.contextmanager
+def budget_limited_to(nbytes: int):
+    """Within the block, the memory budget is at most ``nbytes`` (at least 1 byte); then as before."""
+    global _budget
+    previous = _budget
+    _budget = max(1, min(int(nbytes), memory_budget()))
+    try:
+        yield
+    finally:
+        _budget = previous
+
+
 def check_budget(nbytes: int, what: str) -> None:
     """Raise :class:`MemoryError` with one readable line when ``what`` would need more than the budget."""
     budget = memory_budget()
     if nbytes > budget:
         raise MemoryError(
             f"{what} needs {nbytes / 2**20:,.1f} MiB, above the memory budget of "
-            f"{budget / 2**20:,.0f} MiB (minicnn.io.set_memory_budget changes it)"
+            f"{budget / 2**20:,.0f} MiB (train.py --memory-budget MiB, train.memory_budget_mib "
+            "or minicnn.io.set_memory_budget changes it)"
         )
 
 

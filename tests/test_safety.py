@@ -194,3 +194,137 @@ def test_case4_gallery_and_explore_report_os_errors_in_one_line(tmp_path, capsys
     (tmp_path / "f").write_text("x")
     assert str(tmp_path / "f") in one_line_exit_2(capsys, gallery_main(["--out", str(tmp_path / "f")]))
     assert "error:" in one_line_exit_2(capsys, explore_main([str(tmp_path / "nope")]))
+
+
+# --- case 5: budgets before allocation --------------------------------------------------------------
+
+@pytest.mark.parametrize("sets", [
+    ["model.layers.0.out_channels=2147483648", "model.layers.0.kernel_size=1"],
+    ["model.layers.0.out_channels=100000000"], ["model.layers.0.padding=100000"]])
+def test_case5_huge_layers_are_refused_by_the_budget_before_the_run_directory(tmp_path, capsys, sets):
+    argv = QUICK + ["--out", str(tmp_path / "r"), "--memory-budget", "512"]
+    line = one_line_exit_2(capsys, train_main(argv + [a for s in sets for a in ("--set", s)]))
+    assert "model.layers[0]" in line and "memory budget" in line and "512 MiB" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_case5_the_default_budget_refuses_two_billion_channels(tmp_path, capsys):
+    sets = ["--set", "model.layers.0.out_channels=2147483648", "--set", "model.layers.0.kernel_size=1"]
+    line = one_line_exit_2(capsys, train_main(QUICK + ["--out", str(tmp_path / "r")] + sets))
+    assert "memory budget" in line
+
+
+def test_case5_the_budget_counts_one_batch_of_activations():
+    from minicnn.train import build_model
+    specs = [{"type": "Conv2D", "out_channels": 64, "kernel_size": 3, "padding": 1}]
+    io.set_memory_budget(8 * 2**20)
+    build_model(specs, (1, 32, 32), batch_size=1)   # about 0.6 MiB
+    with pytest.raises(MemoryError, match=r"model.layers\[0\] \(Conv2D\).*batches of 64"):
+        build_model(specs, (1, 32, 32), batch_size=64)
+
+
+def _idx_header(shape, code=0x08):
+    return bytes([0, 0, code, len(shape)]) + b"".join(int(s).to_bytes(4, "big") for s in shape)
+
+
+def test_case5_a_gzip_idx_bomb_stops_at_the_budget(tmp_path, capsys):
+    import gzip
+    images = tmp_path / "images.gz"
+    with gzip.open(images, "wb", compresslevel=9) as handle:
+        handle.write(_idx_header((2000, 100, 100)))
+        for _ in range(20):
+            handle.write(bytes(2**20))
+    assert images.stat().st_size < 100_000
+    (tmp_path / "labels").write_bytes(_idx_header((2000,)) + bytes(2000))
+    argv = QUICK + ["--out", str(tmp_path / "r"), "--memory-budget", "4", "--set", "data.source=idx",
+                    "--set", f"data.images={images}", "--set", f"data.labels={tmp_path / 'labels'}"]
+    line = one_line_exit_2(capsys, train_main(argv))
+    assert "images.gz: decompresses to more than 4 MiB" in line
+
+
+def test_case5_an_npz_member_that_inflates_above_the_budget_is_refused(tmp_path):
+    from minicnn.data.datasets import read_npz_xy
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, X=np.zeros((2000, 1, 64, 64), np.float32), y=np.zeros(2000, np.int64))
+    io.set_memory_budget(8 * 2**20)
+    with pytest.raises(ValueError, match="bomb.npz: its arrays inflate to more than"):
+        read_npz_xy(bomb)
+
+
+def test_case5_a_model_file_declaring_huge_layers_is_one_line_in_inspect(finished_run, tmp_path, capsys):
+    from minicnn.see.inspect import main as inspect_main
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    arrays = io.load_npz(run / "model.npz")
+    meta = json.loads(str(arrays["__architecture__"]))
+    meta["layers"][0]["out_channels"] = 2**40
+    arrays["__architecture__"] = np.array(json.dumps(meta))
+    save_npz_atomic(run / "model.npz", arrays)
+    assert "model.npz" in one_line_exit_2(capsys, inspect_main([str(run)]))
+
+
+# --- case 6: one error type for malformed files (Sequential.load: tests/test_model.py) -------------
+
+@pytest.mark.parametrize("record", ["[1, 2, 3]", '{"layers": [{"type": "ReLU"}], "frozen": 5}',
+                                    "[" * 200_000 + "]" * 200_000])
+def test_case6_inspect_of_a_malformed_architecture_is_one_line(finished_run, tmp_path, capsys, record):
+    from minicnn.see.inspect import main as inspect_main
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    arrays = io.load_npz(run / "model.npz")
+    arrays["__architecture__"] = np.array(record)
+    save_npz_atomic(run / "model.npz", arrays)
+    assert "model.npz" in one_line_exit_2(capsys, inspect_main([str(run)]))
+
+
+# --- case 7: nonsense refused (layer constructors: tests/test_layers.py, tests/test_model.py) -------
+
+def test_case7_nan_layer_argument_names_the_key_and_writes_nothing(tmp_path, capsys):
+    config = tmp_path / "nan.toml"
+    config.write_text(Path(FAST).read_text().replace("kernel_size = 3", "kernel_size = nan", 1))
+    line = one_line_exit_2(capsys, train_main(["--config", str(config), "--out", str(tmp_path / "r")]))
+    assert "model.layers[0].kernel_size = nan" in line and not (tmp_path / "r").exists()
+
+
+def test_case7_uint64_labels_above_int64_are_refused_before_the_run_directory(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    y = np.arange(40, dtype=np.uint64) % 2
+    y[3] = 2**63 + 1
+    np.savez(data, X=np.zeros((40, 1, 8, 8), np.float32), y=y)
+    argv = QUICK + ["--out", str(tmp_path / "r"), "--set", "data.source=npz", "--set", f"data.path={data}"]
+    assert "labels must be < 2**63" in one_line_exit_2(capsys, train_main(argv))
+    assert not (tmp_path / "r").exists()
+
+
+# --- case 8: smaller ----------------------------------------------------------------------------------
+
+def test_case8_set_errors_name_the_override_not_the_file(capsys):
+    line = one_line_exit_2(capsys, train_main(["--config", FAST, "--set", "train.epochs=0"]))
+    assert line.startswith("error: --set train.epochs=0: ") and "digits_fast.toml" not in line
+    line = one_line_exit_2(capsys, train_main(["--config", FAST, "--set", "model.layers.0.kernel_size=inf"]))
+    assert line.startswith("error: --set model.layers.0.kernel_size=inf: model.layers[0].kernel_size = inf")
+
+
+def test_case8_nesterov_with_adam_is_refused(capsys):
+    line = one_line_exit_2(capsys, train_main(["--config", FAST, "--set", "train.nesterov=true"]))
+    assert "train.nesterov" in line and "sgd" in line
+
+
+def test_case8_idx_size_check_does_not_overflow_and_names_the_file(tmp_path):
+    from minicnn.data import DataError
+    from minicnn.data.datasets import read_idx
+    path = tmp_path / "huge.idx"
+    path.write_bytes(_idx_header((2**32 - 1, 2**32 - 1, 2**32 - 1)) + bytes(16))
+    with pytest.raises(DataError, match="huge.idx: IDX header declares shape"):
+        read_idx(path)
+
+
+def test_case8_stale_temporaries_are_removed_on_resume(run_copy):
+    (run_copy / ".tmp-abc.npz").write_bytes(b"half a save")
+    assert resume(run_copy, "train.epochs=1") == 0
+    assert not (run_copy / ".tmp-abc.npz").exists()
+
+
+def test_case8_a_nul_byte_in_a_path_is_never_printed_raw(capsys):
+    one_line_exit_2(capsys, train_main(["--config", "bad\x00name.toml"]))
+    capsys.readouterr()
+    code = train_main(["--config", "bad\x00name.toml"])
+    assert code == 2 and "\x00" not in capsys.readouterr().err

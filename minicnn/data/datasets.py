@@ -24,10 +24,14 @@ seed: runs with different training seeds are scored on the same test images.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..io import check_budget, memory_budget, show_path
 
 SOURCES = ("digits", "idx", "npz", "mnist5k", "mnist", "fashion_mnist", "kmnist", "cifar10")
 
@@ -66,17 +70,17 @@ def read_idx(path) -> np.ndarray:
 
     The header is two zero bytes, a type code, the number of dimensions ``d``, then ``d`` big-endian
     uint32 sizes; the values follow in C order. Returns an array of that shape in native byte order.
+    The file, its decompressed bytes and the array with its float copies must fit the memory budget
+    (:func:`minicnn.io.memory_budget`; MemoryError naming the file); decompression stops at the budget.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
+        raise FileNotFoundError(f"no such file: {show_path(path)}")
+    check_budget(os.path.getsize(path), f"IDX file {show_path(path)}")
     with open(path, "rb") as handle:
         raw = handle.read()
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: not a readable gzip file: {exc}") from None
+        raw = _gunzip_within_budget(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(
             f"{path}: not an IDX file (expected the magic bytes 00 00 <type> <ndim>, "
@@ -87,13 +91,29 @@ def read_idx(path) -> np.ndarray:
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{path}: IDX header declares {ndim} dimensions but the file is too short for them")
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize   # Python ints: no overflow
     if len(raw) != expected:
         raise DataError(
-            f"{path}: IDX header declares shape {shape} of {dtype.name} ({expected} bytes with the "
-            f"header), but the file holds {len(raw)} bytes"
+            f"{show_path(path)}: IDX header declares shape {shape} of {dtype.name} ({expected} bytes with "
+            f"the header), but the file holds {len(raw)} bytes"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _gunzip_within_budget(path: str) -> bytes:
+    """The decompressed bytes of a gzip file, read in 1 MiB pieces up to the memory budget."""
+    pieces, total, budget = [], 0, memory_budget()
+    try:
+        with gzip.open(path, "rb") as handle:
+            while piece := handle.read(2**20):
+                total += len(piece)
+                if total > budget:
+                    raise MemoryError(f"{show_path(path)}: decompresses to more than {budget / 2**20:,.0f} "
+                                      "MiB, the memory budget (train.memory_budget_mib changes it)")
+                pieces.append(piece)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{show_path(path)}: not a readable gzip file: {exc}") from None
+    return b"".join(pieces)
 
 
 def write_idx(path, array: np.ndarray) -> None:
@@ -169,6 +189,8 @@ def as_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
         raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
     if len(y) != n:
         raise DataError(f"{where}: {n} images but {len(y)} labels; they must have equal lengths")
+    if y.dtype.kind == "u" and len(y) and int(y.max()) > np.iinfo(np.int64).max:
+        raise DataError(f"{where}: labels must be < 2**63, got a maximum of {y.max()}")
     if len(y) and y.min() < 0:
         raise DataError(f"{where}: labels must be >= 0, got a minimum of {y.min()}")
     return y.astype(np.int64)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 
 import numpy as np
 
-from ..nn.layers import LAYERS, Layer, as_generator
+from .. import io
+from ..nn.layers import LAYERS, Conv2D, Layer, as_generator
 from ..nn.model import Sequential
 
-def build_model(layer_specs, input_shape, dtype=np.float32, rng=None) -> Sequential:
+#: Arrays a trainable parameter costs while training: itself, its gradient and two optimizer moments.
+_COPIES_PER_PARAMETER = 4
+
+
+def build_model(layer_specs, input_shape, dtype=np.float32, rng=None, batch_size: int = 1) -> Sequential:
     """A :class:`Sequential` from layer specs in the config's form.
 
     Parameters
@@ -25,19 +31,51 @@ def build_model(layer_specs, input_shape, dtype=np.float32, rng=None) -> Sequent
     dtype : float32 or float64, for layers that hold parameters
     rng : int seed, numpy.random.Generator or None
         Each layer that draws random numbers gets its own Generator, seeded from this one in order.
+    batch_size : int
+        The batch the memory estimate assumes (:func:`_training_bytes`).
 
     Raises ValueError naming ``model.layers[i]`` and the key for an unknown type or a bad argument,
-    and the shapes for a layer that does not fit its input.
+    and the shapes for a layer that does not fit its input; MemoryError naming the layer when the
+    parameters and one batch's activations would exceed the memory budget (:mod:`minicnn.io`), each
+    layer checked before its weights are drawn.
     """
     rng = as_generator(rng)
     dtype = np.dtype(dtype)
     shape = (1,) + tuple(int(s) for s in input_shape)
-    layers = []
+    layers, used = [], 0
     for i, spec in enumerate(layer_specs):
-        layer = _build_layer(dict(spec), shape, dtype, rng, where=f"model.layers[{i}]")
-        shape = _output_shape(layer, shape, where=f"model.layers[{i}]")
+        where = f"model.layers[{i}]"
+        layer = _build_within(dict(spec), shape, dtype, rng, where, left=io.memory_budget() - used)
+        out = _output_shape(layer, shape, where=where)
+        used += _training_bytes(layer, shape, out, batch_size, dtype.itemsize)
+        io.check_budget(used, f"{where} ({type(layer).__name__}): the model so far, trained on batches "
+                              f"of {batch_size},")
+        shape = out
         layers.append(layer)
     return Sequential(layers)
+
+
+def _build_within(spec: dict, shape, dtype: np.dtype, rng, where: str, left: int) -> Layer:
+    """:func:`_build_layer` with the budget its weights may take: what is ``left``, shared with their
+    gradients and optimizer state, so that no weights are drawn that training could not hold."""
+    try:
+        with io.budget_limited_to(left // _COPIES_PER_PARAMETER):
+            return _build_layer(spec, shape, dtype, rng, where)
+    except MemoryError as exc:
+        raise MemoryError(f"{where}: {exc}; the weights, their gradients and optimizer state share the "
+                          f"{max(left, 0) / 2**20:,.0f} MiB left") from None
+
+
+def _training_bytes(layer: Layer, shape, out, batch_size: int, itemsize: int) -> int:
+    """Bytes ``layer`` adds while training on one batch: its parameters (times
+    :data:`_COPIES_PER_PARAMETER`), its output and that output's gradient, and for a Conv2D the
+    expanded input (N, H_out, W_out, C_in * kh * kw) the matrix product reads (Python ints)."""
+    parameters = sum(p.data.nbytes for p in layer.parameters()) * _COPIES_PER_PARAMETER
+    activations = 2 * batch_size * math.prod(out[1:]) * itemsize
+    if isinstance(layer, Conv2D):
+        kh, kw = layer.kernel_size
+        activations += batch_size * math.prod(out[2:]) * shape[1] * kh * kw * itemsize
+    return parameters + activations
 
 
 def _build_layer(spec: dict, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,

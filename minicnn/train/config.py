@@ -178,6 +178,9 @@ class ModelConfig(_Section):
             if not isinstance(layer.get("type"), str):
                 raise ConfigError(f"model.layers[{i}].type: expected a layer name string, "
                                   f"got {_describe(layer.get('type'))}")
+            for key, value in layer.items():
+                if not _finite(value):
+                    raise ConfigError(f"model.layers[{i}].{key} = {value!r}: expected finite numbers")
         object.__setattr__(self, "layers", tuple(dict(layer) for layer in self.layers))
 
 
@@ -396,7 +399,30 @@ def load_config(path, overrides=()) -> Config:
     try:
         return from_dict(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{_blame(path, overrides, str(exc))}: {exc}") from None
+
+
+def _finite(value) -> bool:
+    """False for a NaN or infinite float anywhere in ``value`` (lists and tables included)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def _blame(path: str, overrides, message: str) -> str:
+    """Where a bad value came from: the ``--set`` whose key the message names, else the file."""
+    for assignment in overrides:
+        key = assignment.split("=", 1)[0].strip()
+        parts = key.replace("[", ".").replace("]", "").split(".")
+        if parts[:2] == ["model", "layers"] and len(parts) > 2:
+            key = f"model.layers[{parts[2]}]" + "".join(f".{p}" for p in parts[3:])
+        if message.startswith(key) or message.startswith(f"unknown key {key!r}"):
+            return f"--set {assignment.strip()}"
+    return show_path(path)
 
 
 def replace(cfg: Config, **changes) -> Config:

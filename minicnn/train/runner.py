@@ -50,7 +50,8 @@ def prepare(cfg: Config, dataset=None) -> tuple[data_mod.Dataset, Sequential, Tr
     dataset = data_mod.load_dataset(cfg.data) if dataset is None else dataset
     model_rng, train_rng = seed_generators(cfg.seed)
     try:
-        model = build_model(cfg.model.layers, dataset.input_shape, dtype=cfg.model.dtype, rng=model_rng)
+        model = build_model(cfg.model.layers, dataset.input_shape, dtype=cfg.model.dtype, rng=model_rng,
+                            batch_size=cfg.train.batch_size)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     _check_classifier(model, dataset.num_classes)
