@@ -22,6 +22,7 @@ import stat
 import struct
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -176,7 +177,10 @@ def load_npz(path, budget: int | None = None) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as archive:
             return _read_members(archive, shown, budget)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    # a damaged header can claim an unknown compression (NotImplementedError), encryption (RuntimeError)
+    # or hold a broken deflate stream (zlib.error)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError,
+            zlib.error) as exc:
         if isinstance(exc, FileFormatError):
             raise
         raise FileFormatError(f"{shown} is not a readable .npz file (truncated or corrupt?): {exc}") from None

@@ -8,10 +8,17 @@ is measured in benchmarks/, never here. Worker processes started by joblib inher
 import os
 
 import pytest
+from hypothesis import settings
 from threadpoolctl import threadpool_limits
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Hypothesis: "ci" (the default) keeps the suite fast; HYPOTHESIS_PROFILE=long runs 50 times as many
+# examples for a local search (tests/test_fuzz.py scales its example counts from this setting).
+settings.register_profile("ci", max_examples=100)
+settings.register_profile("long", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True, scope="session")
