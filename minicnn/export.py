@@ -35,6 +35,7 @@ import sys
 
 import numpy as np
 
+from .errors import one_line_errors
 from .nn.layers import (
     AvgPool2D,
     BatchNorm2D,
@@ -297,6 +298,7 @@ def _run_inputs(run_dir: str, input_shape, standardize: bool):
     return model, tuple(input_shape), mean, std
 
 
+@one_line_errors
 def main(argv=None) -> int:
     """``python -m minicnn.export RUN_DIR --onnx FILE``: 0 on success, 2 with one line on stderr otherwise."""
     args = build_parser().parse_args(argv)
@@ -312,7 +314,7 @@ def main(argv=None) -> int:
     try:
         model, input_shape, mean, std = _run_inputs(args.run_dir, args.input_shape, not args.no_standardize)
         to_onnx(model, args.onnx, input_shape, mean=mean, std=std)
-    except (ImportError, FileNotFoundError, ValueError, TypeError, OSError) as exc:
+    except (ImportError, TypeError) as exc:   # OSError, ValueError, MemoryError: @one_line_errors
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(

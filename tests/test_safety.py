@@ -328,3 +328,29 @@ def test_case8_a_nul_byte_in_a_path_is_never_printed_raw(capsys):
     capsys.readouterr()
     code = train_main(["--config", "bad\x00name.toml"])
     assert code == 2 and "\x00" not in capsys.readouterr().err
+
+
+def _fail_with(exc):
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/x.png"), "out/x.png: No space left on device"),
+    (MemoryError("Unable to allocate 15.0 GiB for an array"), "out of memory: Unable to allocate"),
+    (PermissionError(errno.EACCES, "Permission denied", "c.toml"), "c.toml: Permission denied")])
+@pytest.mark.parametrize("command", ["train", "inspect", "explore", "gallery", "export"])
+def test_case4_every_command_answers_os_and_memory_errors_in_one_line(tmp_path, capsys, monkeypatch, command,
+                                                                     exc, expected):
+    import importlib
+    inner, argv = {"train": ("minicnn.train.run", QUICK + ["--out", str(tmp_path / "r")]),
+                   "inspect": ("minicnn.see.inspect.inspect_run", [str(tmp_path)]),
+                   "explore": ("minicnn.see.explore.write_page", [str(tmp_path)]),
+                   "gallery": ("minicnn.see.gallery.plot_gallery", ["--out", str(tmp_path)]),
+                   "export": ("minicnn.export._run_inputs", [str(tmp_path), "--onnx", str(tmp_path / "m")]),
+                   }[command]
+    monkeypatch.setattr(inner, _fail_with(exc))
+    module = {"train": "minicnn.cli", "inspect": "minicnn.see.inspect", "explore": "minicnn.see.explore",
+              "gallery": "minicnn.see.gallery", "export": "minicnn.export"}[command]
+    assert expected in one_line_exit_2(capsys, importlib.import_module(module).main(argv))
