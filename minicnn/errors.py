@@ -37,10 +37,12 @@ def error(message: str) -> int:
 
 def one_line_errors(main):
     """Decorate a command's ``main(argv)`` so that user-caused errors exit 2 with one line."""
+
     @functools.wraps(main)
     def wrapped(argv=None) -> int:
         try:
             return main(argv)
         except (ValueError, OSError, MemoryError) as exc:
             return error(describe(exc))
+
     return wrapped

@@ -314,7 +314,7 @@ def main(argv=None) -> int:
     try:
         model, input_shape, mean, std = _run_inputs(args.run_dir, args.input_shape, not args.no_standardize)
         to_onnx(model, args.onnx, input_shape, mean=mean, std=std)
-    except (ImportError, TypeError) as exc:   # OSError, ValueError, MemoryError: @one_line_errors
+    except (ImportError, TypeError) as exc:  # OSError, ValueError, MemoryError: @one_line_errors
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(

@@ -179,8 +179,15 @@ def load_npz(path, budget: int | None = None) -> dict[str, np.ndarray]:
             return _read_members(archive, shown, budget)
     # a damaged header can claim an unknown compression (NotImplementedError), encryption (RuntimeError)
     # or hold a broken deflate stream (zlib.error)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError,
-            zlib.error) as exc:
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+        zlib.error,
+    ) as exc:
         if isinstance(exc, FileFormatError):
             raise
         raise FileFormatError(f"{shown} is not a readable .npz file (truncated or corrupt?): {exc}") from None

@@ -28,10 +28,17 @@ from minicnn.train.config import TrainConfig, from_dict, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = tomllib.loads((ROOT / "configs" / "digits_fast.toml").read_text())
-SPECS = [{"type": "Conv2D", "out_channels": 2, "kernel_size": 3}, {"type": "Dropout", "p": 0.5},
-         {"type": "Flatten"}, {"type": "Dense", "out_features": 3}]
-FUZZ = settings(max_examples=max(25, settings.default.max_examples // 2), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SPECS = [
+    {"type": "Conv2D", "out_channels": 2, "kernel_size": 3},
+    {"type": "Dropout", "p": 0.5},
+    {"type": "Flatten"},
+    {"type": "Dense", "out_features": 3},
+]
+FUZZ = settings(
+    max_examples=max(25, settings.default.max_examples // 2),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.fixture(autouse=True)
@@ -52,19 +59,49 @@ def clean_or_success(action):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 toml_values = st.recursive(
-    st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats() | st.text(max_size=8),
+    st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=8)
-CONFIG_KEYS = ["seed", "data", "data.source", "data.test_fraction", "data.split_seed", "data.augment.shift",
-               "model", "model.dtype", "model.layers", "train", "train.epochs", "train.batch_size",
-               "train.lr", "train.optimizer", "train.betas", "train.nesterov", "train.memory_budget_mib",
-               "output.dir", "output.figures", "nonsense"]
-LAYER_KEYS = ["type", "out_channels", "kernel_size", "padding", "stride", "p", "bias", "eps", "trainable",
-              "x"]
+    max_leaves=8,
+)
+CONFIG_KEYS = [
+    "seed",
+    "data",
+    "data.source",
+    "data.test_fraction",
+    "data.split_seed",
+    "data.augment.shift",
+    "model",
+    "model.dtype",
+    "model.layers",
+    "train",
+    "train.epochs",
+    "train.batch_size",
+    "train.lr",
+    "train.optimizer",
+    "train.betas",
+    "train.nesterov",
+    "train.memory_budget_mib",
+    "output.dir",
+    "output.figures",
+    "nonsense",
+]
+LAYER_KEYS = [
+    "type",
+    "out_channels",
+    "kernel_size",
+    "padding",
+    "stride",
+    "p",
+    "bias",
+    "eps",
+    "trainable",
+    "x",
+]
 
 
 def _set(raw: dict, dotted: str, value) -> None:
@@ -82,8 +119,10 @@ def _build(cfg):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(CONFIG_KEYS), toml_values), max_size=4),
-       st.lists(st.tuples(st.integers(0, 4), st.sampled_from(LAYER_KEYS), toml_values), max_size=3))
+@given(
+    st.lists(st.tuples(st.sampled_from(CONFIG_KEYS), toml_values), max_size=4),
+    st.lists(st.tuples(st.integers(0, 4), st.sampled_from(LAYER_KEYS), toml_values), max_size=3),
+)
 def test_mutated_configs_are_built_or_refused_cleanly(changes, layer_changes):
     raw = copy.deepcopy(BASE_CONFIG)
     for key, value in changes:
@@ -132,8 +171,11 @@ mutations = st.tuples(st.none() | st.integers(0, 3000), flips)
 
 
 @FUZZ
-@given(mutations, st.sampled_from([np.float32, np.int64, np.uint8, np.complex64, np.bool_]),
-       st.lists(st.integers(0, 5), min_size=0, max_size=3))
+@given(
+    mutations,
+    st.sampled_from([np.float32, np.int64, np.uint8, np.complex64, np.bool_]),
+    st.lists(st.integers(0, 5), min_size=0, max_size=3),
+)
 def test_mutated_npz_files_load_or_are_refused_cleanly(tmp_path_factory, mutation, dtype, shape):
     data = _npz_bytes({"X": np.ones(shape, dtype), "y": np.arange(3)})
     path = tmp_path_factory.mktemp("npz") / "f.npz"
@@ -142,8 +184,12 @@ def test_mutated_npz_files_load_or_are_refused_cleanly(tmp_path_factory, mutatio
 
 
 @FUZZ
-@given(st.integers(0, 0x10), st.lists(st.integers(0, 2**32 - 1), max_size=4), st.binary(max_size=64),
-       st.booleans())
+@given(
+    st.integers(0, 0x10),
+    st.lists(st.integers(0, 2**32 - 1), max_size=4),
+    st.binary(max_size=64),
+    st.booleans(),
+)
 def test_random_idx_files_load_or_are_refused_cleanly(tmp_path_factory, code, shape, payload, compress):
     data = bytes([0, 0, code, len(shape)]) + b"".join(s.to_bytes(4, "big") for s in shape) + payload
     path = tmp_path_factory.mktemp("idx") / ("f.gz" if compress else "f")
@@ -160,9 +206,12 @@ def saved(tmp_path_factory):
     return {name: io.load_npz(folder / name) for name in ("model.npz", "last.npz")}
 
 
-wrong_values = (json_values.map(lambda v: np.array(json.dumps(v))) | st.integers(-2**62, 2**62).map(np.int64)
-                | st.lists(st.floats(width=32), max_size=6).map(lambda v: np.array(v, np.float32))
-                | st.just(np.zeros((2, 3), np.complex64)))
+wrong_values = (
+    json_values.map(lambda v: np.array(json.dumps(v)))
+    | st.integers(-(2**62), 2**62).map(np.int64)
+    | st.lists(st.floats(width=32), max_size=6).map(lambda v: np.array(v, np.float32))
+    | st.just(np.zeros((2, 3), np.complex64))
+)
 
 
 @FUZZ
@@ -196,9 +245,10 @@ def test_random_architecture_records_load_or_are_refused_cleanly(tmp_path_factor
     clean_or_success(lambda: Sequential.load(path))
 
 
-@pytest.mark.parametrize("offset, value", [(8, 1), (10, 99)])   # encrypted flag; unknown compression
-def test_npz_whose_central_directory_claims_encryption_or_unknown_compression_is_refused(tmp_path, offset,
-                                                                                        value):
+@pytest.mark.parametrize("offset, value", [(8, 1), (10, 99)])  # encrypted flag; unknown compression
+def test_npz_whose_central_directory_claims_encryption_or_unknown_compression_is_refused(
+    tmp_path, offset, value
+):
     """Found by the fuzzer: zipfile's RuntimeError and NotImplementedError used to escape."""
     data = bytearray(_npz_bytes({"X": np.ones(3, np.float32)}))
     entry = data.index(b"PK\x01\x02")

@@ -51,6 +51,7 @@ def _default_budget():
 
 # --- case 1: silent overwrite ----------------------------------------------------------------------
 
+
 def test_case1_a_folder_that_is_not_empty_is_refused_and_the_users_file_kept(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "metrics.csv").write_text("notes\n")
@@ -69,7 +70,7 @@ def test_case1_overwrite_removes_only_a_runs_files(run_copy, capsys):
     (run_copy / "history.png").write_bytes(b"old figure")
     (run_copy / "notes.txt").write_text("mine")
     assert train_main(QUICK + ["--out", str(run_copy), "--overwrite", "--set", "seed=3"]) == 0
-    assert not (run_copy / "history.png").exists()   # figures off: the old run's figure must not stay
+    assert not (run_copy / "history.png").exists()  # figures off: the old run's figure must not stay
     assert (run_copy / "notes.txt").read_text() == "mine"
     assert "seed = 3" in (run_copy / "config.toml").read_text()
 
@@ -82,11 +83,18 @@ def test_case1_overwrite_refuses_a_file(tmp_path, capsys):
 
 # --- case 2: resume -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change, key", [
-    (["data.split_seed=5", "train.epochs=3"], "data.split_seed"), (["seed=5", "train.epochs=3"], "seed"),
-    (["train.optimizer=sgd"], "train.optimizer"), (["train.schedule=cosine"], "train.schedule"),
-    (["model.dtype=float64"], "model.dtype"),
-    (["model.layers.0.out_channels=4"], "model.layers[0].out_channels")])
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (["data.split_seed=5", "train.epochs=3"], "data.split_seed"),
+        (["seed=5", "train.epochs=3"], "seed"),
+        (["train.optimizer=sgd"], "train.optimizer"),
+        (["train.schedule=cosine"], "train.schedule"),
+        (["model.dtype=float64"], "model.dtype"),
+        (["model.layers.0.out_channels=4"], "model.layers[0].out_channels"),
+    ],
+)
 def test_case2_resume_refuses_settings_that_change_what_was_learned(run_copy, capsys, change, key):
     config = (run_copy / "config.toml").read_text()
     argv = ["--resume", str(run_copy), "--quiet"] + [a for c in change for a in ("--set", c)]
@@ -118,9 +126,16 @@ def test_case2_a_changed_split_file_is_refused(run_copy, capsys):
     assert "'mean'" in line and "split.npz" in line
 
 
-@pytest.mark.parametrize("field, value", [("epoch", np.int64(-5)), ("epoch", np.int64(7)),
-                                          ("history", '{"a": 1}'), ("history", "[1, 2]"),
-                                          ("history", "[" * 100_000 + "]" * 100_000)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("epoch", np.int64(-5)),
+        ("epoch", np.int64(7)),
+        ("history", '{"a": 1}'),
+        ("history", "[1, 2]"),
+        ("history", "[" * 100_000 + "]" * 100_000),
+    ],
+)
 def test_case2_a_checkpoint_with_a_bad_epoch_or_history_is_refused(run_copy, capsys, field, value):
     state = io.load_npz(run_copy / "last.npz")
     state[field] = np.array(value)
@@ -130,6 +145,7 @@ def test_case2_a_checkpoint_with_a_bad_epoch_or_history_is_refused(run_copy, cap
 
 
 # --- case 3: temporary files never follow links ----------------------------------------------------
+
 
 def test_case3_a_planted_temporary_link_is_removed_and_its_target_kept(tmp_path):
     outside = tmp_path / "precious.txt"
@@ -144,6 +160,7 @@ def test_case3_a_planted_temporary_link_is_removed_and_its_target_kept(tmp_path)
 
 # --- case 4: operating-system errors are one line, exit 2 -------------------------------------------
 
+
 def test_case4_out_under_a_file_and_a_name_too_long(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert "f/sub" in one_line_exit_2(capsys, train_main(QUICK + ["--out", str(tmp_path / "f" / "sub")]))
@@ -155,18 +172,21 @@ def test_case4_unreadable_config_is_one_line(tmp_path, capsys, monkeypatch):
     config = tmp_path / "c.toml"
     shutil.copy(FAST, config)
 
-    def refuse(*args, **kwargs):   # the tests run as root, where chmod 000 still reads
+    def refuse(*args, **kwargs):  # the tests run as root, where chmod 000 still reads
         raise PermissionError(errno.EACCES, "Permission denied", str(config))
+
     monkeypatch.setattr("minicnn.train.config.tomllib.load", refuse)
     line = one_line_exit_2(capsys, train_main(["--config", str(config), "--out", str(tmp_path / "r")]))
     assert line == f"error: {config}: Permission denied"
 
 
 @pytest.mark.parametrize("failure", [errno.ENOSPC, errno.EACCES])
-def test_case4_a_full_disk_or_unwritable_folder_is_one_line_and_keeps_no_temporary(tmp_path, capsys,
-                                                                                  monkeypatch, failure):
+def test_case4_a_full_disk_or_unwritable_folder_is_one_line_and_keeps_no_temporary(
+    tmp_path, capsys, monkeypatch, failure
+):
     def fail(fd):
         raise OSError(failure, os.strerror(failure))
+
     monkeypatch.setattr("minicnn.io.os.fsync", fail)
     line = one_line_exit_2(capsys, train_main(QUICK + ["--out", str(tmp_path / "r")]))
     assert os.strerror(failure) in line
@@ -179,9 +199,11 @@ def test_case4_a_config_that_is_a_folder_is_one_line(tmp_path, capsys):
 
 def test_case4_inspect_out_on_a_file_and_config_a_folder(finished_run, tmp_path, capsys):
     from minicnn.see.inspect import main as inspect_main
+
     (tmp_path / "f").write_text("x")
-    assert str(tmp_path / "f") in one_line_exit_2(capsys, inspect_main([str(finished_run), "--out",
-                                                                        str(tmp_path / "f")]))
+    assert str(tmp_path / "f") in one_line_exit_2(
+        capsys, inspect_main([str(finished_run), "--out", str(tmp_path / "f")])
+    )
     run = Path(shutil.copytree(finished_run, tmp_path / "run"))
     (run / "config.toml").unlink()
     (run / "config.toml").mkdir()
@@ -191,6 +213,7 @@ def test_case4_inspect_out_on_a_file_and_config_a_folder(finished_run, tmp_path,
 def test_case4_gallery_and_explore_report_os_errors_in_one_line(tmp_path, capsys):
     from minicnn.see.explore import main as explore_main
     from minicnn.see.gallery import main as gallery_main
+
     (tmp_path / "f").write_text("x")
     assert str(tmp_path / "f") in one_line_exit_2(capsys, gallery_main(["--out", str(tmp_path / "f")]))
     assert "error:" in one_line_exit_2(capsys, explore_main([str(tmp_path / "nope")]))
@@ -198,9 +221,15 @@ def test_case4_gallery_and_explore_report_os_errors_in_one_line(tmp_path, capsys
 
 # --- case 5: budgets before allocation --------------------------------------------------------------
 
-@pytest.mark.parametrize("sets", [
-    ["model.layers.0.out_channels=2147483648", "model.layers.0.kernel_size=1"],
-    ["model.layers.0.out_channels=100000000"], ["model.layers.0.padding=100000"]])
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["model.layers.0.out_channels=2147483648", "model.layers.0.kernel_size=1"],
+        ["model.layers.0.out_channels=100000000"],
+        ["model.layers.0.padding=100000"],
+    ],
+)
 def test_case5_huge_layers_are_refused_by_the_budget_before_the_run_directory(tmp_path, capsys, sets):
     argv = QUICK + ["--out", str(tmp_path / "r"), "--memory-budget", "512"]
     line = one_line_exit_2(capsys, train_main(argv + [a for s in sets for a in ("--set", s)]))
@@ -216,9 +245,10 @@ def test_case5_the_default_budget_refuses_two_billion_channels(tmp_path, capsys)
 
 def test_case5_the_budget_counts_one_batch_of_activations():
     from minicnn.train import build_model
+
     specs = [{"type": "Conv2D", "out_channels": 64, "kernel_size": 3, "padding": 1}]
     io.set_memory_budget(8 * 2**20)
-    build_model(specs, (1, 32, 32), batch_size=1)   # about 0.6 MiB
+    build_model(specs, (1, 32, 32), batch_size=1)  # about 0.6 MiB
     with pytest.raises(MemoryError, match=r"model.layers\[0\] \(Conv2D\).*batches of 64"):
         build_model(specs, (1, 32, 32), batch_size=64)
 
@@ -229,6 +259,7 @@ def _idx_header(shape, code=0x08):
 
 def test_case5_a_gzip_idx_bomb_stops_at_the_budget(tmp_path, capsys):
     import gzip
+
     images = tmp_path / "images.gz"
     with gzip.open(images, "wb", compresslevel=9) as handle:
         handle.write(_idx_header((2000, 100, 100)))
@@ -236,14 +267,25 @@ def test_case5_a_gzip_idx_bomb_stops_at_the_budget(tmp_path, capsys):
             handle.write(bytes(2**20))
     assert images.stat().st_size < 100_000
     (tmp_path / "labels").write_bytes(_idx_header((2000,)) + bytes(2000))
-    argv = QUICK + ["--out", str(tmp_path / "r"), "--memory-budget", "4", "--set", "data.source=idx",
-                    "--set", f"data.images={images}", "--set", f"data.labels={tmp_path / 'labels'}"]
+    argv = QUICK + [
+        "--out",
+        str(tmp_path / "r"),
+        "--memory-budget",
+        "4",
+        "--set",
+        "data.source=idx",
+        "--set",
+        f"data.images={images}",
+        "--set",
+        f"data.labels={tmp_path / 'labels'}",
+    ]
     line = one_line_exit_2(capsys, train_main(argv))
     assert "images.gz: decompresses to more than 4 MiB" in line
 
 
 def test_case5_an_npz_member_that_inflates_above_the_budget_is_refused(tmp_path):
     from minicnn.data.datasets import read_npz_xy
+
     bomb = tmp_path / "bomb.npz"
     np.savez_compressed(bomb, X=np.zeros((2000, 1, 64, 64), np.float32), y=np.zeros(2000, np.int64))
     io.set_memory_budget(8 * 2**20)
@@ -253,6 +295,7 @@ def test_case5_an_npz_member_that_inflates_above_the_budget_is_refused(tmp_path)
 
 def test_case5_a_model_file_declaring_huge_layers_is_one_line_in_inspect(finished_run, tmp_path, capsys):
     from minicnn.see.inspect import main as inspect_main
+
     run = Path(shutil.copytree(finished_run, tmp_path / "run"))
     arrays = io.load_npz(run / "model.npz")
     meta = json.loads(str(arrays["__architecture__"]))
@@ -264,10 +307,13 @@ def test_case5_a_model_file_declaring_huge_layers_is_one_line_in_inspect(finishe
 
 # --- case 6: one error type for malformed files (Sequential.load: tests/test_model.py) -------------
 
-@pytest.mark.parametrize("record", ["[1, 2, 3]", '{"layers": [{"type": "ReLU"}], "frozen": 5}',
-                                    "[" * 200_000 + "]" * 200_000])
+
+@pytest.mark.parametrize(
+    "record", ["[1, 2, 3]", '{"layers": [{"type": "ReLU"}], "frozen": 5}', "[" * 200_000 + "]" * 200_000]
+)
 def test_case6_inspect_of_a_malformed_architecture_is_one_line(finished_run, tmp_path, capsys, record):
     from minicnn.see.inspect import main as inspect_main
+
     run = Path(shutil.copytree(finished_run, tmp_path / "run"))
     arrays = io.load_npz(run / "model.npz")
     arrays["__architecture__"] = np.array(record)
@@ -276,6 +322,7 @@ def test_case6_inspect_of_a_malformed_architecture_is_one_line(finished_run, tmp
 
 
 # --- case 7: nonsense refused (layer constructors: tests/test_layers.py, tests/test_model.py) -------
+
 
 def test_case7_nan_layer_argument_names_the_key_and_writes_nothing(tmp_path, capsys):
     config = tmp_path / "nan.toml"
@@ -296,6 +343,7 @@ def test_case7_uint64_labels_above_int64_are_refused_before_the_run_directory(tm
 
 # --- case 8: smaller ----------------------------------------------------------------------------------
 
+
 def test_case8_set_errors_name_the_override_not_the_file(capsys):
     line = one_line_exit_2(capsys, train_main(["--config", FAST, "--set", "train.epochs=0"]))
     assert line.startswith("error: --set train.epochs=0: ") and "digits_fast.toml" not in line
@@ -311,6 +359,7 @@ def test_case8_nesterov_with_adam_is_refused(capsys):
 def test_case8_idx_size_check_does_not_overflow_and_names_the_file(tmp_path):
     from minicnn.data import DataError
     from minicnn.data.datasets import read_idx
+
     path = tmp_path / "huge.idx"
     path.write_bytes(_idx_header((2**32 - 1, 2**32 - 1, 2**32 - 1)) + bytes(16))
     with pytest.raises(DataError, match="huge.idx: IDX header declares shape"):
@@ -333,24 +382,37 @@ def test_case8_a_nul_byte_in_a_path_is_never_printed_raw(capsys):
 def _fail_with(exc):
     def fail(*args, **kwargs):
         raise exc
+
     return fail
 
 
-@pytest.mark.parametrize("exc, expected", [
-    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/x.png"), "out/x.png: No space left on device"),
-    (MemoryError("Unable to allocate 15.0 GiB for an array"), "out of memory: Unable to allocate"),
-    (PermissionError(errno.EACCES, "Permission denied", "c.toml"), "c.toml: Permission denied")])
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/x.png"), "out/x.png: No space left on device"),
+        (MemoryError("Unable to allocate 15.0 GiB for an array"), "out of memory: Unable to allocate"),
+        (PermissionError(errno.EACCES, "Permission denied", "c.toml"), "c.toml: Permission denied"),
+    ],
+)
 @pytest.mark.parametrize("command", ["train", "inspect", "explore", "gallery", "export"])
-def test_case4_every_command_answers_os_and_memory_errors_in_one_line(tmp_path, capsys, monkeypatch, command,
-                                                                     exc, expected):
+def test_case4_every_command_answers_os_and_memory_errors_in_one_line(
+    tmp_path, capsys, monkeypatch, command, exc, expected
+):
     import importlib
-    inner, argv = {"train": ("minicnn.train.run", QUICK + ["--out", str(tmp_path / "r")]),
-                   "inspect": ("minicnn.see.inspect.inspect_run", [str(tmp_path)]),
-                   "explore": ("minicnn.see.explore.write_page", [str(tmp_path)]),
-                   "gallery": ("minicnn.see.gallery.plot_gallery", ["--out", str(tmp_path)]),
-                   "export": ("minicnn.export._run_inputs", [str(tmp_path), "--onnx", str(tmp_path / "m")]),
-                   }[command]
+
+    inner, argv = {
+        "train": ("minicnn.train.run", QUICK + ["--out", str(tmp_path / "r")]),
+        "inspect": ("minicnn.see.inspect.inspect_run", [str(tmp_path)]),
+        "explore": ("minicnn.see.explore.write_page", [str(tmp_path)]),
+        "gallery": ("minicnn.see.gallery.plot_gallery", ["--out", str(tmp_path)]),
+        "export": ("minicnn.export._run_inputs", [str(tmp_path), "--onnx", str(tmp_path / "m")]),
+    }[command]
     monkeypatch.setattr(inner, _fail_with(exc))
-    module = {"train": "minicnn.cli", "inspect": "minicnn.see.inspect", "explore": "minicnn.see.explore",
-              "gallery": "minicnn.see.gallery", "export": "minicnn.export"}[command]
+    module = {
+        "train": "minicnn.cli",
+        "inspect": "minicnn.see.inspect",
+        "explore": "minicnn.see.explore",
+        "gallery": "minicnn.see.gallery",
+        "export": "minicnn.export",
+    }[command]
     assert expected in one_line_exit_2(capsys, importlib.import_module(module).main(argv))

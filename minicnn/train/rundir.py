@@ -41,14 +41,25 @@ from .trainer import Trainer
 #: The columns of ``metrics.csv``: one row per epoch.
 METRICS_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 #: The figures the ``train.py`` command draws into a run directory (minicnn.see.plots.write_run_figures).
-FIGURES = ("filters_init.png", "filters_learned.png", "feature_maps.png", "history.png", "confusion.png",
-           "mistakes.png")
+FIGURES = (
+    "filters_init.png",
+    "filters_learned.png",
+    "feature_maps.png",
+    "history.png",
+    "confusion.png",
+    "mistakes.png",
+)
 
 
 #: The settings a resumed run may change: none changes what was learned so far (``train.epochs`` not
 #: below the epochs the checkpoint holds).
-RESUME_MAY_CHANGE = ("train.epochs", "train.threads", "train.memory_budget_mib", "output.dir",
-                     "output.figures")
+RESUME_MAY_CHANGE = (
+    "train.epochs",
+    "train.threads",
+    "train.memory_budget_mib",
+    "output.dir",
+    "output.figures",
+)
 
 
 class RunDirError(ValueError):
@@ -112,8 +123,16 @@ class RunDir:
     metrics_csv = _File("metrics.csv")
 
     #: Every file a run writes: all that ``overwrite=True`` may remove.
-    FILES = ("config.toml", "split.npz", "init.npz", "last.npz", "model.npz", "metrics.json", "metrics.csv",
-             *FIGURES)
+    FILES = (
+        "config.toml",
+        "split.npz",
+        "init.npz",
+        "last.npz",
+        "model.npz",
+        "metrics.json",
+        "metrics.csv",
+        *FIGURES,
+    )
 
     # --- claiming the folder ---------------------------------------------------------------------
     def check_new(self, overwrite: bool = False) -> None:
@@ -127,9 +146,11 @@ class RunDir:
         remove_stale_temporaries(self.path)
         entries = sorted(os.listdir(self.path))
         if entries and not overwrite:
-            raise RunDirError(f"run directory {shown} exists and is not empty ({len(entries)} entries, "
-                              f"e.g. {entries[0]!r}); choose another --out, or --overwrite to replace a "
-                              "run's files (other files are kept)")
+            raise RunDirError(
+                f"run directory {shown} exists and is not empty ({len(entries)} entries, "
+                f"e.g. {entries[0]!r}); choose another --out, or --overwrite to replace a "
+                "run's files (other files are kept)"
+            )
 
     def clear(self) -> list[str]:
         """Remove the files a run writes (:attr:`FILES`; links themselves, never their targets) and
@@ -172,11 +193,15 @@ class RunDir:
             raise FileFormatError(f"cannot resume from {show_path(self.checkpoint)}: {reason}") from None
         history, epoch, best = trainer.history, trainer.epoch, trainer.best_epoch
         if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
-            raise FileFormatError(f"cannot resume from {show_path(self.checkpoint)}: its history is a "
-                                  f"{type(history).__name__}, expected a list of one record per epoch")
+            raise FileFormatError(
+                f"cannot resume from {show_path(self.checkpoint)}: its history is a "
+                f"{type(history).__name__}, expected a list of one record per epoch"
+            )
         if epoch < 0 or epoch != len(history) or not 0 <= best <= epoch:
-            raise FileFormatError(f"cannot resume from {show_path(self.checkpoint)}: epoch {epoch}, best "
-                                  f"epoch {best} and {len(history)} history records do not agree")
+            raise FileFormatError(
+                f"cannot resume from {show_path(self.checkpoint)}: epoch {epoch}, best "
+                f"epoch {best} and {len(history)} history records do not agree"
+            )
         self.checkpoint_epoch = epoch
 
     def check_resume(self, cfg: Config) -> None:
@@ -186,15 +211,20 @@ class RunDir:
         old, new = _flatten(to_dict(load_config(self.config))), _flatten(to_dict(cfg))
         for key in sorted(old.keys() | new.keys()):
             if old.get(key) != new.get(key) and key not in RESUME_MAY_CHANGE:
-                raise RunDirError(f"--resume {show_path(self.path)}: {key} = {new.get(key)!r} differs from "
-                                  f"the run's {old.get(key)!r}; a resumed run may change only "
-                                  f"{', '.join(RESUME_MAY_CHANGE)}")
+                raise RunDirError(
+                    f"--resume {show_path(self.path)}: {key} = {new.get(key)!r} differs from "
+                    f"the run's {old.get(key)!r}; a resumed run may change only "
+                    f"{', '.join(RESUME_MAY_CHANGE)}"
+                )
 
     def check_epochs(self, cfg: Config) -> None:
         """Refuse to resume with fewer epochs than the checkpoint holds (after :meth:`load_checkpoint`)."""
-        if cfg.train.epochs < self.checkpoint_epoch:
-            raise RunDirError(f"--resume {show_path(self.path)}: train.epochs = {cfg.train.epochs} is fewer "
-                              f"than the {self.checkpoint_epoch} epochs the run has trained")
+        trained = self.checkpoint_epoch or 0
+        if cfg.train.epochs < trained:
+            raise RunDirError(
+                f"--resume {show_path(self.path)}: train.epochs = {cfg.train.epochs} is fewer "
+                f"than the {trained} epochs the run has trained"
+            )
 
     def check_split(self, dataset) -> None:
         """Refuse to resume when the data no longer give the split and standardization in ``split.npz``."""
@@ -202,9 +232,11 @@ class RunDir:
         current = {**dataset.indices, "mean": dataset.mean, "std": dataset.std}
         for key in sorted(saved.keys() | current.keys()):
             if key not in saved or key not in current or not np.array_equal(saved[key], current[key]):
-                raise RunDirError(f"--resume {show_path(self.path)}: the data give another {key!r} than "
-                                  f"{show_path(self.split)}; the data or the split changed since the run "
-                                  "began")
+                raise RunDirError(
+                    f"--resume {show_path(self.path)}: the data give another {key!r} than "
+                    f"{show_path(self.split)}; the data or the split changed since the run "
+                    "began"
+                )
 
     def save_model(self, model: Sequential) -> None:
         model.save(self.model)

@@ -93,18 +93,10 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
     started = time.perf_counter()
     run_dir = RunDir(run_dir)
     if resume:
-        remove_stale_temporaries(run_dir.path)
-        run_dir.check_resume(cfg)
+        dataset, model, trainer = _resume(cfg, run_dir, quiet)
     else:
         run_dir.check_new(overwrite)
-    dataset, model, trainer = prepare(cfg)
-    if resume:
-        run_dir.check_split(dataset)
-        run_dir.load_checkpoint(trainer)
-        run_dir.check_epochs(cfg)
-        _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
-        run_dir.write_config(cfg)  # with the changes check_resume allows, e.g. more epochs
-    else:
+        dataset, model, trainer = prepare(cfg)
         run_dir.start(cfg, dataset, trainer)
         _say(quiet, f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
                     f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
@@ -122,6 +114,20 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
                 f"weights of epoch {trainer.best_epoch}; {metrics['train_seconds']:.1f}s training, "
                 f"{time.perf_counter() - started:.1f}s in all; everything is in {run_dir.path}")
     return metrics
+
+
+def _resume(cfg: Config, run_dir: RunDir, quiet: bool):
+    """:func:`prepare` a resumed run, checked against the run's own config, split and checkpoint, and
+    restored from its checkpoint; the config is rewritten only then (with more epochs, say)."""
+    remove_stale_temporaries(run_dir.path)
+    run_dir.check_resume(cfg)
+    dataset, model, trainer = prepare(cfg)
+    run_dir.check_split(dataset)
+    run_dir.load_checkpoint(trainer)
+    run_dir.check_epochs(cfg)
+    _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
+    run_dir.write_config(cfg)
+    return dataset, model, trainer
 
 
 def _train_and_test(run_dir: RunDir, dataset, trainer: Trainer, quiet: bool, on_epoch_end) -> dict:
