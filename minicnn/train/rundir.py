@@ -40,7 +40,8 @@ from .trainer import Trainer
 
 #: The columns of ``metrics.csv``: one row per epoch.
 METRICS_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
-#: The figures the ``train.py`` command draws into a run directory (minicnn.see.plots.write_run_figures).
+#: The figures the ``train.py`` command draws into a run directory (minicnn.see.plots.write_run_figures,
+#: minicnn.see.kernels.write_kernel_figures, minicnn.see.saliency.write_saliency_figures).
 FIGURES = (
     "filters_init.png",
     "filters_learned.png",
@@ -48,6 +49,11 @@ FIGURES = (
     "history.png",
     "confusion.png",
     "mistakes.png",
+    "filters_evolution.png",
+    "top_patches.png",
+    "saliency.png",
+    "class_maps_first.png",
+    "class_maps_last.png",
 )
 
 
@@ -131,6 +137,7 @@ class RunDir:
         "model.npz",
         "metrics.json",
         "metrics.csv",
+        "kernels_history.npz",  # written by train.py (minicnn.see.change.KernelHistory)
         *FIGURES,
     )
 
