@@ -101,14 +101,23 @@ def plot(result: dict, weights: np.ndarray, n_test: int, path=None):
     ax = fig.add_subplot(grid[0, :])
     colors = ["tab:red" if k in top else "tab:gray" for k in range(len(drops))]
     ax.bar(np.arange(len(drops)), drops, color=colors)
-    ax.legend(handles=[Patch(color="tab:red", label=f"the {len(top)} largest drops (kernels drawn below)"),
-                       Patch(color="tab:gray", label="the other filters")], fontsize=8, loc="upper right")
+    ax.legend(
+        handles=[
+            Patch(color="tab:red", label=f"the {len(top)} largest drops (kernels drawn below)"),
+            Patch(color="tab:gray", label="the other filters"),
+        ],
+        fontsize=8,
+        loc="upper right",
+    )
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(drops)), [str(k) for k in range(len(drops))], fontsize=7)
     ax.set_xlabel("first-layer filter zeroed")
     ax.set_ylabel("test accuracy drop\n(percentage points)")
-    ax.set_title(f"Zeroing one first-layer filter at a time (baseline test accuracy "
-                 f"{result['baseline']:.4f}; one image = {100 / n_test:.2f} points)", fontsize=10)
+    ax.set_title(
+        f"Zeroing one first-layer filter at a time (baseline test accuracy "
+        f"{result['baseline']:.4f}; one image = {100 / n_test:.2f} points)",
+        fontsize=10,
+    )
     ax.grid(axis="y", alpha=0.3)
     vmax = symmetric_limit(weights[top, 0])
     for col, k in enumerate(top):
@@ -130,11 +139,15 @@ def short_match(match: dict) -> str:
 
 
 def table(result: dict, weights: np.ndarray) -> str:
-    lines = ["| filter | test accuracy without it | drop (points) | nearest classic filter |",
-             "|---|---|---|---|"]
+    lines = [
+        "| filter | test accuracy without it | drop (points) | nearest classic filter |",
+        "|---|---|---|---|",
+    ]
     for k in np.argsort(-result["drops"]):
-        lines.append(f"| {k} | {result['accuracies'][k]:.4f} | {100 * result['drops'][k]:.2f} | "
-                     f"{match_label(classic_match(weights[k, 0]))} |")
+        lines.append(
+            f"| {k} | {result['accuracies'][k]:.4f} | {100 * result['drops'][k]:.2f} | "
+            f"{match_label(classic_match(weights[k, 0]))} |"
+        )
     return "\n".join(lines)
 
 

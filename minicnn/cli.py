@@ -27,24 +27,45 @@ EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a minicnn model from a TOML config and write a run directory.",
-        epilog="example: python train.py --config configs/digits_fast.toml --set train.epochs=5 --seed 1")
+        epilog="example: python train.py --config configs/digits_fast.toml --set train.epochs=5 --seed 1",
+    )
     parser.add_argument("--config", metavar="PATH", help="TOML config (default: configs/digits.toml)")
-    parser.add_argument("--set", metavar="KEY.PATH=VALUE", action="append", default=[], dest="overrides",
-                        help="override one config value, typed as its field (repeatable), e.g. train.lr=0.01")
+    parser.add_argument(
+        "--set",
+        metavar="KEY.PATH=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one config value, typed as its field (repeatable), e.g. train.lr=0.01",
+    )
     parser.add_argument("--out", metavar="DIR", help="run directory (default: <output.dir>/<name>-<time>)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="let --out name a folder that is not empty; a previous run's files there are "
-                             "replaced, other files kept")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue RUN_DIR with its config.toml (only more epochs, output options, "
-                             "threads and the memory budget may change)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --out name a folder that is not empty; a previous run's files there are "
+        "replaced, other files kept",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR with its config.toml (only more epochs, output options, "
+        "threads and the memory budget may change)",
+    )
     parser.add_argument("--seed", type=int, metavar="N", help="training seed (same as --set seed=N)")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="threads of NumPy's matrix products (same as --set train.threads=N; "
-                             "default 0: automatic, the cores other processes leave free)")
-    parser.add_argument("--memory-budget", type=int, metavar="MiB",
-                        help="largest model + one batch, or data file, in MiB (same as --set "
-                             "train.memory_budget_mib=N; default: half the machine's memory)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads of NumPy's matrix products (same as --set train.threads=N; "
+        "default 0: automatic, the cores other processes leave free)",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=int,
+        metavar="MiB",
+        help="largest model + one batch, or data file, in MiB (same as --set "
+        "train.memory_budget_mib=N; default: half the machine's memory)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors (results: run dir)")
     return parser
 
@@ -60,21 +81,32 @@ def default_run_dir(output_dir: str, config_path) -> Path:
 
 def _figure_writer(figures, quiet: bool, label_smoothing: float = 0.0):
     """The step that draws a finished run's figures (:func:`minicnn.see.plots.write_run_figures`)."""
+
     def draw(run_dir, model, history, dataset):
         import numpy as np
 
         from .nn.model import Sequential
         from .see.plots import write_run_figures  # matplotlib only once training is done
+
         X_test, X_train = np.asarray(dataset.X_test), np.asarray(dataset.X_train)  # uint8 Images -> floats
-        write_run_figures(run_dir, model=model, init_model=Sequential.load(run_dir / "init.npz"),
-                          history=history, X_test=X_test, y_test=dataset.y_test, figures=figures,
-                          label_smoothing=label_smoothing)
+        write_run_figures(
+            run_dir,
+            model=model,
+            init_model=Sequential.load(run_dir / "init.npz"),
+            history=history,
+            X_test=X_test,
+            y_test=dataset.y_test,
+            figures=figures,
+            label_smoothing=label_smoothing,
+        )
         from .see.change import load_kernel_history
         from .see.kernels import write_kernel_figures
         from .see.saliency import write_saliency_figures
+
         write_kernel_figures(run_dir, model, load_kernel_history(run_dir), X_train)
         # blank for occlusion: an empty pixel as the model sees it (the darkest value of each channel)
         write_saliency_figures(run_dir, model, X_test, dataset.y_test, blank=X_train.min(axis=(0, 2, 3)))
+
     return draw
 
 
@@ -87,6 +119,7 @@ def blas_threads(threads: int, quiet: bool = True):
     busy with other work, a thread per core makes training several times slower (README, "Speed").
     """
     from .nn import _threads
+
     previous = _threads.get_num_threads()
     if threads:
         _threads.set_num_threads(threads)
@@ -94,8 +127,10 @@ def blas_threads(threads: int, quiet: bool = True):
     else:
         governor = _threads.AutoThreads()
         if governor.start() is not None and not quiet:
-            print(f"BLAS threads: {governor.threads} (automatic: other processes use {governor.others:.1f} of "
-                  f"{governor.cores} cores; --threads N fixes the count)")
+            print(
+                f"BLAS threads: {governor.threads} (automatic: other processes use {governor.others:.1f} of "
+                f"{governor.cores} cores; --threads N fixes the count)"
+            )
     try:
         yield None if governor is None else governor.update
     finally:
@@ -105,17 +140,22 @@ def blas_threads(threads: int, quiet: bool = True):
 
 def _each(*hooks):
     """One ``on_epoch_end(trainer, record)`` that calls every hook given (None ones skipped)."""
+
     def on_epoch_end(trainer, record):
         for hook in hooks:
             if hook is not None:
                 hook(trainer, record)
+
     return on_epoch_end
 
 
 def _overrides(args) -> list[str]:
     """The ``--set`` assignments, with the options that stand for one (``--seed N``: ``seed=N``)."""
-    shortcuts = {"seed": args.seed, "train.threads": args.threads,
-                 "train.memory_budget_mib": args.memory_budget}
+    shortcuts = {
+        "seed": args.seed,
+        "train.threads": args.threads,
+        "train.memory_budget_mib": args.memory_budget,
+    }
     return list(args.overrides) + [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
 
 
@@ -126,8 +166,10 @@ def _config_and_run_dir(args, overrides):
         cfg = load_config(config_path, overrides)
         return cfg, Path(args.out) if args.out else default_run_dir(cfg.output.dir, config_path)
     if args.config or args.out or args.overwrite:
-        raise ValueError("--resume RUN_DIR uses RUN_DIR's config.toml and writes into RUN_DIR; "
-                         "leave out --config and --out (and --overwrite)")
+        raise ValueError(
+            "--resume RUN_DIR uses RUN_DIR's config.toml and writes into RUN_DIR; "
+            "leave out --config and --out (and --overwrite)"
+        )
     run_dir = Path(args.resume)
     if not (run_dir / "last.npz").is_file():
         raise ValueError(f"cannot resume: {io.show_path(run_dir / 'last.npz')} does not exist")
@@ -140,20 +182,35 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from . import train as training  # imported here so --help answers at once
+
         cfg, run_dir = _config_and_run_dir(args, _overrides(args))
         io.set_memory_budget(cfg.train.memory_budget_mib * 2**20 or None)
-        figures = (_figure_writer(cfg.output.figures, args.quiet, cfg.train.label_smoothing)
-                   if cfg.output.figures else None)
+        figures = (
+            _figure_writer(cfg.output.figures, args.quiet, cfg.train.label_smoothing)
+            if cfg.output.figures
+            else None
+        )
         from .see.change import KernelHistory  # NumPy only: the plotted kernels after each epoch
+
         with blas_threads(cfg.train.threads, args.quiet) as governor:
-            training.run(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, finish=figures,
-                         on_epoch_end=_each(KernelHistory(run_dir), governor), overwrite=args.overwrite)
+            training.run(
+                cfg,
+                run_dir,
+                resume=bool(args.resume),
+                quiet=args.quiet,
+                finish=figures,
+                on_epoch_end=_each(KernelHistory(run_dir), governor),
+                overwrite=args.overwrite,
+            )
     except training.DivergedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
     except training.TrainingInterrupted as exc:
-        print(f"\ninterrupted: {exc.run_dir / 'last.npz'} holds the weights after epoch {exc.epoch}. "
-              f"Resume with: python train.py --resume {exc.run_dir}", file=sys.stderr)
+        print(
+            f"\ninterrupted: {exc.run_dir / 'last.npz'} holds the weights after epoch {exc.epoch}. "
+            f"Resume with: python train.py --resume {exc.run_dir}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("\ninterrupted before training started; nothing to resume", file=sys.stderr)

@@ -41,6 +41,7 @@ def test_sgd_nesterov_momentum_weight_decay_matches_the_rule():
         g = g + wd * w
         s["v"] = mu * s.get("v", 0) + g
         return w - lr * (g + mu * s["v"])
+
     np.testing.assert_allclose(run(SGD, lr=lr, momentum=mu, nesterov=True, weight_decay=wd), reference(rule))
 
 
@@ -50,7 +51,8 @@ def test_adam_matches_the_rule():
     def rule(w, g, s, t):
         s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
         s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
-        return w - lr * (s["m"] / (1 - b1 ** t)) / (np.sqrt(s["v"] / (1 - b2 ** t)) + eps)
+        return w - lr * (s["m"] / (1 - b1**t)) / (np.sqrt(s["v"] / (1 - b2**t)) + eps)
+
     np.testing.assert_allclose(run(Adam, lr=lr), reference(rule), rtol=1e-12)
 
 
@@ -61,12 +63,14 @@ def test_adamw_decouples_weight_decay():
         w = w * (1 - lr * wd)
         s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
         s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
-        return w - lr * (s["m"] / (1 - b1 ** t)) / (np.sqrt(s["v"] / (1 - b2 ** t)) + eps)
+        return w - lr * (s["m"] / (1 - b1**t)) / (np.sqrt(s["v"] / (1 - b2**t)) + eps)
+
     np.testing.assert_allclose(run(AdamW, lr=lr, weight_decay=wd), reference(rule), rtol=1e-12)
 
 
-@pytest.mark.parametrize("opt_cls, kw", [(SGD, {"lr": 0.1, "momentum": 0.9}), (Adam, {"lr": 0.01}),
-                                         (AdamW, {"lr": 0.01})])
+@pytest.mark.parametrize(
+    "opt_cls, kw", [(SGD, {"lr": 0.1, "momentum": 0.9}), (Adam, {"lr": 0.01}), (AdamW, {"lr": 0.01})]
+)
 def test_state_dict_resumes_bit_for_bit(opt_cls, kw):
     full = run(opt_cls, steps=6, **kw)
     p, targets = quadratic_param()

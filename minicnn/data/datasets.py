@@ -91,7 +91,7 @@ def read_idx(path) -> np.ndarray:
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{path}: IDX header declares {ndim} dimensions but the file is too short for them")
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + math.prod(shape) * dtype.itemsize   # Python ints: no overflow
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if len(raw) != expected:
         raise DataError(
             f"{show_path(path)}: IDX header declares shape {shape} of {dtype.name} ({expected} bytes with "
@@ -108,8 +108,10 @@ def _gunzip_within_budget(path: str) -> bytes:
             while piece := handle.read(2**20):
                 total += len(piece)
                 if total > budget:
-                    raise MemoryError(f"{show_path(path)}: decompresses to more than {budget / 2**20:,.0f} "
-                                      "MiB, the memory budget (train.memory_budget_mib changes it)")
+                    raise MemoryError(
+                        f"{show_path(path)}: decompresses to more than {budget / 2**20:,.0f} "
+                        "MiB, the memory budget (train.memory_budget_mib changes it)"
+                    )
                 pieces.append(piece)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{show_path(path)}: not a readable gzip file: {exc}") from None

@@ -40,9 +40,7 @@ KERNELS: dict[str, np.ndarray] = {
 }
 
 #: Sepia tone as a 1x1 convolution: row o holds the weights of output channel o on inputs (R, G, B).
-SEPIA = np.array([[0.393, 0.769, 0.189],
-                  [0.349, 0.686, 0.168],
-                  [0.272, 0.534, 0.131]])
+SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
 
 
 def _key(name: str) -> str:
@@ -85,8 +83,10 @@ def conv_from_kernel(weights, channels: int = 1, bias=0.0, dtype=np.float64) -> 
     elif values.ndim == 4:
         weight = values
     else:
-        raise ValueError(f"conv_from_kernel: expected a kernel (kh, kw) or weights (out, in, kh, kw), "
-                         f"got shape {values.shape}")
+        raise ValueError(
+            f"conv_from_kernel: expected a kernel (kh, kw) or weights (out, in, kh, kw), "
+            f"got shape {values.shape}"
+        )
     out_channels, in_channels, kh, kw = weight.shape
     padding = "same" if kh % 2 and kw % 2 else 0
     layer = Conv2D(in_channels, out_channels, (kh, kw), padding=padding, bias=True, dtype=dtype, rng=0)
@@ -155,7 +155,7 @@ def _centered(values: np.ndarray, shape) -> np.ndarray | None:
         return None
     out = np.zeros(shape)
     top, left = (h - kh) // 2, (w - kw) // 2
-    out[top:top + kh, left:left + kw] = values
+    out[top : top + kh, left : left + kw] = values
     return out
 
 
@@ -238,8 +238,12 @@ def classic_match(weights) -> dict:
     if name is None or np.isnan(chance[0]):
         return {"name": None, "cosine": float("nan"), "percentile": float("nan"), "meaningful": False}
     percentile = 100.0 * np.searchsorted(chance, cosine, side="left") / len(chance)
-    return {"name": name, "cosine": float(cosine), "percentile": float(percentile),
-            "meaningful": bool(percentile >= MATCH_PERCENTILE)}
+    return {
+        "name": name,
+        "cosine": float(cosine),
+        "percentile": float(percentile),
+        "meaningful": bool(percentile >= MATCH_PERCENTILE),
+    }
 
 
 def match_label(match: dict) -> str:
@@ -248,10 +252,12 @@ def match_label(match: dict) -> str:
     if match["name"] is None:
         return "no classic match (nothing comparable)"
     if match["meaningful"]:
-        share = ("all" if match["percentile"] >= 100 else f"{np.floor(match['percentile']):.0f}% of")
+        share = "all" if match["percentile"] >= 100 else f"{np.floor(match['percentile']):.0f}% of"
         return f"like {match['name']}, cos {match['cosine']:.2f}, above {share} random kernels"
-    return (f"no classic match (best {match['name']}, cos {match['cosine']:.2f}, "
-            f"above only {np.floor(match['percentile']):.0f}% of random kernels)")
+    return (
+        f"no classic match (best {match['name']}, cos {match['cosine']:.2f}, "
+        f"above only {np.floor(match['percentile']):.0f}% of random kernels)"
+    )
 
 
 __all__ = [

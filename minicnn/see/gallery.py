@@ -25,8 +25,22 @@ from . import filters as kernels
 from .plots import IMAGE_CMAP, KERNEL_CMAP, new_figure, save, symmetric_limit
 
 #: The gallery's filters, in order; "invert" and "sepia" are the 1x1 per-pixel effects.
-GALLERY = ("identity", "box blur", "gaussian blur", "sharpen", "edge enhance", "emboss", "invert",
-           "sepia", "edge detect", "laplacian", "sobel x", "sobel y", "prewitt x", "prewitt y")
+GALLERY = (
+    "identity",
+    "box blur",
+    "gaussian blur",
+    "sharpen",
+    "edge enhance",
+    "emboss",
+    "invert",
+    "sepia",
+    "edge detect",
+    "laplacian",
+    "sobel x",
+    "sobel y",
+    "prewitt x",
+    "prewitt y",
+)
 
 
 def load_digit(index: int = 0) -> np.ndarray:
@@ -80,8 +94,15 @@ def _draw_kernel(ax, name: str) -> None:
     ax.imshow(values, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
     for (r, c), v in np.ndenumerate(values):
         text = f"{v:.2f}".lstrip("0").replace("-0.", "-.") if v != round(v) else f"{int(v)}"
-        ax.text(c, r, text, ha="center", va="center", fontsize=8 if values.size > 1 else 11,
-                color="white" if abs(v) > 0.6 * vmax else "black")
+        ax.text(
+            c,
+            r,
+            text,
+            ha="center",
+            va="center",
+            fontsize=8 if values.size > 1 else 11,
+            color="white" if abs(v) > 0.6 * vmax else "black",
+        )
     ax.set_title(name, fontsize=10, fontweight="bold")
     ax.set_xlabel(note, fontsize=7)
     ax.set_xticks([])
@@ -103,8 +124,13 @@ def _draw_result(ax, result: np.ndarray, signed: bool, is_digit: bool) -> None:
     ax.set_yticks([])
 
 
-def plot_gallery(digit: np.ndarray | None = None, photo: np.ndarray | None = None, names=GALLERY,
-                 columns: int = 7, path=None):
+def plot_gallery(
+    digit: np.ndarray | None = None,
+    photo: np.ndarray | None = None,
+    names=GALLERY,
+    columns: int = 7,
+    path=None,
+):
     """The gallery Figure: for each filter, its kernel, the filtered digit and the filtered photo.
 
     digit : (H, W) in [0, 1]; photo : (H, W, 3) in [0, 1]
@@ -122,8 +148,9 @@ def plot_gallery(digit: np.ndarray | None = None, photo: np.ndarray | None = Non
         ax_kernel, ax_digit, ax_photo = (fig.add_subplot(grid[3 * block + r, col]) for r in range(3))
         _draw_kernel(ax_kernel, name)
         if name == "sepia":  # sepia mixes R, G and B: a gray digit has no colours to mix
-            ax_digit.text(0.5, 0.5, "needs RGB", ha="center", va="center", fontsize=8,
-                          transform=ax_digit.transAxes)
+            ax_digit.text(
+                0.5, 0.5, "needs RGB", ha="center", va="center", fontsize=8, transform=ax_digit.transAxes
+            )
             ax_digit.set_xticks([])
             ax_digit.set_yticks([])
         else:
@@ -132,10 +159,16 @@ def plot_gallery(digit: np.ndarray | None = None, photo: np.ndarray | None = Non
         if col == 0:
             ax_digit.set_ylabel("digit", fontsize=9)
             ax_photo.set_ylabel("photo", fontsize=9)
-    fig.suptitle("Classic filters applied by minicnn's Conv2D (weights set by hand). Zero-sum kernels: "
-                 "signed response, red > 0 > blue", fontsize=11)
-    fig.supxlabel("Colour scales: each kernel its own, symmetric about 0; zero-sum responses up to their "
-                  "99th percentile of |value|. Photo: scikit-learn's china.jpg.", fontsize=8)
+    fig.suptitle(
+        "Classic filters applied by minicnn's Conv2D (weights set by hand). Zero-sum kernels: "
+        "signed response, red > 0 > blue",
+        fontsize=11,
+    )
+    fig.supxlabel(
+        "Colour scales: each kernel its own, symmetric about 0; zero-sum responses up to their "
+        "99th percentile of |value|. Photo: scikit-learn's china.jpg.",
+        fontsize=8,
+    )
     return save(fig, path)
 
 

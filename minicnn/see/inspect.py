@@ -28,7 +28,7 @@ from ..errors import one_line_errors
 from ..io import show_path
 from ..nn.layers import Conv2D
 from ..nn.model import Sequential
-from .change import kernel_angles, load_kernel_history, norm_ratios
+from .change import conv_weights, kernel_angles, load_kernel_history, norm_ratios
 from .filters import classic_match, match_label
 
 
@@ -69,10 +69,21 @@ def kernel_table(layer: Conv2D, initial=None) -> list[dict]:
     for o, weights in enumerate(weight):
         channel = int(np.argmax(np.linalg.norm(weights.reshape(len(weights), -1), axis=1)))
         found = classic_match(weights[channel])
-        rows.append({"filter": o, "norm": float(np.linalg.norm(weights)), "mean": float(weights.mean()),
-                     "angle": float(angles[o]), "norm_ratio": float(ratios[o]), "in_channel": channel,
-                     "match": found["name"], "cosine": found["cosine"], "percentile": found["percentile"],
-                     "meaningful": found["meaningful"], "label": match_label(found)})
+        rows.append(
+            {
+                "filter": o,
+                "norm": float(np.linalg.norm(weights)),
+                "mean": float(weights.mean()),
+                "angle": float(angles[o]),
+                "norm_ratio": float(ratios[o]),
+                "in_channel": channel,
+                "match": found["name"],
+                "cosine": found["cosine"],
+                "percentile": found["percentile"],
+                "meaningful": found["meaningful"],
+                "label": match_label(found),
+            }
+        )
     return rows
 
 
@@ -83,8 +94,11 @@ def format_table(rows: list[dict], in_channels: int) -> str:
     header += "nearest classic filter (cosine, percentile among random kernels)"
     lines = [header, "-" * len(header)]
     for r in rows:
-        moved = (f"{r['angle']:>5.1f}°  {r['norm_ratio']:>6.2f}  " if not np.isnan(r["angle"])
-                 else f"{'-':>6}  {'-':>6}  ")
+        moved = (
+            f"{r['angle']:>5.1f}°  {r['norm_ratio']:>6.2f}  "
+            if not np.isnan(r["angle"])
+            else f"{'-':>6}  {'-':>6}  "
+        )
         line = f"{r['filter']:>6}  {r['norm']:>7.3f}  {r['mean']:>8.4f}  {moved}"
         line += f"{r['in_channel']:>3}  " if in_channels > 1 else ""
         lines.append(line + r["label"])
@@ -95,8 +109,9 @@ def format_table(rows: list[dict], in_channels: int) -> str:
 MAX_GRID_KERNELS = 256
 
 
-def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_channel: int | None = None,
-                stream=None) -> list[str]:
+def inspect_run(
+    run_dir, layer: int | None = None, index: int = 0, out=None, in_channel: int | None = None, stream=None
+) -> list[str]:
     """Print the summary and kernel table, and write the figures; returns the figure paths.
 
     layer : index into ``model.layers`` of a Conv2D (default: the first one)
@@ -116,18 +131,26 @@ def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_
     rows = kernel_table(conv, initial)
     print(format_table(rows, conv.in_channels), file=stream)
     if initial is not None:
-        print(f"median angle from initialization (init.npz): {np.median([r['angle'] for r in rows]):.1f}°; "
-              "a classic filter is named only above the 95th percentile of random kernels", file=stream)
-    prediction = int(model.predict(X_test[index:index + 1])[0])
+        print(
+            f"median angle from initialization (init.npz): {np.median([r['angle'] for r in rows]):.1f}°; "
+            "a classic filter is named only above the 95th percentile of random kernels",
+            file=stream,
+        )
+    prediction = int(model.predict(X_test[index : index + 1])[0])
     print(f"\nTest image {index}: label {int(y_test[index])}, predicted {prediction}", file=stream)
 
     out = os.path.join(run_dir, "inspect") if out is None else out
-    paths = [os.path.join(out, f"filters_layer{layer}.png"),
-             os.path.join(out, f"feature_maps_layer{layer}_image{index}.png")]
+    paths = [
+        os.path.join(out, f"filters_layer{layer}.png"),
+        os.path.join(out, f"feature_maps_layer{layer}_image{index}.png"),
+    ]
     if in_channel is None and conv.out_channels * conv.in_channels > MAX_GRID_KERNELS:
         in_channel = 0
-        print(f"\n{conv.out_channels}x{conv.in_channels} kernels are too many for one figure; drawing input "
-              "channel 0's slice (choose another with --in-channel)", file=stream)
+        print(
+            f"\n{conv.out_channels}x{conv.in_channels} kernels are too many for one figure; drawing input "
+            "channel 0's slice (choose another with --in-channel)",
+            file=stream,
+        )
     if in_channel is not None and not 0 <= in_channel < conv.in_channels:
         raise ValueError(f"--in-channel {in_channel}: layer {layer} has {conv.in_channels} input channels")
     slice_note = "" if in_channel is None else f", input channel {in_channel}"
@@ -139,8 +162,9 @@ def inspect_run(run_dir, layer: int | None = None, index: int = 0, out=None, in_
     return paths
 
 
-def _load_run(run_dir, layer: int | None, index: int,
-              conv_layers) -> tuple[Sequential, int, np.ndarray, np.ndarray]:
+def _load_run(
+    run_dir, layer: int | None, index: int, conv_layers
+) -> tuple[Sequential, int, np.ndarray, np.ndarray]:
     """The run's model, the index of the Conv2D to inspect (the first by default; ``conv_layers(model)``
     lists them), and its test split (images (N, C, H, W), labels (N,)); ValueError for a bad choice."""
     model_path = os.path.join(run_dir, "model.npz")
@@ -153,17 +177,21 @@ def _load_run(run_dir, layer: int | None, index: int,
         raise ValueError(f"{model_path}: the model has no Conv2D layer to inspect")
     layer = convs[0] if layer is None else layer
     if layer not in convs:
-        raise ValueError(f"--layer {layer} is not a Conv2D layer; the Conv2D layers are {convs} "
-                         "(indices as in the summary below)\n" + model.summary(X_test.shape[1:]))
+        raise ValueError(
+            f"--layer {layer} is not a Conv2D layer; the Conv2D layers are {convs} "
+            "(indices as in the summary below)\n" + model.summary(X_test.shape[1:])
+        )
     if not 0 <= index < len(X_test):
-        raise ValueError(f"--index {index}: the test split has {len(X_test)} images, use 0 to {len(X_test) - 1}")
+        raise ValueError(
+            f"--index {index}: the test split has {len(X_test)} images, use 0 to {len(X_test) - 1}"
+        )
     return model, layer, X_test, y_test
 
 
 def _initial_weights(run_dir, layer: int) -> np.ndarray | None:
     """``layers[layer]``'s weights in ``RUN_DIR/init.npz``, or None for a run without one."""
     path = os.path.join(run_dir, "init.npz")
-    return Sequential.load(path).layers[layer].weight.data if os.path.isfile(path) else None
+    return conv_weights(Sequential.load(path), layer) if os.path.isfile(path) else None
 
 
 def _learning_figures(run_dir, model, layer: int, initial, out, X_test, y_test) -> list[str]:
@@ -177,13 +205,13 @@ def _learning_figures(run_dir, model, layer: int, initial, out, X_test, y_test) 
     paths = []
     if initial is not None:
         paths.append(os.path.join(out, f"filters_learned_layer{layer}.png"))
-        plot_filters_change(initial, model.layers[layer].weight.data, path=paths[-1])
+        plot_filters_change(initial, conv_weights(model, layer), path=paths[-1])
     if layer != first_conv_index(model):
         return paths
     X_train = load_train_images(run_dir)
     history = load_kernel_history(run_dir)
     paths += write_kernel_figures(out, model, history, X_train)
-    blank = (X_test if X_train is None else X_train).min(axis=(0, 2, 3))
+    blank = np.asarray(X_test if X_train is None else X_train).min(axis=(0, 2, 3))  # Images -> floats
     return paths + write_saliency_figures(out, model, X_test, y_test, blank)
 
 
@@ -200,16 +228,25 @@ def load_train_images(run_dir) -> np.ndarray | None:
 
 @one_line_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minicnn.inspect",
-                                     description="Print a trained model's kernels and redraw its filters "
-                                                 "and feature maps.")
+    parser = argparse.ArgumentParser(
+        prog="python -m minicnn.inspect",
+        description="Print a trained model's kernels and redraw its filters and feature maps.",
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
-    parser.add_argument("--layer", type=int, default=None,
-                        help="index (as in the summary) of the Conv2D layer to inspect; default the first")
+    parser.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="index (as in the summary) of the Conv2D layer to inspect; default the first",
+    )
     parser.add_argument("--index", type=int, default=0, help="test image for the feature maps (default 0)")
     parser.add_argument("--out", default=None, help="folder for the figures (default RUN_DIR/inspect)")
-    parser.add_argument("--in-channel", type=int, default=None,
-                        help="draw only the kernels' slice on this input channel (deeper layers)")
+    parser.add_argument(
+        "--in-channel",
+        type=int,
+        default=None,
+        help="draw only the kernels' slice on this input channel (deeper layers)",
+    )
     args = parser.parse_args(argv)
     inspect_run(args.run_dir, layer=args.layer, index=args.index, out=args.out, in_channel=args.in_channel)
     return 0

@@ -15,5 +15,15 @@ from .rundir import RunDir
 from .runner import TrainingInterrupted, prepare, run, seed_generators
 from .trainer import DivergedError, Trainer, make_optimizer, make_schedule
 
-__all__ = ["build_model", "Trainer", "DivergedError", "make_optimizer", "make_schedule", "RunDir",
-           "TrainingInterrupted", "prepare", "run", "seed_generators"]
+__all__ = [
+    "build_model",
+    "Trainer",
+    "DivergedError",
+    "make_optimizer",
+    "make_schedule",
+    "RunDir",
+    "TrainingInterrupted",
+    "prepare",
+    "run",
+    "seed_generators",
+]

@@ -48,8 +48,9 @@ def build_model(layer_specs, input_shape, dtype=np.float32, rng=None, batch_size
         layer = _build_within(dict(spec), shape, dtype, rng, where, left=io.memory_budget() - used)
         out = _output_shape(layer, shape, where=where)
         used += _training_bytes(layer, shape, out, batch_size, dtype.itemsize)
-        io.check_budget(used, f"{where} ({type(layer).__name__}): the model so far, trained on batches "
-                              f"of {batch_size},")
+        io.check_budget(
+            used, f"{where} ({type(layer).__name__}): the model so far, trained on batches of {batch_size},"
+        )
         shape = out
         layers.append(layer)
     return Sequential(layers)
@@ -62,8 +63,10 @@ def _build_within(spec: dict, shape, dtype: np.dtype, rng, where: str, left: int
         with io.budget_limited_to(left // _COPIES_PER_PARAMETER):
             return _build_layer(spec, shape, dtype, rng, where)
     except MemoryError as exc:
-        raise MemoryError(f"{where}: {exc}; the weights, their gradients and optimizer state share the "
-                          f"{max(left, 0) / 2**20:,.0f} MiB left") from None
+        raise MemoryError(
+            f"{where}: {exc}; the weights, their gradients and optimizer state share the "
+            f"{max(left, 0) / 2**20:,.0f} MiB left"
+        ) from None
 
 
 def _training_bytes(layer: Layer, shape, out, batch_size: int, itemsize: int) -> int:
@@ -78,8 +81,9 @@ def _training_bytes(layer: Layer, shape, out, batch_size: int, itemsize: int) ->
     return parameters + activations
 
 
-def _build_layer(spec: dict, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
-                 where: str) -> Layer:
+def _build_layer(
+    spec: dict, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator, where: str
+) -> Layer:
     """One layer from its spec, its input size filled in from ``shape`` (batch axis first)."""
     cls = _layer_class(spec.pop("type", None), where)
     trainable = spec.pop("trainable", True)
@@ -91,8 +95,10 @@ def _build_layer(spec: dict, shape: tuple[int, ...], dtype: np.dtype, rng: np.ra
     size_argument = cls.input_size_argument
     if size_argument is not None:
         if size_argument in spec and spec[size_argument] != shape[1]:
-            raise ValueError(f"{where}.{size_argument} = {spec[size_argument]!r}, but its input is {shape[1:]}, "
-                             f"which needs {shape[1]}; leave it out to infer it")
+            raise ValueError(
+                f"{where}.{size_argument} = {spec[size_argument]!r}, but its input is {shape[1:]}, "
+                f"which needs {shape[1]}; leave it out to infer it"
+            )
         spec[size_argument] = shape[1]
     if "dtype" in params:
         spec["dtype"] = dtype
@@ -118,8 +124,10 @@ def _check_arguments(cls: type[Layer], spec: dict, accepted: list[str], where: s
         if key not in accepted:
             close = difflib.get_close_matches(key, accepted + ["trainable"], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}.{key}: {cls.__name__} has no argument {key!r}{hint}; it takes "
-                             f"{', '.join(accepted + ['trainable']) or 'no arguments but trainable'}")
+            raise ValueError(
+                f"{where}.{key}: {cls.__name__} has no argument {key!r}{hint}; it takes "
+                f"{', '.join(accepted + ['trainable']) or 'no arguments but trainable'}"
+            )
 
 
 def _check_input_ndim(cls: type[Layer], shape: tuple[int, ...], where: str) -> None:
@@ -128,8 +136,10 @@ def _check_input_ndim(cls: type[Layer], shape: tuple[int, ...], where: str) -> N
     if ndim is None or len(shape) == ndim:
         return
     if ndim == 2:
-        raise ValueError(f"{where} ({cls.__name__}): its input has shape {shape[1:]}; add a Flatten or "
-                         "GlobalAvgPool2D layer before it")
+        raise ValueError(
+            f"{where} ({cls.__name__}): its input has shape {shape[1:]}; add a Flatten or "
+            "GlobalAvgPool2D layer before it"
+        )
     expected = "an image input (C, H, W)" if ndim == 4 else f"an input of {ndim - 1} dimensions"
     raise ValueError(f"{where} ({cls.__name__}): needs {expected}, got shape {shape[1:]}")
 
@@ -141,7 +151,8 @@ def _output_shape(layer: Layer, shape: tuple[int, ...], where: str) -> tuple[int
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where} ({type(layer).__name__}): {exc}") from None
     if min(out[1:], default=1) < 1:
-        raise ValueError(f"{where} ({type(layer).__name__}): its input {shape[1:]} is too small for {layer!r}; "
-                         f"the output would be {out[1:]}")
+        raise ValueError(
+            f"{where} ({type(layer).__name__}): its input {shape[1:]} is too small for {layer!r}; "
+            f"the output would be {out[1:]}"
+        )
     return out
-

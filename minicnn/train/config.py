@@ -71,8 +71,11 @@ def _check_value(path: str, value, f: dataclasses.Field, ftype):
     """Type-check (int -> float allowed) and range-check one value; returns it normalized."""
     if typing.get_origin(ftype) is tuple:
         args = typing.get_args(ftype)
-        if (not isinstance(value, (list, tuple)) or len(value) != len(args)
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != len(args)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
             raise ConfigError(f"{path} = {_describe(value)}: expected a list of {len(args)} numbers")
         value = tuple(float(v) for v in value)
         for v in value:
@@ -83,8 +86,9 @@ def _check_value(path: str, value, f: dataclasses.Field, ftype):
         value = float(value)
     ok = isinstance(value, ftype) and (ftype is bool or not isinstance(value, bool))
     if not ok:
-        raise ConfigError(f"{path} = {_describe(value)}: expected {_TYPE_NAMES[ftype]}, "
-                          f"got {type(value).__name__}")
+        raise ConfigError(
+            f"{path} = {_describe(value)}: expected {_TYPE_NAMES[ftype]}, got {type(value).__name__}"
+        )
     if ftype is float and not math.isfinite(value):
         raise ConfigError(f"{path} = {value!r}: expected a finite number")
     _check_range(path, value, f, shown=given)
@@ -93,12 +97,18 @@ def _check_value(path: str, value, f: dataclasses.Field, ftype):
 
 def _check_range(path, value, f, shown=None):
     m = f.metadata
-    bad = (m.get("choices") and value not in m["choices"]
-           or m.get("lo") is not None and (value <= m["lo"] if m["lo_open"] else value < m["lo"])
-           or m.get("hi") is not None and (value >= m["hi"] if m["hi_open"] else value > m["hi"]))
+    bad = (
+        m.get("choices")
+        and value not in m["choices"]
+        or m.get("lo") is not None
+        and (value <= m["lo"] if m["lo_open"] else value < m["lo"])
+        or m.get("hi") is not None
+        and (value >= m["hi"] if m["hi_open"] else value > m["hi"])
+    )
     if bad:
-        raise ConfigError(f"{path} = {_describe(shown if shown is not None else value)}: "
-                          f"must be {_allowed(f)}")
+        raise ConfigError(
+            f"{path} = {_describe(shown if shown is not None else value)}: must be {_allowed(f)}"
+        )
 
 
 class _Section:
@@ -151,13 +161,17 @@ class DataConfig(_Section):
     test_images: str = _spec("", doc="optional IDX test images")
     test_labels: str = _spec("", doc="optional IDX test labels")
     test_fraction: float = _spec(0.2, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-    val_fraction: float = _spec(0.1, lo=0.0, hi=1.0, hi_open=True, doc="of the part left after the test split")
+    val_fraction: float = _spec(
+        0.1, lo=0.0, hi=1.0, hi_open=True, doc="of the part left after the test split"
+    )
     split_seed: int = _spec(0, lo=0, hi=2**32 - 1)
     standardize: bool = _spec(True, doc="per-channel mean 0, std 1, from the training split")
-    cache_dir: str = _spec("", doc="downloads go to <cache_dir>/<source>/ (default $MINICNN_DATA, "
-                                   "else ~/.cache/minicnn)")
-    base_url: str = _spec("", doc="fetch <base_url>/<file> instead of the pinned URLs "
-                                  "(default $MINICNN_DATA_URL)")
+    cache_dir: str = _spec(
+        "", doc="downloads go to <cache_dir>/<source>/ (default $MINICNN_DATA, else ~/.cache/minicnn)"
+    )
+    base_url: str = _spec(
+        "", doc="fetch <base_url>/<file> instead of the pinned URLs (default $MINICNN_DATA_URL)"
+    )
     augment: AugmentConfig = _spec(AugmentConfig())
 
 
@@ -174,10 +188,14 @@ class ModelConfig(_Section):
             raise ConfigError("model.layers: expected at least one [[model.layers]] table")
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, dict):
-                raise ConfigError(f"model.layers[{i}] = {_describe(layer)}: expected a table with a 'type' key")
+                raise ConfigError(
+                    f"model.layers[{i}] = {_describe(layer)}: expected a table with a 'type' key"
+                )
             if not isinstance(layer.get("type"), str):
-                raise ConfigError(f"model.layers[{i}].type: expected a layer name string, "
-                                  f"got {_describe(layer.get('type'))}")
+                raise ConfigError(
+                    f"model.layers[{i}].type: expected a layer name string, "
+                    f"got {_describe(layer.get('type'))}"
+                )
             for key, value in layer.items():
                 if not _finite(value):
                     raise ConfigError(f"model.layers[{i}].{key} = {value!r}: expected finite numbers")
@@ -204,21 +222,34 @@ class TrainConfig(_Section):
     gamma: float = _spec(0.1, lo=0.0, hi=1.0, lo_open=True, doc="step: decay factor")
     clip_grad_norm: float = _spec(0.0, lo=0.0, doc="largest global gradient norm; 0 = no clipping")
     label_smoothing: float = _spec(0.0, lo=0.0, hi=1.0, hi_open=True)
-    patience: int = _spec(0, lo=0, doc="stop after this many epochs without a better validation score; 0 = never")
-    threads: int = _spec(0, lo=0, hi=4096, doc="threads of NumPy's matrix products; 0 = automatic: the cores "
-                         "that other processes leave free, rechecked after every epoch")
-    memory_budget_mib: int = _spec(0, lo=0, hi=2**40, doc="largest model + one batch's activations, or data "
-                                   "file, in MiB; 0 = half the machine's memory")
+    patience: int = _spec(
+        0, lo=0, doc="stop after this many epochs without a better validation score; 0 = never"
+    )
+    threads: int = _spec(
+        0,
+        lo=0,
+        hi=4096,
+        doc="threads of NumPy's matrix products; 0 = automatic: the cores "
+        "that other processes leave free, rechecked after every epoch",
+    )
+    memory_budget_mib: int = _spec(
+        0,
+        lo=0,
+        hi=2**40,
+        doc="largest model + one batch's activations, or data file, in MiB; 0 = half the machine's memory",
+    )
 
     def _check(self):
         if self.nesterov and self.optimizer != "sgd":
-            raise ConfigError(f"train.nesterov = true: only for train.optimizer = \"sgd\", "
-                              f"not {self.optimizer!r}")
+            raise ConfigError(
+                f'train.nesterov = true: only for train.optimizer = "sgd", not {self.optimizer!r}'
+            )
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("train.nesterov = true: needs train.momentum > 0")
         if self.schedule == "cosine" and self.warmup_epochs >= self.epochs:
-            raise ConfigError(f"train.warmup_epochs = {self.warmup_epochs}: must be < train.epochs "
-                              f"({self.epochs})")
+            raise ConfigError(
+                f"train.warmup_epochs = {self.warmup_epochs}: must be < train.epochs ({self.epochs})"
+            )
 
 
 @dataclass(frozen=True)
@@ -246,11 +277,25 @@ class Config(_Section):
 # ----------------------------------------------------------------------------------------------
 
 # Names other libraries use for our keys, so a familiar spelling still gets a useful suggestion.
-_ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "max_epochs": "epochs", "bs": "batch_size",
-            "optim": "optimizer", "lr_schedule": "schedule", "scheduler": "schedule", "warmup": "warmup_epochs",
-            "grad_clip": "clip_grad_norm", "max_grad_norm": "clip_grad_norm", "smoothing": "label_smoothing",
-            "early_stopping": "patience", "random_state": "seed", "output_dir": "dir", "out_dir": "dir",
-            "layer": "layers", "type": "source"}
+_ALIASES = {
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "max_epochs": "epochs",
+    "bs": "batch_size",
+    "optim": "optimizer",
+    "lr_schedule": "schedule",
+    "scheduler": "schedule",
+    "warmup": "warmup_epochs",
+    "grad_clip": "clip_grad_norm",
+    "max_grad_norm": "clip_grad_norm",
+    "smoothing": "label_smoothing",
+    "early_stopping": "patience",
+    "random_state": "seed",
+    "output_dir": "dir",
+    "out_dir": "dir",
+    "layer": "layers",
+    "type": "source",
+}
 
 
 def _unknown_key(path: str, key: str, valid) -> ConfigError:
@@ -281,7 +326,9 @@ def _build(cls, raw, path: str):
 def from_dict(raw: dict) -> Config:
     """Build and check a :class:`Config` from nested dicts (as ``tomllib`` returns them)."""
     if not isinstance(raw.get("model"), dict) or "layers" not in raw["model"]:
-        raise ConfigError("model.layers: missing; a config needs [[model.layers]] tables (type = \"Conv2D\", ...)")
+        raise ConfigError(
+            'model.layers: missing; a config needs [[model.layers]] tables (type = "Conv2D", ...)'
+        )
     return _build(Config, raw, "")
 
 
@@ -304,6 +351,7 @@ def to_dict(cfg) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Overrides: --set key.path=value
 # ----------------------------------------------------------------------------------------------
+
 
 def _parse_toml_value(text: str):
     try:
@@ -362,15 +410,17 @@ def apply_override(raw: dict, assignment: str) -> dict:
         ftype = typing.get_type_hints(cls)[key]
         if dataclasses.is_dataclass(ftype):
             if depth == len(keys) - 1:
-                raise ConfigError(f"--set {path}: [{path}] is a table; set one of its keys, "
-                                  f"e.g. {path}.{dataclasses.fields(ftype)[0].name}=...")
+                raise ConfigError(
+                    f"--set {path}: [{path}] is a table; set one of its keys, "
+                    f"e.g. {path}.{dataclasses.fields(ftype)[0].name}=..."
+                )
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{'.'.join(keys[:depth + 1])}: expected a table")
+                raise ConfigError(f"{'.'.join(keys[: depth + 1])}: expected a table")
             cls = ftype
         else:
             if depth != len(keys) - 1:
-                raise ConfigError(f"--set {path}: {'.'.join(keys[:depth + 1])} is not a table")
+                raise ConfigError(f"--set {path}: {'.'.join(keys[: depth + 1])} is not a table")
             if key == "layers":
                 raise ConfigError(f"--set {path}: set one layer's key, e.g. model.layers.0.out_channels=32")
             node[key] = _typed(path, text, ftype)
@@ -433,6 +483,7 @@ def replace(cfg: Config, **changes) -> Config:
 # ----------------------------------------------------------------------------------------------
 # Writing TOML (the standard library reads it but does not write it)
 # ----------------------------------------------------------------------------------------------
+
 
 def _toml_value(value) -> str:
     if isinstance(value, bool):

@@ -50,8 +50,13 @@ def prepare(cfg: Config, dataset=None) -> tuple[data_mod.Dataset, Sequential, Tr
     dataset = data_mod.load_dataset(cfg.data) if dataset is None else dataset
     model_rng, train_rng = seed_generators(cfg.seed)
     try:
-        model = build_model(cfg.model.layers, dataset.input_shape, dtype=cfg.model.dtype, rng=model_rng,
-                            batch_size=cfg.train.batch_size)
+        model = build_model(
+            cfg.model.layers,
+            dataset.input_shape,
+            dtype=cfg.model.dtype,
+            rng=model_rng,
+            batch_size=cfg.train.batch_size,
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     _check_classifier(model, dataset.num_classes)
@@ -62,11 +67,15 @@ def _check_classifier(model: Sequential, num_classes: int) -> None:
     """The last layer must be a Dense layer with one output per class."""
     index, last = len(model) - 1, model.layers[-1]
     if not isinstance(last, Dense):
-        raise ConfigError("model.layers: the last layer must be a Dense layer with one output per class "
-                          f"({num_classes} here)")
+        raise ConfigError(
+            "model.layers: the last layer must be a Dense layer with one output per class "
+            f"({num_classes} here)"
+        )
     if last.out_features != num_classes:
-        raise ConfigError(f"model.layers[{index}].out_features = {last.out_features}, but the data has "
-                          f"{num_classes} classes (labels 0 to {num_classes - 1})")
+        raise ConfigError(
+            f"model.layers[{index}].out_features = {last.out_features}, but the data has "
+            f"{num_classes} classes (labels 0 to {num_classes - 1})"
+        )
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -74,8 +83,15 @@ def _say(quiet: bool, text: str) -> None:
         print(text, flush=True)
 
 
-def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoch_end=None,
-        finish=None, overwrite: bool = False) -> dict:
+def run(
+    cfg: Config,
+    run_dir,
+    resume: bool = False,
+    quiet: bool = False,
+    on_epoch_end=None,
+    finish=None,
+    overwrite: bool = False,
+) -> dict:
     """Train the model a config describes, writing everything into ``run_dir`` (a :class:`RunDir`).
 
     ``finish(run_dir, model, history, dataset)``, when given, runs after the test evaluation (the
@@ -98,9 +114,12 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
         run_dir.check_new(overwrite)
         dataset, model, trainer = prepare(cfg)
         run_dir.start(cfg, dataset, trainer)
-        _say(quiet, f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
-                    f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
-                    f"{dataset.input_shape}; run directory {run_dir.path}")
+        _say(
+            quiet,
+            f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
+            f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
+            f"{dataset.input_shape}; run directory {run_dir.path}",
+        )
     try:
         metrics = _train_and_test(run_dir, dataset, trainer, quiet, on_epoch_end)
         if finish is not None:
@@ -108,11 +127,16 @@ def run(cfg: Config, run_dir, resume: bool = False, quiet: bool = False, on_epoc
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir.path, run_dir.checkpoint_epoch) from None
     except DivergedError as exc:
-        raise DivergedError(f"{exc}. Training stopped; {run_dir.checkpoint} keeps the last good state "
-                            f"(after epoch {run_dir.checkpoint_epoch})") from None
-    _say(quiet, f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) with the "
-                f"weights of epoch {trainer.best_epoch}; {metrics['train_seconds']:.1f}s training, "
-                f"{time.perf_counter() - started:.1f}s in all; everything is in {run_dir.path}")
+        raise DivergedError(
+            f"{exc}. Training stopped; {run_dir.checkpoint} keeps the last good state "
+            f"(after epoch {run_dir.checkpoint_epoch})"
+        ) from None
+    _say(
+        quiet,
+        f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) with the "
+        f"weights of epoch {trainer.best_epoch}; {metrics['train_seconds']:.1f}s training, "
+        f"{time.perf_counter() - started:.1f}s in all; everything is in {run_dir.path}",
+    )
     return metrics
 
 
@@ -133,20 +157,33 @@ def _resume(cfg: Config, run_dir: RunDir, quiet: bool):
 def _train_and_test(run_dir: RunDir, dataset, trainer: Trainer, quiet: bool, on_epoch_end) -> dict:
     """Fit with a checkpoint after every epoch, save the best weights, evaluate on the test split and
     write the metrics; returns them with the history."""
+
     def end_of_epoch(trainer_, record):
         run_dir.end_of_epoch(trainer_)
         if on_epoch_end is not None:
             on_epoch_end(trainer_, record)
 
     with _ctrl_c_between_batches() as stop_requested:
-        history = trainer.fit(dataset.X_train, dataset.y_train, dataset.X_val, dataset.y_val,
-                              progress=not quiet, on_epoch_end=end_of_epoch, on_batch=stop_requested)
+        history = trainer.fit(
+            dataset.X_train,
+            dataset.y_train,
+            dataset.X_val,
+            dataset.y_val,
+            progress=not quiet,
+            on_epoch_end=end_of_epoch,
+            on_batch=stop_requested,
+        )
         stop_requested()
     run_dir.save_model(trainer.model)  # the best validation weights, which fit put back
     test_loss, test_acc = trainer.evaluate(dataset.X_test, dataset.y_test)
-    metrics = {"test_accuracy": test_acc, "test_loss": test_loss,
-               "train_seconds": float(sum(r["seconds"] for r in history)), "best_epoch": trainer.best_epoch,
-               "epochs_run": trainer.epoch, "stopped_early": trainer.stopped_early}
+    metrics = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "train_seconds": float(sum(r["seconds"] for r in history)),
+        "best_epoch": trainer.best_epoch,
+        "epochs_run": trainer.epoch,
+        "stopped_early": trainer.stopped_early,
+    }
     run_dir.write_metrics(history, metrics)
     return {**metrics, "history": history}
 
@@ -180,4 +217,3 @@ def _ctrl_c_between_batches():
         yield check
     finally:
         signal.signal(signal.SIGINT, previous)
-
