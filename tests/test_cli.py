@@ -61,7 +61,7 @@ def test_without_config_the_packaged_default_is_trained(tmp_path, monkeypatch):
     from minicnn.cli import main
 
     monkeypatch.chdir(tmp_path)  # outside the checkout: no configs/ folder here
-    overrides = ["train.epochs=1", "train.warmup_epochs=0", "output.figures=false"]
+    overrides = ["train.epochs=1", "output.figures=false"]
     assert main([arg for key in overrides for arg in ("--set", key)] + ["--out", "r", "--quiet"]) == 0
     from minicnn.train.config import load_config
 

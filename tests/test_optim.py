@@ -133,3 +133,15 @@ def test_bad_hyperparameters():
         SGD(p, nesterov=True)
     with pytest.raises(TypeError, match="not a Parameter"):
         SGD([np.zeros(1)])
+
+
+def test_a_run_shorter_than_its_warmup_ends_during_the_warmup():
+    opt = SGD([Parameter(np.zeros(1))], lr=1.0)
+    cos = CosineLR(opt, total=1, warmup=2)
+    rates = []
+    for _ in range(3):
+        rates.append(opt.lr)
+        cos.step()
+    assert rates == pytest.approx([1 / 3, 2 / 3, 1.0])
+    with pytest.raises(ValueError, match="warmup >= 0"):
+        CosineLR(opt, total=3, warmup=-1)

@@ -209,13 +209,15 @@ class StepLR(LRSchedule):
 
 
 class CosineLR(LRSchedule):
-    """Linear warm-up over ``warmup`` steps, then a cosine decay to ``min_factor`` at ``total`` steps."""
+    """Linear warm-up over ``warmup`` steps, then a cosine decay to ``min_factor`` at ``total`` steps.
+
+    A run no longer than its warm-up (``warmup >= total``, e.g. a one-epoch try of a recipe) ends
+    during the warm-up: the rate rises and never decays.
+    """
 
     def __init__(self, optimizer, total: int, warmup: int = 0, min_factor: float = 0.0):
-        if total < 1 or not 0 <= warmup < total:
-            raise ValueError(
-                f"CosineLR: need total >= 1 and 0 <= warmup < total, got total={total}, warmup={warmup}"
-            )
+        if total < 1 or warmup < 0:
+            raise ValueError(f"CosineLR: need total >= 1 and warmup >= 0, got total={total}, warmup={warmup}")
         self.total, self.warmup, self.min_factor = int(total), int(warmup), float(min_factor)
         super().__init__(optimizer)
 

@@ -216,7 +216,7 @@ class TrainConfig(_Section):
     nesterov: bool = _spec(False, doc="sgd only")
     betas: tuple[float, float] = _spec((0.9, 0.999), lo=0.0, hi=1.0, hi_open=True, doc="adam/adamw only")
     schedule: str = _spec("constant", choices=SCHEDULES, doc="learning rate per epoch")
-    warmup_epochs: int = _spec(0, lo=0, doc="cosine: linear warm-up epochs")
+    warmup_epochs: int = _spec(0, lo=0, doc="cosine: linear warm-up epochs (a shorter run ends in it)")
     min_lr_factor: float = _spec(0.0, lo=0.0, hi=1.0, doc="cosine: final lr / lr")
     step_size: int = _spec(10, lo=1, doc="step: epochs between decays")
     gamma: float = _spec(0.1, lo=0.0, hi=1.0, lo_open=True, doc="step: decay factor")
@@ -246,10 +246,6 @@ class TrainConfig(_Section):
             )
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("train.nesterov = true: needs train.momentum > 0")
-        if self.schedule == "cosine" and self.warmup_epochs >= self.epochs:
-            raise ConfigError(
-                f"train.warmup_epochs = {self.warmup_epochs}: must be < train.epochs ({self.epochs})"
-            )
 
 
 @dataclass(frozen=True)
