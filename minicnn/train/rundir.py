@@ -214,7 +214,9 @@ class RunDir:
     def check_resume(self, cfg: Config) -> None:
         """Refuse to resume with a config that differs from the run's ``config.toml`` in a setting that
         would change what was learned so far (anything but :data:`RESUME_MAY_CHANGE`). Raises
-        :class:`RunDirError` naming the first such key."""
+        :class:`RunDirError` naming the first such key. Clears stale temporaries first, as
+        :meth:`check_new` does."""
+        remove_stale_temporaries(self.path)
         old, new = _flatten(to_dict(load_config(self.config))), _flatten(to_dict(cfg))
         for key in sorted(old.keys() | new.keys()):
             if old.get(key) != new.get(key) and key not in RESUME_MAY_CHANGE:

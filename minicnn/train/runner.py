@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as data_mod
-from ..io import remove_stale_temporaries
 from ..nn.layers import Dense
 from ..nn.model import Sequential
 from .build import build_model
@@ -143,7 +142,6 @@ def run(
 def _resume(cfg: Config, run_dir: RunDir, quiet: bool):
     """:func:`prepare` a resumed run, checked against the run's own config, split and checkpoint, and
     restored from its checkpoint; the config is rewritten only then (with more epochs, say)."""
-    remove_stale_temporaries(run_dir.path)
     run_dir.check_resume(cfg)
     dataset, model, trainer = prepare(cfg)
     run_dir.check_split(dataset)
