@@ -725,6 +725,23 @@ class Dropout(Layer):
         return {"p": self.p}
 
 
+def _channel_sum(a: np.ndarray) -> np.ndarray:
+    """Sum over (N, H, W) for each channel of ``a`` (N, C, H, W): shape (C,).
+
+    A product with a vector of ones over the contiguous (H*W) axis, then a sum over N: several times
+    faster than ``a.sum(axis=(0, 2, 3))`` on small maps, and as accurate.
+    """
+    n, c = a.shape[:2]
+    rows = a.reshape(n, c, -1)
+    return (rows @ np.ones(rows.shape[2], dtype=a.dtype)).sum(axis=0)
+
+
+def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum over (N, H, W) of ``a * b`` for each channel, without the product array: shape (C,)."""
+    n, c = a.shape[:2]
+    return np.einsum("ncp,ncp->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+
+
 class BatchNorm2D(Layer):
     """Batch normalization over (N, H, W) for each channel (Ioffe & Szegedy 2015).
 
@@ -773,9 +790,9 @@ class BatchNorm2D(Layer):
                 raise ValueError(
                     f"{self!r}: training mode needs more than one value per channel, got input {x.shape}"
                 )
-            mean = x.mean(axis=(0, 2, 3))
+            mean = _channel_sum(x) / count
             centered = x - mean.reshape(shape)
-            var = np.mean(centered * centered, axis=(0, 2, 3))
+            var = _channel_dot(centered, centered) / count
             m = self.momentum
             self.running_mean *= 1 - m
             self.running_mean += m * mean
@@ -785,26 +802,31 @@ class BatchNorm2D(Layer):
             centered = x - self.running_mean.reshape(shape)
             var = self.running_var
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(self.dtype)
-        self._x_hat = centered * inv_std.reshape(shape)
-        self._inv_std = inv_std
-        return self._x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
+        centered *= inv_std.reshape(shape)  # now x_hat; centered is a fresh array
+        self._x_hat, self._inv_std = centered, inv_std
+        out = centered * self.weight.data.reshape(shape)
+        out += self.bias.data.reshape(shape)
+        return out
 
     def backward(self, grad_out, need_input_grad=True):
         """grad_out : (N, num_features, H, W) -> d loss / d x, same shape."""
         x_hat = self._cached(self._x_hat)
         grad_out = self._check_grad(grad_out, x_hat.shape)
         shape = (1, -1, 1, 1)
+        grad_bias, grad_weight = _channel_sum(grad_out), _channel_dot(grad_out, x_hat)
         if self.bias.requires_grad:
-            self.bias.grad += grad_out.sum(axis=(0, 2, 3))
+            self.bias.grad += grad_bias
         if self.weight.requires_grad:
-            self.weight.grad += (grad_out * x_hat).sum(axis=(0, 2, 3))
-        g_hat = grad_out * (self.weight.data * self._inv_std).reshape(shape)
+            self.weight.grad += grad_weight
+        scale = self.weight.data * self._inv_std
+        grad_in = grad_out * scale.reshape(shape)
         if not self.training:
-            return g_hat
+            return grad_in
         # batch statistics depend on x too: subtract the mean gradient and its projection on x_hat
-        mean_g = g_hat.mean(axis=(0, 2, 3)).reshape(shape)
-        mean_gx = (g_hat * x_hat).mean(axis=(0, 2, 3)).reshape(shape)
-        return g_hat - mean_g - x_hat * mean_gx
+        count = x_hat.size // x_hat.shape[1]
+        grad_in -= x_hat * (scale * grad_weight / count).reshape(shape)
+        grad_in -= (scale * grad_bias / count).reshape(shape)
+        return grad_in
 
     def get_config(self):
         return {
