@@ -327,6 +327,30 @@ def test_fit_restores_the_best_validation_weights(tiny_data, monkeypatch):
     assert_same_arrays(trainer.model.state_dict(), snapshots[3])
 
 
+def test_keep_last_ends_with_the_last_epochs_weights_and_still_stops_early(tiny_data, monkeypatch):
+    X, y = tiny_data
+    trainer = make_trainer(epochs=4, keep="last")
+    scores = iter([(1.0, 0.5), (0.5, 0.9), (0.6, 0.8), (0.7, 0.8)])  # the best is epoch 2
+    monkeypatch.setattr(trainer, "evaluate", lambda X_, y_: next(scores))
+    snapshots = {}
+    trainer.fit(
+        X,
+        y,
+        X,
+        y,
+        progress=False,
+        on_epoch_end=lambda t, r: snapshots.update({r["epoch"]: t.model.state_dict()}),
+    )
+    assert trainer.best_epoch == 4 and trainer.best_state is None
+    assert_same_arrays(trainer.model.state_dict(), snapshots[4])
+    assert any(not np.array_equal(snapshots[2][k], snapshots[4][k]) for k in snapshots[4])
+    stopping = make_trainer(epochs=20, patience=2, keep="last")
+    monkeypatch.setattr(stopping, "evaluate", lambda X_, y_: (1.0, 0.5))
+    assert len(stopping.fit(X, y, X, y, progress=False)) == 3 and stopping.best_epoch == 3
+    with pytest.raises(ConfigError, match="keep"):
+        TrainConfig(keep="first")
+
+
 def test_early_stopping_after_patience_epochs_without_improvement(tiny_data, monkeypatch):
     X, y = tiny_data
     trainer = make_trainer(epochs=20, patience=2)

@@ -225,6 +225,11 @@ class TrainConfig(_Section):
     patience: int = _spec(
         0, lo=0, doc="stop after this many epochs without a better validation score; 0 = never"
     )
+    keep: str = _spec(
+        "best",
+        choices=("best", "last"),
+        doc="the weights kept at the end: the best validation epoch's, or the last epoch's",
+    )
     threads: int = _spec(
         0,
         lo=0,

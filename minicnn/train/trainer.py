@@ -104,6 +104,9 @@ class Trainer:
         Largest global gradient norm; 0 = no clipping.
     patience : int, default 0
         Stop after this many epochs without a better validation score; 0 = never.
+    keep : {"best", "last"}, default "best"
+        The weights :meth:`fit` ends with: the best validation epoch's, or the last epoch's (with a
+        schedule that anneals to the end, the last are usually better than a noisy validation pick).
 
     :meth:`from_config` builds all of these from a :class:`~minicnn.train.config.TrainConfig`.
 
@@ -115,7 +118,8 @@ class Trainer:
         One record per epoch: ``epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds``
         (validation entries are None without validation data).
     best_epoch : int
-        The epoch whose weights :meth:`fit` restores (best validation accuracy, ties to lower loss).
+        The epoch whose weights :meth:`fit` ends with: best validation accuracy, ties to lower loss
+        (or the last epoch, with ``keep="last"``).
     """
 
     def __init__(
@@ -131,12 +135,16 @@ class Trainer:
         augment: AugmentConfig | None = None,
         clip_grad_norm: float = 0.0,
         patience: int = 0,
+        keep: str = "best",
     ):
         self.model, self.loss, self.optimizer, self.schedule = model, loss, optimizer, schedule
         self.rng = as_generator(rng)
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.augment = augment if augment is not None else AugmentConfig()
         self.clip_grad_norm, self.patience = float(clip_grad_norm), int(patience)
+        if keep not in ("best", "last"):
+            raise ValueError(f'Trainer: keep must be "best" or "last", got {keep!r}')
+        self.keep = keep
         self.epoch = 0
         self.history: list[dict] = []
         self.best_epoch = 0
@@ -163,6 +171,7 @@ class Trainer:
             augment=augment,
             clip_grad_norm=config.clip_grad_norm,
             patience=config.patience,
+            keep=config.keep,
         )
 
     # --- one epoch -------------------------------------------------------------------------------
@@ -213,14 +222,7 @@ class Trainer:
     def logits(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Model outputs in eval mode, (N, K), computed in batches. ``X`` may also be uint8-backed
         :class:`minicnn.data.Images`, converted to floats one batch at a time."""
-        if isinstance(X, np.ndarray):
-            return self.model.predict_logits(X, batch_size)
-        return np.concatenate(
-            [
-                self.model.predict_logits(X[i : i + batch_size], batch_size)
-                for i in range(0, len(X), batch_size)
-            ]
-        )
+        return self.model.predict_logits(X, batch_size)
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 256) -> tuple[float, float]:
         """Mean loss (the training loss, label smoothing included, so the two compare) and accuracy on
@@ -246,7 +248,8 @@ class Trainer:
 
         After each epoch, ``on_epoch_end(trainer, record)`` is called (checkpoints go there), then
         the epoch's line is printed; after each batch, ``on_batch(loss)``. At the end the best
-        validation weights are put back in the model (the last ones without validation data).
+        validation weights are put back in the model (unless ``keep="last"``, or without validation
+        data: then the last ones stay).
         With ``progress`` a tqdm bar shows each epoch and one line sums it up.
 
         Returns the history (list of per-epoch dicts).
@@ -273,7 +276,7 @@ class Trainer:
             if on_epoch_end is not None:
                 on_epoch_end(self, record)
             if progress:
-                _print_epoch(record, self.epochs, improved=self.best_epoch == self.epoch and has_val)
+                _print_epoch(record, self.epochs, improved=self.bad_epochs == 0 and has_val)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return self.history
@@ -308,12 +311,15 @@ class Trainer:
             return
         score = (record["val_accuracy"], -record["val_loss"])
         if score > self.best_score:
-            self.best_score, self.best_epoch, self.bad_epochs = score, self.epoch, 0
-            self.best_state = self.model.state_dict()
+            self.best_score, self.bad_epochs = score, 0
+            if self.keep == "best":
+                self.best_epoch, self.best_state = self.epoch, self.model.state_dict()
         else:
             self.bad_epochs += 1
             if self.patience and self.bad_epochs >= self.patience:
                 self.stopped_early = True
+        if self.keep == "last":
+            self.best_epoch = self.epoch
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _layer_rngs(self) -> dict[str, np.random.Generator]:
