@@ -115,14 +115,17 @@ class Sequential(Layer):
     def predict_logits(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """The model's outputs in eval mode, computed in batches; the previous mode is restored.
 
-        X : (N, C, H, W) -> (N, K).
+        X : (N, C, H, W) -> (N, K). Besides an ndarray, ``X`` may be any array-like with ``shape``
+        whose slices are ndarrays (uint8-backed :class:`minicnn.data.Images`: floats per batch).
         """
-        if not isinstance(X, np.ndarray):
+        if not isinstance(X, np.ndarray) and not all(
+            hasattr(X, a) for a in ("shape", "__getitem__", "__len__")
+        ):
             raise TypeError(f"Sequential.predict: expected a numpy.ndarray, got {type(X).__name__}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Sequential.predict: batch_size must be a positive int, got {batch_size!r}")
         with self.evaluating():
-            chunks = [self.forward(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]
+            chunks = [self.forward(np.asarray(X[i : i + batch_size])) for i in range(0, len(X), batch_size)]
         if not chunks:  # an empty batch: empty results of the right width
             return np.zeros((0,) + self.output_shape(X.shape)[1:], dtype=self._dtype())
         return np.concatenate(chunks)
