@@ -141,10 +141,15 @@ def print_table(config: str, rows: list[dict], overrides: list[str], frozen: boo
         f"| **min / max** | {100 * min(accuracies):.2f}% / {100 * max(accuracies):.2f}% |"
         f"{' |' if frozen else ''} {min(medians):.1f} / {max(medians):.1f} deg | | | |"
     )
+    pooled = np.concatenate([r["angles"] for r in rows])
+    print(
+        f"\nmedian angle over all {pooled.size} plotted kernels of these seeds: "
+        f"{np.median(pooled):.1f} deg ({np.mean(pooled >= 25):.0%} of them at least 25 deg)"
+    )
     if frozen:
         gain = statistics.mean(r["accuracy"] - r["frozen"] for r in rows)
         print(
-            f"\nlearning the plotted layer instead of freezing it: {100 * gain:+.2f} points "
+            f"learning the plotted layer instead of freezing it: {100 * gain:+.2f} points "
             "of mean test accuracy"
         )
     print()

@@ -196,7 +196,8 @@ def conv_activation_layers(model) -> tuple[int, int]:
         j = i + 1
         while j < len(model.layers) and type(model.layers[j]).__name__ in ("BatchNorm2D",):
             j += 1
-        return j if j < len(model.layers) and type(model.layers[j]).__name__ == "ReLU" else i
+        activations = ("ReLU", "LeakyReLU", "Tanh", "Sigmoid")
+        return j if j < len(model.layers) and type(model.layers[j]).__name__ in activations else i
 
     return after(convs[0]), after(convs[-1])
 
