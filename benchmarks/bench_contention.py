@@ -65,6 +65,17 @@ def train_seconds(threads: int | None, epochs: int) -> float:
         return time.perf_counter() - start
 
 
+def others_busy(seconds: float = 3.0) -> float | None:
+    """Cores kept busy by other processes over ``seconds`` while this one idles (/proc/stat; None
+    elsewhere). The load average cannot tell: it still counts the runs this script just made."""
+    sys.path.insert(0, str(ROOT))
+    from minicnn.nn._threads import AutoThreads
+
+    probe = AutoThreads(probe_seconds=seconds)
+    probe.start()
+    return probe.others
+
+
 def measure(settings: list[int | None], busy: int, repeats: int, epochs: int) -> dict:
     best = {}
     with busy_processes(busy):
@@ -102,16 +113,21 @@ def main(argv=None) -> dict:
         f"python train.py --set train.epochs={args.epochs} --set output.figures=false --quiet, best of "
         f"{args.repeats} (alternating settings)"
     )
+    others = others_busy()
+    if others is not None:
+        print(
+            f"other processes keep {others:.2f} of {cores} cores busy (/proc/stat over 3 s, before the runs)"
+        )
     quiet = measure(settings, 0, args.repeats, args.epochs)
     loaded = measure(settings, args.busy, args.repeats, args.epochs)
     auto = "auto (default)"
     slowdown = loaded["seconds"][auto] / quiet["seconds"][auto]
     all_cores = quiet["seconds"].get(f"--threads {cores}")
-    start_load = quiet["load_1min"]
-    if start_load > 0.5 * cores:
+    if others is None or others > 0.5:
+        seen = "unknown" if others is None else f"{others:.2f} cores busy"
         print(
-            f"\nwarning: the machine was not quiet (load {start_load:.1f} on {cores} cores without our busy "
-            f"processes): the targets below compare two busy states and cannot be judged from this run"
+            f"\nwarning: the machine was not quiet ({seen} before our runs): the targets below may "
+            "compare two busy states and cannot be judged from this run"
         )
     print(
         f"\ndefault with {args.busy} busy / quiet: {slowdown:.2f}x (target <= {SLOWDOWN_TARGET:.0f}x: "
@@ -131,7 +147,13 @@ def main(argv=None) -> dict:
         print("\nbench_conv.py under one busy process:")
         with busy_processes(1):
             summary["conv_one_busy"] = bench_conv.main(["--rounds", "2"])["summary"]
-    result = {"machine": machine_info(), "quiet": quiet, "loaded": loaded, "summary": summary}
+    result = {
+        "machine": machine_info(),
+        "others_busy": others,
+        "quiet": quiet,
+        "loaded": loaded,
+        "summary": summary,
+    }
     write_json(args.json, result)
     return result
 
