@@ -454,9 +454,9 @@ def _backward_chunks(
 # ----------------------------------------------------------------------------------------------
 
 #: Whether :func:`conv2d` uses Winograd where it applies when its ``winograd`` argument is None
-#: (see :func:`set_winograd`). Off: measured side by side on the 2-core EPYC of issue 13, one
-#: BLAS thread, forward + backward, F(2x2, 3x3) was no faster than the shifted-rows im2col
-#: (mnist-2 37.4-51.2 ms vs 37.5-45.6, cifar-2 143-198 vs 135-182, CPU time under load 10-12):
+#: (see :func:`set_winograd`). Off: measured side by side on the 2-core EPYC of issue 13, two
+#: BLAS threads, no other job, forward + backward, F(2x2, 3x3) was slower than the shifted-rows
+#: im2col (mnist-2 36.3 vs 17.4 ms, cifar-2 90.5 vs 85.0 ms; benchmarks/bench_conv.py):
 #: its 16 products have only C_in as inner dimension (32, 64) instead of 9*C_in, so BLAS runs them
 #: well below the speed of the one large product, and the transforms take back the rest.
 _winograd_default = False
