@@ -6,6 +6,7 @@ is measured in benchmarks/, never here. Worker processes started by joblib inher
 """
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -25,3 +26,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def _one_blas_thread():
     with threadpool_limits(limits=1):
         yield
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _train_run(out, *options: str, config="digits_fast.toml") -> Path:
+    """``python train.py --config configs/<config> --set output.figures=false --out <out> --quiet
+    <options>``, in this process (``config`` may also be an absolute path); asserts it succeeded and
+    returns ``out``."""
+    from minicnn.cli import main
+
+    config_path = Path(config) if Path(config).is_absolute() else REPO / "configs" / config
+    command = ["--config", str(config_path), "--set", "output.figures=false", "--out", str(out), "--quiet"]
+    assert main([*command, *options]) == 0
+    return Path(out)
+
+
+@pytest.fixture(scope="session")
+def train_run():
+    """A function that trains a short run in this process: see :func:`_train_run`."""
+    return _train_run

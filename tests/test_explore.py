@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from minicnn.cli import main as train_main
 from minicnn.nn import layers as L
 from minicnn.nn.model import Sequential
 from minicnn.see import explore
@@ -31,27 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURE = ROOT / "docs" / "figures" / "explore.png"
 
 
-def _train(out: Path, *settings_, config="digits_fast.toml") -> Path:
-    code = train_main(
-        [
-            "--config",
-            str(config if Path(config).is_absolute() else ROOT / "configs" / config),
-            "--set",
-            "output.figures=false",
-            "--out",
-            str(out),
-            "--quiet",
-            *settings_,
-        ]
-    )
-    assert code == 0
-    return out
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, train_run):
     """A finished run of configs/digits_fast.toml, shortened to 3 epochs."""
-    return _train(tmp_path_factory.mktemp("runs") / "digits", "--set", "train.epochs=3")
+    return train_run(tmp_path_factory.mktemp("runs") / "digits", "--set", "train.epochs=3")
 
 
 #: Every layer type minicnn has, with stride, padding ("same" and pairs) and dilation.
@@ -80,7 +62,7 @@ def toml_layers(layers: list[dict]) -> str:
 
 
 @pytest.fixture(scope="module")
-def rgb_run_dir(tmp_path_factory):
+def rgb_run_dir(tmp_path_factory, train_run):
     """A run on RGB images of 10x12 pixels (an .npz data set) through every layer type minicnn has."""
     folder = tmp_path_factory.mktemp("rgb")
     rng = np.random.default_rng(0)
@@ -93,11 +75,11 @@ def rgb_run_dir(tmp_path_factory):
         f'seed = 0\n[data]\nsource = "npz"\npath = "{folder / "rgb.npz"}"\n'
         f"[train]\nepochs = 2\nbatch_size = 16\n{toml_layers(RGB_LAYERS)}"
     )
-    return _train(folder / "run", config=config)
+    return train_run(folder / "run", config=config)
 
 
 @pytest.fixture(scope="module")
-def idx_run_dir(tmp_path_factory):
+def idx_run_dir(tmp_path_factory, train_run):
     """A run on 14x14 grey images read from IDX files (configs/digits_fast.toml's model, 2 epochs)."""
     from minicnn.data import write_idx
 
@@ -109,7 +91,7 @@ def idx_run_dir(tmp_path_factory):
         X[y == k, k + 2, 2:12] += 180
     write_idx(folder / "images.gz", X.astype(np.uint8))
     write_idx(folder / "labels.gz", y)
-    return _train(
+    return train_run(
         folder / "run",
         "--set",
         "train.epochs=2",

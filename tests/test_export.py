@@ -12,7 +12,6 @@ import onnxruntime
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from minicnn.cli import main as train_main
 from minicnn.data import load_dataset
 from minicnn.export import OPSET, build_onnx, to_onnx
 from minicnn.export import main as export_main
@@ -238,26 +237,10 @@ def test_without_onnx_installed_one_line_says_how_to_get_it(monkeypatch, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, train_run):
     """A run of the default config (configs/digits.toml), shortened to one epoch."""
     out = tmp_path_factory.mktemp("runs") / "digits"
-    code = train_main(
-        [
-            "--config",
-            str(REPO / "configs" / "digits.toml"),
-            "--set",
-            "train.epochs=1",
-            "--set",
-            "train.warmup_epochs=0",
-            "--set",
-            "output.figures=false",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
-    assert code == 0
-    return out
+    return train_run(out, "--set", "train.epochs=1", "--set", "train.warmup_epochs=0", config="digits.toml")
 
 
 def test_command_exports_a_run_that_takes_unstandardized_images(run_dir, digits, tmp_path, capsys):

@@ -6,7 +6,6 @@ import pathlib
 import numpy as np
 import pytest
 
-from minicnn.cli import main as train_main
 from minicnn.nn.layers import Conv2D
 from minicnn.see import inspect as mc_inspect
 from minicnn.see.filters import kernel
@@ -16,24 +15,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, train_run):
     """A finished run of configs/digits_fast.toml, shortened to 2 epochs."""
-    out = tmp_path_factory.mktemp("runs") / "fast"
-    code = train_main(
-        [
-            "--config",
-            str(REPO / "configs" / "digits_fast.toml"),
-            "--set",
-            "train.epochs=2",
-            "--set",
-            "output.figures=false",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
-    assert code == 0
-    return out
+    return train_run(tmp_path_factory.mktemp("runs") / "fast", "--set", "train.epochs=2")
 
 
 def test_inspect_prints_summary_and_one_row_per_kernel_and_writes_figures(run_dir, tmp_path, capsys):
