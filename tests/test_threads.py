@@ -119,54 +119,24 @@ def test_blas_threads_sets_and_restores_the_count(restore_threads):
     assert minicnn.get_num_threads() == restore_threads
 
 
-def test_train_py_threads_option_lands_in_the_run_config(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--config",
-            str(ROOT / "configs" / "digits_fast.toml"),
-            "--threads",
-            "1",
-            "--set",
-            "train.epochs=1",
-            "--set",
-            "output.figures=false",
-            "--quiet",
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
+def _train_py(tmp_path, *options: str) -> subprocess.CompletedProcess:
+    """One epoch of configs/digits_fast.toml through ``python train.py`` in a child process."""
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "digits_fast.toml")]
+    command += ["--set", "train.epochs=1", "--set", "output.figures=false", "--out", str(tmp_path / "run")]
+    return subprocess.run(
+        [*command, *options], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False
     )
+
+
+def test_train_py_threads_option_lands_in_the_run_config(tmp_path):
+    result = _train_py(tmp_path, "--threads", "1", "--quiet")
     assert result.returncode == 0, result.stderr
     config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
     assert config["train"]["threads"] == 1
 
 
 def test_train_py_says_what_the_automatic_count_chose(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--config",
-            str(ROOT / "configs" / "digits_fast.toml"),
-            "--set",
-            "train.epochs=1",
-            "--set",
-            "output.figures=false",
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    result = _train_py(tmp_path)
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("BLAS threads: "))
     assert "(automatic: other processes use " in line
