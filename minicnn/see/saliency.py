@@ -14,10 +14,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..nn.functional import softmax
+from ..nn.layers import BatchNorm2D, LeakyReLU, ReLU, Sigmoid, Tanh
 from .plots import (
     KERNEL_CMAP,
     _bare,
     _batch,
+    conv_layers,
     feature_maps,
     new_figure,
     save,
@@ -26,6 +28,8 @@ from .plots import (
 )
 
 LABEL_SIZE = 9
+#: The layers :func:`conv_activation_layers` counts as a convolution's activation.
+ACTIVATIONS = (ReLU, LeakyReLU, Tanh, Sigmoid)
 
 
 def saliency(model, X: np.ndarray, target=None) -> tuple[np.ndarray, np.ndarray]:
@@ -186,18 +190,15 @@ def class_mean_maps_input(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
 def conv_activation_layers(model) -> tuple[int, int]:
     """The layers whose outputs :func:`write_saliency_figures` averages per class: the activation after the
     first and after the last Conv2D (the Conv2D itself when no activation follows it directly)."""
-    from ..nn.layers import Conv2D
-
-    convs = [i for i, item in enumerate(model.layers) if isinstance(item, Conv2D)]
+    convs = conv_layers(model)
     if not convs:
         raise ValueError("the model has no Conv2D layer")
 
     def after(i):
         j = i + 1
-        while j < len(model.layers) and type(model.layers[j]).__name__ in ("BatchNorm2D",):
+        while j < len(model.layers) and isinstance(model.layers[j], BatchNorm2D):
             j += 1
-        activations = ("ReLU", "LeakyReLU", "Tanh", "Sigmoid")
-        return j if j < len(model.layers) and type(model.layers[j]).__name__ in activations else i
+        return j if j < len(model.layers) and isinstance(model.layers[j], ACTIVATIONS) else i
 
     return after(convs[0]), after(convs[-1])
 
