@@ -32,6 +32,8 @@ from ..io import show_path
 from ..nn.optim import OPTIMIZERS
 
 SCHEDULES = ("constant", "step", "cosine")
+#: The weights a run ends with: the best validation epoch's, or the last epoch's.
+KEEP = ("best", "last")
 
 
 class ConfigError(ValueError):
@@ -227,7 +229,7 @@ class TrainConfig(_Section):
     )
     keep: str = _spec(
         "best",
-        choices=("best", "last"),
+        choices=KEEP,
         doc="the weights kept at the end: the best validation epoch's, or the last epoch's",
     )
     threads: int = _spec(

@@ -21,7 +21,7 @@ from ..nn.layers import Dropout, as_generator
 from ..nn.losses import Loss, SoftmaxCrossEntropy
 from ..nn.model import Sequential
 from ..nn.optim import SGD, Adam, AdamW, ConstantLR, CosineLR, LRSchedule, Optimizer, StepLR, clip_grad_norm
-from .config import AugmentConfig, TrainConfig
+from .config import KEEP, AugmentConfig, TrainConfig
 
 
 class DivergedError(FloatingPointError):
@@ -142,8 +142,8 @@ class Trainer:
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.augment = augment if augment is not None else AugmentConfig()
         self.clip_grad_norm, self.patience = float(clip_grad_norm), int(patience)
-        if keep not in ("best", "last"):
-            raise ValueError(f'Trainer: keep must be "best" or "last", got {keep!r}')
+        if keep not in KEEP:
+            raise ValueError(f"Trainer: keep must be one of {KEEP}, got {keep!r}")
         self.keep = keep
         self.epoch = 0
         self.history: list[dict] = []
