@@ -68,8 +68,7 @@ def train_seconds(threads: int | None, epochs: int) -> float:
 def others_busy(seconds: float = 3.0) -> float | None:
     """Cores kept busy by other processes over ``seconds`` while this one idles (/proc/stat; None
     elsewhere). The load average cannot tell: it still counts the runs this script just made."""
-    sys.path.insert(0, str(ROOT))
-    from minicnn.nn._threads import AutoThreads
+    from minicnn.nn._threads import AutoThreads  # common.py put the checkout on sys.path
 
     probe = AutoThreads(probe_seconds=seconds)
     probe.start()
