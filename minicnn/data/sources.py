@@ -157,6 +157,7 @@ def load_idx_dataset(name: str, cache_dir: str = "", base_url: str = "", progres
 
 CIFAR_SHAPE = (3, 32, 32)
 _CIFAR_RECORD = 1 + int(np.prod(CIFAR_SHAPE))
+_CIFAR_BATCH = 10_000  # records per batch file, at most
 _CIFAR_MEMBERS = {
     "train": [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)],
     "test": ["cifar-10-batches-bin/test_batch.bin"],
@@ -185,7 +186,7 @@ def load_cifar10(cache_dir: str = "", base_url: str = "", progress: bool = True)
     """``{"train": (X, y), "test": (X, y)}`` from the verified ``cifar-10-binary.tar.gz``, read in memory
     (nothing is extracted to disk). X uint8 (N, 3, 32, 32), y int64 (N,)."""
     archive = fetch_all("cifar10", cache_dir, base_url, progress)["cifar-10-binary.tar.gz"]
-    records = sum(len(members) for members in _CIFAR_MEMBERS.values()) * 10_000
+    records = sum(len(members) for members in _CIFAR_MEMBERS.values()) * _CIFAR_BATCH
     # each batch's bytes, the images cut from them, and their concatenation: about twice the records
     check_budget(2 * records * _CIFAR_RECORD, f"CIFAR-10 ({records:,} images) from {show_path(archive)}")
     parts = {}
@@ -208,7 +209,7 @@ def _member_bytes(tar: tarfile.TarFile, member: str, archive) -> bytes:
         info = tar.getmember(member)
     except KeyError:
         raise DataError(f"{archive}: has no {member}; is it the CIFAR-10 binary version?") from None
-    if not info.isfile() or info.size > 10_000 * _CIFAR_RECORD:
+    if not info.isfile() or info.size > _CIFAR_BATCH * _CIFAR_RECORD:
         raise DataError(f"{archive}: {member} is not a regular file of at most 10,000 records")
     handle = tar.extractfile(info)
     if handle is None:

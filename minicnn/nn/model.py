@@ -121,7 +121,10 @@ class Sequential(Layer):
         if not isinstance(X, np.ndarray) and not all(
             hasattr(X, a) for a in ("shape", "__getitem__", "__len__")
         ):
-            raise TypeError(f"Sequential.predict: expected a numpy.ndarray, got {type(X).__name__}")
+            raise TypeError(
+                "Sequential.predict: expected a numpy.ndarray (or minicnn.data.Images), "
+                f"got {type(X).__name__}"
+            )
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Sequential.predict: batch_size must be a positive int, got {batch_size!r}")
         with self.evaluating():
