@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicnn.nn import _lowering
+from minicnn.nn import _lowering, _threads
 from minicnn.nn import functional as F
 from minicnn.nn.gradcheck import check_layer
 from minicnn.nn.layers import Conv2D, MaxPool2D, ReLU
@@ -124,10 +124,11 @@ def test_conv_backward_matches_the_plain_im2col_path(case, dtype):
     st.integers(1, 2),
     st.integers(0, 5),
     st.integers(0, 5),
+    st.integers(1, 3),
     st.integers(0, 2**31),
 )
 def test_conv_matches_the_plain_path_for_random_shapes(
-    n, c_in, c_out, kh, kw, sh, sw, pad, dil, eh, ew, seed
+    n, c_in, c_out, kh, kw, sh, sw, pad, dil, eh, ew, workers, seed
 ):
     rng = np.random.default_rng(seed)
     h, w = dil * (kh - 1) + 1 + eh, dil * (kw - 1) + 1 + ew
@@ -135,13 +136,46 @@ def test_conv_matches_the_plain_path_for_random_shapes(
     weight = rng.standard_normal((c_out, c_in, kh, kw))
     bias = rng.standard_normal(c_out)
     args = ((sh, sw), ((pad, pad), (pad, pad)), (dil, dil))
-    out = _lowering.conv2d(x, weight, bias, *args)
+    # workers: the batch split across 1 to 3 threads (more threads than samples included)
+    out, cols = _lowering.conv2d(x, weight, bias, *args, keep_cols=True, workers=workers)
     np.testing.assert_allclose(out, plain_conv(x, weight, bias, *args), rtol=1e-10, atol=1e-10)
     grad = rng.standard_normal(out.shape)
-    for ours, theirs in zip(
-        _lowering.conv2d_backward(grad, x, weight, *args), plain_conv_backward(grad, x, weight, *args)
-    ):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
+    expected = plain_conv_backward(grad, x, weight, *args)
+    for given_cols in (cols, None):
+        got = _lowering.conv2d_backward(grad, x, weight, *args, cols=given_cols, workers=workers)
+        for ours, theirs in zip(got, expected):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_a_batch_split_across_threads_keeps_each_part_s_expansion_for_backward(stride):
+    x, weight, bias = case_arrays((8, 3, 4, 9, 8, (3, 3)), np.float64)
+    args = (stride, ((1, 1), (1, 1)), (1, 1))
+    out, cols = _lowering.conv2d(x, weight, bias, *args, keep_cols=True, workers=3)
+    assert isinstance(cols, tuple) and len(cols) == 3
+    assert (
+        sum(c.shape[1] for c in cols)
+        == _lowering.conv2d(x, weight, bias, *args, keep_cols=True, workers=1)[1].shape[1]
+    )
+    grad = np.random.default_rng(3).standard_normal(out.shape)
+    expected = plain_conv_backward(grad, x, weight, *args)
+    for given_cols, workers in ((cols, 3), (cols, 2), (cols, 1), (None, 3)):  # kept, or rebuilt
+        got = _lowering.conv2d_backward(grad, x, weight, *args, cols=given_cols, workers=workers)
+        for ours, theirs in zip(got, expected):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+def test_only_batches_worth_it_are_split_across_threads(monkeypatch):
+    monkeypatch.setattr(_threads, "parts_available", lambda: 2)
+    x, weight, bias = case_arrays((64, 16, 32, 4, 4, (3, 3)), np.float32)  # digits-2: 1.2 MB
+    _, cols = _lowering.conv2d(x, weight, bias, keep_cols=True)
+    assert isinstance(cols, np.ndarray)  # one part: threads would cost more than they save
+    x, weight, bias = case_arrays((64, 32, 64, 14, 14, (3, 3)), np.float32)  # mnist-2: 23 MB
+    _, cols = _lowering.conv2d(x, weight, bias, padding=((1, 1), (1, 1)), keep_cols=True)
+    assert cols is None  # two parts, each cut into chunks
+    monkeypatch.setattr(_lowering, "CHUNK_BYTES", 64 * 2**20)
+    _, cols = _lowering.conv2d(x, weight, bias, padding=((1, 1), (1, 1)), keep_cols=True)
+    assert isinstance(cols, tuple) and len(cols) == 2
 
 
 @pytest.mark.parametrize(

@@ -154,3 +154,48 @@ def test_a_negative_thread_count_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.threads = -1" in lines[0], result.stderr
+
+
+# ---- the convolution's parts on worker threads ----------------------------------------------------
+
+
+def test_run_parts_returns_every_part_in_order_and_uses_other_threads(restore_threads):
+    import threading
+
+    seen = {}
+
+    def work(k):
+        seen[k] = (threading.get_ident(), minicnn.get_num_threads())
+        return k * k
+
+    assert _threads.run_parts(work, 3) == [0, 1, 4]
+    assert seen[0][0] == threading.get_ident() and seen[1][0] != threading.get_ident()
+    if restore_threads is not None:
+        assert {threads for _, threads in seen.values()} == {1}  # one BLAS thread per part meanwhile
+        assert minicnn.get_num_threads() == restore_threads  # and the count is back afterwards
+
+
+def test_run_parts_restores_the_blas_count_and_waits_for_every_part_when_one_fails(restore_threads):
+    import time
+
+    finished = []
+
+    def work(k):
+        if k == 0:
+            raise RuntimeError("part 0 failed")
+        time.sleep(0.05)
+        finished.append(k)
+
+    with pytest.raises(RuntimeError, match="part 0 failed"):
+        _threads.run_parts(work, 2)
+    assert finished == [1]  # the other part was not abandoned mid-way
+    assert minicnn.get_num_threads() == restore_threads
+
+
+def test_parts_follow_the_blas_thread_count(restore_threads):
+    if restore_threads is None:
+        pytest.skip("this NumPy's BLAS has no thread setting")
+    minicnn.set_num_threads(1)
+    assert _threads.parts_available() == 1  # one thread: the convolution runs as before, in one part
+    minicnn.set_num_threads(2)
+    assert _threads.parts_available() == 2

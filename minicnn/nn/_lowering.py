@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from . import _winograd
+from . import _threads, _winograd
 from .functional import conv_output_size
 
 #: Default bound (bytes) on the scratch memory of one convolution's forward + backward pass
@@ -58,6 +58,10 @@ _workspace_limit = DEFAULT_WORKSPACE_BYTES
 #: 14.0 -> 7.1 ms, cifar-2 44.6 -> 40.0 ms; 4 to 16 MiB measured about equally fast).
 CHUNK_BYTES = 8 * 2**20
 
+#: Scratch (bytes, :meth:`_Geometry.chunk_bytes` of the whole batch) below which a pass runs in
+#: one thread: smaller ones do not pay for handing work to another thread.
+PARALLEL_MIN_BYTES = 4 * 2**20
+
 
 def set_workspace_limit(nbytes: int) -> None:
     """Set the default bound (bytes) on the scratch memory of one convolution's forward + backward.
@@ -86,9 +90,19 @@ class Workspace:
 
     def __init__(self):
         self._buffer = None
+        self._parts: dict[int, Workspace] = {}
 
     def __getstate__(self):
-        return {"_buffer": None}  # scratch, not state: a pickled layer does not carry it
+        return {"_buffer": None, "_parts": {}}  # scratch, not state: a pickled layer does not carry it
+
+    def part(self, k: int) -> Workspace:
+        """The buffer of part k of a batch split across threads (:func:`_threads.run_parts`):
+        this one for part 0, a buffer of its own for each other part."""
+        if k == 0:
+            return self
+        if k not in self._parts:
+            self._parts[k] = Workspace()
+        return self._parts[k]
 
     def array(self, shape, dtype) -> np.ndarray:
         size = math.prod(shape)
@@ -135,9 +149,10 @@ class _Geometry:
         matrix (reused for its gradient) and the output grid."""
         return n * itemsize * (2 * self.c * self.hp * self.wb + (self.k + 1 + self.c_out) * self.ho * self.wg)
 
-    def chunk(self, n: int, itemsize: int, workspace_bytes) -> int:
-        """Samples per chunk so that a pass's scratch (:meth:`chunk_bytes`) fits in the workspace."""
-        limit = min(CHUNK_BYTES, _workspace_limit if workspace_bytes is None else workspace_bytes)
+    def chunk(self, n: int, itemsize: int, workspace_bytes, parts: int = 1) -> int:
+        """Samples per chunk so that a pass's scratch (:meth:`chunk_bytes`) fits in the workspace,
+        shared by ``parts`` threads that each run their own chunks."""
+        limit = min(CHUNK_BYTES, _workspace_limit if workspace_bytes is None else workspace_bytes) // parts
         most = max(1, min(n, limit // self.chunk_bytes(1, itemsize)))
         # as many chunks as needed, of equal size: no small last chunk whose products run slowly
         # (stride-2, 64 samples: 5 chunks of 13 instead of 4 of 15 and one of 4)
@@ -282,6 +297,7 @@ def conv2d(
     keep_cols: bool = False,
     workspace: Workspace | None = None,
     winograd: bool | None = None,
+    workers: int | None = None,
 ):
     """2-D cross-correlation (what CNN layers call convolution; see the module docstring).
 
@@ -302,12 +318,17 @@ def conv2d(
     winograd : bool or None
         Compute a 3x3 stride-1 convolution with Winograd's F(2x2, 3x3) (:mod:`._winograd`):
         True uses it where it applies, False never, None: :func:`set_winograd`'s setting (off).
+    workers : int or None
+        Threads that share the batch, each with its own part of the samples (and one BLAS thread
+        meanwhile). None: the BLAS thread count (:func:`_threads.parts_available`), or one thread
+        for a batch whose scratch is under :data:`PARALLEL_MIN_BYTES`.
 
     Returns
     -------
     out : ndarray of shape (N, C_out, Ho, Wo)
-    cols : ndarray of shape (C_in*kh*kw + 1, Ho*N*Wg) or None
-        Only when ``keep_cols``; None when the batch was processed in chunks (keeping every
+    cols : ndarray of shape (C_in*kh*kw + 1, Ho*N*Wg), tuple of them, or None
+        Only when ``keep_cols``: the expanded input, one per part of the batch (a tuple) when it was
+        split across threads; None when a part was processed in chunks (keeping every
         chunk's matrix for backward measured slower than rebuilding it there, while the chunk is
         still in cache: stride-2 fwd+bwd 12.6 vs 11.9 ms, cifar-2 43 vs 38 ms). Channel-major
         layout (see above): ``Wg = W + max(left, right)`` at stride 1, ``Wo`` otherwise; the
@@ -318,9 +339,8 @@ def conv2d(
         out, saved = _winograd_conv2d(x, weight, bias, padding, dtype, workspace_bytes)
         return (out, saved) if keep_cols else out
     g = _Geometry(x.shape, weight.shape, stride, padding, dilation)
-    out, cols = _forward_chunks(
-        g, x, _weight_matrix(weight, bias, g, dtype), bias is not None, dtype, workspace_bytes, workspace
-    )
+    w2d = _weight_matrix(weight, bias, g, dtype)
+    out, cols = _forward_chunks(g, x, w2d, bias is not None, dtype, workspace_bytes, workspace, workers)
     return (out, cols) if keep_cols else out
 
 
@@ -332,12 +352,40 @@ def _weight_matrix(weight: np.ndarray, bias: np.ndarray | None, g: _Geometry, dt
     return w2d
 
 
-def _forward_chunks(g: _Geometry, x, w2d, with_bias: bool, dtype, workspace_bytes, workspace):
-    """``W @ cols`` chunk by chunk of samples; returns the output and the last chunk's ``cols`` when
-    the whole batch was one chunk (None otherwise)."""
+def _split(g: _Geometry, n: int, itemsize: int, workers: int | None) -> tuple[list[tuple[int, int]], bool]:
+    """The batch's parts, one per thread (:func:`_threads.run_parts`), of equal size: ``workers``
+    of them, or when None :func:`_threads.parts_available`, but one if the pass is too small to pay
+    for the threads; and whether a single part should run with one BLAS thread (a small pass)."""
+    small = g.chunk_bytes(n, itemsize) < PARALLEL_MIN_BYTES
+    if workers is None:
+        workers = 1 if small else _threads.parts_available()
+    parts = max(1, min(workers, n))
+    return [(k * n // parts, (k + 1) * n // parts) for k in range(parts)], small
+
+
+def _forward_chunks(g: _Geometry, x, w2d, with_bias: bool, dtype, workspace_bytes, workspace, workers):
+    """``W @ cols`` over the batch's parts (threads), each chunk by chunk; returns the output and
+    what :func:`conv2d_backward` can reuse (see :func:`conv2d`'s ``cols``)."""
     n = x.shape[0]
     out = np.empty((n, g.c_out, g.ho, g.wo), dtype=dtype)
-    chunk = g.chunk(n, out.itemsize, workspace_bytes)
+    parts, small = _split(g, n, out.itemsize, workers)
+
+    def part(k: int):
+        start, stop = parts[k]
+        own = workspace.part(k) if workspace is not None else None
+        chunk_out = out[start:stop]
+        return _forward_part(g, x[start:stop], w2d, with_bias, chunk_out, workspace_bytes, own, len(parts))
+
+    kept = _threads.run_parts(part, len(parts), one_blas_thread=small)
+    if any(cols is None for cols in kept):
+        return out, None
+    return out, (kept[0] if len(kept) == 1 else tuple(kept))
+
+
+def _forward_part(g: _Geometry, x, w2d, with_bias: bool, out, workspace_bytes, workspace, parts: int):
+    """One part of the batch into ``out``, chunk by chunk; returns its ``cols`` when it was one chunk."""
+    n, dtype = x.shape[0], out.dtype
+    chunk = g.chunk(n, out.itemsize, workspace_bytes, parts)
     if workspace is None and chunk < n:
         workspace = Workspace()  # one buffer for all chunks
     grids = Workspace() if chunk < n else None  # the output grid, reused by every chunk
@@ -352,7 +400,7 @@ def _forward_chunks(g: _Geometry, x, w2d, with_bias: bool, dtype, workspace_byte
         # crop the extra columns and transpose the grid to NCHW in one strided copy
         grid = grid.reshape(g.c_out, g.ho, stop - start, g.wg)
         out[start:stop].transpose(1, 2, 0, 3)[...] = grid[..., : g.wo]
-    return out, (cols if chunk == n else None)
+    return cols if chunk == n else None
 
 
 def conv2d_backward(
@@ -362,15 +410,16 @@ def conv2d_backward(
     stride=(1, 1),
     padding=((0, 0), (0, 0)),
     dilation=(1, 1),
-    cols: np.ndarray | None = None,
+    cols: np.ndarray | tuple | None = None,
     need_input_grad: bool = True,
     need_weight_grad: bool = True,
     workspace_bytes: int | None = None,
     overwrite_cols: bool = False,
     workspace: Workspace | None = None,
     winograd: bool | None = None,
+    workers: int | None = None,
 ):
-    """Gradients of :func:`conv2d` (``winograd`` as there: give both calls the same value).
+    """Gradients of :func:`conv2d` (``winograd`` and ``workers`` as there).
 
     Parameters
     ----------
@@ -378,9 +427,9 @@ def conv2d_backward(
     x : ndarray of shape (N, C_in, H, W)
         The forward input (unpadded).
     weight : ndarray of shape (C_out, C_in, kh, kw)
-    cols : ndarray, optional
+    cols : ndarray or tuple, optional
         The expanded input that ``conv2d(..., keep_cols=True)`` returned; rebuilt chunk by chunk
-        (in ``workspace`` when given) otherwise.
+        (in ``workspace`` when given) otherwise, or where the batch is now split differently.
     overwrite_cols : bool
         Let the input gradient's expanded matrix take the memory of ``cols``, which is then
         garbage: the pass needs no second matrix of that size.
@@ -396,19 +445,18 @@ def conv2d_backward(
     (the row of ones gives the bias) and ``dcols = W.T @ G``, summed back onto the input by the
     adjoint of the expansion (col2im).
     """
-    n = x.shape[0]
     dtype = np.result_type(x, weight)
     if use_winograd(x.shape, weight.shape, stride, padding, dilation, winograd):
         return _winograd_conv2d_backward(
             grad_out, x, weight, padding, dtype, cols, need_input_grad, need_weight_grad, workspace_bytes
         )
     g = _Geometry(x.shape, weight.shape, stride, padding, dilation)
-    if isinstance(cols, _winograd.Saved) or (cols is not None and cols.shape != g.cols_shape(n)):
+    if isinstance(cols, _winograd.Saved):
         cols = None
     dx = np.empty(x.shape, dtype=dtype) if need_input_grad else None
     w2d = weight.reshape(g.c_out, g.k).astype(dtype, copy=False)
     dweight_bias = _backward_chunks(
-        g, grad_out, x, w2d, cols, dx, need_weight_grad, overwrite_cols, dtype, workspace_bytes, workspace
+        g, grad_out, x, w2d, cols, dx, need_weight_grad, overwrite_cols, workspace_bytes, workspace, workers
     )
     dweight = dweight_bias[:, :-1].reshape(weight.shape) if need_weight_grad else None
     return dx, dweight, np.ascontiguousarray(dweight_bias[:, -1])
@@ -423,13 +471,56 @@ def _backward_chunks(
     dx,
     need_weight_grad: bool,
     overwrite_cols: bool,
-    dtype,
     workspace_bytes,
     workspace,
+    workers,
 ) -> np.ndarray:
-    """The two backward products chunk by chunk: fills ``dx`` (when given) and returns ``[dW | dbias]``."""
+    """The two backward products over the batch's parts (threads), each chunk by chunk: fills
+    ``dx`` (when given) and returns ``[dW | dbias]``. ``cols``: what :func:`conv2d` kept, used
+    where it matches this split of the batch."""
     n = x.shape[0]
-    chunk = n if cols is not None else g.chunk(n, np.dtype(dtype).itemsize, workspace_bytes)
+    parts, small = _split(g, n, w2d.itemsize, workers)
+    kept = cols if isinstance(cols, tuple) else (cols,)
+    if len(kept) != len(parts) or any(
+        c is None or c.shape != g.cols_shape(stop - start) for c, (start, stop) in zip(kept, parts)
+    ):
+        kept = (None,) * len(parts)
+
+    def part(k: int) -> np.ndarray:
+        start, stop = parts[k]
+        return _backward_part(
+            g,
+            grad_out[start:stop],
+            x[start:stop],
+            w2d,
+            kept[k],
+            None if dx is None else dx[start:stop],
+            need_weight_grad,
+            overwrite_cols,
+            workspace_bytes,
+            workspace.part(k) if workspace is not None else None,
+            len(parts),
+        )
+
+    return sum(_threads.run_parts(part, len(parts), one_blas_thread=small))
+
+
+def _backward_part(
+    g: _Geometry,
+    grad_out,
+    x,
+    w2d,
+    cols,
+    dx,
+    need_weight_grad: bool,
+    overwrite_cols: bool,
+    workspace_bytes,
+    workspace,
+    parts: int,
+) -> np.ndarray:
+    """One part of the batch, chunk by chunk: its share of ``dx`` and of ``[dW | dbias]``."""
+    n, dtype = x.shape[0], w2d.dtype
+    chunk = n if cols is not None else g.chunk(n, np.dtype(dtype).itemsize, workspace_bytes, parts)
     if cols is None and workspace is None and chunk < n:
         workspace = Workspace()
     dweight_bias = np.zeros((g.c_out, g.k + 1), dtype=dtype)
