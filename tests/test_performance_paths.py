@@ -194,21 +194,27 @@ def test_conv_layer_passes_the_numerical_gradient_check_on_both_lowerings(kwargs
     assert check_layer(layer, x).worst < 1e-7
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_chunked_batches_give_the_unchunked_results(stride, dtype):
+def test_chunked_batches_give_the_unchunked_results(stride, dtype, workers):
     x, weight, bias = case_arrays((7, 3, 4, 9, 8, (3, 3)), dtype)
     args = (stride, ((1, 1), (1, 1)), (1, 1))
     whole, cols = _lowering.conv2d(x, weight, bias, *args, keep_cols=True)
     assert cols is not None
     tiny = 1  # below one sample's scratch: every sample is its own chunk
-    chunked, no_cols = _lowering.conv2d(x, weight, bias, *args, workspace_bytes=tiny, keep_cols=True)
+    # workers > 1: the threads take the chunks in turn, as each finishes one
+    chunked, no_cols = _lowering.conv2d(
+        x, weight, bias, *args, workspace_bytes=tiny, keep_cols=True, workers=workers
+    )
     assert no_cols is None
     np.testing.assert_allclose(chunked, whole, **TOL[dtype])
     grad = np.random.default_rng(2).standard_normal(whole.shape).astype(dtype)
     expected = _lowering.conv2d_backward(grad, x, weight, *args, cols=cols)
     for workspace_bytes in (tiny, 3 * 2**10):  # 1 sample per chunk; a few samples per chunk
-        got = _lowering.conv2d_backward(grad, x, weight, *args, workspace_bytes=workspace_bytes)
+        got = _lowering.conv2d_backward(
+            grad, x, weight, *args, workspace_bytes=workspace_bytes, workers=workers
+        )
         for ours, theirs in zip(got, expected):
             np.testing.assert_allclose(ours, theirs, **TOL[dtype])
 

@@ -11,6 +11,7 @@ import pytest
 import minicnn
 from minicnn.cli import blas_threads
 from minicnn.nn import _threads
+from minicnn.nn.layers import MaxPool2D, ReLU
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,3 +200,57 @@ def test_parts_follow_the_blas_thread_count(restore_threads):
     assert _threads.parts_available() == 1  # one thread: the convolution runs as before, in one part
     minicnn.set_num_threads(2)
     assert _threads.parts_available() == 2
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: ReLU(), (5, 3, 4, 4)),
+        (lambda: ReLU(), (7,)),  # any shape: the elements are split, not the samples
+        (lambda: MaxPool2D(2), (5, 3, 6, 6)),
+        (lambda: MaxPool2D(3, stride=2, padding=1), (5, 2, 7, 5)),  # overlapping windows, padding
+    ],
+)
+def test_layers_split_across_threads_give_the_one_thread_results(monkeypatch, make, shape, workers):
+    rng = np.random.default_rng(workers)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[3] = np.nan  # propagates forward, gets no gradient, the same way in every part
+    one = make()
+    expected_out = one.forward(x)
+    grad = rng.standard_normal(expected_out.shape).astype(np.float32)
+    expected_dx = one.backward(grad)
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_threads, "parts_available", lambda: workers)
+    split = make()
+    np.testing.assert_array_equal(split.forward(x), expected_out)
+    np.testing.assert_array_equal(split.backward(grad), expected_dx)
+
+
+def test_run_tasks_lets_a_free_thread_take_the_tasks_a_slow_one_cannot():
+    import threading
+    import time
+
+    ran_by = {}
+
+    def work(k, t):
+        ran_by[k] = t
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.2)  # this thread's core is busy elsewhere
+        return 10 * k
+
+    assert _threads.run_tasks(work, 6, 2) == [0, 10, 20, 30, 40, 50]  # in task order
+    assert sorted(ran_by) == list(range(6))
+    assert list(ran_by.values()).count(0) == 1  # the slow thread ran one task, the other five
+
+
+def test_ordered_sum_adds_in_index_order_whatever_the_arrival_order():
+    values = [np.float32(1e8), np.float32(1.0), np.float32(-1e8), np.float32(1.0)]
+    in_order = _threads.OrderedSum()
+    for k, v in enumerate(values):
+        in_order.add(k, np.array(v))
+    shuffled = _threads.OrderedSum()
+    for k in (3, 1, 2, 0):
+        shuffled.add(k, np.array(values[k]))
+    assert shuffled.total == in_order.total  # ((1e8 + 1) - 1e8) + 1 in float32, not 1e8 + 1 + 1 - 1e8
+    assert float(in_order.total) == float(((values[0] + values[1]) + values[2]) + values[3])

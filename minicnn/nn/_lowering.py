@@ -58,10 +58,6 @@ _workspace_limit = DEFAULT_WORKSPACE_BYTES
 #: 14.0 -> 7.1 ms, cifar-2 44.6 -> 40.0 ms; 4 to 16 MiB measured about equally fast).
 CHUNK_BYTES = 8 * 2**20
 
-#: Scratch (bytes, :meth:`_Geometry.chunk_bytes` of the whole batch) below which a pass runs in
-#: one thread: smaller ones do not pay for handing work to another thread.
-PARALLEL_MIN_BYTES = 4 * 2**20
-
 
 def set_workspace_limit(nbytes: int) -> None:
     """Set the default bound (bytes) on the scratch memory of one convolution's forward + backward.
@@ -321,7 +317,7 @@ def conv2d(
     workers : int or None
         Threads that share the batch, each with its own part of the samples (and one BLAS thread
         meanwhile). None: the BLAS thread count (:func:`_threads.parts_available`), or one thread
-        for a batch whose scratch is under :data:`PARALLEL_MIN_BYTES`.
+        for a batch whose scratch is under :data:`_threads.PARALLEL_MIN_BYTES`.
 
     Returns
     -------
@@ -352,55 +348,45 @@ def _weight_matrix(weight: np.ndarray, bias: np.ndarray | None, g: _Geometry, dt
     return w2d
 
 
-def _split(g: _Geometry, n: int, itemsize: int, workers: int | None) -> tuple[list[tuple[int, int]], bool]:
-    """The batch's parts, one per thread (:func:`_threads.run_parts`), of equal size: ``workers``
-    of them, or when None :func:`_threads.parts_available`, but one if the pass is too small to pay
-    for the threads; and whether a single part should run with one BLAS thread (a small pass)."""
-    small = g.chunk_bytes(n, itemsize) < PARALLEL_MIN_BYTES
-    if workers is None:
-        workers = 1 if small else _threads.parts_available()
-    parts = max(1, min(workers, n))
-    return [(k * n // parts, (k + 1) * n // parts) for k in range(parts)], small
+def _plan(g: _Geometry, n: int, itemsize: int, workspace_bytes, workers) -> tuple[list, int, bool]:
+    """How a pass over n samples is cut: its chunks (start, stop), the threads that run them, and
+    whether the pass is small (then one thread, with one BLAS thread: :func:`_threads.run_parts`).
+
+    Each thread gets an equal share of the scratch bound; chunks are equal, at least one per
+    thread. With more chunks than threads, each thread takes the next chunk when it finishes one,
+    so a thread that shares its core with another process does fewer (:func:`_threads.run_tasks`).
+    """
+    nbytes = g.chunk_bytes(n, itemsize)
+    threads = len(_threads.batch_parts(n, nbytes, workers))
+    count = max(threads, -(-n // g.chunk(n, itemsize, workspace_bytes, threads)))
+    chunks = [(k * n // count, (k + 1) * n // count) for k in range(count)]
+    return chunks, threads, nbytes < _threads.PARALLEL_MIN_BYTES
 
 
 def _forward_chunks(g: _Geometry, x, w2d, with_bias: bool, dtype, workspace_bytes, workspace, workers):
-    """``W @ cols`` over the batch's parts (threads), each chunk by chunk; returns the output and
-    what :func:`conv2d_backward` can reuse (see :func:`conv2d`'s ``cols``)."""
+    """``W @ cols`` chunk by chunk of samples, on the threads of :func:`_plan`; returns the output
+    and what :func:`conv2d_backward` can reuse (see :func:`conv2d`'s ``cols``)."""
     n = x.shape[0]
     out = np.empty((n, g.c_out, g.ho, g.wo), dtype=dtype)
-    parts, small = _split(g, n, out.itemsize, workers)
+    chunks, threads, small = _plan(g, n, out.itemsize, workspace_bytes, workers)
+    spaces = [workspace.part(t) if workspace is not None else Workspace() for t in range(threads)]
+    grids = [Workspace() for _ in range(threads)]  # the output grid, reused by a thread's chunks
 
-    def part(k: int):
-        start, stop = parts[k]
-        own = workspace.part(k) if workspace is not None else None
-        chunk_out = out[start:stop]
-        return _forward_part(g, x[start:stop], w2d, with_bias, chunk_out, workspace_bytes, own, len(parts))
-
-    kept = _threads.run_parts(part, len(parts), one_blas_thread=small)
-    if any(cols is None for cols in kept):
-        return out, None
-    return out, (kept[0] if len(kept) == 1 else tuple(kept))
-
-
-def _forward_part(g: _Geometry, x, w2d, with_bias: bool, out, workspace_bytes, workspace, parts: int):
-    """One part of the batch into ``out``, chunk by chunk; returns its ``cols`` when it was one chunk."""
-    n, dtype = x.shape[0], out.dtype
-    chunk = g.chunk(n, out.itemsize, workspace_bytes, parts)
-    if workspace is None and chunk < n:
-        workspace = Workspace()  # one buffer for all chunks
-    grids = Workspace() if chunk < n else None  # the output grid, reused by every chunk
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        cols = g.expand(x[start:stop], dtype, workspace)
+    def run(k: int, t: int) -> np.ndarray:
+        start, stop = chunks[k]
+        cols = g.expand(x[start:stop], dtype, spaces[t])
         grid = np.matmul(
-            w2d,
-            cols if with_bias else cols[:-1],
-            out=grids.array((g.c_out, cols.shape[1]), dtype) if grids else None,
+            w2d, cols if with_bias else cols[:-1], out=grids[t].array((g.c_out, cols.shape[1]), dtype)
         )
         # crop the extra columns and transpose the grid to NCHW in one strided copy
         grid = grid.reshape(g.c_out, g.ho, stop - start, g.wg)
         out[start:stop].transpose(1, 2, 0, 3)[...] = grid[..., : g.wo]
-    return cols if chunk == n else None
+        return cols
+
+    kept = _threads.run_tasks(run, len(chunks), threads, one_blas_thread=small)
+    if len(chunks) > threads:
+        return out, None  # a thread's buffers held several chunks in turn
+    return out, (kept[0] if len(kept) == 1 else tuple(kept))
 
 
 def conv2d_backward(
@@ -475,68 +461,36 @@ def _backward_chunks(
     workspace,
     workers,
 ) -> np.ndarray:
-    """The two backward products over the batch's parts (threads), each chunk by chunk: fills
-    ``dx`` (when given) and returns ``[dW | dbias]``. ``cols``: what :func:`conv2d` kept, used
-    where it matches this split of the batch."""
-    n = x.shape[0]
-    parts, small = _split(g, n, w2d.itemsize, workers)
-    kept = cols if isinstance(cols, tuple) else (cols,)
-    if len(kept) != len(parts) or any(
-        c is None or c.shape != g.cols_shape(stop - start) for c, (start, stop) in zip(kept, parts)
-    ):
-        kept = (None,) * len(parts)
-
-    def part(k: int) -> np.ndarray:
-        start, stop = parts[k]
-        return _backward_part(
-            g,
-            grad_out[start:stop],
-            x[start:stop],
-            w2d,
-            kept[k],
-            None if dx is None else dx[start:stop],
-            need_weight_grad,
-            overwrite_cols,
-            workspace_bytes,
-            workspace.part(k) if workspace is not None else None,
-            len(parts),
-        )
-
-    return sum(_threads.run_parts(part, len(parts), one_blas_thread=small))
-
-
-def _backward_part(
-    g: _Geometry,
-    grad_out,
-    x,
-    w2d,
-    cols,
-    dx,
-    need_weight_grad: bool,
-    overwrite_cols: bool,
-    workspace_bytes,
-    workspace,
-    parts: int,
-) -> np.ndarray:
-    """One part of the batch, chunk by chunk: its share of ``dx`` and of ``[dW | dbias]``."""
+    """The two backward products chunk by chunk, on the threads of :func:`_plan`: fills ``dx``
+    (when given) and returns ``[dW | dbias]``, the chunks' shares summed in chunk order (the same
+    result however the threads shared them). ``cols``: what :func:`conv2d` kept, used where the
+    chunks are the same."""
     n, dtype = x.shape[0], w2d.dtype
-    chunk = n if cols is not None else g.chunk(n, np.dtype(dtype).itemsize, workspace_bytes, parts)
-    if cols is None and workspace is None and chunk < n:
-        workspace = Workspace()
-    dweight_bias = np.zeros((g.c_out, g.k + 1), dtype=dtype)
-    grids = Workspace()
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        grid = g.grad_grid(grad_out[start:stop], grids, dtype)
-        chunk_cols = cols if cols is not None else g.expand(x[start:stop], dtype, workspace)
-        if need_weight_grad:
-            dweight_bias += grid @ chunk_cols.T
-        else:
-            dweight_bias[:, -1] += grid.sum(axis=1)
+    chunks, threads, small = _plan(g, n, w2d.itemsize, workspace_bytes, workers)
+    kept = cols if isinstance(cols, tuple) else (cols,)
+    if len(kept) != len(chunks) or any(
+        c is None or c.shape != g.cols_shape(stop - start) for c, (start, stop) in zip(kept, chunks)
+    ):
+        kept = (None,) * len(chunks)
+    spaces = [workspace.part(t) if workspace is not None else Workspace() for t in range(threads)]
+    grids = [Workspace() for _ in range(threads)]
+    shares = _threads.OrderedSum()
+
+    def run(k: int, t: int) -> None:
+        start, stop = chunks[k]
+        grid = g.grad_grid(grad_out[start:stop], grids[t], dtype)
+        chunk_cols = kept[k] if kept[k] is not None else g.expand(x[start:stop], dtype, spaces[t])
+        shares.add(k, grid @ chunk_cols.T if need_weight_grad else grid.sum(axis=1))
         if dx is not None:
-            reuse = chunk_cols is not cols or (overwrite_cols and cols.flags.writeable)
+            reuse = kept[k] is None or (overwrite_cols and chunk_cols.flags.writeable)
             dcols = np.matmul(w2d.T, grid, out=chunk_cols[:-1] if reuse else None)
             g.input_grad(dcols, stop - start, dx[start:stop])
+
+    _threads.run_tasks(run, len(chunks), threads, one_blas_thread=small)
+    if need_weight_grad:
+        return shares.total
+    dweight_bias = np.zeros((g.c_out, g.k + 1), dtype=dtype)
+    dweight_bias[:, -1] = shares.total
     return dweight_bias
 
 

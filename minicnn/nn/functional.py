@@ -316,13 +316,20 @@ def _pool_geometry(x_shape, kernel_size, stride, padding):
     return (ho, wo), pad
 
 
-def max_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)):
+def pool_index_dtype(kernel_size) -> type:
+    """The dtype of :func:`max_pool2d`'s argmax: uint8, or uint16 for windows of more than 256 pixels."""
+    return np.uint8 if kernel_size[0] * kernel_size[1] <= 256 else np.uint16
+
+
+def max_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0), out=None):
     """Max pooling.
 
     Parameters
     ----------
     x : ndarray of shape (N, C, H, W)
     kernel_size, stride, padding : pairs of int (padding is filled with -inf, as PyTorch does)
+    out : pair of ndarrays, optional
+        Where to write the result and its argmax (shapes and dtypes as returned).
 
     Returns
     -------
@@ -338,9 +345,15 @@ def max_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)):
     out_hw, pad = _pool_geometry(x.shape, kernel_size, stride, padding)
     xp = pad2d(x, pad, value=-np.inf)
     kh, kw = kernel_size
-    index_type = np.uint8 if kh * kw <= 256 else np.uint16
-    out = _window(xp, 0, 0, out_hw, stride, (1, 1)).copy()
-    argmax = np.zeros(out.shape, dtype=index_type)
+    index_type = pool_index_dtype(kernel_size)
+    if out is None:
+        out = (
+            np.empty((*x.shape[:2], *out_hw), dtype=x.dtype),
+            np.empty((*x.shape[:2], *out_hw), index_type),
+        )
+    out, argmax = out
+    out[...] = _window(xp, 0, 0, out_hw, stride, (1, 1))
+    argmax[...] = 0
     for i in range(kh):
         for j in range(kw):
             if i == j == 0:
@@ -353,13 +366,14 @@ def max_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)):
 
 
 def max_pool2d_backward(
-    grad_out: np.ndarray, argmax: np.ndarray, x_shape, kernel_size, stride, padding=(0, 0)
+    grad_out: np.ndarray, argmax: np.ndarray, x_shape, kernel_size, stride, padding=(0, 0), out=None
 ) -> np.ndarray:
     """Gradient of :func:`max_pool2d`: each output's gradient goes to the input that was its max.
 
     Returns
     -------
     dx : ndarray of shape ``x_shape`` (N, C, H, W)
+        In ``out`` when given.
 
     When the windows do not overlap (stride >= kernel, no padding) each input pixel belongs to
     at most one window, so each offset's share is written, not added (5.4 ms -> 0.8 ms on
@@ -371,7 +385,8 @@ def max_pool2d_backward(
     kh, kw = kernel_size
     disjoint = stride[0] >= kh and stride[1] >= kw and top == left == 0
     if disjoint and stride == tuple(kernel_size) and h == out_hw[0] * kh and w == out_hw[1] * kw:
-        dxp = np.empty((n, c, h, w), dtype=grad_out.dtype)  # every pixel is written below
+        # every pixel is written below
+        dxp = np.empty((n, c, h, w), dtype=grad_out.dtype) if out is None else out
     else:
         dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_out.dtype)
     for i in range(kh):
@@ -381,11 +396,13 @@ def max_pool2d_backward(
                 np.multiply(grad_out, argmax == i * kw + j, out=window)
             else:
                 window += grad_out * (argmax == i * kw + j)
-    return (
-        dxp
-        if dxp.shape == tuple(x_shape)
-        else np.ascontiguousarray(dxp[:, :, top : top + h, left : left + w])
-    )
+    if dxp is out:
+        return out
+    dx = dxp if dxp.shape == tuple(x_shape) else dxp[:, :, top : top + h, left : left + w]
+    if out is None:
+        return np.ascontiguousarray(dx)
+    out[...] = dx
+    return out
 
 
 def avg_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)) -> np.ndarray:

@@ -24,7 +24,7 @@ import contextlib
 import numpy as np
 
 from ..io import check_budget
-from . import _lowering
+from . import _lowering, _threads
 from . import functional as F
 from .parameter import Parameter
 from .utils import as_generator, check_bool, check_dtype, check_real, positive_int, positive_pair
@@ -507,12 +507,28 @@ class ReLU(Layer):
 
     def forward(self, x):
         x = self._input(x, "an array")
-        self._mask = x > 0
-        return np.maximum(x, x.dtype.type(0))
+        flat, zero = np.ascontiguousarray(x).reshape(-1), x.dtype.type(0)
+        out, mask = np.empty_like(flat), np.empty(flat.shape, dtype=bool)
+
+        def part(a, b):  # a slice of the elements, on its own thread when the array is large
+            np.greater(flat[a:b], zero, out=mask[a:b])
+            np.maximum(flat[a:b], zero, out=out[a:b])
+
+        _threads.over_batch(part, flat.size, flat.nbytes)
+        self._mask = mask.reshape(x.shape)
+        return out.reshape(x.shape)
 
     def backward(self, grad_out, need_input_grad=True):
         mask = self._cached(self._mask)
-        return self._check_grad(grad_out, mask.shape) * mask
+        grad = np.ascontiguousarray(self._check_grad(grad_out, mask.shape)).reshape(-1)
+        flat_mask = mask.reshape(-1)
+        dx = np.empty(grad.shape, dtype=np.result_type(grad, flat_mask))
+
+        def part(a, b):
+            np.multiply(grad[a:b], flat_mask[a:b], out=dx[a:b])
+
+        _threads.over_batch(part, grad.size, grad.nbytes)
+        return dx.reshape(mask.shape)
 
 
 class LeakyReLU(Layer):
@@ -626,15 +642,30 @@ class MaxPool2D(_Pool2D):
         self._argmax: np.ndarray | None = None
 
     def forward(self, x):
-        out, self._argmax = F.max_pool2d(self._checked(x), self.kernel_size, self.stride, self.padding)
+        x = self._checked(x)
+        shape = self.output_shape(x.shape)
+        out = np.empty(shape, dtype=x.dtype)
+        self._argmax = argmax = np.empty(shape, dtype=F.pool_index_dtype(self.kernel_size))
+
+        def part(a, b):  # a slice of the batch, on its own thread when the batch is large
+            F.max_pool2d(x[a:b], self.kernel_size, self.stride, self.padding, out=(out[a:b], argmax[a:b]))
+
+        _threads.over_batch(part, len(x), x.nbytes)
         return out
 
     def backward(self, grad_out, need_input_grad=True):
         argmax = self._cached(self._argmax)
         grad_out = self._check_grad(grad_out, argmax.shape)
-        return F.max_pool2d_backward(
-            grad_out, argmax, self._x_shape, self.kernel_size, self.stride, self.padding
-        )
+        x_shape = self._x_shape
+        dx = np.empty(x_shape, dtype=grad_out.dtype)
+
+        def part(a, b):
+            shape = (b - a, *x_shape[1:])
+            args = (self.kernel_size, self.stride, self.padding)
+            F.max_pool2d_backward(grad_out[a:b], argmax[a:b], shape, *args, out=dx[a:b])
+
+        _threads.over_batch(part, len(dx), dx.nbytes)
+        return dx
 
 
 class AvgPool2D(_Pool2D):

@@ -11,6 +11,7 @@ from typing import Generic, NoReturn, TypeVar
 import numpy as np
 
 from ..io import FileFormatError, load_npz, read_safetensors, save_npz_atomic, show_path, write_safetensors
+from . import _threads
 from .layers import LAYERS, Layer
 from .parameter import Parameter
 
@@ -82,8 +83,9 @@ class Sequential(Layer):
         return shape
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x)
+        with _threads.single_threaded_blas():  # the layers share the cores out themselves
+            for layer in self.layers:
+                x = layer.forward(x)
         self._out_shape = np.shape(x)
         return x
 
@@ -94,9 +96,10 @@ class Sequential(Layer):
         training step never needs it), and None is returned.
         """
         grad: np.ndarray | None = self._check_grad(grad_out, self._cached(self._out_shape))
-        for i in range(len(self.layers) - 1, -1, -1):
-            assert grad is not None  # every layer after the first was asked for its input gradient
-            grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
+        with _threads.single_threaded_blas():
+            for i in range(len(self.layers) - 1, -1, -1):
+                assert grad is not None  # every layer after the first was asked for its input gradient
+                grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
         return grad if need_input_grad else None
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
