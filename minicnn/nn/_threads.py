@@ -96,6 +96,9 @@ def get_num_threads() -> int | None:
 def set_num_threads(threads: int) -> int | None:
     """Let NumPy's matrix products use ``threads`` threads; returns the previous count.
 
+    minicnn's layers use the same count their own way: inside a model's passes BLAS runs one thread
+    and the layers split large batches across ``threads`` threads (:func:`run_parts`).
+
     Works for the OpenBLAS that NumPy's wheels bundle and for OpenBLAS or MKL builds of NumPy
     (found among the loaded libraries); sets every such library loaded (SciPy's too), and returns
     NumPy's previous count. Elsewhere (macOS Accelerate, a BLAS without a thread
