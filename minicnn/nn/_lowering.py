@@ -50,7 +50,7 @@ DEFAULT_WORKSPACE_BYTES = 64 * 2**20
 #   chunks that :func:`_threads.parts_available` threads take in turn, each with one BLAS thread,
 #   instead of one thread cutting it and BLAS threading only the products: the expansion, col2im
 #   and the transposes then run on every core too (fwd+bwd, 2 cores, best of alternating runs:
-#   mnist-2 20.0 -> 17.5 ms, stride-2 31.4 -> 24.3 ms), and a thread slowed by another process
+#   mnist-2 19.4 -> 17.5 ms, stride-2 31.4 -> 24.3 ms), and a thread slowed by another process
 #   takes fewer chunks (under one busy loop: mnist-2 25.3 -> 20.0 ms with chunks taken in turn,
 #   against one fixed part per thread).
 #

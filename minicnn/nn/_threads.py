@@ -178,7 +178,7 @@ def parts_available() -> int:
 
 #: Bytes of array data below which a pass over a batch runs in one thread: smaller ones do not pay
 #: for handing work to another thread (digits-2's convolution, 1.2 MB of scratch: forward +
-#: backward 1.05 ms in one part, 1.40 ms in two; mnist-2's, 23 MB: 20.0 -> 17.5 ms in two).
+#: backward 1.05 ms in one part, 1.40 ms in two; mnist-2's, 23 MB: 19.4 -> 17.5 ms in two).
 PARALLEL_MIN_BYTES = 4 * 2**20
 
 
