@@ -365,7 +365,10 @@ def _plan(g: _Geometry, n: int, itemsize: int, workspace_bytes, workers) -> tupl
     """
     nbytes = g.chunk_bytes(n, itemsize)
     threads = len(_threads.batch_parts(n, nbytes, workers))
-    count = max(threads, -(-n // g.chunk(n, itemsize, workspace_bytes, threads)))
+    # a multiple of the thread count, so that no thread idles at the end on a quiet machine
+    # (mnist-2, 32 samples: 3 chunks ran in the time of 4, 356 us per sample against 281 for 64)
+    count = -(-n // g.chunk(n, itemsize, workspace_bytes, threads))
+    count = min(n, -(-count // threads) * threads)
     chunks = [(k * n // count, (k + 1) * n // count) for k in range(count)]
     return chunks, threads, nbytes < _threads.PARALLEL_MIN_BYTES
 
