@@ -254,3 +254,17 @@ def test_ordered_sum_adds_in_index_order_whatever_the_arrival_order():
         shuffled.add(k, np.array(values[k]))
     assert shuffled.total == in_order.total  # ((1e8 + 1) - 1e8) + 1 in float32, not 1e8 + 1 + 1 - 1e8
     assert float(in_order.total) == float(((values[0] + values[1]) + values[2]) + values[3])
+
+
+def _two_parts():
+    return _threads.run_parts(lambda k: k, 2, one_blas_thread=False)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this system")
+def test_a_forked_child_starts_worker_threads_of_its_own():
+    import multiprocessing
+
+    assert _two_parts() == [0, 1]  # the parent's worker thread now exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        # the child inherits the pool object but not its thread: it must start its own
+        assert pool.apply_async(_two_parts).get(timeout=60) == [0, 1]

@@ -9,9 +9,10 @@ by calling the library's own ``openblas_set_num_threads`` (or MKL's ``MKL_Set_Nu
 through :mod:`ctypes`, found among the shared libraries the process has loaded; no extra package
 is needed. :class:`AutoThreads` picks the count from the cores other processes leave free.
 
-:func:`run_parts` spends that same thread count another way: the convolution splits its batch
-into as many parts, one per thread, each with one BLAS thread, so the copies around the matrix
-products (the expansion, col2im, the transposes) run on every core too, not only the products.
+:func:`run_tasks` and :func:`over_batch` spend that same thread count another way: a convolution,
+ReLU or max pooling over a large batch hands its chunks to as many threads, each with one BLAS
+thread, so the copies around the matrix products (the expansion, col2im, the transposes) run on
+every core too, not only the products.
 """
 
 from __future__ import annotations
@@ -119,21 +120,33 @@ def set_num_threads(threads: int) -> int | None:
 
 _pool: ThreadPoolExecutor | None = None
 _pool_key = (0, 0)  # (process id, workers) of the pool: a forked child inherits it without its threads
+_pool_lock = threading.Lock()
 _single = threading.Lock()
-_single_depth = 0  # parts running now, over all callers: BLAS is restored when the last one ends
-_single_previous: int | None = None
+_single_depth = 0  # single-threaded-BLAS regions open now, over all callers
+_single_previous: int | None = None  # the count to restore when the last one ends
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the forking thread: no region of another thread is open in it."""
+    global _pool_lock, _single, _single_depth
+    _pool_lock, _single, _single_depth = threading.Lock(), threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
     """The worker threads (started on first use; again in a forked child, or for more workers)."""
     global _pool, _pool_key
-    pid = os.getpid()
-    if _pool is None or _pool_key[0] != pid or _pool_key[1] < workers:
-        if _pool is not None and _pool_key[0] == pid:
-            _pool.shutdown(wait=False)
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minicnn")
-        _pool_key = (pid, workers)
-    return _pool
+    with _pool_lock:
+        pid = os.getpid()
+        if _pool is None or _pool_key[0] != pid or _pool_key[1] < workers:
+            if _pool is not None and _pool_key[0] == pid:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minicnn")
+            _pool_key = (pid, workers)
+        return _pool
 
 
 def _enter_single() -> None:
