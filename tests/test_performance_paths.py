@@ -172,7 +172,7 @@ def test_only_batches_worth_it_are_split_across_threads(monkeypatch):
     assert isinstance(cols, np.ndarray)  # one part: threads would cost more than they save
     x, weight, bias = case_arrays((64, 32, 64, 14, 14, (3, 3)), np.float32)  # mnist-2: 23 MB
     _, cols = _lowering.conv2d(x, weight, bias, padding=((1, 1), (1, 1)), keep_cols=True)
-    assert cols is None  # two parts, each cut into chunks
+    assert cols is None  # more chunks than threads: each thread's buffers held several in turn
     monkeypatch.setattr(_lowering, "CHUNK_BYTES", 64 * 2**20)
     _, cols = _lowering.conv2d(x, weight, bias, padding=((1, 1), (1, 1)), keep_cols=True)
     assert isinstance(cols, tuple) and len(cols) == 2

@@ -99,8 +99,8 @@ class Workspace:
         return {"_buffer": None, "_parts": {}}  # scratch, not state: a pickled layer does not carry it
 
     def part(self, k: int) -> Workspace:
-        """The buffer of part k of a batch split across threads (:func:`_threads.run_parts`):
-        this one for part 0, a buffer of its own for each other part."""
+        """The buffer of thread k of a pass split across threads (:func:`_plan`): this one for
+        thread 0 (the caller), a buffer of its own for each other thread."""
         if k == 0:
             return self
         if k not in self._parts:
@@ -152,14 +152,11 @@ class _Geometry:
         matrix (reused for its gradient) and the output grid."""
         return n * itemsize * (2 * self.c * self.hp * self.wb + (self.k + 1 + self.c_out) * self.ho * self.wg)
 
-    def chunk(self, n: int, itemsize: int, workspace_bytes, parts: int = 1) -> int:
-        """Samples per chunk so that a pass's scratch (:meth:`chunk_bytes`) fits in the workspace,
-        shared by ``parts`` threads that each run their own chunks."""
-        limit = min(CHUNK_BYTES, _workspace_limit if workspace_bytes is None else workspace_bytes) // parts
-        most = max(1, min(n, limit // self.chunk_bytes(1, itemsize)))
-        # as many chunks as needed, of equal size: no small last chunk whose products run slowly
-        # (stride-2, 64 samples: 5 chunks of 13 instead of 4 of 15 and one of 4)
-        return -(-n // -(-n // most))
+    def most_per_chunk(self, itemsize: int, workspace_bytes, threads: int) -> int:
+        """The most samples a chunk may hold so that a pass's scratch (:meth:`chunk_bytes`) fits in
+        the workspace, shared by ``threads`` threads that each run their own chunks (at least 1)."""
+        limit = min(CHUNK_BYTES, _workspace_limit if workspace_bytes is None else workspace_bytes) // threads
+        return max(1, limit // self.chunk_bytes(1, itemsize))
 
     def cols_shape(self, n: int) -> tuple[int, int]:
         return self.k + 1, self.ho * n * self.wg
@@ -322,16 +319,16 @@ def conv2d(
         Compute a 3x3 stride-1 convolution with Winograd's F(2x2, 3x3) (:mod:`._winograd`):
         True uses it where it applies, False never, None: :func:`set_winograd`'s setting (off).
     workers : int or None
-        Threads that share the batch, each with its own part of the samples (and one BLAS thread
-        meanwhile). None: the BLAS thread count (:func:`_threads.parts_available`), or one thread
-        for a batch whose scratch is under :data:`_threads.PARALLEL_MIN_BYTES`.
+        Threads that take the batch's chunks of samples in turn (each with one BLAS thread
+        meanwhile; :func:`_plan`). None: the BLAS thread count (:func:`_threads.parts_available`),
+        or one thread for a batch whose scratch is under :data:`_threads.PARALLEL_MIN_BYTES`.
 
     Returns
     -------
     out : ndarray of shape (N, C_out, Ho, Wo)
     cols : ndarray of shape (C_in*kh*kw + 1, Ho*N*Wg), tuple of them, or None
-        Only when ``keep_cols``: the expanded input, one per part of the batch (a tuple) when it was
-        split across threads; None when a part was processed in chunks (keeping every
+        Only when ``keep_cols``: the expanded input, one per thread's chunk (a tuple) when the
+        batch was split across threads; None when a thread processed several chunks (keeping every
         chunk's matrix for backward measured slower than rebuilding it there, while the chunk is
         still in cache: stride-2 fwd+bwd 12.6 vs 11.9 ms, cifar-2 43 vs 38 ms). Channel-major
         layout (see above): ``Wg = W + max(left, right)`` at stride 1, ``Wo`` otherwise; the
@@ -364,13 +361,14 @@ def _plan(g: _Geometry, n: int, itemsize: int, workspace_bytes, workers) -> tupl
     so a thread that shares its core with another process does fewer (:func:`_threads.run_tasks`).
     """
     nbytes = g.chunk_bytes(n, itemsize)
-    threads = len(_threads.batch_parts(n, nbytes, workers))
+    threads = _threads.threads_for(n, nbytes, workers)
+    count = -(-n // g.most_per_chunk(itemsize, workspace_bytes, threads))
     # a multiple of the thread count, so that no thread idles at the end on a quiet machine
     # (mnist-2, 32 samples: 3 chunks ran in the time of 4, 356 us per sample against 281 for 64)
-    count = -(-n // g.chunk(n, itemsize, workspace_bytes, threads))
     count = min(n, -(-count // threads) * threads)
-    chunks = [(k * n // count, (k + 1) * n // count) for k in range(count)]
-    return chunks, threads, nbytes < _threads.PARALLEL_MIN_BYTES
+    # chunks of equal size: no small last chunk whose products run slowly (stride-2, 64 samples:
+    # 5 chunks of 13 instead of 4 of 15 and one of 4)
+    return _threads.split(n, count), threads, nbytes < _threads.PARALLEL_MIN_BYTES
 
 
 def _forward_chunks(g: _Geometry, x, w2d, with_bias: bool, dtype, workspace_bytes, workspace, workers):

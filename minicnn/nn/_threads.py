@@ -195,20 +195,24 @@ def parts_available() -> int:
 PARALLEL_MIN_BYTES = 4 * 2**20
 
 
-def batch_parts(n: int, nbytes: int, workers: int | None = None) -> list[tuple[int, int]]:
-    """(start, stop) of equal parts of a batch of ``n`` samples whose arrays take ``nbytes``: one per
-    thread of :func:`parts_available` (or ``workers``), a single part below :data:`PARALLEL_MIN_BYTES`."""
+def threads_for(n: int, nbytes: int, workers: int | None = None) -> int:
+    """Threads for a pass over a batch of ``n`` samples whose arrays take ``nbytes``: ``workers``, or
+    when None :func:`parts_available`, but one below :data:`PARALLEL_MIN_BYTES`; never more than ``n``."""
     if workers is None:
         workers = 1 if nbytes < PARALLEL_MIN_BYTES else parts_available()
-    parts = max(1, min(workers, n))
-    return [(k * n // parts, (k + 1) * n // parts) for k in range(parts)]
+    return max(1, min(workers, n))
+
+
+def split(n: int, count: int) -> list[tuple[int, int]]:
+    """(start, stop) of ``count`` parts of ``range(n)`` whose sizes differ by at most one."""
+    return [(k * n // count, (k + 1) * n // count) for k in range(count)]
 
 
 def over_batch(work, n: int, nbytes: int) -> None:
-    """``work(start, stop)`` over :func:`batch_parts` of a batch, the parts on separate threads
-    (element-wise passes, pooling: NumPy releases the GIL in them; ReLU forward on (64, 64, 28, 28)
-    float32 3.7 -> 2.2 ms, 2x2 max pooling 10.5 -> 6.7 ms on two cores)."""
-    parts = batch_parts(n, nbytes)
+    """``work(start, stop)`` over equal parts of a batch, one per thread of :func:`threads_for`, the
+    parts on separate threads (element-wise passes, pooling: NumPy releases the GIL in them; ReLU
+    forward on (64, 64, 28, 28) float32 3.7 -> 2.2 ms, 2x2 max pooling 10.5 -> 6.7 ms on two cores)."""
+    parts = split(n, threads_for(n, nbytes))
     run_parts(lambda k: work(*parts[k]), len(parts), one_blas_thread=False)
 
 

@@ -298,7 +298,7 @@ class Conv2D(Layer):
         # _cols: the expanded input kept for backward (None once backward has reused its memory),
         # a view of _workspace, the scratch buffer this layer reuses from call to call
         self._x: np.ndarray | None = None
-        self._cols: np.ndarray | tuple | None = None  # a tuple: one per part of a batch split across threads
+        self._cols: np.ndarray | tuple | None = None  # a tuple: one per thread's chunk (see _lowering.conv2d)
         self._workspace = _lowering.Workspace()
 
     @property
