@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 
 from minicnn.nn.gradcheck import check_layer
@@ -363,3 +365,57 @@ def test_malformed_model_files_raise_one_error_type_naming_the_file(tmp_path, mu
 def test_layers_above_the_memory_budget_are_refused_before_allocating():
     with pytest.raises(MemoryError, match=r"Conv2D\(in_channels=1, out_channels=2147483648\).*memory budget"):
         Conv2D(1, 2**31, kernel_size=1)
+
+
+def _listed_order(model, x, grad):
+    """Forward and backward through ``model.layers`` one by one, in the order listed."""
+    for layer in model.layers:
+        x = layer.forward(x)
+    out = x
+    for layer in reversed(model.layers):
+        grad = layer.backward(grad)
+    return out, grad, [p.grad.copy() for p in model.parameters()]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    levels=st.integers(2, 6),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kernel=st.sampled_from([2, 3]),
+)
+def test_relu_before_max_pooling_runs_after_it_with_the_same_results(seed, levels, dtype, kernel):
+    """Sequential runs ReLU after a MaxPool2D that follows it (Sequential._order): the output, the
+    input gradient and the parameter gradients equal the listed order's, also where pixels tie (few
+    distinct values) and where a whole window is negative."""
+    rng = np.random.default_rng(seed)
+    model = Sequential(
+        Conv2D(2, 3, 3, padding=1, dtype=dtype, rng=rng),
+        ReLU(),
+        MaxPool2D(kernel, stride=2, padding=1 if kernel == 3 else 0),
+        Flatten(),
+        Dense(3 * 4 * 4, 2, dtype=dtype, rng=rng),
+    )
+    x = rng.integers(-levels, levels, (3, 2, 8, 8)).astype(dtype)  # integer pixels: many ties
+    grad = rng.standard_normal((3, 2)).astype(dtype)
+    assert [type(layer) for layer in model._order()][1:3] == [MaxPool2D, ReLU]
+    model.zero_grad()
+    out, dx, grads = _listed_order(model, x, grad)
+    model.zero_grad()
+    assert np.array_equal(model.forward(x), out)
+    np.testing.assert_array_equal(model.backward(grad), dx)
+    for p, expected in zip(model.parameters(), grads, strict=True):
+        np.testing.assert_array_equal(p.grad, expected)
+
+
+def test_gradient_check_through_relu_then_max_pooling():
+    model = Sequential(
+        Conv2D(1, 2, 3, padding=1, dtype=np.float64, rng=0),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(2 * 3 * 3, 2, dtype=np.float64, rng=1),
+    )
+    x = np.random.default_rng(0).standard_normal((2, 1, 6, 6))
+    report = check_layer(model, x)
+    assert report.worst < 1e-6, report
