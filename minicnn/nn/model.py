@@ -55,6 +55,9 @@ class Sequential(Layer):
     block, Flatten(), Dense(...))``) and follow the same contract: ``output_shape``, ``forward``,
     ``backward``, ``parameters``, ``train`` / ``eval`` / ``evaluating``.
 
+    ``forward`` runs the layers in the order listed, except that a ReLU right before a MaxPool2D runs
+    after it (the same results, on a quarter of the pixels; :meth:`_order`).
+
     Attributes
     ----------
     layers : list of Layer
