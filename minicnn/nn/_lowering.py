@@ -371,14 +371,20 @@ def _plan(g: _Geometry, n: int, itemsize: int, workspace_bytes, workers) -> tupl
     return _threads.split(n, count), threads, nbytes < _threads.PARALLEL_MIN_BYTES
 
 
+def _thread_buffers(workspace: Workspace | None, threads: int) -> tuple[list, list]:
+    """Each thread's buffers for a pass: its expanded matrix (the part of ``workspace`` when given)
+    and its output-gradient or output grid, both reused by the chunks the thread runs in turn."""
+    spaces = [workspace.part(t) if workspace is not None else Workspace() for t in range(threads)]
+    return spaces, [Workspace() for _ in range(threads)]
+
+
 def _forward_chunks(g: _Geometry, x, w2d, with_bias: bool, dtype, workspace_bytes, workspace, workers):
     """``W @ cols`` chunk by chunk of samples, on the threads of :func:`_plan`; returns the output
     and what :func:`conv2d_backward` can reuse (see :func:`conv2d`'s ``cols``)."""
     n = x.shape[0]
     out = np.empty((n, g.c_out, g.ho, g.wo), dtype=dtype)
     chunks, threads, small = _plan(g, n, out.itemsize, workspace_bytes, workers)
-    spaces = [workspace.part(t) if workspace is not None else Workspace() for t in range(threads)]
-    grids = [Workspace() for _ in range(threads)]  # the output grid, reused by a thread's chunks
+    spaces, grids = _thread_buffers(workspace, threads)
 
     def run(k: int, t: int) -> np.ndarray:
         start, stop = chunks[k]
@@ -480,8 +486,7 @@ def _backward_chunks(
         c is None or c.shape != g.cols_shape(stop - start) for c, (start, stop) in zip(kept, chunks)
     ):
         kept = (None,) * len(chunks)
-    spaces = [workspace.part(t) if workspace is not None else Workspace() for t in range(threads)]
-    grids = [Workspace() for _ in range(threads)]
+    spaces, grids = _thread_buffers(workspace, threads)
     shares = _threads.OrderedSum()
 
     def run(k: int, t: int) -> None:
