@@ -210,7 +210,7 @@ def _member_bytes(tar: tarfile.TarFile, member: str, archive) -> bytes:
     except KeyError:
         raise DataError(f"{archive}: has no {member}; is it the CIFAR-10 binary version?") from None
     if not info.isfile() or info.size > _CIFAR_BATCH * _CIFAR_RECORD:
-        raise DataError(f"{archive}: {member} is not a regular file of at most 10,000 records")
+        raise DataError(f"{archive}: {member} is not a regular file of at most {_CIFAR_BATCH:,} records")
     handle = tar.extractfile(info)
     if handle is None:
         raise DataError(f"{archive}: cannot read {member}")
