@@ -61,12 +61,11 @@ class FakeMachine:
         self.busy = self.total = 0
         self.own = 0.0
         self.requests = []
-        monkeypatch.setattr(_threads, "_cpu_ticks", lambda: (self.busy, self.total))
+        monkeypatch.setattr(_threads, "_cpu_ticks", lambda: (self.busy, self.total, self.cores))
         monkeypatch.setattr(_threads.time, "process_time", lambda: self.own)
         monkeypatch.setattr(_threads.time, "sleep", lambda s: self.advance(s, others=self.others, own=0))
         monkeypatch.setattr(_threads, "set_num_threads", lambda n: self.requests.append(n) or 2)
         monkeypatch.setattr(_threads, "_TICKS_PER_SECOND", 100)
-        monkeypatch.setattr(_threads.os, "cpu_count", lambda: cores)
         self.cores, self.others = cores, 0.0
 
     def advance(self, seconds, others, own):
@@ -97,6 +96,45 @@ def test_auto_threads_follows_the_load_from_epoch_to_epoch_without_counting_its_
     machine.advance(3.0, others=0.0, own=1.0)  # they stopped
     assert auto.update() == 2
     assert machine.requests == [2, 1, 2]
+
+
+def _proc_stat(path, busy_by_core, idle_by_core):
+    """A /proc/stat with one line per core (user, nice, system, idle, iowait, irq, softirq, steal)."""
+    lines = [f"cpu  {sum(busy_by_core)} 0 0 {sum(idle_by_core)} 0 0 0 0 0 0"]
+    lines += [f"cpu{k} {b} 0 0 {i} 0 0 0 0 0 0" for k, (b, i) in enumerate(zip(busy_by_core, idle_by_core))]
+    path.write_text("\n".join([*lines, "intr 12345 0 0", "ctxt 99", "btime 1"]) + "\n")
+
+
+def test_auto_threads_counts_only_the_cores_this_process_may_run_on(tmp_path, monkeypatch):
+    """Pinned to cores 0 and 1 of four, with cores 2 and 3 busy elsewhere: both cores are free."""
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(_threads, "_PROC_STAT", str(stat))
+    monkeypatch.setattr(_threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(_threads.time, "process_time", lambda: 0.0)
+    requests = []
+    monkeypatch.setattr(_threads, "set_num_threads", lambda n: requests.append(n) or 2)
+    _proc_stat(stat, [0, 0, 0, 0], [0, 0, 0, 0])
+    assert _threads._cpu_ticks() == (0, 0, 2)
+    auto = _threads.AutoThreads(cores=2)
+    auto._last = auto._mark()
+    _proc_stat(stat, [0, 0, 100, 100], [100, 100, 0, 0])  # cores 2 and 3 busy for a second
+    assert auto.update() == 2 and auto.others == 0
+    _proc_stat(stat, [0, 100, 200, 200], [200, 100, 0, 0])  # then core 1 too
+    assert auto.update() == 1 and auto.others == pytest.approx(1.0)
+    assert requests == [2, 1]
+
+
+def test_cpu_ticks_reads_the_whole_machine_when_no_core_line_matches(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(_threads, "_PROC_STAT", str(stat))
+    monkeypatch.setattr(_threads.os, "sched_getaffinity", lambda pid: {7}, raising=False)
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)
+    _proc_stat(stat, [30, 10], [70, 90])
+    assert _threads._cpu_ticks() == (40, 200, 2)
+    stat.write_text("intr 1 2 3\n")
+    assert _threads._cpu_ticks() is None
+    monkeypatch.setattr(_threads, "_PROC_STAT", str(tmp_path / "missing"))
+    assert _threads._cpu_ticks() is None
 
 
 def test_available_cores_respects_a_thread_count_set_in_the_environment(monkeypatch):

@@ -282,17 +282,36 @@ def run_parts(work, parts: int, one_blas_thread: bool = True) -> list:
 
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PROC_STAT = "/proc/stat"
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) clock ticks of all cores since boot, from /proc/stat (Linux); None elsewhere."""
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """(busy, total) clock ticks since boot of the cores this process may run on, and how many
+    cores they are, from /proc/stat (Linux); None elsewhere.
+
+    Only the cores in this process's affinity count (``taskset``, a container's cpuset): a busy
+    core outside them takes nothing from this process (2 of 16 cores with 14 busy elsewhere: the
+    machine-wide sum would leave 2 - 14 -> 1 thread where 2 cores are free).
+    """
     try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
+        with open(_PROC_STAT) as stat:
+            lines = [line.split() for line in stat if line.startswith("cpu")]
+        rows = {name: [int(v) for v in fields[:8]] for name, *fields in lines}
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields[:8]) - idle, sum(fields[:8])
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    chosen = [rows[f"cpu{k}"] for k in sorted(mine) if f"cpu{k}" in rows]
+    if not chosen:
+        if "cpu" not in rows:
+            return None
+        chosen, count = [rows["cpu"]], os.cpu_count() or 1
+    else:
+        count = len(chosen)
+    busy = total = 0
+    for fields in chosen:
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy, total = busy + sum(fields) - idle, total + sum(fields)
+    return busy, total, count
 
 
 class AutoThreads:
@@ -300,7 +319,8 @@ class AutoThreads:
 
     :meth:`start` watches the machine for ``probe_seconds`` while this process is idle; each
     :meth:`update` (after every epoch) looks at the time since the last one, subtracting this
-    process's own CPU time. ``threads = round(cores - busy cores of others)``, at least 1: two busy
+    process's own CPU time. Only the cores this process may run on are watched (its affinity).
+    ``threads = round(cores - busy cores of others)``, at least 1: two busy
     processes on two cores, or one, give 1 thread; a quiet machine all cores (:func:`available_cores`:
     a thread count set in the environment caps it). Where /proc/stat is missing (not Linux), the
     count stays as it was.
@@ -327,13 +347,13 @@ class AutoThreads:
     def _choose(self, now) -> int | None:
         """Busy cores of others between the last mark and ``now``, and the thread count they leave."""
         assert self._last is not None, "start() marks the first sample"
-        ((busy0, total0), own0), ((busy1, total1), own1) = self._last, now
+        ((busy0, total0, _), own0), ((busy1, total1, cores), own1) = self._last, now
         self._last = now
         if total1 <= total0:
             return self.threads
         own_ticks = (own1 - own0) * _TICKS_PER_SECOND
         fraction = max(0.0, (busy1 - busy0 - own_ticks) / (total1 - total0))
-        self.others = fraction * (os.cpu_count() or self.cores)
+        self.others = fraction * cores
         threads = max(1, min(self.cores, round(self.cores - self.others)))
         if threads != self.threads and set_num_threads(threads) is not None:
             self.threads = threads
