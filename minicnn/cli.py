@@ -111,9 +111,11 @@ def _figure_writer(figures, quiet: bool, label_smoothing: float = 0.0):
 
 
 @contextlib.contextmanager
-def blas_threads(threads: int, quiet: bool = True):
+def blas_threads(threads: int, quiet: bool = True, watching=None):
     """Use ``threads`` BLAS threads (0: :class:`minicnn.nn._threads.AutoThreads`) while training, then
     restore the count. Yields the per-epoch callback that re-chooses the automatic count, or None.
+    ``watching``: an AutoThreads already watching the load (:meth:`~minicnn.nn._threads.AutoThreads.watch`)
+    for the automatic count, which then need not wait to look.
 
     Why: OpenBLAS's threads spin while they wait for each other, so on a machine whose cores are
     busy with other work, a thread per core makes training several times slower (README, "Speed").
@@ -125,7 +127,7 @@ def blas_threads(threads: int, quiet: bool = True):
         _threads.set_num_threads(threads)
         governor = None
     else:
-        governor = _threads.AutoThreads()
+        governor = watching or _threads.AutoThreads()
         if governor.start() is not None and not quiet:
             print(
                 f"BLAS threads: {governor.threads} (automatic: other processes use {governor.others:.1f} of "
@@ -180,6 +182,9 @@ def _config_and_run_dir(args, overrides):
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
     args = build_parser().parse_args(argv)
+    from .nn._threads import AutoThreads
+
+    watching = AutoThreads().watch()  # the load while the program starts, for --threads 0 (automatic)
     try:
         from . import train as training  # imported here so --help answers at once
 
@@ -192,7 +197,7 @@ def main(argv=None) -> int:
         )
         from .see.change import KernelHistory  # NumPy only: the plotted kernels after each epoch
 
-        with blas_threads(cfg.train.threads, args.quiet) as governor:
+        with blas_threads(cfg.train.threads, args.quiet, watching) as governor:
             training.run(
                 cfg,
                 run_dir,

@@ -63,13 +63,20 @@ class FakeMachine:
         self.requests = []
         monkeypatch.setattr(_threads, "_cpu_ticks", lambda: (self.busy, self.total, self.cores))
         monkeypatch.setattr(_threads.time, "process_time", lambda: self.own)
-        monkeypatch.setattr(_threads.time, "sleep", lambda s: self.advance(s, others=self.others, own=0))
+        self.clock, self.slept = 0.0, []
+        monkeypatch.setattr(_threads.time, "monotonic", lambda: self.clock)
+        monkeypatch.setattr(_threads.time, "sleep", self.sleep)
         monkeypatch.setattr(_threads, "set_num_threads", lambda n: self.requests.append(n) or 2)
         monkeypatch.setattr(_threads, "_TICKS_PER_SECOND", 100)
         self.cores, self.others = cores, 0.0
 
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.advance(seconds, others=self.others, own=0)
+
     def advance(self, seconds, others, own):
         """``seconds`` pass with ``others`` cores busy elsewhere and ``own`` cores used by us."""
+        self.clock += seconds
         self.total += round(100 * seconds * self.cores)
         self.busy += round(100 * seconds * (others + own))
         self.own += seconds * own
@@ -96,6 +103,19 @@ def test_auto_threads_follows_the_load_from_epoch_to_epoch_without_counting_its_
     machine.advance(3.0, others=0.0, own=1.0)  # they stopped
     assert auto.update() == 2
     assert machine.requests == [2, 1, 2]
+
+
+def test_auto_threads_started_after_watching_the_programs_start_need_not_wait(monkeypatch):
+    machine = FakeMachine(monkeypatch)
+    machine.others = 1.0
+    auto = _threads.AutoThreads(cores=2, probe_seconds=0.1).watch()
+    machine.advance(0.04, others=1.0, own=1.0)  # the program loads its data beside a busy process
+    assert auto.start() == 1 and auto.others == pytest.approx(1.0, abs=0.05)
+    assert machine.slept == [pytest.approx(0.06)]  # only what was left of the 0.1 s
+    machine.others = 0.0
+    auto = _threads.AutoThreads(cores=2, probe_seconds=0.1).watch()
+    machine.advance(0.5, others=0.0, own=1.0)
+    assert auto.start() == 2 and machine.slept[1:] == [0.0]
 
 
 def _proc_stat(path, busy_by_core, idle_by_core):

@@ -317,9 +317,10 @@ def _cpu_ticks() -> tuple[int, int, int] | None:
 class AutoThreads:
     """Choose the BLAS thread count from the cores other processes leave free.
 
-    :meth:`start` watches the machine for ``probe_seconds`` while this process is idle; each
-    :meth:`update` (after every epoch) looks at the time since the last one, subtracting this
-    process's own CPU time. Only the cores this process may run on are watched (its affinity).
+    :meth:`start` sets the count from the load seen since :meth:`watch` (at least ``probe_seconds``
+    of it: a program that calls :meth:`watch` before it loads its data waits for nothing); each
+    :meth:`update` (after every epoch) looks at the time since the last one. This process's own CPU
+    time is subtracted, and only the cores it may run on are watched (its affinity).
     ``threads = round(cores - busy cores of others)``, at least 1: two busy
     processes on two cores, or one, give 1 thread; a quiet machine all cores (:func:`available_cores`:
     a thread count set in the environment caps it). Where /proc/stat is missing (not Linux), the
@@ -339,6 +340,7 @@ class AutoThreads:
         self.threads: int | None = None
         self.others: float | None = None
         self._last: tuple | None = None
+        self._since = 0.0
 
     def _mark(self):
         ticks = _cpu_ticks()
@@ -359,12 +361,19 @@ class AutoThreads:
             self.threads = threads
         return self.threads
 
+    def watch(self) -> AutoThreads:
+        """Start looking at the load now, e.g. before a program loads its data; returns self."""
+        self._last, self._since = self._mark(), time.monotonic()
+        return self
+
     def start(self) -> int | None:
-        """Look at the machine for ``probe_seconds`` and set the thread count; returns it."""
-        self._last = self._mark()
+        """Set the thread count from the load since :meth:`watch` (called now if it was not),
+        sleeping for what is left of ``probe_seconds``; returns the count."""
+        if self._last is None:
+            self.watch()
         if self._last is None or not _blas_controls():
             return None
-        time.sleep(self.probe_seconds)
+        time.sleep(max(0.0, self.probe_seconds - (time.monotonic() - self._since)))
         return self._choose(self._mark())
 
     def update(self, *_) -> int | None:
