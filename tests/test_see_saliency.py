@@ -68,6 +68,10 @@ def test_class_mean_maps_average_each_class_feature_maps():
         np.testing.assert_allclose(means[c], maps[y == c].mean(axis=0))
 
 
+def _tile(image, r, c, h, w):
+    return image[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w]
+
+
 def test_plot_class_mean_maps_draws_the_class_means_of_the_most_varied_channels(tmp_path):
     model = model64()
     X = np.random.default_rng(4).standard_normal((12, 1, 8, 8))
@@ -76,12 +80,55 @@ def test_plot_class_mean_maps_draws_the_class_means_of_the_most_varied_channels(
     _, means = saliency.class_mean_maps(model, X, y, 4)
     spread = means.reshape(3, 4, -1).var(axis=0).sum(axis=1)
     channels = np.sort(np.argsort(-spread)[:2])
-    tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
-    assert len(tiles) == 3 * 3
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    maps = np.ma.filled(axes["maps"].images[0].get_array(), np.nan)  # NaN gaps come back masked
+    inputs = np.ma.filled(axes["inputs"].images[0].get_array(), np.nan)
+    assert maps.shape == (3 * 9 - 1, 2 * 9 - 1) and inputs.shape == (3 * 9 - 1, 8)
     for c in range(3):
         for k, channel in enumerate(channels):
-            np.testing.assert_allclose(tiles[3 * c + 1 + k].images[0].get_array(), means[c, channel])
-    assert tiles[1].images[0].get_clim()[0] == 0  # after a ReLU the scale starts at 0
+            np.testing.assert_allclose(_tile(maps, c, k, 8, 8), means[c, channel])
+        mean_input = X[y == c, 0].mean(axis=0)
+        stretched = (mean_input - mean_input.min()) / np.ptp(mean_input)
+        np.testing.assert_allclose(_tile(inputs, c, 0, 8, 8), stretched)
+    assert np.isnan(maps[8]).all() and np.isnan(maps[:, 8]).all()  # the gaps between tiles
+    assert axes["maps"].images[0].get_clim()[0] == 0  # after a ReLU the scale starts at 0
+    labels = [t.get_text() for t in axes["inputs"].get_yticklabels()]
+    assert labels == ["class 0", "class 1", "class 2"]
+    assert [t.get_text() for t in axes["maps"].get_xticklabels()] == [f"ch {k}" for k in channels]
+    rows_in, rows_maps = (axes[name].get_position().height for name in ("inputs", "maps"))
+    assert rows_in == pytest.approx(rows_maps, rel=0.02)  # the same scale: the rows line up
+
+
+def test_plot_class_mean_maps_of_colour_images_draws_them_in_colour(tmp_path):
+    rng = np.random.default_rng(7)
+    model = Sequential(Conv2D(3, 2, 3, padding=1, dtype=np.float64, rng=rng), LeakyReLU())
+    X = rng.standard_normal((8, 3, 6, 6))
+    y = np.array([0, 1] * 4)
+    fig = saliency.plot_class_mean_maps(model, X, y, 1, path=tmp_path / "c.png")
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    inputs = axes["inputs"].images[0].get_array()
+    assert inputs.shape == (2 * 7 - 1, 6, 3) and (inputs[6] == 1).all()  # white between colour tiles
+    mean = X[y == 1].mean(axis=0).transpose(1, 2, 0)
+    np.testing.assert_allclose(_tile(inputs, 1, 0, 6, 6), (mean - mean.min()) / np.ptp(mean))
+    low, high = axes["maps"].images[0].get_clim()
+    assert low == -high < 0  # LeakyReLU's negative side: a scale symmetric about 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (2, 3, 1, 1), (3, 2, 4, 4, 3)])
+def test_mosaic_places_tile_r_c_at_its_offset_with_gaps_between(shape):
+    tiles = np.arange(np.prod(shape), dtype=float).reshape(shape)
+    image = saliency.mosaic(tiles, gap=2)
+    rows, cols, h, w = shape[:4]
+    assert image.shape[:2] == (rows * (h + 2) - 2, cols * (w + 2) - 2)
+    for r in range(rows):
+        for c in range(cols):
+            np.testing.assert_array_equal(
+                image[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w], tiles[r, c]
+            )
+    covered = rows * cols * h * w * (shape[4] if len(shape) > 4 else 1)
+    gaps = image.size - covered
+    filled = np.isnan(image).sum() if len(shape) == 4 else (image == 1).sum() - (tiles == 1).sum()
+    assert filled == gaps
 
 
 def test_plot_saliency_draws_the_gradient_and_occlusion_of_each_image(tmp_path):

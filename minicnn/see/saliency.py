@@ -11,17 +11,22 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..nn.functional import softmax
 from ..nn.layers import BatchNorm2D, LeakyReLU, ReLU, Sigmoid, Tanh
 from .plots import (
+    IMAGE_CMAP,
     KERNEL_CMAP,
+    _as_image,
     _bare,
     _batch,
     conv_layers,
     feature_maps,
     new_figure,
+    rgb_for_display,
     save,
     show_image,
     symmetric_limit,
@@ -145,39 +150,88 @@ def plot_class_mean_maps(
     """Per class (rows), the mean feature map of each channel (columns) after ``model.layers[layer]``.
 
     A layer with more than ``max_channels`` channels shows those whose class means differ most
-    (largest variance across classes). The first column is the class's mean input image.
-    Returns a Figure whose rows hold ``1 + channels shown`` Axes each.
+    (largest variance across classes). Left, the class's mean input image.
+
+    Two images of tiles, one pixel apart (NaN between them): the Axes labelled ``"inputs"`` holds the
+    mean inputs, one tile per row, each stretched to [0, 1] as :func:`~.plots.show_image` would draw it;
+    the one labelled ``"maps"`` the (classes, channels shown) grid of mean maps on one colour scale
+    (:func:`mosaic`). One image instead of a 90-tile grid of Axes: 0.2 s to draw instead of 2.5 s.
     """
     classes, means = class_mean_maps(model, X, y, layer)
     spread = means.reshape(len(classes), means.shape[1], -1).var(axis=0).sum(axis=1)
     channels = np.sort(np.argsort(-spread)[:max_channels])
     _, inputs = class_mean_maps_input(X, y)
-    low = min(0.0, float(means[:, channels].min()))
-    high = max(float(means[:, channels].max()), 1e-12)
+    shown = means[:, channels]
+    low, high = min(0.0, float(shown.min())), max(float(shown.max()), 1e-12)
+    images = np.stack([_stretched(_as_image(image)) for image in inputs])[:, None]
+    left, right = mosaic(images), mosaic(shown)
     fig = new_figure(1.0 * (len(channels) + 1) + 1.2, 0.95 * len(classes) + 1.0)
-    axes = fig.subplots(len(classes), len(channels) + 1, squeeze=False)
-    image = None
-    for r, c in enumerate(classes):
-        show_image(axes[r, 0], inputs[r])
-        axes[r, 0].set_ylabel(f"class {c}", fontsize=LABEL_SIZE)
-        for k, channel in enumerate(channels):
-            image = axes[r, k + 1].imshow(
-                means[r, channel],
-                cmap="magma" if low >= 0 else KERNEL_CMAP,
-                vmin=low if low >= 0 else -max(high, -low),
-                vmax=max(high, -low),
-            )
-            _bare(axes[r, k + 1])
-            if r == 0:
-                axes[r, k + 1].set_title(f"ch {channel}", fontsize=LABEL_SIZE)
-    if image is not None:
-        fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="mean activation")
+    # widths in proportion to the images' pixels: both then have the same scale, and their rows line up
+    ax_in, ax_maps = fig.subplots(1, 2, gridspec_kw={"width_ratios": [left.shape[1], right.shape[1]]})
+    ax_in.set_label("inputs")
+    ax_maps.set_label("maps")
+    gray = images.ndim == 4
+    ax_in.imshow(left, cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
+    _frame_tiles(ax_in, images.shape, [f"class {c}" for c in classes], None)
+    image = ax_maps.imshow(
+        right,
+        cmap="magma" if low >= 0 else KERNEL_CMAP,
+        vmin=low if low >= 0 else -max(high, -low),
+        vmax=max(high, -low),
+        interpolation="nearest",
+    )
+    _frame_tiles(ax_maps, shown.shape, None, [f"ch {channel}" for channel in channels])
+    fig.colorbar(image, ax=ax_maps, shrink=0.6, label="mean activation")
     name = type(model.layers[layer]).__name__
     fig.suptitle(
         f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})",
         fontsize=10,
     )
     return save(fig, path)
+
+
+def mosaic(tiles: np.ndarray, gap: int = 1) -> np.ndarray:
+    """Tiles (rows, cols, h, w) or (rows, cols, h, w, 3) as one float image, ``gap`` pixels of NaN
+    (colour: of 1, white) between neighbouring tiles: tile (r, c) starts at ``(r*(h+gap), c*(w+gap))``."""
+    tiles = np.asarray(tiles, dtype=np.float64)
+    rows, cols, h, w = tiles.shape[:4]
+    fill = np.nan if tiles.ndim == 4 else 1.0
+    padded = np.full((rows, h + gap, cols, w + gap, *tiles.shape[4:]), fill)
+    padded[:, :h, :, :w] = tiles.transpose(0, 2, 1, 3, *range(4, tiles.ndim))
+    out = padded.reshape(rows * (h + gap), cols * (w + gap), *tiles.shape[4:])
+    return out[: out.shape[0] - gap, : out.shape[1] - gap]
+
+
+def _stretched(image: np.ndarray) -> np.ndarray:
+    """A gray image stretched to [0, 1] (imshow's own scaling of one image); colour as displayed."""
+    if image.ndim == 3:
+        return rgb_for_display(image)
+    low, high = float(image.min()), float(image.max())
+    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def _frame_tiles(ax, shape, row_labels, column_labels, gap: int = 1) -> None:
+    """A thin frame around each tile of a :func:`mosaic` of ``shape``, row labels on the left and
+    column labels on top (or none), and no other ticks or spines."""
+    rows, cols, h, w = shape[:4]
+    frames = [
+        Rectangle((c * (w + gap) - 0.5, r * (h + gap) - 0.5), w, h) for r in range(rows) for c in range(cols)
+    ]
+    ax.add_collection(
+        PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.6, clip_on=False)
+    )
+    ax.set_yticks([r * (h + gap) + (h - 1) / 2 for r in range(rows)], row_labels or [], fontsize=LABEL_SIZE)
+    ax.set_xticks(
+        [c * (w + gap) + (w - 1) / 2 for c in range(cols)] if column_labels else [],
+        column_labels or [],
+        fontsize=LABEL_SIZE,
+    )
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    if not row_labels:
+        ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def class_mean_maps_input(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
