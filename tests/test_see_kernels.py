@@ -191,13 +191,26 @@ def test_plot_top_patches_draws_the_kernel_the_patches_and_their_mean(tmp_path):
     X = np.random.default_rng(6).random((25, 1, 8, 8)).astype(np.float32)
     fig = kernels.plot_top_patches(model, X, 0, count=3, path=tmp_path / "t.png")
     found = kernels.top_patches(model, X, 0, count=3)
-    drawn = tiles(fig, 10)
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    drawn = {
+        name: np.ma.filled(axes[name].images[0].get_array(), np.nan)
+        for name in ("kernels", "patches", "mean")
+    }
+    assert drawn["patches"].shape == (2 * 3 + 1, 3 * 4 - 1)  # a 1-pixel gap between rows and columns
+
+    def tile(image, o, rank):
+        return image[4 * o : 4 * o + 3, 4 * rank : 4 * rank + 3]
+
     for o in range(2):
-        row = drawn[5 * o : 5 * o + 5]
-        np.testing.assert_allclose(row[0], model.layers[0].weight.data[o, 0])
+        weight = model.layers[0].weight.data[o, 0]
+        np.testing.assert_allclose(tile(drawn["kernels"], o, 0), weight / np.abs(weight).max(), rtol=1e-6)
         for rank in range(3):
-            np.testing.assert_allclose(row[1 + rank], found["patches"][o, rank, 0])
-        np.testing.assert_allclose(row[4], found["patches"][o, :, 0].mean(axis=0))
+            np.testing.assert_allclose(tile(drawn["patches"], o, rank), found["patches"][o, rank, 0])
+        np.testing.assert_allclose(tile(drawn["mean"], o, 0), found["patches"][o, :, 0].mean(axis=0))
+    responses = [float(t.get_text()) for t in axes["patches"].texts]
+    np.testing.assert_allclose(responses, found["activations"].ravel(), atol=0.05)
+    assert [t.get_text() for t in axes["kernels"].get_yticklabels()] == ["kernel 0", "kernel 1"]
+    assert axes["kernels"].images[0].get_clim() == (-1, 1)
     assert (tmp_path / "t.png").is_file()
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from minicnn.nn.layers import BatchNorm2D, Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D, ReLU
 from minicnn.nn.model import Sequential
-from minicnn.see import filters, saliency
+from minicnn.see import filters, plots, saliency
 
 
 def model64(seed=0):
@@ -117,7 +117,7 @@ def test_plot_class_mean_maps_of_colour_images_draws_them_in_colour(tmp_path):
 @pytest.mark.parametrize("shape", [(1, 1, 2, 3), (2, 3, 1, 1), (3, 2, 4, 4, 3)])
 def test_mosaic_places_tile_r_c_at_its_offset_with_gaps_between(shape):
     tiles = np.arange(np.prod(shape), dtype=float).reshape(shape)
-    image = saliency.mosaic(tiles, gap=2)
+    image = plots.mosaic(tiles, gap=2)
     rows, cols, h, w = shape[:4]
     assert image.shape[:2] == (rows * (h + 2) - 2, cols * (w + 2) - 2)
     for r in range(rows):

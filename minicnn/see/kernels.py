@@ -24,7 +24,9 @@ from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
     _bare,
+    _frame_tiles,
     _weights,
+    mosaic,
     new_figure,
     save,
     symmetric_limit,
@@ -223,28 +225,49 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     """Per kernel (one row): the kernel, its ``count`` most exciting training patches, and their mean.
 
     X : ndarray of shape (N, 1, H, W), the images the patches are cut from (the training split).
-    Returns a Figure whose rows hold ``count + 2`` Axes each: kernel, patches, mean.
+    Returns a Figure of three tiled images (:func:`~.plots.mosaic`), the Axes labelled ``"kernels"``
+    (each kernel divided by its largest absolute weight: its own colour scale), ``"patches"`` (a
+    kernel's row of patches, its response under each) and ``"mean"``; the patches and their means
+    share one gray scale. One image per column instead of 88 Axes: 0.3 s to draw instead of 2 s.
     """
     found = top_patches(model, X, layer, count)
     patches, activations = found["patches"][:, :, 0], found["activations"]
-    kernels = model.layers[layer].weight.data[:, 0].astype(np.float64)
-    out = len(kernels)
+    weights = model.layers[layer].weight.data[:, 0].astype(np.float64)
+    out, h = len(weights), patches.shape[2]
+    scaled = np.stack([k / symmetric_limit(k) for k in weights])[:, None]
+    means = patches.mean(axis=1)[:, None]
+    gap = (max(1, round(h / 3)), 1)  # room under each row of patches for the responses
+    images = {"kernels": mosaic(scaled, gap), "patches": mosaic(patches, gap), "mean": mosaic(means, gap)}
     low, high = float(np.min(patches)), float(np.max(patches))
     fig = new_figure(1.0 * (count + 2) + 0.6, 1.15 * out + 0.8)
-    axes = fig.subplots(out, count + 2, squeeze=False)
-    for o in range(out):
-        vmax = symmetric_limit(kernels[o])
-        axes[o, 0].imshow(kernels[o], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
-        axes[o, 0].set_ylabel(f"kernel {o}", fontsize=LABEL_SIZE)
+    ratios = [image.shape[1] for image in images.values()]
+    axes = dict(zip(images, fig.subplots(1, 3, gridspec_kw={"width_ratios": ratios})))
+    for name, ax in axes.items():
+        ax.set_label(name)
+        kernel = name == "kernels"
+        ax.imshow(
+            images[name],
+            cmap=KERNEL_CMAP if kernel else IMAGE_CMAP,
+            vmin=-1 if kernel else low,
+            vmax=1 if kernel else high,
+            interpolation="nearest",
+        )
+    _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in range(out)], None, gap)
+    rows = _frame_tiles(axes["patches"], patches.shape, None, None, gap)
+    _frame_tiles(axes["mean"], means.shape, None, None, gap)
+    for o, (_, bottom) in enumerate(rows):
         for rank in range(count):
-            axes[o, rank + 1].imshow(patches[o, rank], cmap=IMAGE_CMAP, vmin=low, vmax=high)
-            axes[o, rank + 1].set_xlabel(f"{activations[o, rank]:.1f}", fontsize=LABEL_SIZE - 1, labelpad=1)
-        axes[o, -1].imshow(patches[o].mean(axis=0), cmap=IMAGE_CMAP, vmin=low, vmax=high)
-        for ax in axes[o]:
-            _bare(ax)
-    axes[0, 0].set_title("kernel", fontsize=LABEL_SIZE)
-    axes[0, 1].set_title(f"top {count} patches →", fontsize=LABEL_SIZE, loc="left")
-    axes[0, -1].set_title("mean", fontsize=LABEL_SIZE)
+            axes["patches"].text(
+                rank * (patches.shape[3] + 1) + (patches.shape[3] - 1) / 2,
+                bottom + 0.05 * h,
+                f"{activations[o, rank]:.1f}",
+                ha="center",
+                va="top",
+                fontsize=LABEL_SIZE - 1,
+            )
+    axes["kernels"].set_title("kernel", fontsize=LABEL_SIZE)
+    axes["patches"].set_title(f"top {count} patches →", fontsize=LABEL_SIZE, loc="left")
+    axes["mean"].set_title("mean", fontsize=LABEL_SIZE)
     fig.suptitle(
         "What each first-layer kernel responds to most: its top training patches "
         "(response under each; ink dark)",

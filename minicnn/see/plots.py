@@ -21,13 +21,17 @@ import typing
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..nn.layers import AvgPool2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D
 
 KERNEL_CMAP = "RdBu_r"
 IMAGE_CMAP = "gray_r"
 DPI = 100
+#: Font size of the row and column labels of a tiled image (:func:`_frame_tiles`).
+TICK_SIZE = 9
 
 FIGURE_NAMES = (
     "filters_init.png",
@@ -113,6 +117,51 @@ def show_image(ax, image, title: str | None = None, **kwargs) -> None:
     if title:
         ax.set_title(title, fontsize=9)
     _bare(ax)
+
+
+def mosaic(tiles: np.ndarray, gap=1) -> np.ndarray:
+    """Tiles (rows, cols, h, w) or (rows, cols, h, w, 3) as one float image, ``gap`` pixels (a pair:
+    between rows, between columns) of NaN (colour: of 1, white) between neighbouring tiles: tile
+    (r, c) starts at ``(r*(h+gap_rows), c*(w+gap_cols))``."""
+    gap_rows, gap_cols = (gap, gap) if isinstance(gap, int) else gap
+    tiles = np.asarray(tiles, dtype=np.float64)
+    rows, cols, h, w = tiles.shape[:4]
+    fill = np.nan if tiles.ndim == 4 else 1.0
+    padded = np.full((rows, h + gap_rows, cols, w + gap_cols, *tiles.shape[4:]), fill)
+    padded[:, :h, :, :w] = tiles.transpose(0, 2, 1, 3, *range(4, tiles.ndim))
+    out = padded.reshape(rows * (h + gap_rows), cols * (w + gap_cols), *tiles.shape[4:])
+    return out[: out.shape[0] - gap_rows, : out.shape[1] - gap_cols]
+
+
+def _stretched(image: np.ndarray) -> np.ndarray:
+    """A gray image stretched to [0, 1] (imshow's own scaling of one image); colour as displayed."""
+    if image.ndim == 3:
+        return rgb_for_display(image)
+    low, high = float(image.min()), float(image.max())
+    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def _frame_tiles(ax, shape, row_labels, column_labels, gap=1) -> list[tuple[float, float]]:
+    """A thin frame around each tile of a :func:`mosaic` of ``shape`` (and ``gap``), row labels on the
+    left and column labels on top (or none), and no other ticks or spines. Returns each row's
+    (top, bottom) edge in data coordinates."""
+    gap_rows, gap_cols = (gap, gap) if isinstance(gap, int) else gap
+    rows, cols, h, w = shape[:4]
+    tops = [r * (h + gap_rows) - 0.5 for r in range(rows)]
+    lefts = [c * (w + gap_cols) - 0.5 for c in range(cols)]
+    frames = [Rectangle((left, top), w, h) for top in tops for left in lefts]
+    ax.add_collection(
+        PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.6, clip_on=False)
+    )
+    ax.set_yticks([top + h / 2 for top in tops] if row_labels else [], row_labels or [], fontsize=TICK_SIZE)
+    ax.set_xticks(
+        [left + w / 2 for left in lefts] if column_labels else [], column_labels or [], fontsize=TICK_SIZE
+    )
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return [(top, top + h) for top in tops]
 
 
 def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter", annotate: bool = False):
