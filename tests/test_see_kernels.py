@@ -214,6 +214,19 @@ def test_plot_top_patches_draws_the_kernel_the_patches_and_their_mean(tmp_path):
     assert (tmp_path / "t.png").is_file()
 
 
+def test_plot_top_patches_spreads_a_dilated_kernel_over_its_patch(tmp_path):
+    model = Sequential(Conv2D(1, 2, 3, dilation=2, rng=np.random.default_rng(3)), ReLU())
+    X = np.random.default_rng(6).random((10, 1, 9, 9)).astype(np.float32)
+    fig = kernels.plot_top_patches(model, X, 0, count=2, path=tmp_path / "t.png")
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    drawn = {name: np.ma.filled(axes[name].images[0].get_array(), np.nan) for name in ("kernels", "patches")}
+    assert drawn["kernels"].shape[0] == drawn["patches"].shape[0]  # 5x5 tiles in both: the rows line up
+    weight = model.layers[0].weight.data[1, 0]
+    tile = drawn["kernels"][5 + 2 : 5 + 2 + 5]  # kernel 1, below kernel 0 and a 2-pixel gap
+    np.testing.assert_allclose(tile[::2, ::2], weight / np.abs(weight).max(), rtol=1e-6)
+    assert np.isnan(tile[1::2]).all() and np.isnan(tile[:, 1::2]).all()
+
+
 def test_top_patches_refuses_a_layer_that_does_not_read_the_input():
     model = small_model()
     with pytest.raises(ValueError, match="must be the first Conv2D"):

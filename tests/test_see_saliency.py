@@ -99,6 +99,25 @@ def test_plot_class_mean_maps_draws_the_class_means_of_the_most_varied_channels(
     assert rows_in == pytest.approx(rows_maps, rel=0.02)  # the same scale: the rows line up
 
 
+def test_plot_class_mean_maps_rows_line_up_when_the_maps_are_smaller_than_the_inputs(tmp_path):
+    model = model64()
+    X = np.random.default_rng(4).standard_normal((12, 1, 8, 8))
+    y = np.array([0, 1, 2] * 4)
+    fig = saliency.plot_class_mean_maps(model, X, y, 5, path=tmp_path / "c.png")  # after pooling: 4x4
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    inputs = np.ma.filled(axes["inputs"].images[0].get_array(), np.nan)
+    maps = np.ma.filled(axes["maps"].images[0].get_array(), np.nan)
+    assert inputs.shape == (3 * 8 + 2 * 2, 8) and maps.shape == (3 * 4 + 2, 4 * 5 - 1)
+    assert np.isnan(inputs[8:10]).all()  # two rows of gap: half as many pixels per row in the maps
+    fig.canvas.draw()
+    for r in range(3):
+        top_in = axes["inputs"].transData.transform((0, r * 10 - 0.5))[1]
+        top_maps = axes["maps"].transData.transform((0, r * 5 - 0.5))[1]
+        bottom_in = axes["inputs"].transData.transform((0, r * 10 + 7.5))[1]
+        bottom_maps = axes["maps"].transData.transform((0, r * 5 + 3.5))[1]
+        assert top_in == pytest.approx(top_maps, abs=0.5) and bottom_in == pytest.approx(bottom_maps, abs=0.5)
+
+
 def test_plot_class_mean_maps_of_colour_images_draws_them_in_colour(tmp_path):
     rng = np.random.default_rng(7)
     model = Sequential(Conv2D(3, 2, 3, padding=1, dtype=np.float64, rng=rng), LeakyReLU())

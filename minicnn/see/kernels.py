@@ -226,15 +226,20 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
 
     X : ndarray of shape (N, 1, H, W), the images the patches are cut from (the training split).
     Returns a Figure of three tiled images (:func:`~.plots.mosaic`), the Axes labelled ``"kernels"``
-    (each kernel divided by its largest absolute weight: its own colour scale), ``"patches"`` (a
+    (each kernel divided by its largest absolute weight: its own colour scale; a dilated one spread
+    over its patch, NaN between its weights), ``"patches"`` (a
     kernel's row of patches, its response under each) and ``"mean"``; the patches and their means
     share one gray scale. One image per column instead of 88 Axes: 0.3 s to draw instead of 2 s.
     """
     found = top_patches(model, X, layer, count)
     patches, activations = found["patches"][:, :, 0], found["activations"]
-    weights = model.layers[layer].weight.data[:, 0].astype(np.float64)
+    conv = model.layers[layer]
+    weights = conv.weight.data[:, 0].astype(np.float64)
     out, h = len(weights), patches.shape[2]
-    scaled = np.stack([k / symmetric_limit(k) for k in weights])[:, None]
+    # a dilated kernel drawn where its weights meet the patch (NaN between them): tiles of one size
+    dh, dw = conv.dilation
+    scaled = np.full((out, 1, *patches.shape[2:]), np.nan)
+    scaled[:, 0, ::dh, ::dw] = [k / symmetric_limit(k) for k in weights]
     means = patches.mean(axis=1)[:, None]
     gap = (max(1, round(h / 3)), 1)  # room under each row of patches for the responses
     images = {"kernels": mosaic(scaled, gap), "patches": mosaic(patches, gap), "mean": mosaic(means, gap)}
