@@ -232,10 +232,26 @@ def test_command_with_a_corrupt_model_exits_2_without_a_traceback(run_dir, tmp_p
     assert not (tmp_path / "run" / "explore.html").exists()
 
 
-def test_serve_prints_the_address_and_serves_the_page(run_dir, tmp_path):
+# the child as a script started in the background gets it: SIGINT ignored from the start
+_IGNORING_SIGINT = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "sys.argv[0] = 'minicnn.explore'; runpy.run_module('minicnn.explore', run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize(
+    "stop, launch",
+    [
+        (signal.SIGINT, ["-m", "minicnn.explore"]),
+        (signal.SIGINT, ["-c", _IGNORING_SIGINT]),
+        (signal.SIGTERM, ["-m", "minicnn.explore"]),
+    ],
+    ids=["ctrl-c", "ctrl-c-where-sigint-came-in-ignored", "sigterm"],
+)
+def test_serve_prints_the_address_serves_the_page_and_stops_cleanly(run_dir, tmp_path, stop, launch):
     out = tmp_path / "served.html"
     process = subprocess.Popen(
-        [sys.executable, "-m", "minicnn.explore", str(run_dir), "--out", str(out), "--serve"],
+        [sys.executable, *launch, str(run_dir), "--out", str(out), "--serve"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -249,9 +265,13 @@ def test_serve_prints_the_address_and_serves_the_page(run_dir, tmp_path):
         with urllib.request.urlopen(address, timeout=30) as response:
             assert response.read() == out.read_bytes()
     finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
-    assert process.returncode == 0
+        process.send_signal(stop)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()  # never leave a server behind, whatever failed above
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
 
 
 def test_package_data_declares_the_page_assets():

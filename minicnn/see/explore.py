@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -321,16 +323,33 @@ def make_server(path: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
     return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def serve(path: Path, port: int = 0, stream=None) -> None:
-    """Serve the page until Ctrl-C, after printing its address."""
+    """Serve the page until Ctrl-C (SIGINT) or SIGTERM, after printing its address.
+
+    Both signals stop it cleanly, also where SIGINT came in ignored (a process started in the
+    background of a script inherits that, and Python then never raises KeyboardInterrupt).
+    """
     stream = sys.stdout if stream is None else stream
-    with make_server(path, port) as server:
-        host, bound = server.server_address[:2]
-        print(f"serving http://{host!s}:{bound}/{Path(path).name} (Ctrl-C stops)", file=stream, flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    stops = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
+    previous = {number: signal.signal(number, _interrupt) for number in stops}
+    try:
+        with make_server(path, port) as server:
+            host, bound = server.server_address[:2]
+            print(
+                f"serving http://{host!s}:{bound}/{Path(path).name} (Ctrl-C stops)", file=stream, flush=True
+            )
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @one_line_errors
