@@ -23,6 +23,7 @@ from .change import kernel_angles, norm_ratios
 from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
+    LABEL_SIZE,
     _bare,
     _frame_tiles,
     _weights,
@@ -30,10 +31,8 @@ from .plots import (
     new_figure,
     save,
     symmetric_limit,
+    tiled_axes,
 )
-
-#: Font size of the small labels under tiles: readable at the saved size (100 dpi).
-LABEL_SIZE = 9
 
 
 def _slice(weight: np.ndarray, in_channel: int | None) -> tuple[np.ndarray, int]:
@@ -245,25 +244,17 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     images = {"kernels": mosaic(scaled, gap), "patches": mosaic(patches, gap), "mean": mosaic(means, gap)}
     low, high = float(np.min(patches)), float(np.max(patches))
     fig = new_figure(1.0 * (count + 2) + 0.6, 1.15 * out + 0.8)
-    ratios = [image.shape[1] for image in images.values()]
-    axes = dict(zip(images, fig.subplots(1, 3, gridspec_kw={"width_ratios": ratios})))
-    for name, ax in axes.items():
-        ax.set_label(name)
-        kernel = name == "kernels"
-        ax.imshow(
-            images[name],
-            cmap=KERNEL_CMAP if kernel else IMAGE_CMAP,
-            vmin=-1 if kernel else low,
-            vmax=1 if kernel else high,
-            interpolation="nearest",
-        )
+    axes = tiled_axes(fig, images)
+    axes["kernels"].imshow(images["kernels"], cmap=KERNEL_CMAP, vmin=-1, vmax=1, interpolation="nearest")
+    for name in ("patches", "mean"):
+        axes[name].imshow(images[name], cmap=IMAGE_CMAP, vmin=low, vmax=high, interpolation="nearest")
     _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in range(out)], None, gap)
-    rows = _frame_tiles(axes["patches"], patches.shape, None, None, gap)
+    rows, columns = _frame_tiles(axes["patches"], patches.shape, None, None, gap)
     _frame_tiles(axes["mean"], means.shape, None, None, gap)
     for o, (_, bottom) in enumerate(rows):
-        for rank in range(count):
+        for rank, (left, right) in enumerate(columns):
             axes["patches"].text(
-                rank * (patches.shape[3] + 1) + (patches.shape[3] - 1) / 2,
+                (left + right) / 2,
                 bottom + 0.05 * h,
                 f"{activations[o, rank]:.1f}",
                 ha="center",

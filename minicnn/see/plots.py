@@ -30,8 +30,8 @@ from ..nn.layers import AvgPool2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxP
 KERNEL_CMAP = "RdBu_r"
 IMAGE_CMAP = "gray_r"
 DPI = 100
-#: Font size of the row and column labels of a tiled image (:func:`_frame_tiles`).
-TICK_SIZE = 9
+#: Font size of the small labels beside and under tiles: readable at the saved size (100 dpi).
+LABEL_SIZE = 9
 
 FIGURE_NAMES = (
     "filters_init.png",
@@ -119,11 +119,16 @@ def show_image(ax, image, title: str | None = None, **kwargs) -> None:
     _bare(ax)
 
 
+def _gaps(gap) -> tuple[int, int]:
+    """A :func:`mosaic`'s gap as (between rows, between columns)."""
+    return (gap, gap) if isinstance(gap, int) else (gap[0], gap[1])
+
+
 def mosaic(tiles: np.ndarray, gap=1) -> np.ndarray:
     """Tiles (rows, cols, h, w) or (rows, cols, h, w, 3) as one float image, ``gap`` pixels (a pair:
     between rows, between columns) of NaN (colour: of 1, white) between neighbouring tiles: tile
     (r, c) starts at ``(r*(h+gap_rows), c*(w+gap_cols))``."""
-    gap_rows, gap_cols = (gap, gap) if isinstance(gap, int) else gap
+    gap_rows, gap_cols = _gaps(gap)
     tiles = np.asarray(tiles, dtype=np.float64)
     rows, cols, h, w = tiles.shape[:4]
     fill = np.nan if tiles.ndim == 4 else 1.0
@@ -131,6 +136,17 @@ def mosaic(tiles: np.ndarray, gap=1) -> np.ndarray:
     padded[:, :h, :, :w] = tiles.transpose(0, 2, 1, 3, *range(4, tiles.ndim))
     out = padded.reshape(rows * (h + gap_rows), cols * (w + gap_cols), *tiles.shape[4:])
     return out[: out.shape[0] - gap_rows, : out.shape[1] - gap_cols]
+
+
+def tiled_axes(fig: Figure, images: dict) -> dict:
+    """One Axes per :func:`mosaic` image, side by side and labelled with its key, widths in
+    proportion to each image's width over its height: all get one height, so their rows line up
+    when the mosaics have the same rows of tiles in proportion."""
+    ratios = [image.shape[1] / image.shape[0] for image in images.values()]
+    axes = fig.subplots(1, len(images), squeeze=False, gridspec_kw={"width_ratios": ratios})[0]
+    for name, ax in zip(images, axes):
+        ax.set_label(name)
+    return dict(zip(images, axes))
 
 
 def _stretched(image: np.ndarray) -> np.ndarray:
@@ -141,11 +157,11 @@ def _stretched(image: np.ndarray) -> np.ndarray:
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
 
 
-def _frame_tiles(ax, shape, row_labels, column_labels, gap=1) -> list[tuple[float, float]]:
+def _frame_tiles(ax, shape, row_labels, column_labels, gap=1) -> tuple[list, list]:
     """A thin frame around each tile of a :func:`mosaic` of ``shape`` (and ``gap``), row labels on the
     left and column labels on top (or none), and no other ticks or spines. Returns each row's
-    (top, bottom) edge in data coordinates."""
-    gap_rows, gap_cols = (gap, gap) if isinstance(gap, int) else gap
+    (top, bottom) and each column's (left, right) edges in data coordinates."""
+    gap_rows, gap_cols = _gaps(gap)
     rows, cols, h, w = shape[:4]
     tops = [r * (h + gap_rows) - 0.5 for r in range(rows)]
     lefts = [c * (w + gap_cols) - 0.5 for c in range(cols)]
@@ -153,15 +169,15 @@ def _frame_tiles(ax, shape, row_labels, column_labels, gap=1) -> list[tuple[floa
     ax.add_collection(
         PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.6, clip_on=False)
     )
-    ax.set_yticks([top + h / 2 for top in tops] if row_labels else [], row_labels or [], fontsize=TICK_SIZE)
+    ax.set_yticks([top + h / 2 for top in tops] if row_labels else [], row_labels or [], fontsize=LABEL_SIZE)
     ax.set_xticks(
-        [left + w / 2 for left in lefts] if column_labels else [], column_labels or [], fontsize=TICK_SIZE
+        [left + w / 2 for left in lefts] if column_labels else [], column_labels or [], fontsize=LABEL_SIZE
     )
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    return [(top, top + h) for top in tops]
+    return [(top, top + h) for top in tops], [(left, left + w) for left in lefts]
 
 
 def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter", annotate: bool = False):

@@ -18,6 +18,7 @@ from ..nn.layers import BatchNorm2D, LeakyReLU, ReLU, Sigmoid, Tanh
 from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
+    LABEL_SIZE,
     _as_image,
     _bare,
     _batch,
@@ -30,9 +31,9 @@ from .plots import (
     save,
     show_image,
     symmetric_limit,
+    tiled_axes,
 )
 
-LABEL_SIZE = 9
 #: The layers :func:`conv_activation_layers` counts as a convolution's activation.
 ACTIVATIONS = (ReLU, LeakyReLU, Tanh, Sigmoid)
 
@@ -165,20 +166,18 @@ def plot_class_mean_maps(
     shown = means[:, channels]
     low, high = min(0.0, float(shown.min())), max(float(shown.max()), 1e-12)
     images = np.stack([_stretched(_as_image(image)) for image in inputs])[:, None]
-    # the rows line up: gaps in proportion to the tiles' heights (the maps may be smaller than the
-    # inputs), and widths in proportion to each image's width over its height (the same height)
+    # the rows line up (tiled_axes): gaps in proportion to the tiles' heights (the maps may be
+    # smaller than the inputs)
     gap_in = max(1, round(images.shape[2] / shown.shape[2]))
-    left, right = mosaic(images, (gap_in, 1)), mosaic(shown)
     fig = new_figure(1.0 * (len(channels) + 1) + 1.2, 0.95 * len(classes) + 1.0)
-    ratios = [image.shape[1] / image.shape[0] for image in (left, right)]
-    ax_in, ax_maps = fig.subplots(1, 2, gridspec_kw={"width_ratios": ratios})
-    ax_in.set_label("inputs")
-    ax_maps.set_label("maps")
+    tiled = {"inputs": mosaic(images, (gap_in, 1)), "maps": mosaic(shown)}
+    axes = tiled_axes(fig, tiled)
+    ax_in, ax_maps = axes["inputs"], axes["maps"]
     gray = images.ndim == 4
-    ax_in.imshow(left, cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
+    ax_in.imshow(tiled["inputs"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
     _frame_tiles(ax_in, images.shape, [f"class {c}" for c in classes], None, (gap_in, 1))
     image = ax_maps.imshow(
-        right,
+        tiled["maps"],
         cmap="magma" if low >= 0 else KERNEL_CMAP,
         vmin=low if low >= 0 else -max(high, -low),
         vmax=max(high, -low),
