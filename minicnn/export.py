@@ -1,6 +1,7 @@
 """Export a model to ONNX, so other runtimes (onnxruntime, OpenCV's dnn, TensorRT...) can run it.
 
-``to_onnx(model, path, input_shape)`` writes one ONNX graph (opset 17) with one node per minicnn layer:
+``to_onnx(model, path, input_shape)`` writes one ONNX graph (opset 17). Each layer writes its own
+nodes (``Layer.to_onnx(graph, name)``, see :class:`OnnxGraph`); minicnn's layers write these:
 
 =================  ================================================================================
 minicnn            ONNX
@@ -15,7 +16,12 @@ GlobalAvgPool2D    GlobalAveragePool, then Flatten: minicnn's layer returns (N, 
 Flatten            Flatten (``axis=1``)
 BatchNorm2D        BatchNormalization with the running statistics (eval mode)
 Dropout            Identity (dropout is the identity at inference)
+Residual           the body's nodes and the shortcut's, both from the block's input, then Add
+Sequential         its layers' nodes in order
 =================  ================================================================================
+
+A layer of your own exports once it has a ``to_onnx`` method; without one, export stops with one
+line that names the layer and the method to write.
 
 Initializers carry the state dict's names (``"0.weight"``), so every weight in the file can be traced
 to its layer. The graph's input ``input`` is (N, C, H, W) float32 with a dynamic batch dimension N;
@@ -36,20 +42,6 @@ import sys
 import numpy as np
 
 from .errors import one_line_errors
-from .nn.layers import (
-    AvgPool2D,
-    BatchNorm2D,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2D,
-    LeakyReLU,
-    MaxPool2D,
-    ReLU,
-    Sigmoid,
-    Tanh,
-)
 from .nn.model import Sequential
 
 #: The ONNX operator set the graph is written for (each operator used has its present definition by then).
@@ -65,8 +57,17 @@ def _import_onnx():
     return onnx
 
 
-class _Graph:
-    """The nodes and initializers being collected, and the name of the tensor the next node reads."""
+class OnnxGraph:
+    """The nodes and initializers being collected, and the name of the tensor the next node reads.
+
+    What a layer's ``to_onnx(graph, name)`` uses: ``graph.tensor`` (the name of its input),
+    ``graph.constant(name, array)`` (an initializer, float32; returns its name) and
+    ``graph.add(op, name, extra_inputs=(), **attributes)`` (a node reading ``graph.tensor`` and the
+    extra inputs; its output becomes ``graph.tensor``). Example, a layer computing ``x * scale``::
+
+        def to_onnx(self, graph, name):
+            graph.add("Mul", name, [graph.constant(f"{name}.scale", self.scale.data)])
+    """
 
     def __init__(self, onnx, tensor: str):
         self.onnx, self.tensor = onnx, tensor
@@ -83,87 +84,6 @@ class _Graph:
         inputs = [self.tensor, *[i for i in extra_inputs if i is not None]]
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=name or op, **attributes))
         self.tensor = out
-
-
-def _conv(graph: _Graph, layer: Conv2D, name: str) -> None:
-    (top, bottom), (left, right) = layer.pad_amounts
-    weight = graph.constant(f"{name}.weight", layer.weight.data)
-    bias = None if layer.bias is None else graph.constant(f"{name}.bias", layer.bias.data)
-    graph.add(
-        "Conv",
-        name,
-        [weight, bias],
-        kernel_shape=list(layer.kernel_size),
-        strides=list(layer.stride),
-        dilations=list(layer.dilation),
-        pads=[top, left, bottom, right],
-    )
-
-
-def _dense(graph: _Graph, layer: Dense, name: str) -> None:
-    weight = graph.constant(f"{name}.weight", layer.weight.data)
-    bias = None if layer.bias is None else graph.constant(f"{name}.bias", layer.bias.data)
-    graph.add("Gemm", name, [weight, bias], transB=1)
-
-
-def _pool(op: str, **extra):
-    def convert(graph: _Graph, layer, name: str) -> None:
-        ph, pw = layer.padding
-        graph.add(
-            op,
-            name,
-            kernel_shape=list(layer.kernel_size),
-            strides=list(layer.stride),
-            pads=[ph, pw, ph, pw],
-            **extra,
-        )
-
-    return convert
-
-
-def _batch_norm(graph: _Graph, layer: BatchNorm2D, name: str) -> None:
-    inputs = [
-        graph.constant(f"{name}.{key}", value)
-        for key, value in (
-            ("weight", layer.weight.data),
-            ("bias", layer.bias.data),
-            ("running_mean", layer.running_mean),
-            ("running_var", layer.running_var),
-        )
-    ]
-    graph.add("BatchNormalization", name, inputs, epsilon=layer.eps)
-
-
-def _global_avg_pool(graph: _Graph, layer, name: str) -> None:
-    graph.add("GlobalAveragePool", name)
-    graph.add("Flatten", f"{name}.flatten", axis=1)
-
-
-#: How each layer type becomes ONNX nodes: ``convert(graph, layer, name)``.
-CONVERTERS = {
-    Conv2D: _conv,
-    Dense: _dense,
-    ReLU: lambda graph, layer, name: graph.add("Relu", name),
-    LeakyReLU: lambda graph, layer, name: graph.add("LeakyRelu", name, alpha=layer.negative_slope),
-    Tanh: lambda graph, layer, name: graph.add("Tanh", name),
-    Sigmoid: lambda graph, layer, name: graph.add("Sigmoid", name),
-    MaxPool2D: _pool("MaxPool"),
-    AvgPool2D: _pool("AveragePool", count_include_pad=1),
-    GlobalAvgPool2D: _global_avg_pool,
-    Flatten: lambda graph, layer, name: graph.add("Flatten", name, axis=1),
-    BatchNorm2D: _batch_norm,
-    Dropout: lambda graph, layer, name: graph.add("Identity", name),
-}
-
-
-def _named_layers(model, prefix: str = ""):
-    """``(name, layer)`` in order, named as the state dict names them; nested Sequentials are walked."""
-    for i, layer in enumerate(model.layers):
-        name = f"{prefix}{i}"
-        if isinstance(layer, Sequential):
-            yield from _named_layers(layer, f"{name}.")
-        else:
-            yield name, layer
 
 
 def _check_input_shape(model: Sequential, input_shape) -> tuple[tuple[int, int, int], int]:
@@ -196,7 +116,7 @@ def build_onnx(model: Sequential, input_shape, mean=None, std=None):
     if not isinstance(model, Sequential):
         raise TypeError(f"to_onnx: expected a minicnn Sequential, got {type(model).__name__}")
     (channels, height, width), classes = _check_input_shape(model, input_shape)
-    graph = _Graph(onnx, "input")
+    graph = OnnxGraph(onnx, "input")
     if mean is not None or std is not None:
         shift, scale = (
             np.broadcast_to(np.asarray(default if v is None else v, np.float32), (channels,))
@@ -204,14 +124,10 @@ def build_onnx(model: Sequential, input_shape, mean=None, std=None):
         )
         graph.add("Sub", "standardize.sub", [graph.constant("standardize.mean", shift.reshape(1, -1, 1, 1))])
         graph.add("Div", "standardize.div", [graph.constant("standardize.std", scale.reshape(1, -1, 1, 1))])
-    for name, layer in _named_layers(model):
-        convert = CONVERTERS.get(type(layer))
-        if convert is None:
-            raise ValueError(
-                f"to_onnx: layer {name} ({type(layer).__name__}) has no ONNX equivalent; "
-                f"known: {', '.join(cls.__name__ for cls in CONVERTERS)}"
-            )
-        convert(graph, layer, name)
+    try:
+        model.to_onnx(graph, "")
+    except NotImplementedError as exc:
+        raise ValueError(f"to_onnx: {exc}") from None
     graph.nodes.append(helper.make_node("Identity", [graph.tensor], ["logits"], name="logits"))
     graph.nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1))
     outputs = [
@@ -234,7 +150,7 @@ def to_onnx(model: Sequential, path, input_shape, mean=None, std=None) -> None:
     Parameters
     ----------
     model : Sequential
-        Built from the layers in this module's table; weights are written as float32.
+        Every layer must have a ``to_onnx`` method (minicnn's own do); weights are written as float32.
     path : str or path-like
         The ``.onnx`` file, written atomically (a temporary file, then a rename).
     input_shape : (C, H, W) or (N, C, H, W)

@@ -62,7 +62,41 @@ EVERY_LAYER = {
         {"type": "GlobalAvgPool2D"},
         {"type": "Dense", "out_features": 10, "bias": False},
     ],
+    # a residual network: an identity shortcut, then a strided block whose shortcut is a nested
+    # Sequential (1x1 Conv2D and BatchNorm2D) written out as a list of tables
+    "residual": [
+        {"type": "Conv2D", "out_channels": 4, "kernel_size": 3, "padding": 1},
+        {
+            "type": "Residual",
+            "body": [
+                {"type": "Conv2D", "out_channels": 4, "kernel_size": 3, "padding": 1},
+                {"type": "BatchNorm2D"},
+                {"type": "ReLU"},
+            ],
+        },
+        {
+            "type": "Residual",
+            "body": [{"type": "Conv2D", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1}],
+            "shortcut": [
+                {"type": "Conv2D", "out_channels": 6, "kernel_size": 1, "stride": 2},
+                {"type": "BatchNorm2D"},
+            ],
+        },
+        {"type": "Sequential", "layers": [{"type": "ReLU"}, {"type": "Flatten"}]},
+        {"type": "Dense", "out_features": 10},
+    ],
 }
+
+
+def _types(specs) -> set[str]:
+    """Every layer type in ``specs``, nested tables included."""
+    found = set()
+    for spec in specs:
+        found.add(spec["type"])
+        for value in spec.values():
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                found |= _types(value)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +161,7 @@ def test_every_layer_type_matches_predict_proba(name, digits, tmp_path):
 
 
 def test_the_two_models_between_them_use_every_layer_type_and_onnx_operator(digits):
-    used = {spec["type"] for specs in EVERY_LAYER.values() for spec in specs}
+    used = set().union(*(_types(specs) for specs in EVERY_LAYER.values()))
     assert used == set(LAYERS)
     protos = [
         build_onnx(build_model(specs, digits.input_shape, rng=0), digits.input_shape)
@@ -148,6 +182,7 @@ def test_the_two_models_between_them_use_every_layer_type_and_onnx_operator(digi
         "BatchNormalization",
         "Identity",
         "Softmax",
+        "Add",
     }
 
 
@@ -212,7 +247,9 @@ def test_a_layer_onnx_cannot_express_is_named():
             return x**3
 
     model = Sequential(Flatten(), Cube())
-    with pytest.raises(ValueError, match=r"layer 1 \(Cube\) has no ONNX equivalent"):
+    with pytest.raises(
+        ValueError, match=r"layer 1 \(Cube\) has no ONNX conversion: write Cube.to_onnx\(self, graph, name\)"
+    ):
         build_onnx(model, (1, 8, 8))
 
 

@@ -20,6 +20,8 @@ from minicnn.nn.layers import (
     LeakyReLU,
     MaxPool2D,
     ReLU,
+    Residual,
+    Sequential,
     Sigmoid,
     Tanh,
 )
@@ -442,6 +444,8 @@ WRONG_GRAD_CASES = {
     "Flatten": (Flatten, (2, 3, 4, 4)),
     "Dropout": (lambda: Dropout(0.5, rng=0), (2, 3, 4, 4)),
     "BatchNorm2D": (lambda: BatchNorm2D(3), (2, 3, 4, 4)),
+    "Sequential": (lambda: Sequential(Conv2D(3, 2, 3, padding=1), ReLU()), (2, 3, 4, 4)),
+    "Residual": (lambda: Residual([Conv2D(3, 3, 3, padding=1)], shortcut=None), (2, 3, 4, 4)),
 }
 
 
@@ -456,12 +460,13 @@ def test_backward_with_a_wrong_gradient_shape_names_the_layer_and_both_shapes(na
     layer = make().train(training)
     out = layer.forward(np.random.default_rng(0).standard_normal(x_shape).astype(np.float32))
     wrong = out.shape[:-1] + (out.shape[-1] + 2,)
-    message = f"{layer!r}.backward: expected grad_out of shape {out.shape}, got {wrong}"
+    label = layer._label()  # the one-line repr; a container's short form
+    message = f"{label}.backward: expected grad_out of shape {out.shape}, got {wrong}"
     with pytest.raises(ValueError, match=re.escape(message)):
         layer.backward(np.zeros(wrong, dtype=np.float32))
     with pytest.raises(ValueError, match=re.escape(f"got {out.shape[1:]}")):
         layer.backward(np.zeros(out.shape[1:], dtype=np.float32))  # the batch axis forgotten
-    not_an_array = f"{layer!r}.backward: expected grad_out as a numpy.ndarray"
+    not_an_array = f"{label}.backward: expected grad_out as a numpy.ndarray"
     with pytest.raises(TypeError, match=re.escape(not_an_array)):
         layer.backward(out.tolist())
     assert layer.backward(np.ones_like(out)).shape == x_shape  # the right shape still works

@@ -73,7 +73,7 @@ def test_kernel_history_keeps_init_and_each_epoch_and_survives_a_resume(tmp_path
     np.testing.assert_array_equal(saved["epochs"], [0, 1, 2, 3])
     np.testing.assert_array_equal(saved["kernels"][0], initial)
     np.testing.assert_array_equal(saved["kernels"][1:], seen)
-    assert saved["layer"] == 0
+    assert saved["layer"] == "0"
     # resumed after epoch 2: the snapshots of epochs 0 to 2 are kept, epoch 3 is redone
     resumed = change.KernelHistory(tmp_path)
     model.layers[0].weight.data[...] = 7.0
@@ -229,7 +229,7 @@ def test_plot_top_patches_spreads_a_dilated_kernel_over_its_patch(tmp_path):
 
 def test_top_patches_refuses_a_layer_that_does_not_read_the_input():
     model = small_model()
-    with pytest.raises(ValueError, match="must be the first Conv2D"):
+    with pytest.raises(ValueError, match="must be the model's first convolution"):
         kernels.top_patches(model, np.zeros((2, 1, 8, 8), np.float32), 1)
 
 

@@ -166,12 +166,12 @@ def test_plot_saliency_draws_the_gradient_and_occlusion_of_each_image(tmp_path):
 
 
 def test_conv_activation_layers_are_the_relus_after_first_and_last_conv():
-    assert saliency.conv_activation_layers(model64()) == (1, 4)
+    assert saliency.conv_activation_layers(model64()) == ("1", "4")
     model = model64()
     model.layers[1] = LeakyReLU(0.1)  # the default config's first activation
-    assert saliency.conv_activation_layers(model) == (1, 4)
+    assert saliency.conv_activation_layers(model) == ("1", "4")
     model.layers[1] = Flatten()  # not an activation: the convolution's own output
-    assert saliency.conv_activation_layers(model)[0] == 0
+    assert saliency.conv_activation_layers(model)[0] == "0"
 
 
 # --- the nearest classic filter, judged against random kernels --------------------------------------------

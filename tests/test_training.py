@@ -98,7 +98,7 @@ def test_build_model_float64():
     [
         (
             [{"type": "Conv2d", "out_channels": 2, "kernel_size": 3}],
-            "model.layers[0].type = 'Conv2d': unknown layer (did you mean 'Conv2D'?)",
+            "model.layers[0].type = 'Conv2d': unknown layer type 'Conv2d' (did you mean 'Conv2D'?)",
         ),
         (
             [{"type": "Flatten"}, {"type": "Dense", "out_feature": 3}],

@@ -120,7 +120,7 @@ def test_receptive_field_grid_places_pooled_and_valid_maps_on_the_input():
 def test_plot_feature_maps_default_stages_are_conv_relu_pool(tmp_path, images):
     X, _ = images
     model = small_model()
-    assert viz.default_stages(model) == [0, 1, 2]
+    assert viz.default_stages(model) == ["0", "1", "2"]
     fig = viz.plot_feature_maps(model, X[0], path=tmp_path / "fm.png")
     assert len(fig.axes) == 3 * (1 + 4) + 3  # input + 4 channels per row, one colorbar per row
     assert_png(tmp_path / "fm.png")

@@ -4,47 +4,22 @@ Imports only NumPy (and :mod:`minicnn.io` for files). ``minicnn.nn.functional`` 
 stateless math; the layers hold parameters and call it (or the fast private lowering).
 """
 
-from .layers import (
-    LAYERS,
-    AvgPool2D,
-    BatchNorm2D,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2D,
-    Layer,
-    LeakyReLU,
-    MaxPool2D,
-    ReLU,
-    Sigmoid,
-    Tanh,
-)
+from . import layers as _layers
+from .layers import *  # noqa: F403  (every layer class, by the registry: minicnn.nn.layers.LAYERS)
+from .layers import LAYERS, Layer, layer_class
 from .losses import MSELoss, SoftmaxCrossEntropy
-from .model import Sequential
 from .optim import SGD, Adam, AdamW
 from .parameter import Parameter
 
 __all__ = [
+    *_layers.LAYERS,
     "LAYERS",
+    "Layer",
+    "layer_class",
+    "MSELoss",
+    "SoftmaxCrossEntropy",
     "SGD",
     "Adam",
     "AdamW",
-    "AvgPool2D",
-    "BatchNorm2D",
-    "Conv2D",
-    "Dense",
-    "Dropout",
-    "Flatten",
-    "GlobalAvgPool2D",
-    "Layer",
-    "LeakyReLU",
-    "MSELoss",
-    "MaxPool2D",
     "Parameter",
-    "ReLU",
-    "Sequential",
-    "Sigmoid",
-    "SoftmaxCrossEntropy",
-    "Tanh",
 ]

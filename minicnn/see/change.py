@@ -57,35 +57,36 @@ def norm_ratios(initial, learned) -> np.ndarray:
         return np.where(before > 0, np.linalg.norm(b, axis=1) / before, np.nan)
 
 
-def first_conv_index(model) -> int:
-    """Index in ``model.layers`` of the first Conv2D: the layer whose kernels the run's figures plot."""
-    from ..nn.layers import Conv2D
+def first_conv_name(model) -> str:
+    """The name of the first convolution, depth first (``"0"``, or ``"1.body.0"`` inside a block): the
+    layer whose kernels the run's figures plot."""
+    found = model.convolutions()
+    if not found:
+        raise ValueError("the model has no convolution layer")
+    return found[0][0]
 
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, Conv2D):
-            return i
-    raise ValueError("the model has no Conv2D layer")
 
-
-def conv_weights(model, layer: int) -> np.ndarray:
-    """The kernels of ``model.layers[layer]``, which must be a Conv2D: (out, in, kh, kw)."""
-    from ..nn.layers import Conv2D
-
-    conv = model.layers[layer]
-    if not isinstance(conv, Conv2D):
-        raise ValueError(f"layer {layer} is a {type(conv).__name__}, not a Conv2D")
+def conv_weights(model, layer: int | str) -> np.ndarray:
+    """The kernels of the layer ``layer`` (an index into ``model.layers`` or a dotted name), which must
+    be a convolution: (out, in, kh, kw)."""
+    try:
+        conv = model.get_layer(layer)
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
+    if not conv.is_convolution:
+        raise ValueError(f"layer {layer} is a {type(conv).__name__}, not a convolution")
     return conv.weight.data
 
 
 def run_kernel_change(run_dir) -> dict:
     """Angles and norm ratios of a run directory's plotted layer: ``init.npz`` against ``model.npz``.
 
-    Returns ``{"layer": index, "angles": (out,), "norm_ratios": (out,)}``.
+    Returns ``{"layer": name, "angles": (out,), "norm_ratios": (out,)}``.
     """
     from ..nn.model import Sequential
 
     initial, learned = (Sequential.load(os.path.join(run_dir, name)) for name in ("init.npz", "model.npz"))
-    layer = first_conv_index(learned)
+    layer = first_conv_name(learned)
     a, b = conv_weights(initial, layer), conv_weights(learned, layer)
     return {"layer": layer, "angles": kernel_angles(a, b), "norm_ratios": norm_ratios(a, b)}
 
@@ -99,7 +100,8 @@ class KernelHistory:
 
     It writes ``run_dir/kernels_history.npz`` atomically after every epoch: ``epochs`` (E + 1,) int
     (0 is the initialization, read from ``init.npz``), ``kernels`` (E + 1, out, in, kh, kw) float32 and
-    ``layer`` (the index of the first Conv2D). Small: 4 kernels of 5x5 over 20 epochs are 2,100 numbers.
+    ``layer`` (the name of the first convolution, :func:`first_conv_name`). Small: 4 kernels of 5x5
+    over 20 epochs are 2,100 numbers.
     On a resumed run the snapshots up to the resumed epoch are kept. Pure NumPy: the training command
     passes it to :func:`minicnn.train.trainer.run`, which never imports plotting.
     """
@@ -113,7 +115,7 @@ class KernelHistory:
         from ..io import load_npz
         from ..nn.model import Sequential
 
-        layer = first_conv_index(model)
+        layer = first_conv_name(model)
         if os.path.isfile(self.path):
             saved = load_npz(self.path)
             keep = saved["epochs"] < epoch
@@ -129,7 +131,7 @@ class KernelHistory:
         if not self._epochs:
             self._start(trainer.model, int(record["epoch"]))
         self._epochs.append(int(record["epoch"]))
-        self._kernels.append(trainer.model.layers[self.layer].weight.data.astype(np.float32).copy())
+        self._kernels.append(trainer.model.get_layer(self.layer).weight.data.astype(np.float32).copy())
         save_npz_atomic(
             self.path,
             {
@@ -154,13 +156,13 @@ def load_kernel_history(run_dir) -> dict | None:
             f"{path}: expected kernels (epochs, out, in, kh, kw) with one epoch number each, "
             f"got kernels {kernels.shape} and epochs {epochs.shape}"
         )
-    return {"epochs": epochs, "kernels": kernels, "layer": int(saved["layer"])}
+    return {"epochs": epochs, "kernels": kernels, "layer": str(saved["layer"])}
 
 
 __all__ = [
     "HISTORY_FILE",
     "KernelHistory",
-    "first_conv_index",
+    "first_conv_name",
     "kernel_angles",
     "load_kernel_history",
     "norm_ratios",

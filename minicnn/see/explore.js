@@ -22,6 +22,8 @@
     for (const name in layer.params) params[name] = fromJSON(layer.params[name]);
     return Object.assign({}, layer, { params: params });
   });
+  // A model the page draws only in part (a layer without a JavaScript forward): no prediction.
+  const PARTIAL = Boolean(DATA.unsupported);
 
   // ---------------------------------------------------------------------------------------------
   // The forward pass, one function per layer type (minicnn.nn.layers, eval mode)
@@ -131,12 +133,25 @@
     Dense: dense,
     Dropout: (x) => x,        // identity in eval mode (inverted dropout scales while training)
     BatchNorm2D: batchNorm,
+    // body(x) + shortcut(x): its two inputs are the outputs of the body and of the shortcut
+    Residual: (x, L, acts) => add(x, acts[L.inputs[1]]),
   };
 
-  // Every layer's output for one input (C, H, W): [input, output of layer 0, output of layer 1, ...].
+  function add(a, b) { return tensor(a.shape.slice(), a.data.map((v, k) => v + b.data[k])); }
+
+  // A layer of the user's own brings its forward pass as the source of a function (x, L, acts) => tensor.
+  function forwardOf(L) {
+    if (FORWARD[L.type]) return FORWARD[L.type];
+    if (!L.javascript) throw new Error("no JavaScript forward pass for " + L.name);
+    FORWARD[L.type] = new Function("tensor", "return (" + L.javascript + ");")(tensor);
+    return FORWARD[L.type];
+  }
+
+  // Every layer's output for one input (C, H, W): [input, output of layer 0, output of layer 1, ...];
+  // layer n reads the activations listed in LAYERS[n].inputs (the one before it, except in a block).
   function forward(input) {
     const acts = [input];
-    for (const L of LAYERS) acts.push(FORWARD[L.type](acts[acts.length - 1], L));
+    for (const L of LAYERS) acts.push(forwardOf(L)(acts[L.inputs[0]], L, acts));
     return acts;
   }
 
@@ -390,7 +405,7 @@
   // One convolution cell, computed: kernel, input patch, element-wise products, sum and bias
   // ---------------------------------------------------------------------------------------------
   function cellDetail(layer, o, i, j) {
-    const L = LAYERS[layer], x = state.acts[layer], [Ci, Hi, Wi] = x.shape, w = L.params.weight;
+    const L = LAYERS[layer], x = state.acts[L.inputs[0]], [Ci, Hi, Wi] = x.shape, w = L.params.weight;
     const [, , kh, kw] = w.shape, [sh, sw] = L.config.stride, [dh, dw] = L.config.dilation;
     const [pt, , pl] = L.pad;
     const channels = [];
@@ -590,8 +605,9 @@
     state.acts = forward(state.input);
     paintBitmap();
     paintImage(document.getElementById("input-view"), state.input);
-    showPrediction(softmax(Array.from(state.acts[state.acts.length - 1].data)));
     paintLayers(state.acts);
+    if (PARTIAL) return;  // the last activation drawn is not the model's output
+    showPrediction(softmax(Array.from(state.acts[state.acts.length - 1].data)));
     if (withOcclusion) paintOcclusion();
   }
 
@@ -635,14 +651,16 @@
   function showUnsupported() {
     const box = document.getElementById("unsupported");
     box.hidden = false;
-    box.textContent = "This page cannot draw this model: " + DATA.unsupported + ".";
-    document.getElementById("explorer").hidden = true;
+    box.textContent = "This page draws this model only in part: " + DATA.unsupported + "." +
+      (LAYERS.length ? " The layers before it are drawn below; the prediction is not shown." : "");
     document.getElementById("check-status").textContent = "";
+    if (!LAYERS.length) document.getElementById("explorer").hidden = true;
   }
 
   function start() {
     describeRun();
-    if (DATA.unsupported) return showUnsupported();
+    if (PARTIAL) showUnsupported();
+    if (!LAYERS.length) return;
     drawCanvas.width = BLOCK * W;
     drawCanvas.height = BLOCK * H;
     sizeCanvas(drawCanvas, BLOCK * H, BLOCK * W, 256);
@@ -650,11 +668,11 @@
     ["pointerdown", "pointermove"].forEach((t) => drawCanvas.addEventListener(t, onPointer));
     ["pointerup", "pointercancel", "pointerleave"].forEach((t) => drawCanvas.addEventListener(t, endStroke));
     document.getElementById("clear").addEventListener("click", () => clearDrawing(true));
-    buildBars(LAYERS[LAYERS.length - 1].output_shape[0]);
+    if (!PARTIAL) buildBars(LAYERS[LAYERS.length - 1].output_shape[0]);
     buildLayers();
     buildImages();
     buildKernels();
-    showCheck(selfCheck());
+    if (!PARTIAL) showCheck(selfCheck());
     if (DATA.images.length) selectImage(0); else clearDrawing(true);
     flush();
   }

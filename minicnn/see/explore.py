@@ -33,24 +33,9 @@ import numpy as np
 
 from ..errors import one_line_errors
 from ..io import load_npz, write_text_atomic
-from ..nn.layers import Conv2D, Layer
+from ..nn.layers import BUILTIN_JAVASCRIPT, Conv2D, Layer
 from ..nn.model import Sequential
 
-#: Layer types the page's JavaScript forward pass implements.
-DRAWABLE = (
-    "Conv2D",
-    "ReLU",
-    "LeakyReLU",
-    "Tanh",
-    "Sigmoid",
-    "MaxPool2D",
-    "AvgPool2D",
-    "GlobalAvgPool2D",
-    "Flatten",
-    "Dense",
-    "Dropout",
-    "BatchNorm2D",
-)
 #: Largest relative difference (max |js - minicnn| / max |minicnn|) the page's self-check accepts.
 CHECK_RTOL = 1e-4
 #: How many test images the page shows (and checks its forward pass on).
@@ -172,73 +157,112 @@ def _array(values) -> dict:
     return {"shape": list(values.shape), "data": values.astype(np.float64).ravel().tolist()}
 
 
-def leaf_layers(model: Sequential, prefix: str = "") -> list[tuple[str, Layer]]:
-    """The model's layers in the order they run, nested Sequentials opened, each with PyTorch's name
-    (``"0"``, ``"3.1"``)."""
-    leaves: list[tuple[str, Layer]] = []
-    for i, layer in enumerate(model.layers):
-        name = f"{prefix}{i}"
-        leaves += leaf_layers(layer, name + ".") if isinstance(layer, Sequential) else [(name, layer)]
-    return leaves
-
-
-def layer_record(name: str, layer, input_shape: tuple, output_shape: tuple) -> dict:
-    """One layer as the page needs it: type, constructor arguments, shapes (without N) and weights."""
-    kind = type(layer).__name__
-    record = {
-        "type": kind,
-        "name": f"{name}: {layer!r}",
-        "config": layer.get_config(),
+def layer_record(name: str, layer: Layer, input_shape: tuple, output_shape: tuple) -> dict:
+    """One layer as the page needs it: type, constructor arguments, shapes (without N) and weights
+    (its own and its children's, under their dotted names)."""
+    record: dict = {
+        "type": type(layer).__name__,
+        "path": name,
+        "name": f"{name}: {layer._label()}",
+        "config": {k: v for k, v in layer.get_config().items() if not _holds_layers(v)},
         "input_shape": list(input_shape[1:]),
         "output_shape": list(output_shape[1:]),
     }
     if isinstance(layer, Conv2D):
         (top, bottom), (left, right) = layer.pad_amounts
         record["pad"] = [top, bottom, left, right]  # "same" resolved here, as minicnn resolves it
+    if layer.javascript != BUILTIN_JAVASCRIPT:
+        record["javascript"] = layer.javascript
     params = {key: _array(p.data) for key, p in layer.named_parameters()}
     params.update({key: _array(buffer) for key, buffer in layer.buffers().items()})
     record["params"] = params
     return record
 
 
+def _holds_layers(value) -> bool:
+    """A config value that is a child layer (or a list of them): the page gets their weights, not them."""
+    return isinstance(value, Layer) or (
+        isinstance(value, (list, tuple)) and any(isinstance(v, Layer) for v in value)
+    )
+
+
+class PageGraph:
+    """The model as the page runs it: a list of layer records, each reading activations by index
+    (0 is the input; record ``k`` writes activation ``k + 1``). Layers add themselves through their
+    ``page_graph`` method (containers add their layers; a Residual adds its sum). The first layer the
+    page cannot run (no JavaScript forward pass, or an input it refuses) ends the graph; ``problem``
+    says why, and the layers before it are still drawn."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+        self.problem: str | None = None
+
+    def add_layer(self, name: str, layer: Layer, source: int, x: np.ndarray) -> tuple[int, np.ndarray]:
+        if self.problem is not None:
+            return source, x
+        if layer.javascript is None:
+            self.problem = (
+                f"layer {name} ({type(layer).__name__}) has no JavaScript forward pass for the page "
+                f"(give {type(layer).__name__} a 'javascript' attribute; see the docs, 'Your own layer')"
+            )
+            return source, x
+        try:
+            y = layer.forward(x)
+        except (ValueError, TypeError) as exc:
+            self.problem = f"layer {name} does not accept the run's inputs {tuple(x.shape[1:])}: {exc}"
+            return source, x
+        return self._append(layer_record(name, layer, x.shape, y.shape), [source], y)
+
+    def add_sum(self, name: str, layer: Layer, sources, y: np.ndarray) -> tuple[int, np.ndarray]:
+        """A block's sum of two activations (a Residual's body and shortcut); the record has no weights."""
+        if self.problem is not None:
+            return sources[0], y
+        record = {
+            "type": type(layer).__name__,
+            "path": name,
+            "name": f"{name}: {type(layer).__name__}, body + shortcut",
+            "config": {},
+            "input_shape": list(y.shape[1:]),
+            "output_shape": list(y.shape[1:]),
+            "params": {},
+        }
+        return self._append(record, list(sources), y)
+
+    def _append(self, record: dict, sources: list[int], y: np.ndarray) -> tuple[int, np.ndarray]:
+        record["inputs"] = sources
+        self.records.append(record)
+        return len(self.records), y
+
+
 def describe_model(model: Sequential, input_shape: tuple) -> tuple[list[dict], str | None]:
-    """Layer records for an input of ``input_shape`` (C, H, W), and why the page cannot draw the model
-    (None when it can)."""
+    """Layer records for an input of ``input_shape`` (C, H, W), and why the page cannot draw all of
+    the model (None when it can)."""
     x = np.zeros((1,) + tuple(input_shape), dtype=np.float32)
-    records: list[dict] = []
+    graph = PageGraph()
     with model.evaluating():
-        for name, layer in leaf_layers(model):
-            kind = type(layer).__name__
-            if kind not in DRAWABLE:
-                return records, (
-                    f"layer {name} is a {kind}, which the page has no JavaScript forward pass for "
-                    f"(it draws {', '.join(DRAWABLE)})"
-                )
-            try:
-                y = layer.forward(x)
-            except (ValueError, TypeError) as exc:
-                return records, f"layer {name} does not accept the run's inputs {tuple(input_shape)}: {exc}"
-            records.append(layer_record(name, layer, x.shape, y.shape))
-            x = y
-    if x.ndim != 2:
-        return records, (
-            f"the model's output has shape {tuple(x.shape[1:])} per image; the page draws models "
+        _, out = model.page_graph(graph, "", 0, x)
+    if graph.problem is None and out.ndim != 2:
+        return graph.records, (
+            f"the model's output has shape {tuple(out.shape[1:])} per image; the page draws models "
             "that end in one score per class (add Flatten and Dense)"
         )
-    return records, None
+    return graph.records, graph.problem
 
 
-def init_kernels(run: Run) -> dict:
+def init_kernels(run: Run, records: list[dict]) -> dict:
     """``{position in the page's layer list: initial kernels (out, in, kh, kw)}`` for each Conv2D of
     ``init.npz`` whose shape matches the trained one."""
     if run.init_model is None:
         return {}
-    before, after = leaf_layers(run.init_model), leaf_layers(run.model)
-    if [name for name, _ in before] != [name for name, _ in after]:
-        return {}
     kernels = {}
-    for i, ((_, old), (_, new)) in enumerate(zip(before, after)):
-        if isinstance(old, Conv2D) and isinstance(new, Conv2D) and old.weight.shape == new.weight.shape:
+    for i, record in enumerate(records):
+        if record["type"] != "Conv2D":
+            continue
+        try:
+            old = run.init_model.get_layer(record["path"])
+        except KeyError:
+            continue
+        if isinstance(old, Conv2D) and list(old.weight.shape) == record["params"]["weight"]["shape"]:
             kernels[str(i)] = _array(old.weight.data)
     return kernels
 
@@ -266,7 +290,7 @@ def page_data(run: Run) -> dict:
         "std": run.std.tolist(),
         "layers": layers,
         "unsupported": reason,
-        "init_kernels": init_kernels(run),
+        "init_kernels": init_kernels(run, layers),
         "check_rtol": CHECK_RTOL,
         "images": [
             {"index": int(i), "label": int(run.y_test[i]), "input": _array(x)} for i, x in zip(picked, images)
@@ -298,10 +322,13 @@ def render_page(data: dict) -> str:
     return template
 
 
-def write_page(run_dir, out=None) -> Path:
+def write_page(run_dir, out=None, warn=None) -> Path:
     """Write the explorer page for ``run_dir`` to ``out`` (default ``RUN_DIR/explore.html``); returns
-    the path."""
-    page = render_page(page_data(load_run(run_dir)))
+    the path. ``warn(message)`` is called when the page can draw the model only in part."""
+    data = page_data(load_run(run_dir))
+    if data["unsupported"] and warn is not None:
+        warn(f"the page draws this model only in part: {data['unsupported']}")
+    page = render_page(data)
     out = Path(run_dir) / "explore.html" if out is None else Path(out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a directory; expected the path of an .html file to write")
@@ -369,7 +396,9 @@ def main(argv=None) -> int:
     if not 0 <= args.port <= 65535:
         print(f"error: --port {args.port}: expected a port number from 0 to 65535", file=sys.stderr)
         return 2
-    path = write_page(args.run_dir, args.out)
+    path = write_page(
+        args.run_dir, args.out, warn=lambda message: print(f"warning: {message}", file=sys.stderr)
+    )
     print(f"wrote {path}")
     if args.serve:
         try:

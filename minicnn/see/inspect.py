@@ -110,11 +110,17 @@ MAX_GRID_KERNELS = 256
 
 
 def inspect_run(
-    run_dir, layer: int | None = None, index: int = 0, out=None, in_channel: int | None = None, stream=None
+    run_dir,
+    layer: int | str | None = None,
+    index: int = 0,
+    out=None,
+    in_channel: int | None = None,
+    stream=None,
 ) -> list[str]:
     """Print the summary and kernel table, and write the figures; returns the figure paths.
 
-    layer : index into ``model.layers`` of a Conv2D (default: the first one)
+    layer : index into ``model.layers`` or dotted name (``"1.body.0"``) of a convolution (default: the
+        first one, depth first)
     index : which test image to draw feature maps for
     out : folder for the figures (default ``RUN_DIR/inspect``)
     in_channel : draw only the kernels' slice on this input channel; by default every kernel is drawn
@@ -124,7 +130,7 @@ def inspect_run(
 
     stream = sys.stdout if stream is None else stream
     model, layer, X_test, y_test = _load_run(run_dir, layer, index, viz.conv_layers)
-    conv = cast(Conv2D, model.layers[layer])  # _load_run checked it is a Conv2D
+    conv = cast(Conv2D, model.get_layer(layer))  # _load_run checked it is a convolution
     initial = _initial_weights(run_dir, layer)
     print(model.summary(X_test.shape[1:]), file=stream)
     print(f"\nLayer {layer}: {conv!r}, kernels {conv.weight.data.shape} (out, in, kh, kw)", file=stream)
@@ -163,10 +169,11 @@ def inspect_run(
 
 
 def _load_run(
-    run_dir, layer: int | None, index: int, conv_layers
-) -> tuple[Sequential, int, np.ndarray, np.ndarray]:
-    """The run's model, the index of the Conv2D to inspect (the first by default; ``conv_layers(model)``
-    lists them), and its test split (images (N, C, H, W), labels (N,)); ValueError for a bad choice."""
+    run_dir, layer: int | str | None, index: int, conv_layers
+) -> tuple[Sequential, str, np.ndarray, np.ndarray]:
+    """The run's model, the name of the convolution to inspect (the first by default;
+    ``conv_layers(model)`` lists them), and its test split (images (N, C, H, W), labels (N,));
+    ValueError for a bad choice."""
     model_path = os.path.join(run_dir, "model.npz")
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"{run_dir} has no model.npz; is it a run directory written by train.py?")
@@ -174,12 +181,13 @@ def _load_run(
     X_test, y_test = load_test_split(run_dir)
     convs = conv_layers(model)
     if not convs:
-        raise ValueError(f"{model_path}: the model has no Conv2D layer to inspect")
-    layer = convs[0] if layer is None else layer
+        raise ValueError(f"{model_path}: the model has no convolution layer to inspect")
+    layer = convs[0] if layer is None else str(layer)
     if layer not in convs:
         raise ValueError(
-            f"--layer {layer} is not a Conv2D layer; the Conv2D layers are {convs} "
-            "(indices as in the summary below)\n" + model.summary(X_test.shape[1:])
+            f"--layer {layer} is not a convolution; the model's convolutions are {', '.join(convs)} "
+            '(names as in the summary: python -c "from minicnn import Sequential; '
+            f"print(Sequential.load('{model_path}').summary({tuple(X_test.shape[1:])}))\")"
         )
     if not 0 <= index < len(X_test):
         raise ValueError(
@@ -188,17 +196,17 @@ def _load_run(
     return model, layer, X_test, y_test
 
 
-def _initial_weights(run_dir, layer: int) -> np.ndarray | None:
-    """``layers[layer]``'s weights in ``RUN_DIR/init.npz``, or None for a run without one."""
+def _initial_weights(run_dir, layer: str) -> np.ndarray | None:
+    """The layer ``layer``'s weights in ``RUN_DIR/init.npz``, or None for a run without one."""
     path = os.path.join(run_dir, "init.npz")
     return conv_weights(Sequential.load(path), layer) if os.path.isfile(path) else None
 
 
-def _learning_figures(run_dir, model, layer: int, initial, out, X_test, y_test) -> list[str]:
+def _learning_figures(run_dir, model, layer: str, initial, out, X_test, y_test) -> list[str]:
     """The figures ``python train.py`` draws of whether and what the kernels learned, for any run:
     the change from init (this layer), and for the first Conv2D the evolution over epochs, top
     patches (training split), saliency and occlusion, and the per-class mean feature maps."""
-    from .change import first_conv_index
+    from .change import first_conv_name
     from .kernels import plot_filters_change, write_kernel_figures
     from .saliency import write_saliency_figures
 
@@ -206,7 +214,7 @@ def _learning_figures(run_dir, model, layer: int, initial, out, X_test, y_test) 
     if initial is not None:
         paths.append(os.path.join(out, f"filters_learned_layer{layer}.png"))
         plot_filters_change(initial, conv_weights(model, layer), path=paths[-1])
-    if layer != first_conv_index(model):
+    if layer != first_conv_name(model):
         return paths
     X_train = load_train_images(run_dir)
     history = load_kernel_history(run_dir)
@@ -235,9 +243,9 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
     parser.add_argument(
         "--layer",
-        type=int,
         default=None,
-        help="index (as in the summary) of the Conv2D layer to inspect; default the first",
+        help="the convolution to inspect, by its name in the summary (2, or 1.body.0 in a block); "
+        "default the first",
     )
     parser.add_argument("--index", type=int, default=0, help="test image for the feature maps (default 0)")
     parser.add_argument("--out", default=None, help="folder for the figures (default RUN_DIR/inspect)")

@@ -183,14 +183,14 @@ def animate_filters_evolution(history: dict, path, in_channel: int | None = None
     return unit
 
 
-def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: int = 256) -> dict:
+def top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, batch_size: int = 256) -> dict:
     """The input patches that excite each kernel of a first-layer Conv2D most (one per image).
 
     Parameters
     ----------
-    model : Sequential whose ``layers[layer]`` is a Conv2D reading the input directly
+    model : Sequential whose layer ``layer`` is its first convolution, reading the input directly
     X : ndarray of shape (N, C, H, W): images as the model sees them (e.g. the training split)
-    layer : index of the Conv2D
+    layer : index into ``model.layers`` or dotted name (``"1.body.0"``) of that convolution
     count : patches per kernel
 
     Returns
@@ -199,9 +199,9 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     input (its receptive field), ``activations`` (out, count): the kernel's response to each, highest
     first, and ``images`` (out, count): which image each patch comes from.
     """
-    conv = model.layers[layer]
-    if not isinstance(conv, Conv2D) or any(isinstance(m, Conv2D) for m in model.layers[:layer]):
-        raise ValueError(f"top_patches: model.layers[{layer}] must be the first Conv2D, got {conv!r}")
+    conv = model.get_layer(layer)
+    if not isinstance(conv, Conv2D) or model.convolutions()[0][1] is not conv:
+        raise ValueError(f"top_patches: layer {layer} must be the model's first convolution, got {conv!r}")
     with model.evaluating():
         response = np.concatenate([conv.forward(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
     n, out, _, w_out = response.shape
@@ -220,7 +220,7 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     return {"patches": patches, "activations": np.take_along_axis(best.T, images, axis=1), "images": images}
 
 
-def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None) -> Figure:
+def plot_top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, path=None) -> Figure:
     """Per kernel (one row): the kernel, its ``count`` most exciting training patches, and their mean.
 
     X : ndarray of shape (N, 1, H, W), the images the patches are cut from (the training split).
@@ -232,7 +232,7 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     """
     found = top_patches(model, X, layer, count)
     patches, activations = found["patches"][:, :, 0], found["activations"]
-    conv = model.layers[layer]
+    conv = model.get_layer(layer)
     weights = conv.weight.data[:, 0].astype(np.float64)
     out, h = len(weights), patches.shape[2]
     # a dilated kernel drawn where its weights meet the patch (NaN between them): tiles of one size
@@ -274,10 +274,10 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
 
 def write_kernel_figures(run_dir, model, history=None, X_train=None) -> list[str]:
     """``filters_evolution.png`` and ``.gif`` (from ``history``) and ``top_patches.png`` (from ``X_train``)
-    for a run's first Conv2D; returns the paths written."""
+    for a run's first convolution (depth first); returns the paths written."""
     import os
 
-    from .change import first_conv_index
+    from .change import first_conv_name
 
     written = []
     if history is not None and len(history["epochs"]) > 1:
@@ -285,8 +285,8 @@ def write_kernel_figures(run_dir, model, history=None, X_train=None) -> list[str
         plot_filters_evolution(history, path=written[-1])
         written.append(os.path.join(run_dir, "filters_evolution.gif"))
         animate_filters_evolution(history, written[-1])
-    layer = first_conv_index(model)
-    if X_train is not None and len(X_train) and model.layers[layer].in_channels == 1:
+    layer = first_conv_name(model)
+    if X_train is not None and len(X_train) and model.get_layer(layer).in_channels == 1:
         written.append(os.path.join(run_dir, "top_patches.png"))
         plot_top_patches(model, X_train, layer, path=written[-1])
     return written

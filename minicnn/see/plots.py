@@ -25,7 +25,7 @@ from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..nn.layers import AvgPool2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D
+from ..nn.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, Layer
 
 KERNEL_CMAP = "RdBu_r"
 IMAGE_CMAP = "gray_r"
@@ -365,69 +365,83 @@ def _batch(model, x) -> np.ndarray:
     return x.astype(dtype, copy=False)
 
 
-def _check_layer(model, layer: object) -> int:
+def _check_layer(model, layer: object) -> str:
+    """The name of a layer inside ``model``: an index into ``model.layers`` (negative ones count from
+    the end) or a dotted name (``"3.body.0"``) of a layer nested in a block."""
     n = len(model.layers)
-    if not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
-        raise ValueError(f"layer must be an index into model.layers, in [0, {n}), got {layer!r}")
-    return int(layer) % n
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and -n <= layer < n:
+        return str(int(layer) % n)
+    names = [name for name, _ in model.named_layers() if name]
+    if isinstance(layer, str) and layer in names:
+        return layer
+    raise ValueError(
+        f"layer must be an index into model.layers in [0, {n}) or the name of a layer in the model "
+        f"(such as {names[-1]!r}), got {layer!r}"
+    )
 
 
-def feature_maps(model, x, layer: int) -> np.ndarray:
-    """The activations after ``model.layers[layer]`` (inclusive), computed in eval mode.
+def feature_maps(model, x, layer) -> np.ndarray:
+    """The activations after the layer ``layer`` (inclusive), computed in eval mode.
 
     x : ndarray of shape (N, C, H, W), or one image (C, H, W) or (H, W)
+    layer : int (an index into ``model.layers``) or str (a dotted name, ``"3.body.0"``)
     Returns ndarray of shape (N, C_out, H_out, W_out) (or (N, features) after Flatten/Dense).
-    The model's mode is restored afterwards.
+    The layers run in the order listed; the model's mode is restored afterwards.
     """
-    layer = _check_layer(model, layer)
+    name = _check_layer(model, layer)
     out = _batch(model, x)
     with model.evaluating():
-        for item in model.layers[: layer + 1]:
-            out = item.forward(out)
-    return out
+        return model.output_of(name, out)
 
 
-def receptive_field_grid(model, layer: int) -> tuple[float, float]:
-    """Where feature-map pixels sit in input coordinates after ``model.layers[layer]``.
+def receptive_field_grid(model, layer) -> tuple[float, float]:
+    """Where feature-map pixels sit in input coordinates after the layer ``layer`` (an index or a
+    dotted name).
 
     Returns ``(start, jump)``: output pixel i is centred on input pixel ``start + i * jump``
-    (the same along both axes for square settings; the first axis is used). Each Conv2D or pooling
-    layer with kernel k, stride s, dilation d and padding p (before) maps
-    ``start += (d (k - 1) / 2 - p) * jump`` and ``jump *= s``.
+    (the same along both axes for square settings; the first axis is used). Each layer with a
+    sliding window (``Layer.window()``: Conv2D, pooling) of kernel k, stride s, dilation d and
+    padding p (before) maps ``start += (d (k - 1) / 2 - p) * jump`` and ``jump *= s``; a block's
+    layers are followed to the one named.
     """
-    start, jump = 0.0, 1.0
-    for item in model.layers[: _check_layer(model, layer) + 1]:
-        if isinstance(item, Conv2D):
-            k, s, d, p = item.kernel_size[0], item.stride[0], item.dilation[0], item.pad_amounts[0][0]
-        elif isinstance(item, (MaxPool2D, AvgPool2D)):
-            k, s, d, p = item.kernel_size[0], item.stride[0], 1, item.padding[0]
-        else:
-            continue
-        start += (d * (k - 1) / 2 - p) * jump
-        jump *= s
-    return start, jump
+    return model.grid_of(_check_layer(model, layer))
 
 
-def conv_layers(model) -> list[int]:
-    """Indices in ``model.layers`` of its Conv2D layers (a Conv2D inside a nested block has no index
-    of its own, so it is not listed)."""
-    return [int(name) for name, _ in model.find_layers(Conv2D) if name.isdigit()]
+def conv_layers(model) -> list[str]:
+    """Names of the model's convolutions, depth first (``"0"``, ``"3.body.0"``): the layers whose
+    ``is_convolution`` is set."""
+    return [name for name, _ in model.convolutions()]
 
 
-def default_stages(model, conv_index: int | None = None) -> list[int]:
-    """The layer indices from a Conv2D (the first by default) through its activation and pooling,
-    stopping before the next Conv2D, Flatten or Dense: 'convolution, after ReLU, after pooling'."""
+def layers_after(model, name: str) -> list[tuple[str, Layer]]:
+    """``[(name, layer)]`` of the layers after the one called ``name`` in the Sequential that holds it
+    (none when a block of another kind holds it)."""
+    parent_name, _, own = name.rpartition(".")
+    parent = model.get_layer(parent_name) if parent_name else model
+    if not hasattr(parent, "layers") or not own.isdigit():
+        return []
+    prefix = f"{parent_name}." if parent_name else ""
+    return [(f"{prefix}{i}", parent.layers[i]) for i in range(int(own) + 1, len(parent.layers))]
+
+
+def _is_pooling(layer) -> bool:
+    return layer.window() is not None and not layer.is_convolution
+
+
+def default_stages(model, conv: int | str | None = None) -> list[str]:
+    """The names of the layers from a convolution (the first by default) through its activation and
+    pooling, stopping before the next convolution, Flatten, Dense or block: 'convolution, after ReLU,
+    after pooling'. The layers followed are the convolution's neighbours in the Sequential holding it."""
     convs = conv_layers(model)
     if not convs:
-        raise ValueError("the model has no Conv2D layer")
-    start = convs[0] if conv_index is None else conv_index
+        raise ValueError("the model has no convolution layer")
+    start = convs[0] if conv is None else _check_layer(model, conv)
     stages = [start]
-    for i in range(start + 1, len(model.layers)):
-        item = model.layers[i]
-        if isinstance(item, (Conv2D, Flatten, Dense, GlobalAvgPool2D)):
+    for name, item in layers_after(model, start):
+        if item.is_convolution or item.children() or isinstance(item, (Flatten, Dense, GlobalAvgPool2D)):
             break
-        stages.append(i)
-        if isinstance(item, (MaxPool2D, AvgPool2D)):
+        stages.append(name)
+        if _is_pooling(item):
             break
     return stages
 
@@ -451,8 +465,9 @@ def plot_feature_maps(
     ----------
     model : Sequential
     image : ndarray of shape (C, H, W) or (H, W): one input image
-    layer : int or list of int, optional
-        Layer indices whose outputs to show, one block of rows each. Default: the first Conv2D,
+    layer : int, str or a list of them, optional
+        Layers whose outputs to show (indices into ``model.layers`` or dotted names such as
+        ``"3.body.0"``), one block of rows each. Default: the first convolution (depth first),
         the layers after it up to and including its activation and pooling (:func:`default_stages`).
     max_channels : int
         Show at most this many channels per layer.
@@ -483,7 +498,7 @@ def plot_feature_maps(
         first += lines[stage]
         show_image(block[0, 0], x[0], title="input" if stage == 0 else None, extent=_extent(x.shape[2:]))
         block[0, 0].set_ylabel(
-            f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=9
+            f"{i}: {type(model.get_layer(i)).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=9
         )
         for ax in block[1:, 0]:
             ax.remove()
@@ -494,17 +509,21 @@ def plot_feature_maps(
     return save(fig, path)
 
 
-def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
     """The image as a batch of one (1, C, H, W), the chosen layer indices (:func:`plot_feature_maps`'s
     ``layer``), and each one's feature maps (C_l, H_l, W_l); ValueError for a layer that has none."""
-    chosen = default_stages(model) if layer is None else ([layer] if np.isscalar(layer) else list(layer))
+    chosen = (
+        default_stages(model)
+        if layer is None
+        else ([layer] if isinstance(layer, (int, np.integer, str)) else list(layer))
+    )
     stages = [_check_layer(model, i) for i in chosen]
     x = _batch(model, image)[:1]
     maps = [feature_maps(model, x, i)[0] for i in stages]
     for i, m in zip(stages, maps):
         if m.ndim != 3:
             raise ValueError(
-                f"plot_feature_maps: layer {i} ({model.layers[i]!r}) outputs shape {m.shape}, "
+                f"plot_feature_maps: layer {i} ({model.get_layer(i)!r}) outputs shape {m.shape}, "
                 "not feature maps (C, H, W)"
             )
     return x, stages, maps
@@ -673,10 +692,11 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
     return save(fig, path)
 
 
-def _first_conv(model) -> Conv2D:
-    found = model.find_layers(Conv2D)
+def _first_conv(model):
+    """The first convolution, depth first: the layer whose kernels the run's figures plot."""
+    found = model.convolutions()
     if not found:
-        raise ValueError("the model has no Conv2D layer")
+        raise ValueError("the model has no convolution layer")
     return found[0][1]
 
 
@@ -784,6 +804,7 @@ __all__ = [
     "receptive_field_grid",
     "default_stages",
     "conv_layers",
+    "layers_after",
     "new_figure",
     "save",
     "show_image",

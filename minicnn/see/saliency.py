@@ -26,6 +26,7 @@ from .plots import (
     _stretched,
     conv_layers,
     feature_maps,
+    layers_after,
     mosaic,
     new_figure,
     save,
@@ -132,8 +133,9 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
     return save(fig, path)
 
 
-def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """Feature maps after ``model.layers[layer]`` averaged per class.
+def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int | str) -> tuple[np.ndarray, np.ndarray]:
+    """Feature maps after the layer ``layer`` (an index into ``model.layers`` or a dotted name) averaged
+    per class.
 
     Returns ``(classes, means)``: the sorted classes (K,) and ndarray (K, C, H_out, W_out).
     """
@@ -146,9 +148,9 @@ def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int) -> tuple[np
 
 
 def plot_class_mean_maps(
-    model, X: np.ndarray, y: np.ndarray, layer: int, max_channels: int = 8, path=None
+    model, X: np.ndarray, y: np.ndarray, layer: int | str, max_channels: int = 8, path=None
 ) -> Figure:
-    """Per class (rows), the mean feature map of each channel (columns) after ``model.layers[layer]``.
+    """Per class (rows), the mean feature map of each channel (columns) after the layer ``layer``.
 
     A layer with more than ``max_channels`` channels shows those whose class means differ most
     (largest variance across classes). Left, the class's mean input image.
@@ -185,7 +187,7 @@ def plot_class_mean_maps(
     )
     _frame_tiles(ax_maps, shown.shape, None, [f"ch {channel}" for channel in channels])
     fig.colorbar(image, ax=ax_maps, shrink=0.6, label="mean activation")
-    name = type(model.layers[layer]).__name__
+    name = type(model.get_layer(layer)).__name__
     fig.suptitle(
         f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})",
         fontsize=10,
@@ -200,18 +202,21 @@ def class_mean_maps_input(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
     return classes, np.stack([np.asarray(X)[y == c].mean(axis=0, dtype=np.float64) for c in classes])
 
 
-def conv_activation_layers(model) -> tuple[int, int]:
+def conv_activation_layers(model) -> tuple[str, str]:
     """The layers whose outputs :func:`write_saliency_figures` averages per class: the activation after the
-    first and after the last Conv2D (the Conv2D itself when no activation follows it directly)."""
+    first and after the last convolution, depth first (the convolution itself when no activation
+    follows it directly in the Sequential that holds it)."""
     convs = conv_layers(model)
     if not convs:
-        raise ValueError("the model has no Conv2D layer")
+        raise ValueError("the model has no convolution layer")
 
-    def after(i):
-        j = i + 1
-        while j < len(model.layers) and isinstance(model.layers[j], BatchNorm2D):
-            j += 1
-        return j if j < len(model.layers) and isinstance(model.layers[j], ACTIVATIONS) else i
+    def after(name: str) -> str:
+        for later, layer in layers_after(model, name):
+            if isinstance(layer, ACTIVATIONS):
+                return later
+            if not isinstance(layer, BatchNorm2D):
+                break
+        return name
 
     return after(convs[0]), after(convs[-1])
 

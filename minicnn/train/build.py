@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 
 import numpy as np
 
 from .. import io
-from ..nn.layers import LAYERS, Conv2D, Layer, as_generator
-from ..nn.model import Sequential
+from ..nn.layers import Layer, Sequential, UnknownLayerError, as_generator, layer_class
 
 #: Arrays a trainable parameter costs while training: itself, its gradient and two optimizer moments.
 _COPIES_PER_PARAMETER = 4
@@ -26,13 +24,17 @@ def build_model(layer_specs, input_shape, dtype=np.float32, rng=None, batch_size
         ``"trainable": False`` to freeze its parameters. A layer whose size follows its input declares
         which argument that is (``Conv2D.input_size_argument == "in_channels"``; ``in_features`` for
         Dense, ``num_features`` for BatchNorm2D): it is filled in from the incoming shape, which each
-        layer's ``output_shape`` carries on to the next. Nothing is computed.
+        layer's ``output_shape`` carries on to the next. Nothing is computed. ``type`` is a class
+        name (``"Conv2D"``, or a layer of your own once its module is imported) or
+        ``"package.module:ClassName"``, which imports that module (running its code, as any import
+        does). A key holding a list of layer tables (a ``Residual``'s ``body`` and ``shortcut``) is
+        built as a :class:`Sequential` that reads the block's input.
     input_shape : (C, H, W)
     dtype : float32 or float64, for layers that hold parameters
     rng : int seed, numpy.random.Generator or None
         Each layer that draws random numbers gets its own Generator, seeded from this one in order.
     batch_size : int
-        The batch the memory estimate assumes (:func:`_training_bytes`).
+        The batch the memory estimate assumes (each layer's ``training_bytes``).
 
     Raises ValueError naming ``model.layers[i]`` and the key for an unknown type or a bad argument,
     and the shapes for a layer that does not fit its input; MemoryError naming the layer when the
@@ -42,26 +44,35 @@ def build_model(layer_specs, input_shape, dtype=np.float32, rng=None, batch_size
     rng = as_generator(rng)
     dtype = np.dtype(dtype)
     shape = (1,) + tuple(int(s) for s in input_shape)
-    layers, used = [], 0
-    for i, spec in enumerate(layer_specs):
-        where = f"model.layers[{i}]"
-        layer = _build_within(dict(spec), shape, dtype, rng, where, left=io.memory_budget() - used)
-        out = _output_shape(layer, shape, where=where)
-        used += _training_bytes(layer, shape, out, batch_size, dtype.itemsize)
-        io.check_budget(
-            used, f"{where} ({type(layer).__name__}): the model so far, trained on batches of {batch_size},"
-        )
-        shape = out
-        layers.append(layer)
+    layers, _ = _build_sequence(layer_specs, shape, dtype, rng, "model.layers", batch_size)
     return Sequential(layers)
 
 
-def _build_within(spec: dict, shape, dtype: np.dtype, rng, where: str, left: int) -> Layer:
+def _build_sequence(specs, shape, dtype: np.dtype, rng, where: str, batch_size: int, used: int = 0):
+    """Layers from ``specs`` in order, each one's input size filled in from the shape before it;
+    returns them and the output shape. ``used``: bytes the model takes before these layers."""
+    layers = []
+    for i, spec in enumerate(specs):
+        here = f"{where}[{i}]"
+        layer = _build_within(
+            dict(spec), shape, dtype, rng, here, left=io.memory_budget() - used, batch=batch_size
+        )
+        out = _output_shape(layer, shape, where=here)
+        used += layer.training_bytes(shape, batch_size, dtype.itemsize)
+        io.check_budget(
+            used, f"{here} ({type(layer).__name__}): the model so far, trained on batches of {batch_size},"
+        )
+        shape = out
+        layers.append(layer)
+    return layers, shape
+
+
+def _build_within(spec: dict, shape, dtype: np.dtype, rng, where: str, left: int, batch: int) -> Layer:
     """:func:`_build_layer` with the budget its weights may take: what is ``left``, shared with their
     gradients and optimizer state, so that no weights are drawn that training could not hold."""
     try:
         with io.budget_limited_to(left // _COPIES_PER_PARAMETER):
-            return _build_layer(spec, shape, dtype, rng, where)
+            return _build_layer(spec, shape, dtype, rng, where, batch)
     except MemoryError as exc:
         raise MemoryError(
             f"{where}: {exc}; the weights, their gradients and optimizer state share the "
@@ -69,20 +80,23 @@ def _build_within(spec: dict, shape, dtype: np.dtype, rng, where: str, left: int
         ) from None
 
 
-def _training_bytes(layer: Layer, shape, out, batch_size: int, itemsize: int) -> int:
-    """Bytes ``layer`` adds while training on one batch: its parameters (times
-    :data:`_COPIES_PER_PARAMETER`), its output and that output's gradient, and for a Conv2D the
-    expanded input (N, H_out, W_out, C_in * kh * kw) the matrix product reads (Python ints)."""
-    parameters = sum(p.data.nbytes for p in layer.parameters()) * _COPIES_PER_PARAMETER
-    activations = 2 * batch_size * math.prod(out[1:]) * itemsize
-    if isinstance(layer, Conv2D):
-        kh, kw = layer.kernel_size
-        activations += batch_size * math.prod(out[2:]) * shape[1] * kh * kw * itemsize
-    return parameters + activations
+def _is_table(value) -> bool:
+    return isinstance(value, dict) and "type" in value
+
+
+def _build_children(spec: dict, shape, dtype: np.dtype, rng, where: str, batch: int) -> None:
+    """Nested layer tables in ``spec`` (a Residual's ``body`` and ``shortcut``) become layers, in
+    place: a list of tables a list of layers (which Residual makes a :class:`Sequential`), one table
+    a layer; each list starts from the block's input shape."""
+    for key, value in spec.items():
+        if isinstance(value, list) and value and all(_is_table(v) for v in value):
+            spec[key], _ = _build_sequence(value, shape, dtype, rng, f"{where}.{key}", batch)
+        elif _is_table(value):
+            (spec[key],), _ = _build_sequence([value], shape, dtype, rng, f"{where}.{key}", batch)
 
 
 def _build_layer(
-    spec: dict, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator, where: str
+    spec: dict, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator, where: str, batch: int
 ) -> Layer:
     """One layer from its spec, its input size filled in from ``shape`` (batch axis first)."""
     cls = _layer_class(spec.pop("type", None), where)
@@ -104,19 +118,21 @@ def _build_layer(
         spec["dtype"] = dtype
     if "rng" in params:
         spec["rng"] = np.random.default_rng(rng.integers(2**63))
+    _build_children(spec, shape, dtype, rng, where, batch)
     try:
-        layer = cls(**spec)
+        layer = cls.from_config(spec)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where} ({cls.__name__}): {exc}") from None
     return layer if trainable else layer.freeze()
 
 
 def _layer_class(kind, where: str) -> type[Layer]:
-    if kind not in LAYERS:
-        close = difflib.get_close_matches(str(kind), list(LAYERS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{where}.type = {kind!r}: unknown layer{hint}; known: {', '.join(LAYERS)}")
-    return LAYERS[kind]
+    """The class a config's ``type`` names; the long form ``"package.module:ClassName"`` imports that
+    module (which runs its code, as any import does)."""
+    try:
+        return layer_class(kind, allow_import=True)
+    except UnknownLayerError as exc:
+        raise ValueError(f"{where}.type = {kind!r}: {exc}") from None
 
 
 def _check_arguments(cls: type[Layer], spec: dict, accepted: list[str], where: str) -> None:

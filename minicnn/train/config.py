@@ -189,19 +189,24 @@ class ModelConfig(_Section):
         if not isinstance(self.layers, (list, tuple)) or not self.layers:
             raise ConfigError("model.layers: expected at least one [[model.layers]] table")
         for i, layer in enumerate(self.layers):
-            if not isinstance(layer, dict):
-                raise ConfigError(
-                    f"model.layers[{i}] = {_describe(layer)}: expected a table with a 'type' key"
-                )
-            if not isinstance(layer.get("type"), str):
-                raise ConfigError(
-                    f"model.layers[{i}].type: expected a layer name string, "
-                    f"got {_describe(layer.get('type'))}"
-                )
-            for key, value in layer.items():
-                if not _finite(value):
-                    raise ConfigError(f"model.layers[{i}].{key} = {value!r}: expected finite numbers")
+            _check_layer_table(layer, f"model.layers[{i}]")
         object.__setattr__(self, "layers", tuple(dict(layer) for layer in self.layers))
+
+
+def _check_layer_table(layer, where: str) -> None:
+    """One ``[[model.layers]]`` table, and the layer tables nested in it (a Residual's ``body``)."""
+    if not isinstance(layer, dict):
+        raise ConfigError(f"{where} = {_describe(layer)}: expected a table with a 'type' key")
+    if not isinstance(layer.get("type"), str):
+        raise ConfigError(f"{where}.type: expected a layer name string, got {_describe(layer.get('type'))}")
+    for key, value in layer.items():
+        if not _finite(value):
+            raise ConfigError(f"{where}.{key} = {value!r}: expected finite numbers")
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for j, item in enumerate(value):
+                _check_layer_table(item, f"{where}.{key}[{j}]")
+        elif isinstance(value, dict):
+            _check_layer_table(value, f"{where}.{key}")
 
 
 @dataclass(frozen=True)
@@ -382,6 +387,28 @@ def _typed(path: str, text: str, ftype):
         raise ConfigError(f"--set {path}={text}: expected {_TYPE_NAMES.get(ftype, 'a TOML value')}") from None
 
 
+def _set_layer_key(raw: dict, keys: list[str], path: str, text: str) -> None:
+    """``model.layers.<index>.<key>=value``, or deeper in a block: ``model.layers.3.body.0.out_channels``."""
+    model = raw.setdefault("model", {})
+    if len(keys) < 4 or len(keys) % 2 or not all(k.isdigit() for k in keys[2:-1:2]):
+        raise ConfigError(
+            f"--set {path}: layer keys are written model.layers.<index>.<key> "
+            "(in a block: model.layers.<index>.body.<index>.<key>)"
+        )
+    table, where = model, "model"
+    for name, index in zip(keys[1:-1:2], keys[2:-1:2]):
+        layers = table.get(name) if isinstance(table, dict) else None
+        if not isinstance(layers, list) or not all(isinstance(v, dict) for v in layers):
+            raise ConfigError(f"--set {path}: {where}.{name} is not a list of layer tables")
+        if int(index) >= len(layers):
+            count = len(layers)
+            raise ConfigError(
+                f"--set {path}: there are {count} layers in {where}.{name} (indices 0 to {count - 1})"
+            )
+        table, where = layers[int(index)], f"{where}.{name}[{index}]"
+    table[keys[-1]] = _parse_toml_value(text)
+
+
 def apply_override(raw: dict, assignment: str) -> dict:
     """Apply ``"key.path=value"`` to the nested dict ``raw`` (in place; returned too).
 
@@ -394,14 +421,7 @@ def apply_override(raw: dict, assignment: str) -> dict:
     path, text = (part.strip() for part in assignment.split("=", 1))
     keys = path.replace("[", ".").replace("]", "").split(".")
     if keys[:2] == ["model", "layers"]:
-        layers = raw.setdefault("model", {}).get("layers")
-        if len(keys) != 4 or not keys[2].isdigit():
-            raise ConfigError(f"--set {path}: layer keys are written model.layers.<index>.<key>")
-        index = int(keys[2])
-        if not isinstance(layers, list) or index >= len(layers):
-            count = len(layers) if isinstance(layers, list) else 0
-            raise ConfigError(f"--set {path}: there are {count} layers (indices 0 to {count - 1})")
-        layers[index][keys[3]] = _parse_toml_value(text)
+        _set_layer_key(raw, keys, path, text)
         return raw
     cls: typing.Any = Config  # the section being descended into
     node = raw
@@ -504,6 +524,12 @@ def _toml_value(value) -> str:
     raise ConfigError(f"cannot write a {type(value).__name__} to TOML")
 
 
+def _holds_layer_tables(value) -> bool:
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(v, dict) and "type" in v for v in value)
+    return isinstance(value, dict) and "type" in value
+
+
 def _toml_key(key: str) -> str:
     return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else json.dumps(key)
 
@@ -523,8 +549,16 @@ def to_toml(cfg: Config) -> str:
             if isinstance(value, dict):
                 table(f"{name}.{key}" if name else key, value)
         for layer in values.get("layers", []):
-            lines.append(f"\n[[{name}.layers]]")
-            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in layer.items())
+            layer_table(f"{name}.layers", layer, "[[{}]]")
+
+    def layer_table(path: str, layer: dict, header: str):
+        """A layer's table; nested layer tables (a Residual's body) follow as tables of their own."""
+        nested = {k: v for k, v in layer.items() if _holds_layer_tables(v)}
+        lines.append("\n" + header.format(path))
+        lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in layer.items() if k not in nested)
+        for key, value in nested.items():
+            for item in value if isinstance(value, list) else [value]:
+                layer_table(f"{path}.{_toml_key(key)}", item, "[[{}]]" if isinstance(value, list) else "[{}]")
 
     table("", raw)
     return "\n".join(lines).lstrip("\n") + "\n"
