@@ -6,6 +6,7 @@ is measured in benchmarks/, never here. Worker processes started by joblib inher
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,51 @@ def _train_run(out, *options: str, config="digits_fast.toml") -> Path:
 def train_run():
     """A function that trains a short run in this process: see :func:`_train_run`."""
     return _train_run
+
+
+# ----------------------------------------------------------------------------------------------
+# A real headless Chromium, for the explorer page (tests/test_explore.py, tests/test_layer_contract.py)
+# ----------------------------------------------------------------------------------------------
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium, 1280x1100, driven through chromedriver (no Selenium Manager download)."""
+    found = _chromium()
+    if found is None:
+        if os.environ.get("MINICNN_REQUIRE_BROWSER") == "1":
+            pytest.fail(
+                "MINICNN_REQUIRE_BROWSER=1 but chromium / chromedriver are not installed "
+                "(apt-get install chromium chromium-driver)"
+            )
+        pytest.skip("no chromium / chromedriver on this machine (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1100",
+        "--allow-file-access-from-files",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def open_page(browser, path: Path):
+    browser.get(Path(path).resolve().as_uri())
+    assert browser.execute_script("return typeof window.minicnnExplorer") == "object", browser.execute_script(
+        "return document.body.innerText"
+    )[:500]
+    return lambda script, *args: browser.execute_script("return window.minicnnExplorer." + script, *args)

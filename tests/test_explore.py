@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import open_page
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -284,51 +285,6 @@ def test_package_data_declares_the_page_assets():
 # ----------------------------------------------------------------------------------------------
 # The page in a real browser
 # ----------------------------------------------------------------------------------------------
-
-
-def _chromium() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """A headless Chromium, 1280x1100, driven through chromedriver (no Selenium Manager download)."""
-    found = _chromium()
-    if found is None:
-        if os.environ.get("MINICNN_REQUIRE_BROWSER") == "1":
-            pytest.fail(
-                "MINICNN_REQUIRE_BROWSER=1 but chromium / chromedriver are not installed "
-                "(apt-get install chromium chromium-driver)"
-            )
-        pytest.skip("no chromium / chromedriver on this machine (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1100",
-        "--allow-file-access-from-files",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
-
-
-def open_page(browser, path: Path):
-    browser.get(Path(path).resolve().as_uri())
-    assert browser.execute_script("return typeof window.minicnnExplorer") == "object", browser.execute_script(
-        "return document.body.innerText"
-    )[:500]
-    return lambda script, *args: browser.execute_script("return window.minicnnExplorer." + script, *args)
 
 
 @pytest.fixture(scope="module")
@@ -600,10 +556,14 @@ def test_page_says_when_it_cannot_draw_a_model(browser, tmp_path):
     )
     path = tmp_path / "conv-only.html"
     path.write_text(explore.render_page(explore.page_data(run)))
-    open_page(browser, path)
+    page = open_page(browser, path)
     message = browser.find_element("id", "unsupported")
-    assert message.is_displayed() and "cannot draw this model" in message.text and "(2, 6, 6)" in message.text
-    assert not browser.find_element("id", "explorer").is_displayed()
+    assert message.is_displayed() and "draws this model only in part" in message.text
+    assert "(2, 6, 6)" in message.text
+    # the convolution it can run is drawn, the prediction is not
+    assert browser.find_element("id", "explorer").is_displayed()
+    assert len(page("forward(window.minicnnExplorer.state.input)")) == 2  # the input and the conv's maps
+    assert browser.execute_script("return document.getElementById('prediction').textContent") == ""
 
 
 @st.composite

@@ -40,6 +40,7 @@ import numpy as np
 
 from ...io import check_budget
 from ..parameter import Parameter
+from ..utils import check_dtype
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
 
@@ -188,6 +189,47 @@ def _checked_forward(forward: Callable) -> Callable:
     return checked
 
 
+def _json_argument(value):
+    """A constructor argument as a saved config holds it (see :meth:`Layer.get_config`)."""
+    if isinstance(value, np.random.Generator):
+        return None
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return np.dtype(value).name
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return [_json_argument(v) for v in value]
+    return value
+
+
+def _recorded_init(init: Callable) -> Callable:
+    """``__init__`` that first records the arguments it was called with (the outermost call only, so
+    a subclass calling ``super().__init__`` keeps its own), for the default :meth:`Layer.get_config`."""
+    signature = inspect.signature(init)
+    variadic = any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values())
+    var_keyword = next((p.name for p in signature.parameters.values() if p.kind == p.VAR_KEYWORD), None)
+
+    @functools.wraps(init)
+    def recorded(self, *args, **kwargs):
+        if "_init_arguments" not in vars(self):
+            arguments: dict = {}
+            if not variadic:
+                try:
+                    bound = signature.bind(self, *args, **kwargs)
+                except TypeError:
+                    bound = None  # the call itself fails below, with Python's own message
+                if bound is not None:
+                    bound.apply_defaults()
+                    arguments = dict(list(bound.arguments.items())[1:])  # not self
+                    if var_keyword is not None:
+                        arguments.update(arguments.pop(var_keyword, {}))
+            self._init_arguments = {k: _json_argument(v) for k, v in arguments.items()}
+        init(self, *args, **kwargs)
+
+    recorded.__minicnn_recorded__ = True  # type: ignore[attr-defined]
+    return recorded
+
+
 @dataclass(frozen=True)
 class Window:
     """A sliding window over the spatial axes, as receptive fields need it (first axis, then second).
@@ -243,6 +285,9 @@ class Layer:
         forward = cls.__dict__.get("forward")
         if forward is not None and not getattr(forward, "__minicnn_checked__", False):
             cls.forward = _checked_forward(forward)  # type: ignore[method-assign]
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "__minicnn_recorded__", False):
+            cls.__init__ = _recorded_init(init)  # type: ignore[misc,method-assign]
         _register(cls)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -388,6 +433,22 @@ class Layer:
         finally:
             self.train(was_training)
 
+    def astype(self, dtype) -> Layer:
+        """Convert every parameter, gradient and buffer (children's too) to ``dtype`` (float32 or
+        float64) in place, and each layer's ``dtype`` setting with them; returns the layer.
+        ``model.astype(np.float64)`` makes a model checkable by :mod:`minicnn.nn.gradcheck`."""
+        dtype = check_dtype(dtype)
+        for _, layer in self.named_layers():
+            for value in vars(layer).values():
+                if isinstance(value, Parameter):
+                    value.data = value.data.astype(dtype)
+                    value.grad = np.zeros_like(value.data)
+            for name in layer.buffer_names:
+                setattr(layer, name, getattr(layer, name).astype(dtype))
+            if isinstance(getattr(layer, "dtype", None), np.dtype):
+                layer.dtype = dtype  # type: ignore[attr-defined]
+        return self
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed as PyTorch keys them (``"0.weight"``)."""
         state = {name: p.data.copy() for name, p in self.named_parameters()}
@@ -420,8 +481,13 @@ class Layer:
     # --- description and records -------------------------------------------------------------
     def get_config(self) -> dict:
         """Constructor arguments as JSON-friendly values: ``type(self)(**get_config())`` rebuilds it
-        (a child layer may stand as a value: records turn it into its own record)."""
-        return {}
+        (a child layer may stand as a value: records turn it into its own record).
+
+        By default, the arguments the layer was constructed with, recorded when its ``__init__`` ran
+        (a random generator is recorded as None: loading draws other initial weights, then replaces
+        them with the saved ones; a dtype by its name). Override it where the arguments do not
+        rebuild the layer; saving checks that they do."""
+        return dict(getattr(self, "_init_arguments", {}))
 
     @classmethod
     def from_config(cls, config: dict) -> Layer:
