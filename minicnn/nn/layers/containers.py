@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _threads
 from .activation import ReLU
-from .base import Layer, layer_record
+from .base import BUILTIN_JAVASCRIPT, Layer, layer_record
 from .pooling import MaxPool2D
 from .saving import ClassOnly, layers_from_records, load_model, save_model
 
@@ -314,6 +314,8 @@ class Residual(Layer):
 
     Shapes: (N, C, H, W) -> the body's output shape, which the shortcut's must equal.
     """
+
+    javascript = BUILTIN_JAVASCRIPT  # the page's Residual: the sum of its two inputs
 
     def __init__(self, body, shortcut=None) -> None:
         self.body = _as_layer(body, "Residual", "body")
