@@ -19,6 +19,6 @@ __version__ = "0.2.0"
 # the framework's public names (nn.__all__: Conv2D, Sequential, Adam, ...), listed once, in minicnn.nn
 from .nn import *  # noqa: E402, F403
 from .nn import __all__ as _framework_names  # noqa: E402
-from .nn._threads import get_num_threads, set_num_threads  # noqa: E402
+from .nn.threads import get_num_threads, set_num_threads  # noqa: E402
 
 __all__ = [*_framework_names, "set_num_threads", "get_num_threads", "__version__"]

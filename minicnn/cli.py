@@ -112,22 +112,22 @@ def _figure_writer(figures, quiet: bool, label_smoothing: float = 0.0):
 
 @contextlib.contextmanager
 def blas_threads(threads: int, quiet: bool = True, watching=None):
-    """Use ``threads`` BLAS threads (0: :class:`minicnn.nn._threads.AutoThreads`) while training, then
+    """Use ``threads`` BLAS threads (0: :class:`minicnn.nn.threads.AutoThreads`) while training, then
     restore the count. Yields the per-epoch callback that re-chooses the automatic count, or None.
-    ``watching``: an AutoThreads already watching the load (:meth:`~minicnn.nn._threads.AutoThreads.watch`)
+    ``watching``: an AutoThreads already watching the load (:meth:`~minicnn.nn.threads.AutoThreads.watch`)
     for the automatic count, which then need not wait to look.
 
     Why: OpenBLAS's threads spin while they wait for each other, so on a machine whose cores are
     busy with other work, a thread per core makes training several times slower (README, "Speed").
     """
-    from .nn import _threads
+    from .nn import threads as threads_api
 
-    previous = _threads.get_num_threads()
+    previous = threads_api.get_num_threads()
     if threads:
-        _threads.set_num_threads(threads)
+        threads_api.set_num_threads(threads)
         governor = None
     else:
-        governor = watching or _threads.AutoThreads()
+        governor = watching or threads_api.AutoThreads()
         if governor.start() is not None and not quiet:
             print(
                 f"BLAS threads: {governor.threads} (automatic: other processes use {governor.others:.1f} of "
@@ -137,7 +137,7 @@ def blas_threads(threads: int, quiet: bool = True, watching=None):
         yield None if governor is None else governor.update
     finally:
         if previous is not None:
-            _threads.set_num_threads(previous)
+            threads_api.set_num_threads(previous)
 
 
 def _each(*hooks):
@@ -182,7 +182,7 @@ def _config_and_run_dir(args, overrides):
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
     args = build_parser().parse_args(argv)
-    from .nn._threads import AutoThreads
+    from .nn.threads import AutoThreads
 
     watching = AutoThreads().watch()  # the load while the program starts, for --threads 0 (automatic)
     try:

@@ -148,3 +148,137 @@ def test_the_checks_catch_a_forbidden_import(tmp_path, monkeypatch):
 
 def _stdlib() -> frozenset[str]:
     return frozenset(sys.stdlib_module_names)
+
+
+# ----------------------------------------------------------------------------------------------
+# No import cycles; no private name reached across modules
+# ----------------------------------------------------------------------------------------------
+
+
+def module_graph(package: Path) -> dict[str, set[str]]:
+    """``{module: the minicnn modules it imports}`` (anywhere in the file, functions included), each
+    named as a module that exists (``from .layers import Conv2D`` is an edge to ``minicnn.nn.layers``)."""
+    paths = sorted(package.rglob("*.py"))
+    root = package.parent
+    known = {
+        ".".join(
+            p.relative_to(root).with_suffix("").parts[:-1]
+            if p.name == "__init__.py"
+            else p.relative_to(root).with_suffix("").parts
+        )
+        for p in paths
+    }
+    graph = {}
+    for path in paths:
+        relative = path.relative_to(root).with_suffix("")
+        name = ".".join(relative.parts[:-1] if path.name == "__init__.py" else relative.parts)
+        graph[name] = {found for found in _imports_from(path, root, known) if found != name}
+    return graph
+
+
+def _imports_from(path: Path, root: Path, known: set[str]) -> set[str]:
+    """The modules ``path`` imports: ``from X import a`` is an edge to ``X.a`` where that is a module
+    (a submodule), else to ``X``."""
+    relative = path.relative_to(root).with_suffix("")
+    package = ".".join(relative.parts[:-1] if path.name == "__init__.py" else relative.parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            stem = (
+                ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else node.module or ""
+            )
+            for alias in node.names:
+                found.add(f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in known else stem)
+    return {name for name in found if name in known}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_package_has_no_import_cycles():
+    cycle = find_cycle(module_graph(PACKAGE))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_lazy_cycle(tmp_path):
+    fake = tmp_path / "minicnn"
+    (fake / "data").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "data" / "__init__.py").write_text("")
+    (fake / "data" / "a.py").write_text("from .b import thing\n")
+    (fake / "data" / "b.py").write_text("def f():\n    from . import a\n")
+    assert find_cycle(module_graph(fake)) == ["minicnn.data.a", "minicnn.data.b", "minicnn.data.a"]
+
+
+def private_imports(package: Path) -> list[str]:
+    """``from X import _name`` of another minicnn module's private name, and private modules
+    (``_threads``) imported from outside the package that holds them."""
+    offences = []
+    root = package.parent
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(root).with_suffix("")
+        own_package = ".".join(relative.parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = own_package.split(".")
+            module = (
+                ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else node.module or ""
+            )
+            if not module.startswith("minicnn"):
+                continue
+            where = f"{path.relative_to(root)}:{node.lineno}"
+            for alias in node.names:
+                target = f"{module}.{alias.name}"
+                parts = target.split(".")
+                for i, part in enumerate(parts):
+                    if part.startswith("_") and not part.startswith("__"):
+                        holder = ".".join(parts[:i])
+                        inside = own_package == holder or own_package.startswith(holder + ".")
+                        if not inside:
+                            offences.append(f"{where} imports {target}")
+                        break
+    return offences
+
+
+def test_no_private_name_is_imported_across_modules():
+    offences = private_imports(PACKAGE)
+    assert not offences, "\n".join(offences)
+
+
+def test_the_private_check_catches_a_private_helper(tmp_path):
+    fake = tmp_path / "minicnn"
+    (fake / "see").mkdir(parents=True)
+    (fake / "see" / "a.py").write_text("from .plots import _bare\nfrom ..nn._threads import AutoThreads\n")
+    (fake / "see" / "b.py").write_text("from . import _private_module\n")  # inside its own package: fine
+    assert private_imports(fake) == [
+        "minicnn/see/a.py:1 imports minicnn.see.plots._bare",
+        "minicnn/see/a.py:2 imports minicnn.nn._threads.AutoThreads",
+    ]

@@ -11,16 +11,15 @@ from .datasets import (
     as_labels,
     as_pixels,
     channel_stats,
-    load_dataset,
     load_digits_arrays,
     read_idx,
     read_npz_xy,
-    read_source,
     split_indices,
     standardize,
     write_idx,
 )
 from .download import DownloadError, RemoteFile, cache_root, fetch
+from .loading import load_dataset, read_source
 
 __all__ = [
     "SOURCES",
