@@ -1,9 +1,12 @@
 """The framework: parameters, the convolution math, layers, losses, the model, optimizers, gradient checks.
 
 Imports only NumPy (and :mod:`minicnn.io` for files). ``minicnn.nn.functional`` is the readable,
-stateless math; the layers hold parameters and call it (or the fast private lowering).
+stateless math; the layers hold parameters and call it (or the fast private lowering). The math, the
+losses and the optimizers also run on other Array API libraries (CuPy, ...): ``to_device`` and
+``to_host`` move arrays (:mod:`minicnn.nn._backend`).
 """
 
+from ._backend import DeviceUnavailable, to_device, to_host
 from .layers import (
     LAYERS,
     AvgPool2D,
@@ -34,6 +37,7 @@ __all__ = [
     "BatchNorm2D",
     "Conv2D",
     "Dense",
+    "DeviceUnavailable",
     "Dropout",
     "Flatten",
     "GlobalAvgPool2D",
@@ -47,4 +51,6 @@ __all__ = [
     "Sigmoid",
     "SoftmaxCrossEntropy",
     "Tanh",
+    "to_device",
+    "to_host",
 ]
