@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._backend import asarray_like, device, is_array, namespace, size
+from ._backend import asarray_like, device, is_array, isdtype, namespace, size
 from .functional import log_softmax
 
 
@@ -32,7 +32,7 @@ class Loss:
         return self.forward(outputs, targets)
 
     def _outputs(self, outputs, expected: str):
-        if not is_array(outputs) or not namespace(outputs).isdtype(outputs.dtype, "real floating"):
+        if not is_array(outputs) or not isdtype(outputs, "real floating"):
             got = type(outputs).__name__ if not is_array(outputs) else f"dtype {outputs.dtype}"
             raise TypeError(
                 f"{type(self).__name__}: expected outputs as a float ndarray of shape {expected}, got {got}"
@@ -74,7 +74,7 @@ class SoftmaxCrossEntropy(Loss):
         n, k = logits.shape
         xp = namespace(logits)
         targets = asarray_like(targets, logits)
-        if targets.shape != (n,) or not xp.isdtype(targets.dtype, "integral"):
+        if targets.shape != (n,) or not isdtype(targets, "integral"):
             raise ValueError(
                 f"SoftmaxCrossEntropy: expected integer labels of shape ({n},), "
                 f"got {targets.dtype} array of shape {targets.shape}"
@@ -91,15 +91,13 @@ class SoftmaxCrossEntropy(Loss):
         return float(-xp.sum(target * log_probs) / n)
 
     def _smoothed_one_hot(self, xp, labels, k: int, where):
-        """The target distribution, (N, K) float64: ``1 - s + s/K`` on each label, ``s/K`` elsewhere.
+        """The target distribution, (N, K) float64: ``s/K + (1 - s)`` on each label, ``s/K`` elsewhere.
 
         Built by comparing with ``arange(K)``, not by writing at ``[arange(N), labels]``: the Array
-        API standard has no integer-array assignment.
+        API standard has no integer-array assignment. (Adding ``(1 - s) * 0.0`` leaves ``s/K`` exact.)
         """
-        rest = self.label_smoothing / k
         is_label = xp.arange(k, device=where)[None, :] == labels[:, None]
-        share = xp.full(is_label.shape, rest + (1.0 - self.label_smoothing), dtype=xp.float64, device=where)
-        return xp.where(is_label, share, xp.full(is_label.shape, rest, dtype=xp.float64, device=where))
+        return self.label_smoothing / k + xp.astype(is_label, xp.float64) * (1.0 - self.label_smoothing)
 
     def backward(self):
         probs = self._cached(self._probs)
