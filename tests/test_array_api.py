@@ -16,6 +16,7 @@ from minicnn.nn import functional as F
 from minicnn.nn._backend import (
     GPU_INSTALL,
     DeviceUnavailable,
+    asarray_like,
     namespace,
     to_device,
     to_host,
@@ -30,7 +31,7 @@ DEVICE = xps.Device("device1")
 
 
 def strict(array):
-    return xps.asarray(np.asarray(array), device=DEVICE)
+    return to_device(np.asarray(array), (xps, DEVICE))
 
 
 def assert_matches(portable, reference, exact=False, device=DEVICE):
@@ -247,15 +248,15 @@ def test_optimizer_state_moves_and_resumes_on_another_library(rng):
     for step, step_grads in enumerate(grads):
         if step == 2:
             for p in move:
-                p.to(xps)
-            opt_move.to(xps)
-            assert all(namespace(a) is xps for arrays in opt_move.state.values() for a in arrays)
+                p.to((xps, DEVICE))
+            opt_move.to((xps, DEVICE))
+            assert all(a.device == DEVICE for arrays in opt_move.state.values() for a in arrays)
         for p, q, g in zip(stay, move, step_grads):
-            p.grad[...], q.grad[...] = g, to_device(g, namespace(q.grad))
+            p.grad[...], q.grad[...] = g, asarray_like(g, q.grad)  # on q's library and device
         opt_stay.step()
         opt_move.step()
     for p, q in zip(stay, move):
-        assert_matches(q.data, p.data, device=xps.Device("CPU_DEVICE"))  # to(xps): its default device
+        assert_matches(q.data, p.data)
     # a checkpoint from one library loads into an optimizer on the other
     fresh = Adam([Parameter(strict(v)) for v in values], lr=0.01)
     fresh.load_state_dict(opt_stay.state_dict())
@@ -292,11 +293,15 @@ def test_to_host_copies_and_to_device_keeps_arrays_already_there(rng):
     values = rng.standard_normal(5)
     assert to_device(values, "cpu") is values
     moved = to_device(values, xps)
+    assert moved.device == xps.Device("CPU_DEVICE")  # a module alone: its default device
     assert to_device(moved, xps) is moved
-    host = to_host(moved)
+    on_device1 = to_device(moved, (xps, DEVICE))
+    assert on_device1.device == DEVICE and to_device(on_device1, (xps, DEVICE)) is on_device1
+    host = to_host(on_device1)
     host[0] = 99.0  # a host copy: the device array is not changed through it
-    assert float(moved[0]) == values[0]
-    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or an array namespace .*, got 'tpu'"):
+    assert float(on_device1[0]) == values[0]
+    assert to_host(to_device(on_device1, "cpu")).tobytes() == values.tobytes()
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', an array namespace .*, got 'tpu'"):
         to_device(values, "tpu")
 
 

@@ -8,8 +8,10 @@ NumPy-only call slipped in). NumPy arrays get NumPy itself, without importing ar
 NumPy-only install needs nothing more; other arrays get array_api_compat's namespace when it is
 installed, else ``x.__array_namespace__()``.
 
-A device is ``"cpu"`` (NumPy), ``"cuda"`` (CuPy, imported only when asked for) or an array
-namespace module (``array_api_strict``, for the tests). Random numbers are drawn on the host and
+A device is ``"cpu"`` (NumPy), ``"cuda"`` (CuPy, imported only when asked for), an array namespace
+module (``array_api_strict``: its default device), or a pair (namespace module, one of its devices),
+e.g. ``(array_api_strict, array_api_strict.Device("device1"))``, a device NumPy refuses to read, as it
+would a GPU's (the tests' way to catch a stray NumPy call). Random numbers are drawn on the host and
 moved, so a seed gives the same initial weights on every device; files always hold NumPy arrays
 (:func:`to_host`).
 
@@ -180,26 +182,37 @@ def to_host(array) -> np.ndarray:
     return np.array(np.from_dlpack(array), copy=True)
 
 
-def to_device(array, device: str | ModuleType):
-    """``array`` on ``device``: "cpu" (a NumPy array), "cuda" (a CuPy array) or an array namespace
-    module (an array of that library, e.g. ``array_api_strict``).
+Device = str | ModuleType | tuple[ModuleType, Any]
+
+
+def to_device(array, device: Device):
+    """``array`` on ``device``: "cpu" (a NumPy array), "cuda" (a CuPy array), an array namespace
+    module (an array of that library on its default device, e.g. ``array_api_strict``), or a pair
+    (namespace module, device of that library).
 
     An array already there is returned as it is; otherwise it is copied. Raises DeviceUnavailable
     (one line, naming what to install) for "cuda" without CuPy or without a GPU, and ValueError
-    for any other device name.
+    for any other device.
     """
-    if device == "cpu":
-        return to_host(array)
-    if device == "cuda":
+    if isinstance(device, str) and device in ("cpu", "cuda"):
+        if device == "cpu":
+            return to_host(array)
         cupy = _cupy()
         return array if _is_cupy(array) else cupy.asarray(to_host(array))
-    if isinstance(device, ModuleType) and hasattr(device, "asarray"):
-        if device is np:
-            return to_host(array)
-        if is_array(array) and not _is_numpy(array) and namespace(array) is device:
+    library, where = device if isinstance(device, tuple) and len(device) == 2 else (device, None)
+    if not (isinstance(library, ModuleType) and hasattr(library, "asarray")):
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', an array namespace module or (module, device), got {device!r}"
+        )
+    if library is np:
+        return to_host(array)
+    if is_array(array) and not _is_numpy(array) and namespace(array) is library:
+        if where is None or array.device == where:
             return array
-        return device.asarray(to_host(array), copy=True)
-    raise ValueError(f"device must be 'cpu', 'cuda' or an array namespace module, got {device!r}")
+        return array.to_device(where)
+    if where is None:
+        return library.asarray(to_host(array), copy=True)
+    return library.asarray(to_host(array), copy=True, device=where)
 
 
 def asarray_like(value, like):

@@ -12,11 +12,10 @@ The updates use only the Python Array API standard, on the parameters' own libra
 from __future__ import annotations
 
 import math
-from types import ModuleType
 
 import numpy as np
 
-from ._backend import asarray_like, namespace, to_device, to_host
+from ._backend import Device, asarray_like, namespace, to_device, to_host
 from .parameter import Parameter
 
 
@@ -46,10 +45,10 @@ class Optimizer:
             name: [namespace(p.data).zeros_like(p.data) for p in self.params] for name in self._buffers
         }
 
-    def to(self, device: str | ModuleType) -> Optimizer:
-        """Move the state arrays (momentum, running averages) to ``device``: "cpu", "cuda" or an array
-        namespace module (see :func:`minicnn.nn._backend.to_device`). Move the parameters too (the
-        model's ``to``); an update needs both on one device. Returns the optimizer."""
+    def to(self, device: Device) -> Optimizer:
+        """Move the state arrays (momentum, running averages) to ``device``: "cpu", "cuda", an array
+        namespace module, or (module, device) (see :func:`minicnn.nn._backend.to_device`). Move the
+        parameters too (the model's ``to``): an update needs both on one device. Returns the optimizer."""
         self.state = {name: [to_device(a, device) for a in arrays] for name, arrays in self.state.items()}
         return self
 

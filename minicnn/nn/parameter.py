@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ._backend import is_array, namespace, size, to_device
+from ._backend import Device, is_array, namespace, size, to_device
 
 
 class Parameter:
@@ -51,10 +50,10 @@ class Parameter:
     def zero_grad(self) -> None:
         self.grad[...] = 0.0
 
-    def to(self, device: str | ModuleType) -> Parameter:
-        """Move ``data`` and ``grad`` to ``device``: "cpu" (NumPy), "cuda" (CuPy) or an array namespace
-        module (see :func:`minicnn.nn._backend.to_device`). Values are kept bit for bit; an array
-        already there is not copied. Returns the parameter."""
+    def to(self, device: Device) -> Parameter:
+        """Move ``data`` and ``grad`` to ``device``: "cpu" (NumPy), "cuda" (CuPy), an array namespace
+        module, or (module, device) (see :func:`minicnn.nn._backend.to_device`). Values are kept bit
+        for bit; an array already there is not copied. Returns the parameter."""
         self.data, self.grad = to_device(self.data, device), to_device(self.grad, device)
         return self
 
