@@ -4,6 +4,7 @@ refuses every call the Array API standard does not define. Plus the devices: mov
 one clear line for "cuda" without CuPy."""
 
 import sys
+import types
 
 import array_api_strict as xps
 import numpy as np
@@ -315,3 +316,31 @@ def test_cuda_without_cupy_is_one_clear_line(monkeypatch):
     assert isinstance(info.value, ValueError)  # so commands report it in one line and exit 2
     with pytest.raises(DeviceUnavailable, match="needs CuPy"):
         Parameter(np.zeros(3)).to("cuda")
+
+
+def test_cuda_with_cupy_but_no_gpu_is_one_clear_line(monkeypatch):
+    def no_device():
+        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    fake_cupy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_device))
+    )
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    with pytest.raises(
+        DeviceUnavailable, match=r"^device 'cuda': CuPy is installed but finds no GPU"
+    ) as info:
+        to_device(np.zeros(3), "cuda")
+    assert "\n" not in str(info.value)
+
+
+def test_namespace_without_array_api_compat_asks_the_arrays(monkeypatch, rng):
+    monkeypatch.setitem(sys.modules, "array_api_compat", None)  # import array_api_compat now fails
+    x = strict(rng.standard_normal((1, 1, 4, 4)))
+    assert namespace(x, x) is xps and namespace(np.zeros(2), 1.0, None) is np
+    assert_matches(F.avg_pool2d(x, (2, 2), (2, 2)), F.avg_pool2d(to_host(x), (2, 2), (2, 2)))
+    with pytest.raises(
+        TypeError, match="expected arrays of one array library, got .*Array and numpy.ndarray"
+    ):
+        namespace(x, np.zeros(2))
+    with pytest.raises(TypeError, match="expected arrays, got list"):
+        namespace(x, [1.0])

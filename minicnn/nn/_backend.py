@@ -65,8 +65,9 @@ _NUMPY_OR_SCALAR = (np.ndarray, np.generic, bool, int, float)
 
 def _foreign_namespace(arrays) -> Any:
     found = [a for a in arrays if a is not None and not isinstance(a, (bool, int, float))]
-    if not all(is_array(a) for a in found):
-        raise TypeError(f"expected arrays, got {', '.join(type(a).__name__ for a in found)}")
+    not_arrays = [type(a).__name__ for a in found if not is_array(a)]
+    if not_arrays:
+        raise TypeError(f"expected arrays, got {', '.join(not_arrays)}")
     try:
         import array_api_compat
     except ImportError:
