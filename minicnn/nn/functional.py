@@ -494,9 +494,9 @@ def log_softmax(logits, dtype=None):
     # log(sum(exp(shifted))) = log1p(sum of the other terms): the largest term is exactly 1, and
     # log1p keeps full precision when the rest are tiny (a confident prediction's loss of 1e-6
     # computed as log(1 + 1e-6) would lose 10 of its 16 digits)
-    largest = xp.argmax(shifted, axis=-1, keepdims=True)  # the first maximum, as the sum leaves out
-    is_largest = xp.arange(shifted.shape[-1], device=device(logits)) == largest
-    others = masked(xp, xp.exp(shifted), xp.logical_not(is_largest))
+    largest = xp.argmax(shifted, axis=-1, keepdims=True)  # the first maximum: the term left out
+    is_other = xp.arange(shifted.shape[-1], device=device(logits)) != largest
+    others = masked(xp, xp.exp(shifted), is_other)
     out = shifted - xp.log1p(xp.sum(others, axis=-1, keepdims=True))
     return xp.astype(out, logits.dtype if dtype is None else dtype, copy=False)
 
