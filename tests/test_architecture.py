@@ -101,6 +101,12 @@ def test_no_function_is_longer_than_60_lines():
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
 
 
+#: The optional packages a file of ``nn`` may import, inside the function that needs them (the array
+#: namespaces of other libraries, and CuPy for device "cuda"; tests/test_optional_imports.py checks
+#: that importing minicnn loads neither).
+NN_OPTIONAL = {"_backend.py": {"array_api_compat", "cupy"}}
+
+
 def test_the_framework_imports_only_numpy_and_itself():
     for path in modules():
         if part(path) != "nn":
@@ -115,8 +121,38 @@ def test_the_framework_imports_only_numpy_and_itself():
         third_party = {
             name.split(".")[0] for name in imported_modules(path) if not name.startswith("minicnn")
         }
-        third_party -= {"numpy", "__future__"} | set(_stdlib())
+        third_party -= {"numpy", "__future__"} | set(_stdlib()) | NN_OPTIONAL.get(path.name, set())
         assert not outside and not third_party, f"{path.name} imports {sorted(outside | third_party)}"
+
+
+#: The portable math asks its arrays for their library; these are the only NumPy names each file uses,
+#: and why. (The fast lowering, _lowering.py, _winograd.py and _threads.py, is NumPy's own.)
+PORTABLE_NUMPY_NAMES = {
+    "functional.py": {"errstate"},  # silences NumPy's overflow warning; no arithmetic
+    "losses.py": set(),
+    "optim.py": {"array", "ndarray", "vdot"},  # host copies for checkpoints; vdot on NumPy arrays only
+    "parameter.py": {"asarray", "generic", "ndarray"},  # NumPy for what is not an array yet
+}
+
+
+def numpy_names(path: Path) -> set[str]:
+    """The ``np.<name>`` attributes that ``path``'s code (not its docstrings) uses."""
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "np"
+    }
+
+
+@pytest.mark.parametrize("name", sorted(PORTABLE_NUMPY_NAMES))
+def test_the_portable_math_calls_numpy_only_where_listed(name):
+    used = numpy_names(PACKAGE / "nn" / name)
+    assert used <= PORTABLE_NUMPY_NAMES[name], f"{name} uses np.{sorted(used - PORTABLE_NUMPY_NAMES[name])}"
+
+
+def test_the_numpy_name_check_sees_a_numpy_call(tmp_path):
+    (tmp_path / "f.py").write_text('"""np.add.at in a docstring"""\nimport numpy as np\ny = np.exp(1.0)\n')
+    assert numpy_names(tmp_path / "f.py") == {"exp"}
 
 
 @pytest.mark.parametrize("package_part", sorted(FORBIDDEN))

@@ -1,5 +1,6 @@
 """Optional extras stay optional: importing every minicnn module loads none of onnx, onnxruntime,
-safetensors or dask (each is imported only inside the feature that needs it)."""
+safetensors, dask, cupy or array_api_compat (each is imported only inside the feature that needs it;
+NumPy arrays never need array_api_compat)."""
 
 import json
 import pkgutil
@@ -8,7 +9,7 @@ import sys
 
 import minicnn
 
-OPTIONAL = ("onnx", "onnxruntime", "safetensors", "dask", "distributed")
+OPTIONAL = ("onnx", "onnxruntime", "safetensors", "dask", "distributed", "cupy", "array_api_compat")
 
 
 def test_importing_every_minicnn_module_loads_no_optional_package():

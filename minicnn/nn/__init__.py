@@ -1,10 +1,13 @@
 """The framework: parameters, the convolution math, layers, losses, the model, optimizers, gradient checks.
 
 Imports only NumPy (and :mod:`minicnn.io` for files). ``minicnn.nn.functional`` is the readable,
-stateless math; the layers hold parameters and call it (or the fast private lowering).
+stateless math; the layers hold parameters and call it (or the fast private lowering). The math, the
+losses and the optimizers also run on other Array API libraries (CuPy, ...): ``to_device`` and
+``to_host`` move arrays (:mod:`minicnn.nn._backend`).
 """
 
 from . import layers as _layers
+from ._backend import DeviceUnavailable, to_device, to_host
 from .layers import *  # noqa: F403  (every layer class, by the registry: minicnn.nn.layers.LAYERS)
 from .layers import LAYERS, Layer, layer_class
 from .losses import MSELoss, SoftmaxCrossEntropy
@@ -22,4 +25,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Parameter",
+    "DeviceUnavailable",
+    "to_device",
+    "to_host",
 ]

@@ -1,7 +1,10 @@
 """Stateless array math: convolution and pooling, forward and backward.
 
-Everything here is a plain function of NumPy arrays, testable on its own; the layers in
-:mod:`minicnn.nn.layers` hold parameters and call these functions.
+Everything here is a plain function of arrays, testable on its own; the layers in
+:mod:`minicnn.nn.layers` hold parameters and call these functions. The functions ask their arrays
+for their library (``xp = namespace(x)``, :mod:`minicnn.nn._backend`) and use only what the Python
+Array API standard defines, so they run on NumPy, on CuPy (a GPU) and on any other library that
+follows the standard; NumPy arrays get NumPy itself, with a few operations done in place.
 
 Layouts follow PyTorch: activations are NCHW, ``(N, C, H, W)``; convolution weights are OIHW,
 ``(out_channels, in_channels, kh, kw)``.
@@ -20,10 +23,12 @@ the transposes of the same expansion.
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeGuard
+import math
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 
+from ._backend import contiguous, device, is_array, masked, maximum_into, namespace, set_masked
 from .utils import pair, positive_pair
 
 
@@ -43,31 +48,38 @@ def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def pad2d(x: np.ndarray, padding: tuple[tuple[int, int], tuple[int, int]], value: float = 0.0) -> np.ndarray:
+def pad2d(x, padding: tuple[tuple[int, int], tuple[int, int]], value: float = 0.0):
     """Pad the two spatial axes of ``x`` (N, C, H, W); returns ``x`` itself when there is no padding."""
     (top, bottom), (left, right) = padding
     if top == bottom == left == right == 0:
         return x
+    xp = namespace(x)
     n, c, h, w = x.shape
-    out = np.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype)
+    out = xp.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype, device=device(x))
     out[:, :, top : top + h, left : left + w] = x
     return out
 
 
+Window = tuple[slice, slice, slice, slice]
+
+
 def _window(
-    xp: np.ndarray,
     i: int,
     j: int,
     out_hw: tuple[int, int],
     stride: tuple[int, int],
     dilation: tuple[int, int],
-) -> np.ndarray:
-    """View of ``xp`` that kernel offset (i, j) sees at every output position: (N, C, Ho, Wo)."""
+) -> Window:
+    """Index of what kernel offset (i, j) sees at every output position: ``padded[key]`` is (N, C, Ho, Wo).
+
+    An index rather than a view, because the standard leaves writing through a view undefined:
+    ``padded[key] += g`` adds into the padded array on every library (it ends in ``__setitem__``).
+    """
     ho, wo = out_hw
     top, left = i * dilation[0], j * dilation[1]
     rows = slice(top, top + stride[0] * (ho - 1) + 1, stride[0])
     cols = slice(left, left + stride[1] * (wo - 1) + 1, stride[1])
-    return xp[:, :, rows, cols]
+    return slice(None), slice(None), rows, cols
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,7 +163,7 @@ def conv_geometry(x_shape, kernel_size, stride=1, padding: Padding = 0, dilation
     return ConvGeometry(kernel, strides, pads, dilations, out_hw)
 
 
-def im2col(x: np.ndarray, kernel_size, stride=1, padding: Padding = 0, dilation=1) -> np.ndarray:
+def im2col(x, kernel_size, stride=1, padding: Padding = 0, dilation=1):
     """Expand an input into a matrix whose columns are its receptive fields.
 
     Parameters
@@ -171,18 +183,19 @@ def im2col(x: np.ndarray, kernel_size, stride=1, padding: Padding = 0, dilation=
 
     One strided copy per kernel offset (kh*kw of them); no loop over samples, channels or pixels.
     """
+    xp = namespace(x)
     geometry = conv_geometry(x.shape, kernel_size, stride, padding, dilation)
     (kh, kw), (ho, wo) = geometry.kernel_size, geometry.out_hw
-    xp = pad2d(x, geometry.padding)
+    padded = pad2d(x, geometry.padding)
     n, c = x.shape[:2]
-    cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+    cols = xp.empty((n, c, kh, kw, ho, wo), dtype=x.dtype, device=device(x))
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = _window(xp, i, j, (ho, wo), geometry.stride, geometry.dilation)
-    return cols.reshape(n, c * kh * kw, ho * wo)
+            cols[:, :, i, j, :, :] = padded[_window(i, j, (ho, wo), geometry.stride, geometry.dilation)]
+    return xp.reshape(cols, (n, c * kh * kw, ho * wo))
 
 
-def col2im(cols: np.ndarray, x_shape, kernel_size, stride=1, padding: Padding = 0, dilation=1) -> np.ndarray:
+def col2im(cols, x_shape, kernel_size, stride=1, padding: Padding = 0, dilation=1):
     """Adjoint (transpose) of :func:`im2col`: sum columns back onto the input they were copied from.
 
     Parameters
@@ -196,42 +209,36 @@ def col2im(cols: np.ndarray, x_shape, kernel_size, stride=1, padding: Padding = 
     x_sum : ndarray of shape (N, C, H, W)
         Each input pixel receives the sum of every column entry that :func:`im2col` copied from it
         (entries that came from the padding are dropped). Summed with one slice-add per kernel
-        offset, so no ``np.add.at`` is needed.
+        offset: no scatter-add (``np.add.at``, which the Array API standard lacks) is needed.
     """
+    xp = namespace(cols)
     geometry = conv_geometry(x_shape, kernel_size, stride, padding, dilation)
     (kh, kw), (ho, wo) = geometry.kernel_size, geometry.out_hw
     (top, bottom), (left, right) = geometry.padding
     n, c, h, w = x_shape
     if cols.shape != (n, c * kh * kw, ho * wo):
         raise ValueError(f"col2im: expected cols of shape {(n, c * kh * kw, ho * wo)}, got {cols.shape}")
-    xp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=cols.dtype)
-    view = cols.reshape(n, c, kh, kw, ho, wo)
+    padded = xp.zeros((n, c, h + top + bottom, w + left + right), dtype=cols.dtype, device=device(cols))
+    view = xp.reshape(cols, (n, c, kh, kw, ho, wo))
     for i in range(kh):
         for j in range(kw):
-            _window(xp, i, j, (ho, wo), geometry.stride, geometry.dilation)[...] += view[:, :, i, j]
-    return np.ascontiguousarray(xp[:, :, top : top + h, left : left + w])
+            padded[_window(i, j, (ho, wo), geometry.stride, geometry.dilation)] += view[:, :, i, j, :, :]
+    return contiguous(xp, padded[:, :, top : top + h, left : left + w])
 
 
 def _check_conv_arrays(x, weight, caller: str) -> None:
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
-        got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+    if not is_array(x) or x.ndim != 4:
+        got = x.shape if is_array(x) else type(x).__name__
         raise ValueError(f"{caller}: expected x of shape (N, C_in, H, W), got {got}")
-    if not isinstance(weight, np.ndarray) or weight.ndim != 4 or weight.shape[1] != x.shape[1]:
-        got = weight.shape if isinstance(weight, np.ndarray) else type(weight).__name__
+    if not is_array(weight) or weight.ndim != 4 or weight.shape[1] != x.shape[1]:
+        got = weight.shape if is_array(weight) else type(weight).__name__
         raise ValueError(
             f"{caller}: expected weight of shape (C_out, {x.shape[1]}, kh, kw) for x of shape "
             f"{x.shape}, got {got}"
         )
 
 
-def conv2d(
-    x: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None = None,
-    stride=1,
-    padding: Padding = 0,
-    dilation=1,
-) -> np.ndarray:
+def conv2d(x, weight, bias=None, stride=1, padding: Padding = 0, dilation=1):
     """2-D convolution (cross-correlation) as one matrix product: ``Y = W @ im2col(x) + b``.
 
     Parameters
@@ -250,19 +257,18 @@ def conv2d(
     default layer computes the same products faster (:mod:`minicnn.nn._lowering`).
     """
     _check_conv_arrays(x, weight, "conv2d")
+    xp = namespace(x, weight, bias)
     c_out, _, kh, kw = weight.shape
     ho, wo = conv_geometry(x.shape, (kh, kw), stride, padding, dilation).out_hw
     cols = im2col(x, (kh, kw), stride, padding, dilation)  # (N, C_in*kh*kw, Ho*Wo)
-    kernels = weight.reshape(c_out, -1)  # (C_out, C_in*kh*kw): one filter per row
+    kernels = xp.reshape(weight, (c_out, -1))  # (C_out, C_in*kh*kw): one filter per row
     out = kernels @ cols  # (N, C_out, Ho*Wo): each filter at each position
     if bias is not None:
         out += bias[:, None]
-    return out.reshape(len(x), c_out, ho, wo)
+    return xp.reshape(out, (x.shape[0], c_out, ho, wo))
 
 
-def conv2d_backward(
-    grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, stride=1, padding: Padding = 0, dilation=1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv2d_backward(grad_out, x, weight, stride=1, padding: Padding = 0, dilation=1) -> tuple[Any, Any, Any]:
     """Gradients of :func:`conv2d` as two matrix products with the same expansion (J. Wu, sec. 6).
 
     With ``cols = im2col(x)`` (K, P) per sample, ``W`` the weight as a (C_out, K) matrix and ``G``
@@ -289,18 +295,19 @@ def conv2d_backward(
     dbias : ndarray of shape (C_out,)
     """
     _check_conv_arrays(x, weight, "conv2d_backward")
-    c_out, _, kh, kw = weight.shape
+    n, (c_out, _, kh, kw) = x.shape[0], weight.shape
     ho, wo = conv_geometry(x.shape, (kh, kw), stride, padding, dilation).out_hw
-    if not isinstance(grad_out, np.ndarray) or grad_out.shape != (len(x), c_out, ho, wo):
-        got = grad_out.shape if isinstance(grad_out, np.ndarray) else type(grad_out).__name__
-        raise ValueError(f"conv2d_backward: expected grad_out of shape {(len(x), c_out, ho, wo)}, got {got}")
+    if not is_array(grad_out) or grad_out.shape != (n, c_out, ho, wo):
+        got = grad_out.shape if is_array(grad_out) else type(grad_out).__name__
+        raise ValueError(f"conv2d_backward: expected grad_out of shape {(n, c_out, ho, wo)}, got {got}")
+    xp = namespace(grad_out, x, weight)
     cols = im2col(x, (kh, kw), stride, padding, dilation)  # (N, K, P), as in the forward pass
-    grad = grad_out.reshape(len(x), c_out, ho * wo)  # G: (N, C_out, P)
-    kernels = weight.reshape(c_out, -1)  # W: (C_out, K)
-    dweight = (grad @ cols.transpose(0, 2, 1)).sum(axis=0)  # sum_n G @ cols.T: (C_out, K)
+    grad = xp.reshape(grad_out, (n, c_out, ho * wo))  # G: (N, C_out, P)
+    kernels = xp.reshape(weight, (c_out, -1))  # W: (C_out, K)
+    dweight = xp.sum(grad @ xp.permute_dims(cols, (0, 2, 1)), axis=0)  # sum_n G @ cols.T: (C_out, K)
     dcols = kernels.T @ grad  # W.T @ G: (N, K, P)
     dx = col2im(dcols, x.shape, (kh, kw), stride, padding, dilation)
-    return dx, dweight.reshape(weight.shape), grad_out.sum(axis=(0, 2, 3))
+    return dx, xp.reshape(dweight, weight.shape), xp.sum(grad_out, axis=(0, 2, 3))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,12 +323,13 @@ def _pool_geometry(x_shape, kernel_size, stride, padding):
     return (ho, wo), pad
 
 
-def pool_index_dtype(kernel_size) -> type:
-    """The dtype of :func:`max_pool2d`'s argmax: uint8, or uint16 for windows of more than 256 pixels."""
-    return np.uint8 if kernel_size[0] * kernel_size[1] <= 256 else np.uint16
+def pool_index_dtype(kernel_size, xp: Any = np) -> Any:
+    """The dtype of :func:`max_pool2d`'s argmax in namespace ``xp``: uint8, or uint16 for windows of
+    more than 256 pixels."""
+    return xp.uint8 if kernel_size[0] * kernel_size[1] <= 256 else xp.uint16
 
 
-def max_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0), out=None):
+def max_pool2d(x, kernel_size, stride, padding=(0, 0), out=None):
     """Max pooling.
 
     Parameters
@@ -337,37 +345,41 @@ def max_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0), out=None):
     argmax : ndarray of shape (N, C, Ho, Wo), uint8 (uint16 for windows of more than 256 pixels)
         Which kernel offset ``i*kw + j`` held the maximum (the first one on ties).
 
-    One comparison and two ``np.maximum`` passes per kernel offset, no masked writes: the offsets
+    One comparison and two maximum passes per kernel offset, no masked writes: the offsets
     are visited in increasing order, so ``argmax = max(argmax, k * (window > out))`` records the
     first maximum (masked ``copyto``/boolean indexing took 16 ms on mnist-1's output, this 1.1 ms).
     A NaN in a window propagates to the output, as in PyTorch.
     """
+    xp = namespace(x)
     out_hw, pad = _pool_geometry(x.shape, kernel_size, stride, padding)
-    xp = pad2d(x, pad, value=-np.inf)
+    padded = pad2d(x, pad, value=-math.inf)
     kh, kw = kernel_size
-    index_type = pool_index_dtype(kernel_size)
+    index_type = pool_index_dtype(kernel_size, xp)
+    shape = (*x.shape[:2], *out_hw)
+    given = out
     if out is None:
         out = (
-            np.empty((*x.shape[:2], *out_hw), dtype=x.dtype),
-            np.empty((*x.shape[:2], *out_hw), index_type),
+            xp.empty(shape, dtype=x.dtype, device=device(x)),
+            xp.empty(shape, dtype=index_type, device=device(x)),
         )
-    out, argmax = out
-    out[...] = _window(xp, 0, 0, out_hw, stride, (1, 1))
+    result, argmax = out
+    result[...] = padded[_window(0, 0, out_hw, stride, (1, 1))]
     argmax[...] = 0
     for i in range(kh):
         for j in range(kw):
             if i == j == 0:
                 continue
-            window = _window(xp, i, j, out_hw, stride, (1, 1))
-            better = window > out
-            np.maximum(out, window, out=out)
-            np.maximum(argmax, better * index_type(i * kw + j), out=argmax)
-    return out, argmax
+            window = padded[_window(i, j, out_hw, stride, (1, 1))]
+            better = window > result
+            result = maximum_into(xp, result, window)
+            argmax = maximum_into(xp, argmax, masked(xp, i * kw + j, better, index_type))
+    if given is not None and given[0] is not result:  # a library without in-place maximum
+        given[0][...], given[1][...] = result, argmax
+        return given
+    return result, argmax
 
 
-def max_pool2d_backward(
-    grad_out: np.ndarray, argmax: np.ndarray, x_shape, kernel_size, stride, padding=(0, 0), out=None
-) -> np.ndarray:
+def max_pool2d_backward(grad_out, argmax, x_shape, kernel_size, stride, padding=(0, 0), out=None):
     """Gradient of :func:`max_pool2d`: each output's gradient goes to the input that was its max.
 
     Returns
@@ -379,6 +391,7 @@ def max_pool2d_backward(
     at most one window, so each offset's share is written, not added (5.4 ms -> 0.8 ms on
     mnist-1's output).
     """
+    xp = namespace(grad_out, argmax)
     out_hw, pad = _pool_geometry(x_shape, kernel_size, stride, padding)
     n, c, h, w = x_shape
     (top, bottom), (left, right) = pad
@@ -386,26 +399,27 @@ def max_pool2d_backward(
     disjoint = stride[0] >= kh and stride[1] >= kw and top == left == 0
     if disjoint and stride == tuple(kernel_size) and h == out_hw[0] * kh and w == out_hw[1] * kw:
         # every pixel is written below
-        dxp = np.empty((n, c, h, w), dtype=grad_out.dtype) if out is None else out
+        dxp = xp.empty((n, c, h, w), dtype=grad_out.dtype, device=device(grad_out)) if out is None else out
     else:
-        dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_out.dtype)
+        shape = (n, c, h + top + bottom, w + left + right)
+        dxp = xp.zeros(shape, dtype=grad_out.dtype, device=device(grad_out))
     for i in range(kh):
         for j in range(kw):
-            window = _window(dxp, i, j, out_hw, stride, (1, 1))
+            key = _window(i, j, out_hw, stride, (1, 1))
             if disjoint:
-                np.multiply(grad_out, argmax == i * kw + j, out=window)
+                set_masked(xp, dxp, key, grad_out, argmax == i * kw + j)
             else:
-                window += grad_out * (argmax == i * kw + j)
+                dxp[key] += masked(xp, grad_out, argmax == i * kw + j)
     if dxp is out:
         return out
     dx = dxp if dxp.shape == tuple(x_shape) else dxp[:, :, top : top + h, left : left + w]
     if out is None:
-        return np.ascontiguousarray(dx)
+        return contiguous(xp, dx)
     out[...] = dx
     return out
 
 
-def avg_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)) -> np.ndarray:
+def avg_pool2d(x, kernel_size, stride, padding=(0, 0)):
     """Average pooling; padded zeros count in the average (PyTorch's ``count_include_pad=True``).
 
     Parameters
@@ -416,39 +430,38 @@ def avg_pool2d(x: np.ndarray, kernel_size, stride, padding=(0, 0)) -> np.ndarray
     -------
     out : ndarray of shape (N, C, Ho, Wo)
     """
+    xp = namespace(x)
     out_hw, pad = _pool_geometry(x.shape, kernel_size, stride, padding)
-    xp = pad2d(x, pad)
+    padded = pad2d(x, pad)
     kh, kw = kernel_size
-    out = _window(xp, 0, 0, out_hw, stride, (1, 1)).copy()
+    out = xp.asarray(padded[_window(0, 0, out_hw, stride, (1, 1))], copy=True)
     for i in range(kh):
         for j in range(kw):
             if i or j:
-                out += _window(xp, i, j, out_hw, stride, (1, 1))
+                out += padded[_window(i, j, out_hw, stride, (1, 1))]
     out *= 1.0 / (kh * kw)
     return out
 
 
-def avg_pool2d_backward(grad_out: np.ndarray, x_shape, kernel_size, stride, padding=(0, 0)) -> np.ndarray:
+def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride, padding=(0, 0)):
     """Gradient of :func:`avg_pool2d`: each output spreads its gradient evenly over its window.
 
     Returns
     -------
     dx : ndarray of shape ``x_shape`` (N, C, H, W)
     """
+    xp = namespace(grad_out)
     out_hw, pad = _pool_geometry(x_shape, kernel_size, stride, padding)
     n, c, h, w = x_shape
     (top, bottom), (left, right) = pad
     kh, kw = kernel_size
-    dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=grad_out.dtype)
+    shape = (n, c, h + top + bottom, w + left + right)
+    dxp = xp.zeros(shape, dtype=grad_out.dtype, device=device(grad_out))
     share = grad_out * (1.0 / (kh * kw))
     for i in range(kh):
         for j in range(kw):
-            _window(dxp, i, j, out_hw, stride, (1, 1))[...] += share
-    return (
-        dxp
-        if dxp.shape == tuple(x_shape)
-        else np.ascontiguousarray(dxp[:, :, top : top + h, left : left + w])
-    )
+            dxp[_window(i, j, out_hw, stride, (1, 1))] += share
+    return dxp if dxp.shape == tuple(x_shape) else contiguous(xp, dxp[:, :, top : top + h, left : left + w])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,7 +469,7 @@ def avg_pool2d_backward(grad_out: np.ndarray, x_shape, kernel_size, stride, padd
 # ----------------------------------------------------------------------------------------------
 
 
-def log_softmax(logits: np.ndarray, dtype=None) -> np.ndarray:
+def log_softmax(logits, dtype=None):
     """Numerically stable log-softmax over the last axis: finite for logits of any finite magnitude.
 
     Computed in float64 (the logits matrix is small) as ``shifted - log(sum(exp(shifted)))`` with
@@ -467,25 +480,27 @@ def log_softmax(logits: np.ndarray, dtype=None) -> np.ndarray:
     Parameters
     ----------
     logits : ndarray of shape (N, K)
-    dtype : dtype of the result; the logits' dtype by default
+    dtype : dtype of the result, of the logits' library; the logits' dtype by default
 
     Returns
     -------
     ndarray of shape (N, K)
     """
-    logits64 = logits.astype(np.float64, copy=False)
-    with np.errstate(over="ignore"):
-        shifted = logits64 - logits64.max(axis=-1, keepdims=True)
-    np.maximum(shifted, -np.finfo(np.float64).max, out=shifted)
+    xp = namespace(logits)
+    logits64 = xp.astype(logits, xp.float64, copy=False)
+    with np.errstate(over="ignore"):  # NumPy warns on inf - inf; the clip below handles it
+        shifted = logits64 - xp.max(logits64, axis=-1, keepdims=True)
+    shifted = maximum_into(xp, shifted, -float(xp.finfo(xp.float64).max))
     # log(sum(exp(shifted))) = log1p(sum of the other terms): the largest term is exactly 1, and
     # log1p keeps full precision when the rest are tiny (a confident prediction's loss of 1e-6
     # computed as log(1 + 1e-6) would lose 10 of its 16 digits)
-    others = np.exp(shifted)
-    np.put_along_axis(others, shifted.argmax(axis=-1)[..., None], 0.0, axis=-1)
-    out = shifted - np.log1p(others.sum(axis=-1, keepdims=True))
-    return out.astype(dtype or logits.dtype, copy=False)
+    largest = xp.argmax(shifted, axis=-1, keepdims=True)  # the first maximum: the term left out
+    is_other = xp.arange(shifted.shape[-1], device=device(logits)) != largest
+    others = masked(xp, xp.exp(shifted), is_other)
+    out = shifted - xp.log1p(xp.sum(others, axis=-1, keepdims=True))
+    return xp.astype(out, logits.dtype if dtype is None else dtype, copy=False)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits):
     """Softmax over the last axis, computed as ``exp(log_softmax(logits))``."""
-    return np.exp(log_softmax(logits))
+    return namespace(logits).exp(log_softmax(logits))

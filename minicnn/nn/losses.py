@@ -1,9 +1,15 @@
-"""Losses: ``forward(outputs, targets)`` returns the mean loss as a float, ``backward()`` its gradient."""
+"""Losses: ``forward(outputs, targets)`` returns the mean loss as a float, ``backward()`` its gradient.
+
+The outputs may come from any Array API library (NumPy, CuPy, ...): a loss computes in the outputs'
+library (:mod:`minicnn.nn._backend`), and the targets are moved there when they arrive as NumPy
+arrays or lists.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
+from ._backend import asarray_like, device, is_array, isdtype, namespace, size
 from .functional import log_softmax
 
 
@@ -14,20 +20,20 @@ class Loss:
     ``backward() -> ndarray`` (d loss / d outputs, the outputs' shape).
     """
 
-    def forward(self, outputs: np.ndarray, targets) -> float:
+    def forward(self, outputs, targets) -> float:
         """The mean loss of ``outputs`` against ``targets``; keeps what :meth:`backward` needs."""
         raise NotImplementedError
 
-    def backward(self) -> np.ndarray:
+    def backward(self):
         """d loss / d outputs for the last :meth:`forward`, of the outputs' shape."""
         raise NotImplementedError
 
-    def __call__(self, outputs: np.ndarray, targets) -> float:
+    def __call__(self, outputs, targets) -> float:
         return self.forward(outputs, targets)
 
-    def _outputs(self, outputs, expected: str) -> np.ndarray:
-        if not isinstance(outputs, np.ndarray) or outputs.dtype.kind != "f":
-            got = type(outputs).__name__ if not isinstance(outputs, np.ndarray) else f"dtype {outputs.dtype}"
+    def _outputs(self, outputs, expected: str):
+        if not is_array(outputs) or not isdtype(outputs, "real floating"):
+            got = type(outputs).__name__ if not is_array(outputs) else f"dtype {outputs.dtype}"
             raise TypeError(
                 f"{type(self).__name__}: expected outputs as a float ndarray of shape {expected}, got {got}"
             )
@@ -58,33 +64,42 @@ class SoftmaxCrossEntropy(Loss):
                 f"SoftmaxCrossEntropy: label_smoothing must be in [0, 1), got {label_smoothing!r}"
             )
         self.label_smoothing = float(label_smoothing)
-        self._probs: np.ndarray | None = None
-        self._target: np.ndarray | None = None
+        self._probs: Any = None
+        self._target: Any = None
 
     def forward(self, outputs, targets) -> float:
         logits = self._outputs(outputs, "(N, K)")
         if logits.ndim != 2:
             raise ValueError(f"SoftmaxCrossEntropy: expected logits (N, K), got {logits.shape}")
         n, k = logits.shape
-        targets = np.asarray(targets)
-        if targets.shape != (n,) or targets.dtype.kind not in "iu":
+        xp = namespace(logits)
+        targets = asarray_like(targets, logits)
+        if targets.shape != (n,) or not isdtype(targets, "integral"):
             raise ValueError(
                 f"SoftmaxCrossEntropy: expected integer labels of shape ({n},), "
                 f"got {targets.dtype} array of shape {targets.shape}"
             )
-        if n and (targets.min() < 0 or targets.max() >= k):
+        low, high = (int(xp.min(targets)), int(xp.max(targets))) if n else (0, 0)
+        if low < 0 or high >= k:
             raise ValueError(
-                f"SoftmaxCrossEntropy: labels must be in [0, {k}), "
-                f"got values from {targets.min()} to {targets.max()}"
+                f"SoftmaxCrossEntropy: labels must be in [0, {k}), got values from {low} to {high}"
             )
-        log_probs = log_softmax(logits, dtype=np.float64)
-        target = np.full((n, k), self.label_smoothing / k)
-        target[np.arange(n), targets] += 1.0 - self.label_smoothing
-        self._probs = np.exp(log_probs).astype(logits.dtype)
-        self._target = target.astype(logits.dtype)
-        return float(-(target * log_probs).sum() / n)
+        log_probs = log_softmax(logits, dtype=xp.float64)
+        target = self._smoothed_one_hot(xp, targets, k, device(logits))
+        self._probs = xp.astype(xp.exp(log_probs), logits.dtype)
+        self._target = xp.astype(target, logits.dtype)
+        return float(-xp.sum(target * log_probs) / n)
 
-    def backward(self) -> np.ndarray:
+    def _smoothed_one_hot(self, xp, labels, k: int, where):
+        """The target distribution, (N, K) float64: ``s/K + (1 - s)`` on each label, ``s/K`` elsewhere.
+
+        Built by comparing with ``arange(K)``, not by writing at ``[arange(N), labels]``: the Array
+        API standard has no integer-array assignment. (Adding ``(1 - s) * 0.0`` leaves ``s/K`` exact.)
+        """
+        is_label = xp.arange(k, device=where)[None, :] == labels[:, None]
+        return self.label_smoothing / k + xp.astype(is_label, xp.float64) * (1.0 - self.label_smoothing)
+
+    def backward(self):
         probs = self._cached(self._probs)
         return (probs - self._target) / probs.shape[0]
 
@@ -96,18 +111,19 @@ class MSELoss(Loss):
     """
 
     def __init__(self) -> None:
-        self._diff: np.ndarray | None = None
+        self._diff: Any = None
 
     def forward(self, outputs, targets) -> float:
         outputs = self._outputs(outputs, "(N, ...)")
-        targets = np.asarray(targets)
+        xp = namespace(outputs)
+        targets = asarray_like(targets, outputs)
         if targets.shape != outputs.shape:
             raise ValueError(
                 f"MSELoss: expected targets of the outputs' shape {outputs.shape}, got {targets.shape}"
             )
-        self._diff = outputs - targets.astype(outputs.dtype, copy=False)
-        return float(np.mean(self._diff * self._diff))
+        self._diff = outputs - xp.astype(targets, outputs.dtype, copy=False)
+        return float(xp.mean(self._diff * self._diff))
 
-    def backward(self) -> np.ndarray:
+    def backward(self):
         diff = self._cached(self._diff)
-        return diff * (2.0 / diff.size)
+        return diff * (2.0 / size(diff))

@@ -1,8 +1,12 @@
 """Optimizers (SGD, Adam, AdamW), learning-rate schedules, and gradient clipping.
 
 Optimizers update ``Parameter.data`` in place from ``Parameter.grad``; parameters with
-``requires_grad=False`` are left alone. ``state_dict()`` holds plain arrays and numbers, so a
-checkpoint can be written with ``np.savez`` and training resumed bit for bit.
+``requires_grad=False`` are left alone. ``state_dict()`` holds plain NumPy arrays and numbers
+(whatever device the parameters are on), so a checkpoint can be written with ``np.savez`` and
+training resumed bit for bit, on the same device or another.
+
+The updates use only the Python Array API standard, on the parameters' own library (NumPy, CuPy, ...);
+``to(device)`` moves the optimizer's state arrays along with a model's parameters.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 
 import numpy as np
 
+from ._backend import Device, asarray_like, namespace, to_device, to_host
 from .parameter import Parameter
 
 
@@ -36,7 +41,16 @@ class Optimizer:
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.steps = 0
-        self.state = {name: [np.zeros_like(p.data) for p in self.params] for name in self._buffers}
+        self.state = {
+            name: [namespace(p.data).zeros_like(p.data) for p in self.params] for name in self._buffers
+        }
+
+    def to(self, device: Device) -> Optimizer:
+        """Move the state arrays (momentum, running averages) to ``device``: "cpu", "cuda", an array
+        namespace module, or (module, device) (see :func:`minicnn.nn._backend.to_device`). Move the
+        parameters too (the model's ``to``): an update needs both on one device. Returns the optimizer."""
+        self.state = {name: [to_device(a, device) for a in arrays] for name, arrays in self.state.items()}
+        return self
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -52,14 +66,15 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """``{"lr", "steps", "<buffer>.<i>"}`` as arrays (ready for ``np.savez``)."""
+        """``{"lr", "steps", "<buffer>.<i>"}`` as NumPy arrays, host copies (ready for ``np.savez``)."""
         out = {"lr": np.array(self.lr), "steps": np.array(self.steps)}
         for name, arrays in self.state.items():
-            out.update({f"{name}.{i}": a.copy() for i, a in enumerate(arrays)})
+            out.update({f"{name}.{i}": np.array(to_host(a), copy=True) for i, a in enumerate(arrays)})
         return out
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned; shapes must match this optimizer's parameters."""
+        """Restore what :meth:`state_dict` returned (NumPy arrays) into the state arrays where they are
+        (on their device); shapes must match this optimizer's parameters."""
         self.lr = float(state["lr"])
         self.steps = int(state["steps"])
         for name, arrays in self.state.items():
@@ -67,7 +82,7 @@ class Optimizer:
                 key = f"{name}.{i}"
                 if key not in state:
                     raise KeyError(f"{type(self).__name__}.load_state_dict: missing {key!r}")
-                value = np.asarray(state[key])
+                value = asarray_like(state[key], target)
                 if value.shape != target.shape:
                     raise ValueError(
                         f"{type(self).__name__}.load_state_dict: {key} expected shape "
@@ -101,13 +116,14 @@ class SGD(Optimizer):
         super().__init__(params, lr, weight_decay)
 
     def _update(self, i, p):
+        xp = namespace(p.data, p.grad)
         g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
         if self.momentum:
             v = self.state["velocity"][i]
             v *= self.momentum
             v += g
             g = g + self.momentum * v if self.nesterov else v
-        p.data -= (self.lr * g).astype(p.data.dtype, copy=False)
+        p.data -= xp.astype(self.lr * g, p.data.dtype, copy=False)
 
 
 class Adam(Optimizer):
@@ -126,6 +142,7 @@ class Adam(Optimizer):
         super().__init__(params, lr, weight_decay)
 
     def _update(self, i, p):
+        xp = namespace(p.data, p.grad)
         b1, b2 = self.betas
         g = p.grad
         if self.weight_decay:
@@ -139,9 +156,9 @@ class Adam(Optimizer):
         v *= b2
         v += (1 - b2) * (g * g)
         step_size = self.lr / (1 - b1**self.steps)
-        denom = np.sqrt(v / (1 - b2**self.steps))
+        denom = xp.sqrt(v / (1 - b2**self.steps))
         denom += self.eps
-        p.data -= (step_size * m / denom).astype(p.data.dtype, copy=False)
+        p.data -= xp.astype(step_size * m / denom, p.data.dtype, copy=False)
 
 
 class AdamW(Adam):
@@ -234,9 +251,19 @@ def clip_grad_norm(params, max_norm: float) -> float:
     Returns the norm before clipping (inf or nan if a gradient is not finite; then nothing is scaled).
     """
     params = [p for p in params if p.requires_grad]
-    total = math.sqrt(sum(float(np.vdot(p.grad, p.grad)) for p in params))
+    total = math.sqrt(sum(_sum_of_squares(p.grad) for p in params))
     if math.isfinite(total) and total > max_norm > 0:
         scale = max_norm / (total + 1e-12)
         for p in params:
             p.grad *= scale
     return total
+
+
+def _sum_of_squares(grad) -> float:
+    """``sum(grad**2)``: NumPy's ``vdot`` (one BLAS call, the value checkpoints were made with); the
+    Array API standard has no vdot, so other libraries take ``vecdot`` of the flattened array."""
+    xp = namespace(grad)
+    if xp is np:
+        return float(np.vdot(grad, grad))
+    flat = xp.reshape(grad, (-1,))
+    return float(xp.vecdot(flat, flat))
