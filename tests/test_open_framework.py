@@ -424,8 +424,9 @@ def test_inspect_explore_and_export_run_on_the_user_model(user_run, mylayers, tm
     )
     assert len(err.strip().splitlines()) == 1
     assert export_main([str(user_run), "--onnx", str(tmp_path / "user.onnx")]) == 2
-    assert "layer 1.body has no ONNX conversion" not in capsys.readouterr().err  # the block itself is named
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert "layer 1 (Block) has no ONNX conversion: write Block.to_onnx(self, graph, name)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "user.onnx").exists()
 
 
 def test_the_commands_refuse_an_unknown_layer_with_one_line(tmp_path):
