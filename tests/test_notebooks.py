@@ -14,6 +14,7 @@ then read the diff before committing it.
 import copy
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ nbclient = pytest.importorskip("nbclient")
 TUTORIALS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 UPDATE = os.environ.get("MINICNN_UPDATE_NOTEBOOKS") == "1"
+BUDGET_SECONDS = 60  # each tutorial runs in under a minute on 2 cores (3 to 8 s on a quiet machine)
 MASKS = [
     (re.compile(r"0x[0-9a-fA-F]+"), "0x..."),  # memory addresses in reprs
     (re.compile(r"\b\d+(\.\d+)? ?(s|ms|µs|us|seconds)\b"), "<duration>"),
@@ -71,7 +73,10 @@ def test_there_are_four_tutorials():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_tutorial_runs_and_its_stored_outputs_are_current(path, tmp_path):
     stored = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
     fresh = execute(stored, tmp_path)
+    seconds = time.perf_counter() - start
+    assert seconds < BUDGET_SECONDS, f"{path.name} took {seconds:.0f} s; the budget is {BUDGET_SECONDS} s"
     if UPDATE:
         nbformat.write(fresh, path)
         return
