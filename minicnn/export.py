@@ -158,6 +158,8 @@ def to_onnx(model: Sequential, path, input_shape, mean=None, std=None) -> None:
     mean, std : array-like of shape (C,), optional
         When given, the graph first computes ``(input - mean) / std`` per channel (a run's standardization).
 
+    Notes
+    -----
     Raises ImportError (one line) without the ``onnx`` package, ValueError for a layer ONNX cannot express
     or an input shape the model does not accept.
     """

@@ -274,6 +274,8 @@ class Images:
     pixels : uint8 ndarray of shape (N, C, H, W)
     mean, std : float32 arrays of shape (C,), in units of pixel / 255
 
+    Notes
+    -----
     Indexing and ``len`` work as on the float array; ``numpy.asarray(images)`` converts everything.
     """
 

@@ -56,6 +56,8 @@ def plot_filters_change(
         and norm ratios are of the whole kernels (in, kh, kw).
     title : str, optional
 
+    Notes
+    -----
     Rows 1 and 2 share one symmetric colour scale; row 3 (the change) has its own, so a small change
     is still visible. The angle is the honest measure: after a normalization only direction matters.
 
@@ -125,6 +127,8 @@ def plot_filters_evolution(
     max_rows : int
         More snapshots than this are thinned to evenly spaced epochs (the first and last kept).
 
+    Notes
+    -----
     Each tile is titled with the kernel's angle from its initialization at that epoch.
 
     Returns

@@ -477,6 +477,8 @@ def plot_feature_maps(
         Names the image (e.g. "test image 0, label 7") at the head of the figure's title.
     path : str or PathLike, optional
 
+    Notes
+    -----
     Each feature map is drawn over the input pixels it is centred on (:func:`receptive_field_grid`),
     so a 4x4 map after 2x2 pooling covers the 8x8 digit, each cell over the 2x2 block it summarizes;
     a faint outline of the digit is drawn over every map. Each layer has one symmetric colour scale

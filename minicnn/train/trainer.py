@@ -108,6 +108,8 @@ class Trainer:
         The weights :meth:`fit` ends with: the best validation epoch's, or the last epoch's (with a
         schedule that anneals to the end, the last are usually better than a noisy validation pick).
 
+    Notes
+    -----
     :meth:`from_config` builds all of these from a :class:`~minicnn.train.config.TrainConfig`.
 
     Attributes
