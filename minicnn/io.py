@@ -1,16 +1,18 @@
 """Safe files: ``.npz`` and safetensors reading that never unpickles and checks sizes first, and
-atomic writes (``.npz``, safetensors, text, bytes).
+atomic writes (``.npz``, safetensors, text, bytes, figures).
 
-Every file minicnn writes goes through :func:`save_npz_atomic` or :func:`write_text_atomic`: the
-bytes go to a new temporary file in the target's folder (created exclusively, so a planted link is
-never followed), are flushed to disk, and the file is renamed over the target, with the permissions
-the user's umask gives. An interrupted write never replaces a good file with a broken one, and
-:func:`remove_stale_temporaries` clears what a killed write left behind.
+Every file minicnn writes goes through :func:`write_atomic` (``save_npz_atomic``,
+``write_text_atomic``, ``save_figure_atomic`` and the rest call it): the bytes go to a new temporary
+file in the target's folder (created exclusively, so a planted link is never followed), are flushed
+to disk, and the file is renamed over the target, with the permissions the user's umask gives. A
+target name that exists as anything but a regular file (a link, folder, FIFO, device) is refused
+(:func:`check_write_target`), so nothing outside the named file changes. An interrupted write never
+replaces a good file with a broken one, and :func:`remove_stale_temporaries` clears what a killed
+write left behind.
 
 Reading checks before allocating: each array's declared shape and decompressed size must fit the
 memory budget (:func:`memory_budget`, half the machine's memory unless set with
-:func:`set_memory_budget`), and object arrays (pickles) are refused unread.
-"""
+:func:`set_memory_budget`), and object arrays (pickles) are refused unread."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
+from typing import BinaryIO
 
 import numpy as np
 
@@ -98,10 +102,50 @@ def _umask() -> int:
     return mask
 
 
+class UnsafeTargetError(ValueError):
+    """A name to write exists as something other than a regular file (a link, folder, FIFO, device)."""
+
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_kind(path) -> str | None:
+    """What ``path`` is when it is not a regular file ("a symbolic link", "a folder", "a FIFO", ...);
+    None for a regular file or nothing at all. Never follows a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a file")
+
+
+def check_write_target(path) -> None:
+    """Refuse, with one line, a name to write that exists as anything but a regular file: replacing it
+    would turn a device or FIFO into a file, and writing through it would change what a link points to."""
+    kind = file_kind(path)
+    if kind is not None:
+        raise UnsafeTargetError(
+            f"{show_path(path)} is {kind}; minicnn writes only regular files and never through "
+            "links: remove it or choose another name"
+        )
+
+
 @contextlib.contextmanager
 def _atomic(path, suffix: str):
-    """Yield a binary handle on a fresh temporary file beside ``path``; rename it over ``path`` on success."""
+    """Yield a binary handle on a fresh temporary file beside ``path``; rename it over ``path`` on success.
+
+    ``path`` must be a regular file or nothing (:func:`check_write_target`); an error while writing
+    (disk full, ``ulimit -f``) names ``path``.
+    """
     path = os.fspath(path)
+    check_write_target(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=folder)  # O_EXCL: never a link
     try:
@@ -110,29 +154,44 @@ def _atomic(path, suffix: str):
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        check_write_target(path)  # nothing planted under the name while the file was written
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, path) from None  # "No space left": say which file
         raise
+
+
+def write_atomic(path, write: Callable[[BinaryIO], object], suffix: str = ".bin") -> None:
+    """Call ``write(handle)`` on a fresh temporary file beside ``path``, then rename it over ``path``:
+    the one way minicnn writes a file (``.npz``, safetensors, text, figures, GIFs, ONNX)."""
+    with _atomic(path, suffix) as handle:
+        write(handle)
+
+
+def save_figure_atomic(fig, path, **savefig_kwargs) -> None:
+    """Save a Matplotlib figure to ``path`` atomically, never through a link (the format from the
+    name's extension, as ``savefig`` picks it)."""
+    suffix = os.path.splitext(os.fspath(path))[1] or ".png"
+    savefig_kwargs.setdefault("format", suffix[1:])
+    write_atomic(path, lambda handle: fig.savefig(handle, **savefig_kwargs), suffix)
 
 
 def save_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` to a temporary file beside ``path``, flushed to disk, then renamed over it."""
-    with _atomic(path, ".npz") as handle:
-        np.savez(handle, allow_pickle=False, **arrays)
+    write_atomic(path, lambda handle: np.savez(handle, allow_pickle=False, **arrays), ".npz")
 
 
 def write_bytes_atomic(path, data: bytes, suffix: str = ".bin") -> None:
     """Write ``data`` through a temporary file (named ``*suffix``) and a rename, never half written."""
-    with _atomic(path, suffix) as handle:
-        handle.write(data)
+    write_atomic(path, lambda handle: handle.write(data), suffix)
 
 
 def write_text_atomic(path, text: str) -> None:
     """Write a UTF-8 text file through a temporary file and a rename, so it is never left half written."""
-    with _atomic(path, ".txt") as handle:
-        handle.write(text.encode("utf-8"))
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")), ".txt")
 
 
 def remove_stale_temporaries(folder) -> list[str]:

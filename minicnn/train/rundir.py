@@ -18,16 +18,21 @@ behind are removed at every start.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from ..io import (
     FileFormatError,
+    check_write_target,
     load_npz,
     remove_stale_temporaries,
     save_npz_atomic,
@@ -54,7 +59,11 @@ FIGURES = (
     "saliency.png",
     "class_maps_first.png",
     "class_maps_last.png",
+    "filters_evolution.gif",
 )
+#: The lock file that marks a run directory in use (:meth:`RunDir.locked`); never removed, since a
+#: second process could otherwise lock a new file of the same name while the first still holds the old.
+LOCK_NAME = ".minicnn.lock"
 
 
 #: The settings a resumed run may change: none changes what was learned so far (``train.epochs`` not
@@ -84,6 +93,20 @@ def _flatten(tree, prefix: str = "") -> dict:
     for key, value in items:
         flat.update(_flatten(value, key))
     return flat
+
+
+def _lock_exclusively(fd: int, lock_path: Path, run_path: Path) -> None:
+    """``flock`` ``fd`` without waiting; :class:`RunDirError` naming the holder's PID when taken."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise RunDirError(f"{show_path(lock_path)} is not a regular file; remove it")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        raise RunDirError(
+            f"run directory {show_path(run_path)} is in use by process {holder} (it holds "
+            f"{LOCK_NAME}); wait for it to end or choose another --out"
+        ) from None
 
 
 class _File:
@@ -151,13 +174,22 @@ class RunDir:
         if not self.path.is_dir():
             return
         remove_stale_temporaries(self.path)
-        entries = sorted(os.listdir(self.path))
+        entries = sorted(name for name in os.listdir(self.path) if name != LOCK_NAME)
         if entries and not overwrite:
             raise RunDirError(
                 f"run directory {shown} exists and is not empty ({len(entries)} entries, "
                 f"e.g. {entries[0]!r}); choose another --out, or --overwrite to replace a "
                 "run's files (other files are kept)"
             )
+        self.check_targets(links_ok=True)
+
+    def check_targets(self, links_ok: bool = False) -> None:
+        """Refuse, before anything trains, a name of :attr:`FILES` that exists as anything but a
+        regular file (a folder, FIFO, device; a link unless ``links_ok``, for :meth:`clear` removes
+        links). Raises :class:`minicnn.io.UnsafeTargetError` naming it."""
+        for name in self.FILES:
+            if not (links_ok and (self.path / name).is_symlink()):
+                check_write_target(self.path / name)
 
     def clear(self) -> list[str]:
         """Remove the files a run writes (:attr:`FILES`; links themselves, never their targets) and
@@ -169,6 +201,29 @@ class RunDir:
                 path.unlink()
                 removed.append(name)
         return removed
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the run directory (created if needed) for one writer: an exclusive ``flock`` on its
+        :data:`LOCK_NAME`, which holds the holder's PID. The OS drops the lock when the holder exits,
+        even when killed with -9, so a dead run never leaves the folder locked. A folder another
+        process holds raises :class:`RunDirError` naming that process."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / LOCK_NAME
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(lock_path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise RunDirError(f"{show_path(lock_path)} is a symbolic link; remove it") from None
+        try:
+            _lock_exclusively(fd, lock_path, self.path)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield self
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # --- writing ---------------------------------------------------------------------------------
     def start(self, cfg: Config, dataset, trainer: Trainer) -> None:
@@ -215,8 +270,9 @@ class RunDir:
         """Refuse to resume with a config that differs from the run's ``config.toml`` in a setting that
         would change what was learned so far (anything but :data:`RESUME_MAY_CHANGE`). Raises
         :class:`RunDirError` naming the first such key. Clears stale temporaries first, as
-        :meth:`check_new` does."""
+        :meth:`check_new` does, and refuses planted links or other non-files (:meth:`check_targets`)."""
         remove_stale_temporaries(self.path)
+        self.check_targets()
         old, new = _flatten(to_dict(load_config(self.config))), _flatten(to_dict(cfg))
         for key in sorted(old.keys() | new.keys()):
             if old.get(key) != new.get(key) and key not in RESUME_MAY_CHANGE:
