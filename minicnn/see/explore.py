@@ -25,6 +25,7 @@ import json
 import signal
 import sys
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import one_line_errors
-from ..io import load_npz, write_text_atomic
+from ..io import load_npz, read_regular_bytes, write_text_atomic
 from ..nn.layers import Conv2D, Layer
 from ..nn.model import Sequential
 
@@ -318,9 +319,61 @@ def write_page(run_dir, out=None) -> Path:
 
 
 def make_server(path: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
-    """An HTTP server on 127.0.0.1 (``port`` 0: any free port) serving the folder that holds ``path``."""
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(Path(path).resolve().parent))
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    """An HTTP server on 127.0.0.1 (``port`` 0: any free port) that serves the page at ``path`` and
+    nothing else.
+
+    ``GET /<page name>`` answers the page as it was when the server started; every other path is 404
+    (no listing, no other file of the folder, no run files). Requests whose ``Host`` is not
+    ``127.0.0.1:PORT`` or ``localhost:PORT`` are refused with 421, so a page on another site cannot
+    reach the server through DNS rebinding. A client that disconnects mid-answer is ignored quietly.
+    """
+    page = read_regular_bytes(path)
+    handler = partial(_PageHandler, page=page, route="/" + urllib.parse.quote(Path(path).name))
+    return _QuietServer(("127.0.0.1", port), handler)
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client gone mid-answer is no error
+            super().handle_error(request, client_address)
+
+
+class _PageHandler(http.server.BaseHTTPRequestHandler):
+    """Answers one route with one page (see :func:`make_server`)."""
+
+    def __init__(self, *args, page: bytes, route: str, **kwargs) -> None:
+        self.page, self.route = page, route
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
+        port = self.server.server_address[1]
+        if self.headers.get("Host", "") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            status, body, kind = 421, b"wrong Host header\n", "text/plain; charset=utf-8"
+        elif urllib.parse.urlsplit(self.path).path != self.route:
+            status, body, kind = 404, b"not found\n", "text/plain; charset=utf-8"
+        else:
+            status, body, kind = 200, self.page, "text/html; charset=utf-8"
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+        except ConnectionError:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+        pass  # the terminal shows the address once; a line per request would bury it
 
 
 def _interrupt(signum, frame):
