@@ -28,7 +28,7 @@ import typing
 from dataclasses import dataclass, field
 
 from ..data import SOURCES
-from ..io import show_path
+from ..io import NotAFileError, open_regular, show_path
 from ..nn.optim import OPTIMIZERS
 
 SCHEDULES = ("constant", "step", "cosine")
@@ -80,6 +80,8 @@ def _check_value(path: str, value, f: dataclasses.Field, ftype):
         ):
             raise ConfigError(f"{path} = {_describe(value)}: expected a list of {len(args)} numbers")
         value = tuple(float(v) for v in value)
+        if not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{path} = {_describe(value)}: expected finite numbers (no nan or inf)")
         for v in value:
             _check_range(path, v, f, shown=value)
         return value
@@ -173,6 +175,12 @@ class DataConfig(_Section):
     )
     base_url: str = _spec(
         "", doc="fetch <base_url>/<file> instead of the pinned URLs (default $MINICNN_DATA_URL)"
+    )
+    download_deadline_s: float = _spec(
+        1800.0, lo=0.0, lo_open=True, doc="give up on a file's transfer after this many seconds"
+    )
+    download_min_rate: float = _spec(
+        1024.0, lo=0.0, doc="give up on a transfer slower than this (bytes/s) after its first 30 s"
     )
     augment: AugmentConfig = _spec(AugmentConfig())
 
@@ -361,6 +369,8 @@ def _parse_toml_value(text: str):
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ConfigError(f"--set value {show_path(text)[:40]}...: nested too deeply") from None
 
 
 def _typed(path: str, text: str, ftype):
@@ -394,13 +404,20 @@ def apply_override(raw: dict, assignment: str) -> dict:
     path, text = (part.strip() for part in assignment.split("=", 1))
     keys = path.replace("[", ".").replace("]", "").split(".")
     if keys[:2] == ["model", "layers"]:
-        layers = raw.setdefault("model", {}).get("layers")
+        model = raw.setdefault("model", {})
+        if not isinstance(model, dict):
+            raise ConfigError(f"--set {path}: model = {_describe(model)}, expected a [model] table")
+        layers = model.get("layers")
         if len(keys) != 4 or not keys[2].isdigit():
             raise ConfigError(f"--set {path}: layer keys are written model.layers.<index>.<key>")
         index = int(keys[2])
         if not isinstance(layers, list) or index >= len(layers):
             count = len(layers) if isinstance(layers, list) else 0
             raise ConfigError(f"--set {path}: there are {count} layers (indices 0 to {count - 1})")
+        if not isinstance(layers[index], dict):
+            raise ConfigError(
+                f"--set {path}: model.layers[{index}] = {_describe(layers[index])}, expected a table"
+            )
         layers[index][keys[3]] = _parse_toml_value(text)
         return raw
     cls: typing.Any = Config  # the section being descended into
@@ -436,23 +453,27 @@ def load_config(path, overrides=()) -> Config:
     Raises :class:`ConfigError` (a ValueError) for any problem, FileNotFoundError for a missing file.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise ConfigError(f"{show_path(path)} is a folder, not a config file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such config file: {show_path(path)}")
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, "config file (TOML)") as handle:
             raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such config file: {show_path(path)}") from None
+    except NotAFileError as exc:
+        raise ConfigError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{show_path(path)}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
-    for assignment in overrides:
-        apply_override(raw, assignment)
+        raise ConfigError(f"{show_path(path)}: not UTF-8 text: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{show_path(path)}: TOML nested too deeply") from None
     try:
+        for assignment in overrides:
+            apply_override(raw, assignment)
         return from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{_blame(path, overrides, str(exc))}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{show_path(path)}: a value is nested too deeply") from None
 
 
 def _finite(value) -> bool:

@@ -74,6 +74,8 @@ RESUME_MAY_CHANGE = (
     "train.memory_budget_mib",
     "output.dir",
     "output.figures",
+    "data.download_deadline_s",
+    "data.download_min_rate",
 )
 
 
