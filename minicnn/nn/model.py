@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import types
 from collections.abc import Callable
@@ -10,10 +11,18 @@ from typing import Generic, NoReturn, TypeVar
 
 import numpy as np
 
-from ..io import FileFormatError, load_npz, read_safetensors, save_npz_atomic, show_path, write_safetensors
+from ..io import (
+    FileFormatError,
+    check_budget,
+    load_npz,
+    read_safetensors,
+    save_npz_atomic,
+    show_path,
+    write_safetensors,
+)
 from . import _threads
 from .layers import LAYERS, Layer, MaxPool2D, ReLU
-from .parameter import Parameter
+from .parameter import NoDrawGenerator, Parameter, placeholders
 
 FORMAT = "minicnn.Sequential/1"
 _ARCH_KEY = "__architecture__"
@@ -329,9 +338,8 @@ class Sequential(Layer):
             )
         try:
             meta = _model_meta(arrays.pop(_ARCH_KEY))
-            model = cls.from_architecture(meta["layers"])
             _check_weights(arrays)
-            model.load_state_dict(arrays)
+            model = _build_to_load(cls, meta["layers"], arrays, shown)
         except (ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
             reason = (
                 "nested too deeply"
@@ -367,6 +375,62 @@ def _model_meta(record: np.ndarray) -> dict:
     if not isinstance(frozen, list) or not all(isinstance(name, str) for name in frozen):
         raise ValueError(f"'frozen' must be a list of parameter names, got {frozen!r}")
     return {"layers": layers, "frozen": frozen}
+
+
+# --- loading without drawing: build on stand-ins, check the file against them, then adopt its arrays ---
+
+
+def _build_to_load(cls, spec: list[dict], arrays: dict[str, np.ndarray], shown: str) -> Sequential:
+    """The model ``spec`` describes, holding ``arrays`` as its weights.
+
+    It is first built on stand-ins (:func:`minicnn.nn.parameter.placeholders`: no weight is drawn or
+    allocated), so the file's keys and shapes and the model's total size (weights and gradients)
+    are checked against the memory budget before any memory is taken; then each parameter adopts
+    its array from the file without a copy.
+    """
+    with placeholders():
+        model = cls.from_architecture(_without_draws(spec))
+    expected = {name: p.data for name, p in model.named_parameters()}
+    expected.update(model.buffers())
+    _check_file_state(expected, arrays)
+    check_budget(
+        sum(2 * value.size * value.dtype.itemsize for value in expected.values()),
+        f"the model in {shown} (weights and gradients)",
+    )
+    for name, p in model.named_parameters():
+        p.adopt(arrays[name])
+    for name, buffer in model.buffers().items():
+        buffer[...] = arrays[name]
+    return model
+
+
+def _without_draws(spec: list[dict]) -> list[dict]:
+    """``spec`` with ``rng`` set to a :class:`NoDrawGenerator` for every layer that draws initial
+    weights (its constructor takes ``init`` and ``rng``); nested ``layers`` lists likewise."""
+    records = []
+    for item in spec:
+        item = dict(item)
+        if isinstance(item.get("layers"), list):
+            item["layers"] = _without_draws(item["layers"])
+        layer_class = LAYERS.get(item.get("type")) if isinstance(item.get("type"), str) else None
+        if layer_class is not None and {"init", "rng"} <= set(inspect.signature(layer_class).parameters):
+            item.setdefault("rng", NoDrawGenerator())
+        records.append(item)
+    return records
+
+
+def _check_file_state(expected: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
+    """The file's arrays must be exactly the model's keys, each of the model's shape."""
+    missing, unexpected = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"missing keys {_some(missing)}, unexpected keys {_some(unexpected)}")
+    for name, value in expected.items():
+        if arrays[name].shape != value.shape:
+            raise ValueError(f"{name} expected shape {value.shape}, got {arrays[name].shape}")
+
+
+def _some(names: list[str], count: int = 6) -> str:
+    return str(names) if len(names) <= count else f"{names[:count]} and {len(names) - count} more"
 
 
 def _check_weights(arrays: dict[str, np.ndarray]) -> None:
