@@ -195,7 +195,10 @@ def main(argv=None) -> int:
             if cfg.output.figures
             else None
         )
-        from .see.change import KernelHistory  # NumPy only: the plotted kernels after each epoch
+        from .see.change import KernelHistory, load_kernel_history  # NumPy only
+
+        if args.resume:
+            load_kernel_history(run_dir)  # a malformed one is refused before anything trains
 
         with blas_threads(cfg.train.threads, args.quiet, watching) as governor:
             training.run(

@@ -85,11 +85,12 @@ def read_idx(path) -> np.ndarray:
             except (OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"{shown}: not a readable gzip file: {exc}") from None
         handle.seek(0)
-        return _read_idx_stream(handle, shown)
+        return _read_idx_stream(handle, shown, os.fstat(handle.fileno()).st_size)
 
 
-def _read_idx_stream(stream, shown: str) -> np.ndarray:
-    """The array of an IDX stream, read straight into its memory (the peak is the array's size)."""
+def _read_idx_stream(stream, shown: str, file_size: int | None = None) -> np.ndarray:
+    """The array of an IDX stream, read straight into its memory (the peak is the array's size);
+    ``file_size``: the raw file's size (None for a decompressed stream)."""
     magic = stream.read(4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
         raise DataError(
@@ -102,6 +103,11 @@ def _read_idx_stream(stream, shown: str) -> np.ndarray:
         raise DataError(f"{shown}: IDX header declares {ndim} dimensions but the file is too short for them")
     shape = tuple(int(s) for s in np.frombuffer(sizes, dtype=">u4"))
     nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if file_size is not None and file_size != 4 + 4 * ndim + nbytes:  # raw: the size is known at once
+        raise DataError(
+            f"{shown}: IDX header declares shape {shape} of {dtype.name} ({4 + 4 * ndim + nbytes} bytes "
+            f"with the header), but the file holds {file_size} bytes"
+        )
     check_budget(nbytes, f"IDX file {shown} (shape {shape} of {dtype.name})")
     array = np.empty(shape, dtype=dtype)
     received = read_into(stream, array)

@@ -22,8 +22,10 @@ import contextlib
 import csv
 import errno
 import fcntl
+import hashlib
 import io
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -111,6 +113,95 @@ def _lock_exclusively(fd: int, lock_path: Path, run_path: Path) -> None:
         ) from None
 
 
+#: The arrays of ``last.npz`` that record what it was trained under (:func:`provenance`).
+PROVENANCE_KEYS = ("run/config", "run/split")
+
+
+def provenance(cfg: Config, dataset) -> dict[str, np.ndarray]:
+    """What a checkpoint was trained under, stored in ``last.npz``: ``run/config``, the resolved
+    config's settings that change what is learned (all but :data:`RESUME_MAY_CHANGE`) as JSON, and
+    ``run/split``, the SHA-256 of the split indices and standardization."""
+    settings = {k: v for k, v in _flatten(to_dict(cfg)).items() if k not in RESUME_MAY_CHANGE}
+    digest = hashlib.sha256()
+    for key, value in sorted({**dataset.indices, "mean": dataset.mean, "std": dataset.std}.items()):
+        array = np.ascontiguousarray(value)
+        digest.update(f"{key}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    config, split = np.array(json.dumps(settings, sort_keys=True)), np.array(digest.hexdigest())
+    return dict(zip(PROVENANCE_KEYS, (config, split)))
+
+
+def _check_provenance(state: dict, current: dict, shown: str) -> dict:
+    """Refuse a checkpoint trained under another config or split than ``current``; pops and returns
+    its record."""
+    record = {key: state.pop(key, None) for key in current}
+    if any(value is None or value.dtype.kind != "U" or value.shape != () for value in record.values()):
+        raise RunDirError(
+            f"cannot resume from {shown}: it carries no record of the config and split it was "
+            "trained under (run/config, run/split); it was not written by this version of train.py"
+        )
+    try:
+        saved = json.loads(str(record["run/config"]))
+    except (ValueError, RecursionError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise FileFormatError(f"cannot resume from {shown}: its run/config record is not a JSON object")
+    now = json.loads(str(current["run/config"]))
+    for key in sorted(saved.keys() | now.keys()):
+        if saved.get(key) != now.get(key):
+            raise RunDirError(
+                f"cannot resume from {shown}: it was trained with {key} = {saved.get(key)!r}, "
+                f"the config now says {now.get(key)!r}"
+            )
+    if str(record["run/split"]) != str(current["run/split"]):
+        raise RunDirError(
+            f"cannot resume from {shown}: it was trained on another split or standardization "
+            "than the run's split.npz and data give now"
+        )
+    return current
+
+
+def _check_checkpoint_arrays(state: dict, model: Sequential) -> None:
+    """The weights (``model/``) and best weights (``best/``) must be finite real floats; the best
+    weights, when present, exactly the model's keys and shapes."""
+    for key, value in state.items():
+        if key.startswith(("model/", "best/")):
+            if value.dtype.kind != "f":
+                raise ValueError(f"{key} has dtype {value.dtype}, expected float32 or float64")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{key} holds NaN or infinite values")
+    best = {key[len("best/") :]: value for key, value in state.items() if key.startswith("best/")}
+    if best:
+        expected = model.state_dict()
+        if best.keys() != expected.keys():
+            raise ValueError(
+                f"its best weights have keys {sorted(best)[:6]}, expected {sorted(expected)[:6]}"
+            )
+        for key, value in best.items():
+            if value.shape != expected[key].shape:
+                raise ValueError(f"best/{key} has shape {value.shape}, expected {expected[key].shape}")
+
+
+def _check_history_records(history: list[dict], shown: str) -> None:
+    """Each record holds its epoch (1, 2, ...) and numbers (or null for validation) under
+    :data:`METRICS_COLUMNS`."""
+    for i, record in enumerate(history):
+        for column in METRICS_COLUMNS:
+            value = record.get(column)
+            optional = column.startswith("val_") and value is None
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (optional or number and math.isfinite(value)):
+                raise FileFormatError(
+                    f"cannot resume from {shown}: history record {i} has {column} = {value!r:.60}, "
+                    "expected a finite number"
+                )
+        if record["epoch"] != i + 1:
+            raise FileFormatError(
+                f"cannot resume from {shown}: history record {i} is of epoch {record['epoch']!r}, "
+                f"expected {i + 1}"
+            )
+
+
 class _File:
     """A file of the run directory as an attribute: ``RunDir(p).checkpoint == p / "last.npz"``."""
 
@@ -140,6 +231,7 @@ class RunDir:
     def __init__(self, path):
         self.path = Path(path)
         self.checkpoint_epoch: int | None = None
+        self._provenance: dict[str, np.ndarray] = {}  # what the checkpoints were trained under
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -237,35 +329,49 @@ class RunDir:
         self.write_config(cfg)
         save_npz_atomic(self.split, {**dataset.indices, "mean": dataset.mean, "std": dataset.std})
         trainer.model.save(self.init)
-        self.save_checkpoint(trainer)
+        self.save_checkpoint(trainer, cfg, dataset)
 
     def write_config(self, cfg: Config) -> None:
         write_text_atomic(self.config, to_toml(cfg))
 
-    def save_checkpoint(self, trainer: Trainer) -> None:
-        """Write ``last.npz``: everything needed to continue bit for bit."""
-        save_npz_atomic(self.checkpoint, trainer.state_dict())
+    def save_checkpoint(self, trainer: Trainer, cfg: Config | None = None, dataset=None) -> None:
+        """Write ``last.npz``: everything needed to continue bit for bit, and what it was trained under
+        (:func:`provenance` of ``cfg`` and ``dataset``, kept from the first write when not given)."""
+        if cfg is not None and dataset is not None:
+            self._provenance = provenance(cfg, dataset)
+        save_npz_atomic(self.checkpoint, {**trainer.state_dict(), **self._provenance})
         self.checkpoint_epoch = trainer.epoch
 
-    def load_checkpoint(self, trainer: Trainer) -> None:
+    def load_checkpoint(self, trainer: Trainer, cfg: Config | None = None, dataset=None) -> None:
         """Restore ``trainer`` from ``last.npz``; :class:`FileFormatError` naming the file if it does not
-        fit: another model, a negative epoch, a history of the wrong type or length."""
+        fit: another model, weights that are not finite real floats, a negative epoch, a history of
+        the wrong type, length or records, best weights of the wrong keys or shapes; and, given
+        ``cfg`` and ``dataset``, :class:`RunDirError` naming the key when the checkpoint was trained
+        under another config or split (:func:`provenance`)."""
+        shown = show_path(self.checkpoint)
+        state = load_npz(self.checkpoint)
+        if cfg is not None and dataset is not None:
+            self._provenance = _check_provenance(state, provenance(cfg, dataset), shown)
+        else:  # unchecked: kept as it is for the checkpoints to come
+            self._provenance = {key: state.pop(key) for key in PROVENANCE_KEYS if key in state}
         try:
-            trainer.load_state_dict(load_npz(self.checkpoint))
+            _check_checkpoint_arrays(state, trainer.model)
+            trainer.load_state_dict(state)
         except (ValueError, RecursionError) as exc:
             reason = "JSON nested too deep" if isinstance(exc, RecursionError) else exc
-            raise FileFormatError(f"cannot resume from {show_path(self.checkpoint)}: {reason}") from None
+            raise FileFormatError(f"cannot resume from {shown}: {reason}") from None
         history, epoch, best = trainer.history, trainer.epoch, trainer.best_epoch
         if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
             raise FileFormatError(
-                f"cannot resume from {show_path(self.checkpoint)}: its history is a "
+                f"cannot resume from {shown}: its history is a "
                 f"{type(history).__name__}, expected a list of one record per epoch"
             )
         if epoch < 0 or epoch != len(history) or not 0 <= best <= epoch:
             raise FileFormatError(
-                f"cannot resume from {show_path(self.checkpoint)}: epoch {epoch}, best "
+                f"cannot resume from {shown}: epoch {epoch}, best "
                 f"epoch {best} and {len(history)} history records do not agree"
             )
+        _check_history_records(history, shown)
         self.checkpoint_epoch = epoch
 
     def check_resume(self, cfg: Config) -> None:

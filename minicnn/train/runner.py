@@ -158,7 +158,7 @@ def _resume(cfg: Config, run_dir: RunDir, quiet: bool):
     run_dir.check_resume(cfg)
     dataset, model, trainer = prepare(cfg)
     run_dir.check_split(dataset)
-    run_dir.load_checkpoint(trainer)
+    run_dir.load_checkpoint(trainer, cfg, dataset)
     run_dir.check_epochs(cfg)
     _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
     run_dir.write_config(cfg)
