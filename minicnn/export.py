@@ -277,14 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_inputs(run_dir: str, input_shape, standardize: bool):
     """The run's model, one image's shape and the standardization (mean, std) to put in front of it."""
-    from .io import load_npz
 
     model = Sequential.load(os.path.join(run_dir, "model.npz"))
     mean = std = None
     split_path = os.path.join(run_dir, "split.npz")
-    if standardize and os.path.isfile(split_path):
-        split = load_npz(split_path)
-        mean, std = split.get("mean"), split.get("std")
     if input_shape is None:
         config_path = os.path.join(run_dir, "config.toml")
         if not os.path.isfile(config_path):
@@ -295,6 +291,10 @@ def _run_inputs(run_dir: str, input_shape, standardize: bool):
         from .train.config import load_config
 
         input_shape = load_dataset(load_config(config_path).data).input_shape
+    if standardize and os.path.lexists(split_path):
+        from .train.rundir import load_standardization
+
+        mean, std = load_standardization(split_path, int(input_shape[0]))
     return model, tuple(input_shape), mean, std
 
 

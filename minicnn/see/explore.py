@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import one_line_errors
-from ..io import load_npz, read_regular_bytes, write_text_atomic
+from ..io import read_regular_bytes, write_text_atomic
 from ..nn.layers import Conv2D, Layer
 from ..nn.model import Sequential
 
@@ -123,21 +123,9 @@ def _standardization(run_dir: Path, channels: int) -> tuple[np.ndarray, np.ndarr
     """The per-channel ``mean`` and ``std`` the run standardized with (0 and 1 without ``split.npz``)."""
     if not (run_dir / "split.npz").is_file():
         return np.zeros(channels, np.float32), np.ones(channels, np.float32)
-    split = load_npz(run_dir / "split.npz")
-    mean, std = (np.asarray(split.get(k, np.zeros(0))).ravel() for k in ("mean", "std"))
-    numbers = mean.dtype.kind in "biuf" and std.dtype.kind in "biuf"
-    mean, std = (a.astype(np.float32) if numbers else np.zeros(0, np.float32) for a in (mean, std))
-    if (
-        mean.shape != (channels,)
-        or std.shape != (channels,)
-        or not np.all(np.isfinite(mean))
-        or not np.all(np.isfinite(std) & (std > 0))
-    ):
-        raise ValueError(
-            f"{run_dir / 'split.npz'}: expected finite numbers 'mean' and 'std' of shape "
-            f"({channels},) with std > 0, got shapes {mean.shape} and {std.shape}"
-        )
-    return mean, std
+    from ..train.rundir import load_standardization
+
+    return load_standardization(run_dir / "split.npz", channels)
 
 
 def _source(run_dir: Path) -> str:

@@ -178,8 +178,8 @@ def _load_run(
     layer = convs[0] if layer is None else layer
     if layer not in convs:
         raise ValueError(
-            f"--layer {layer} is not a Conv2D layer; the Conv2D layers are {convs} "
-            "(indices as in the summary below)\n" + model.summary(X_test.shape[1:])
+            f"--layer {layer} is not a Conv2D layer; the Conv2D layers are {convs} of the "
+            f"{len(model.layers)} layers of {show_path(model_path)} (indices as in its summary)"
         )
     if not 0 <= index < len(X_test):
         raise ValueError(

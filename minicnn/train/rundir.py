@@ -202,6 +202,26 @@ def _check_history_records(history: list[dict], shown: str) -> None:
             )
 
 
+def load_standardization(path, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel ``mean`` and ``std`` (float32, shape (channels,)) of a run's ``split.npz``;
+    ValueError naming the file unless both are finite numbers of that shape with std > 0."""
+    split = load_npz(path)
+    mean, std = (np.asarray(split.get(k, np.zeros(0))).ravel() for k in ("mean", "std"))
+    numbers = mean.dtype.kind in "biuf" and std.dtype.kind in "biuf"
+    mean, std = (a.astype(np.float32) if numbers else np.zeros(0, np.float32) for a in (mean, std))
+    if (
+        mean.shape != (channels,)
+        or std.shape != (channels,)
+        or not np.all(np.isfinite(mean))
+        or not np.all(np.isfinite(std) & (std > 0))
+    ):
+        raise ValueError(
+            f"{show_path(path)}: expected finite numbers 'mean' and 'std' of shape "
+            f"({channels},) with std > 0, got shapes {mean.shape} and {std.shape}"
+        )
+    return mean, std
+
+
 class _File:
     """A file of the run directory as an attribute: ``RunDir(p).checkpoint == p / "last.npz"``."""
 
