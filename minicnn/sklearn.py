@@ -263,7 +263,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if self.early_stopping:
             split_seed = seed if self.validation_split_state is None else self.validation_split_state
             train_idx, val_idx = self._validation_split(y_encoded, split_seed)
-        self._set_standardization(X[train_idx])
+        with np.errstate(over="ignore", invalid="ignore"):  # _standardized reports an overflow
+            self._set_standardization(X[train_idx])
         X = self._standardized(X)
         trainer = self._new_trainer(train_config, seed)
         X_val = y_val = None
@@ -512,10 +513,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.mean_, self.std_ = np.zeros(channels, np.float32), np.ones(channels, np.float32)
 
     def _standardized(self, X) -> np.ndarray:
-        """``(X - mean_) / std_`` per channel (:func:`minicnn.data.standardize`), in the model's dtype."""
-        if not self.standardize:
-            return X
-        return data_mod.standardize(X, self.mean_.astype(X.dtype), self.std_.astype(X.dtype), dtype=X.dtype)
+        """``(X - mean_) / std_`` per channel (:func:`minicnn.data.standardize`), in the model's dtype.
+
+        ValueError when the values (or the standardization itself) overflow the dtype: values whose
+        squares overflow it make the loss infinite, which is no matter of the learning rate."""
+        if self.standardize:
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+                X = data_mod.standardize(
+                    X, self.mean_.astype(X.dtype), self.std_.astype(X.dtype), dtype=X.dtype
+                )
+        limit = np.sqrt(np.finfo(X.dtype).max)
+        if X.size and not (np.all(np.isfinite(X)) and np.max(np.abs(X)) < limit):
+            raise ValueError(
+                f"{type(self).__name__}: the inputs overflow {X.dtype}"
+                f"{' once standardized' if self.standardize else ''} (values must stay below "
+                f"{limit:.3g} in magnitude); rescale X"
+            )
+        return X
 
     def _new_trainer(self, train_config: TrainConfig, seed: int) -> Trainer:
         """A fresh model and Trainer, seeded as ``train.py`` seeds them."""
