@@ -36,6 +36,7 @@ import sys
 import numpy as np
 
 from .errors import one_line_errors
+from .io import show_path
 from .nn.layers import (
     AvgPool2D,
     BatchNorm2D,
@@ -304,12 +305,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not os.path.isdir(args.run_dir):
         print(
-            f"error: {args.run_dir} is not a directory (expected a run directory written by train.py)",
+            f"error: {show_path(args.run_dir)} is not a directory (expected a run directory written by "
+            "train.py)",
             file=sys.stderr,
         )
         return 2
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.onnx))):
-        print(f"error: the folder of {args.onnx} does not exist", file=sys.stderr)
+        print(f"error: the folder of {show_path(args.onnx)} does not exist", file=sys.stderr)
         return 2
     try:
         model, input_shape, mean, std = _run_inputs(args.run_dir, args.input_shape, not args.no_standardize)
@@ -318,7 +320,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.onnx}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
+        f"wrote {show_path(args.onnx)}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
         f"probabilities{'' if mean is None else ' (standardization included)'}"
     )
     return 0

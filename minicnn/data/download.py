@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import show_path
+from ..io import file_kind, show_path
 from .datasets import DataError
 
 CACHE_ENV, URL_ENV = "MINICNN_DATA", "MINICNN_DATA_URL"
@@ -100,13 +100,15 @@ def _cached(path: Path, remote: RemoteFile) -> bool:
     """True if ``path`` holds the pinned file; a wrong file there is removed (and reported)."""
     if path.is_symlink():
         raise DownloadError(
-            f"{path} is a symbolic link; minicnn does not follow links in its cache. "
+            f"{show_path(path)} is a symbolic link; minicnn does not follow links in its cache. "
             "Replace it with the file itself"
         )
     if not path.exists():
         return False
     if not path.is_file():
-        raise DownloadError(f"{path} is not a regular file; remove it so {remote.name} can be downloaded")
+        raise DownloadError(
+            f"{show_path(path)} is {file_kind(path)}; remove it so {remote.name} can be downloaded"
+        )
     size = path.stat().st_size  # cheap first check: a wrong size needs no hashing
     if size == remote.size and sha256_of(path) == remote.sha256:
         return True
@@ -114,7 +116,7 @@ def _cached(path: Path, remote: RemoteFile) -> bool:
         path.unlink()
     except OSError as exc:
         raise DownloadError(
-            f"{path} is corrupt (size {size}, expected {remote.size}, or a wrong SHA-256 "
+            f"{show_path(path)} is corrupt (size {size}, expected {remote.size}, or a wrong SHA-256 "
             f"sum) and cannot be removed: {exc.strerror}; delete it by hand"
         ) from None
     return False
@@ -146,7 +148,7 @@ def fetch(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(
-            f"cannot create the data cache folder {path.parent}: {exc.strerror}; set "
+            f"cannot create the data cache folder {show_path(path.parent)}: {exc.strerror}; set "
             f"data.cache_dir or ${CACHE_ENV} to a folder you can write"
         ) from None
     failures = []
@@ -159,7 +161,7 @@ def fetch(
     removed = f"a corrupt {remote.name} was removed from the cache; " if corrupt else ""
     raise DownloadError(
         f"cannot download {remote.name}: {removed}tried {'; '.join(failures)}. "
-        f"Without network, put {remote.name} (SHA-256 {remote.sha256}) in {path.parent} "
+        f"Without network, put {remote.name} (SHA-256 {remote.sha256}) in {show_path(path.parent)} "
         "by hand"
     )
 
@@ -176,7 +178,7 @@ def _download(url: str, path: Path, remote: RemoteFile, progress: bool, limits: 
         )
     except OSError as exc:
         raise DownloadError(
-            f"cannot write to the data cache folder {path.parent}: {exc.strerror}; set "
+            f"cannot write to the data cache folder {show_path(path.parent)}: {exc.strerror}; set "
             f"data.cache_dir or ${CACHE_ENV} to a folder you can write"
         ) from None
     try:
