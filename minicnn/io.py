@@ -327,7 +327,7 @@ def _read_npy(member, info: zipfile.ZipInfo, shown: str) -> np.ndarray:
     return array.T if fortran else array
 
 
-def read_into(stream, array: np.ndarray, chunk: int = 1 << 20) -> int:
+def read_into(stream, array: np.ndarray, chunk: int = 1 << 18) -> int:
     """Fill the C-contiguous ``array`` from ``stream`` in pieces of at most ``chunk`` bytes (so no
     second copy of the data is ever held); returns the bytes read (fewer when the stream ends)."""
     view = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import os
 import signal
 import sys
 import threading
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import one_line_errors
-from ..io import read_regular_bytes, write_text_atomic
+from ..io import read_regular_bytes, show_path, write_text_atomic
 from ..nn.layers import Conv2D, Layer
 from ..nn.model import Sequential
 
@@ -137,12 +138,19 @@ def _source(run_dir: Path) -> str:
 
 
 def _metrics(run_dir: Path) -> dict:
+    """The page's numbers from ``metrics.json`` ({} when there is none); ValueError naming the file
+    when it is not a regular file holding a JSON object."""
+    path = run_dir / "metrics.json"
+    if not os.path.lexists(path):
+        return {}
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        metrics = json.loads(read_regular_bytes(path, "metrics.json file"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{show_path(path)}: not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{show_path(path)}: JSON nested too deeply") from None
     if not isinstance(metrics, dict):
-        return {}
+        raise ValueError(f"{show_path(path)}: expected a JSON object, got {type(metrics).__name__}")
     return {
         k: metrics[k]
         for k in ("test_accuracy", "best_epoch", "epochs_run")

@@ -124,6 +124,7 @@ def inspect_run(
 
     stream = sys.stdout if stream is None else stream
     model, layer, X_test, y_test = _load_run(run_dir, layer, index, viz.conv_layers)
+    load_kernel_history(run_dir)  # a malformed one is refused before anything is printed or drawn
     conv = cast(Conv2D, model.layers[layer])  # _load_run checked it is a Conv2D
     initial = _initial_weights(run_dir, layer)
     print(model.summary(X_test.shape[1:]), file=stream)

@@ -48,10 +48,20 @@ def _spec(default, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,
     return field(default=default, metadata=meta)
 
 
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a pasted or nested value can be huge)."""
+    text = show_path(text)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _describe(value) -> str:
     if isinstance(value, tuple):
         value = list(value)
-    return json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
+    try:
+        text = json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
+    except RecursionError:
+        text = f"a {type(value).__name__} nested too deeply"
+    return _short(text)
 
 
 def _allowed(f: dataclasses.Field) -> str:
@@ -369,8 +379,6 @@ def _parse_toml_value(text: str):
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-    except RecursionError:
-        raise ConfigError(f"--set value {show_path(text)[:40]}...: nested too deeply") from None
 
 
 def _typed(path: str, text: str, ftype):
@@ -388,8 +396,11 @@ def _typed(path: str, text: str, ftype):
             value = _parse_toml_value(text) if text[:1] in "\"'" else text
             return value if isinstance(value, str) else text
         return _parse_toml_value(text)  # tuples: a TOML array such as [0.9, 0.99]
+    except RecursionError:
+        raise ConfigError(f"--set {path}={_short(text)}: nested too deeply") from None
     except ValueError:
-        raise ConfigError(f"--set {path}={text}: expected {_TYPE_NAMES.get(ftype, 'a TOML value')}") from None
+        expected = _TYPE_NAMES.get(ftype, "a TOML value")
+        raise ConfigError(f"--set {path}={_short(text)}: expected {expected}") from None
 
 
 def apply_override(raw: dict, assignment: str) -> dict:
@@ -495,7 +506,7 @@ def _blame(path: str, overrides, message: str) -> str:
         if parts[:2] == ["model", "layers"] and len(parts) > 2:
             key = f"model.layers[{parts[2]}]" + "".join(f".{p}" for p in parts[3:])
         if message.startswith(key) or message.startswith(f"unknown key {key!r}"):
-            return f"--set {assignment.strip()}"
+            return f"--set {_short(assignment.strip())}"
     return show_path(path)
 
 
