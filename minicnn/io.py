@@ -330,7 +330,7 @@ def _read_npy(member, info: zipfile.ZipInfo, shown: str) -> np.ndarray:
 def read_into(stream, array: np.ndarray, chunk: int = 1 << 18) -> int:
     """Fill the C-contiguous ``array`` from ``stream`` in pieces of at most ``chunk`` bytes (so no
     second copy of the data is ever held); returns the bytes read (fewer when the stream ends)."""
-    view = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+    view = array.reshape(-1).view(np.uint8).data if array.size else memoryview(b"")
     position = 0
     while position < len(view):
         count = stream.readinto(view[position : position + chunk])

@@ -412,7 +412,8 @@ def _without_draws(spec: list[dict]) -> list[dict]:
         item = dict(item)
         if isinstance(item.get("layers"), list):
             item["layers"] = _without_draws(item["layers"])
-        layer_class = LAYERS.get(item.get("type")) if isinstance(item.get("type"), str) else None
+        kind = item.get("type")
+        layer_class = LAYERS.get(kind) if isinstance(kind, str) else None
         if layer_class is not None and {"init", "rng"} <= set(inspect.signature(layer_class).parameters):
             item.setdefault("rng", NoDrawGenerator())
         records.append(item)

@@ -30,6 +30,7 @@ import urllib.parse
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -350,7 +351,7 @@ class _PageHandler(http.server.BaseHTTPRequestHandler):
         self._answer(send_body=False)
 
     def _answer(self, send_body: bool) -> None:
-        port = self.server.server_address[1]
+        port = cast(tuple, self.server.server_address)[1]
         if self.headers.get("Host", "") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
             status, body, kind = 421, b"wrong Host header\n", "text/plain; charset=utf-8"
         elif urllib.parse.urlsplit(self.path).path != self.route:

@@ -188,9 +188,9 @@ def _check_history_records(history: list[dict], shown: str) -> None:
     for i, record in enumerate(history):
         for column in METRICS_COLUMNS:
             value = record.get(column)
-            optional = column.startswith("val_") and value is None
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not (optional or number and math.isfinite(value)):
+            if column.startswith("val_") and value is None:  # no validation split
+                continue
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
                 raise FileFormatError(
                     f"cannot resume from {shown}: history record {i} has {column} = {value!r:.60}, "
                     "expected a finite number"

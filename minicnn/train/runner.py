@@ -143,7 +143,7 @@ def _train_and_finish(run_dir: RunDir, dataset, model, trainer, quiet, on_epoch_
         if finish is not None:
             finish(run_dir.path, model, metrics["history"], dataset)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(run_dir.path, run_dir.checkpoint_epoch) from None
+        raise TrainingInterrupted(run_dir.path, run_dir.checkpoint_epoch or 0) from None
     except DivergedError as exc:
         raise DivergedError(
             f"{exc}. Training stopped; {run_dir.checkpoint} keeps the last good state "
