@@ -207,6 +207,26 @@ def test_overwrite_refuses_a_non_file_under_a_run_name_and_removes_only_links(tm
     assert not (run / "last.npz").is_symlink()
 
 
+def test_inspect_and_gallery_refuse_links_planted_under_their_figures(finished_run, tmp_path, capsys):
+    from minicnn.see.gallery import main as gallery_main
+    from minicnn.see.inspect import main as inspect_main
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    from minicnn.train.rundir import FIGURES
+
+    # inspect's own figures for layer 0 and image 0, then the run figures it redraws
+    names = ["filters_layer0.png", "feature_maps_layer0_image0.png", "filters_learned_layer0.png", *FIGURES]
+    (tmp_path / "second").mkdir()
+    targets = [plant(tmp_path / "second" / name, "link to a file", outside) for name in names]
+    line = one_line_exit_2(capsys, inspect_main([str(finished_run), "--out", str(tmp_path / "second")]))
+    assert "is a symbolic link" in line
+    assert all(target.read_bytes() == b"precious" for target in targets)
+    target = plant(tmp_path / "gallery.png", "link to a file", outside)
+    assert "gallery.png is a symbolic link" in one_line_exit_2(capsys, gallery_main(["--out", str(tmp_path)]))
+    assert target.read_bytes() == b"precious"
+
+
 def test_explore_out_and_export_onnx_refuse_a_fifo(finished_run, tmp_path, capsys):
     from minicnn.export import main as export_main
     from minicnn.see.explore import main as explore_main

@@ -5,15 +5,18 @@
 ``split.npz``      the split indices and the standardization (``mean``, ``std``)
 ``init.npz``       the initial weights (loadable with ``Sequential.load``)
 ``last.npz``       the checkpoint after the last completed epoch: weights, optimizer, schedule,
-                   RNG states, history (:meth:`minicnn.train.trainer.Trainer.state_dict`)
+                   RNG states, history (:meth:`minicnn.train.trainer.Trainer.state_dict`), and what
+                   it was trained under (:func:`provenance`)
 ``model.npz``      the best validation weights (loadable with ``Sequential.load``)
 ``metrics.json``   the test results and the history; ``metrics.csv``: the history as a table
+``.minicnn.lock``  the single-writer lock (``flock``) and its holder's PID (:meth:`RunDir.locked`)
 =================  ===========================================================================
 
-The ``train.py`` command also draws its figures here (:data:`FIGURES`). Every write is atomic
-(:mod:`minicnn.io`). A new run refuses a folder that is not empty, unless told to overwrite, and then
-removes only the files listed in :attr:`RunDir.FILES`; the ``.tmp-*`` files a killed write left
-behind are removed at every start.
+The ``train.py`` command also draws its figures here (:data:`FIGURES`). Every write is atomic and
+never through a link (:mod:`minicnn.io`); a name of :attr:`RunDir.FILES` that is a link or another
+non-file is refused before training (:meth:`RunDir.check_targets`). A new run refuses a folder
+that is not empty, unless told to overwrite, and then removes only the files listed in
+:attr:`RunDir.FILES`; the ``.tmp-*`` files a killed write left behind are removed at every start.
 """
 
 from __future__ import annotations
