@@ -347,6 +347,8 @@ def test_a_second_writer_is_refused_naming_the_first_and_kill_9_frees_the_folder
         assert f"is in use by process {holder.pid}" in second.stderr
         line = one_line_exit_2(capsys, train_main(["--resume", str(run), "--quiet"]))
         assert f"in use by process {holder.pid}" in line
+        line = one_line_exit_2(capsys, train_main(QUICK + ["--out", str(run)]))  # not "not empty"
+        assert f"in use by process {holder.pid}" in line
     finally:
         holder.kill()  # SIGKILL: no chance to clean up
         holder.wait(timeout=30)

@@ -102,12 +102,12 @@ def _flatten(tree, prefix: str = "") -> dict:
     return flat
 
 
-def _lock_exclusively(fd: int, lock_path: Path, run_path: Path) -> None:
+def _lock(fd: int, lock_path: Path, run_path: Path, mode: int = fcntl.LOCK_EX) -> None:
     """``flock`` ``fd`` without waiting; :class:`RunDirError` naming the holder's PID when taken."""
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         raise RunDirError(f"{show_path(lock_path)} is not a regular file; remove it")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         raise RunDirError(
@@ -255,6 +255,7 @@ class RunDir:
         self.path = Path(path)
         self.checkpoint_epoch: int | None = None
         self._provenance: dict[str, np.ndarray] = {}  # what the checkpoints were trained under
+        self._held = False  # inside locked()
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -290,6 +291,7 @@ class RunDir:
             raise RunDirError(f"run directory {shown} exists and is not a folder; choose another --out")
         if not self.path.is_dir():
             return
+        self.check_not_in_use()  # "in use by process N" says more than "not empty"
         remove_stale_temporaries(self.path)
         entries = sorted(name for name in os.listdir(self.path) if name != LOCK_NAME)
         if entries and not overwrite:
@@ -335,12 +337,28 @@ class RunDir:
                 raise
             raise RunDirError(f"{show_path(lock_path)} is a symbolic link; remove it") from None
         try:
-            _lock_exclusively(fd, lock_path, self.path)
+            _lock(fd, lock_path, self.path)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._held = True
             yield self
         finally:
+            self._held = False
             os.close(fd)  # closing releases the lock
+
+    def check_not_in_use(self) -> None:
+        """Refuse a folder another process holds (:meth:`locked`), naming it; takes nothing itself."""
+        if self._held:
+            return
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path / LOCK_NAME, flags)
+        except OSError:
+            return  # no lock file (a link or worse is refused by locked())
+        try:
+            _lock(fd, self.path / LOCK_NAME, self.path, fcntl.LOCK_SH)  # a probe, released by close
+        finally:
+            os.close(fd)
 
     # --- writing ---------------------------------------------------------------------------------
     def start(self, cfg: Config, dataset, trainer: Trainer) -> None:
