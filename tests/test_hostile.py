@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -288,6 +289,15 @@ def test_serve_answers_404_for_everything_but_the_page(page_server, path):
     server, page = page_server
     assert get(server, path) == (404, b"")
     assert get(server, "/page.html") == (200, page.read_bytes())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30))
+def test_serve_answers_404_for_any_other_path(page_server, path):
+    server, _ = page_server
+    target = "/" + urllib.parse.quote(path)
+    status, body = get(server, target)
+    assert (status, bool(body)) == ((200, True) if target == "/page.html" else (404, False))
 
 
 @pytest.mark.parametrize(
@@ -787,6 +797,18 @@ def test_deep_nesting_is_one_line_everywhere(tmp_path, capsys, depth):
     (tmp_path / "t.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
     with pytest.raises(io.FileFormatError, match="nested too deeply"):
         io.read_safetensors(tmp_path / "t.safetensors")
+
+
+def test_a_deeply_nested_architecture_or_history_is_one_line(run_copy, capsys):
+    from minicnn.nn.model import Sequential
+
+    model = io.load_npz(run_copy / "model.npz")
+    io.save_npz_atomic(run_copy / "model.npz", {**model, "__architecture__": np.array(_deep(100_000))})
+    with pytest.raises(io.FileFormatError, match="nested too deeply"):
+        Sequential.load(run_copy / "model.npz")
+    _edit_checkpoint(run_copy, lambda state: state.update(history=np.array(_deep(100_000))))
+    line = one_line_exit_2(capsys, train_main(["--resume", str(run_copy), "--quiet"]))
+    assert "last.npz" in line and "nested too deep" in line
 
 
 def test_a_deeply_nested_metrics_json_is_one_line_in_explore(run_copy, capsys):
