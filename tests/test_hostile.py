@@ -168,6 +168,25 @@ def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_ulimit_f_is_one_line_naming_the_file(tmp_path):
+    import resource
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *QUICK, "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'r' / 'last.npz'}: File too large"
+    ], result.stderr
+    assert not [name for name in os.listdir(tmp_path / "r") if name.startswith(".tmp-")]
+
+
 def test_the_files_a_run_writes_come_from_one_list():
     from minicnn.train import rundir
 
