@@ -263,8 +263,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if self.early_stopping:
             split_seed = seed if self.validation_split_state is None else self.validation_split_state
             train_idx, val_idx = self._validation_split(y_encoded, split_seed)
-        with np.errstate(over="ignore", invalid="ignore"):  # _standardized reports an overflow
-            self._set_standardization(X[train_idx])
+        self._set_standardization(X[train_idx])
         X = self._standardized(X)
         trainer = self._new_trainer(train_config, seed)
         X_val = y_val = None
@@ -508,7 +507,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _set_standardization(self, X) -> None:
         channels = X.shape[1]
         if self.standardize:
-            self.mean_, self.std_ = data_mod.channel_stats(X)
+            with np.errstate(over="ignore", invalid="ignore"):  # _standardized reports an overflow
+                self.mean_, self.std_ = data_mod.channel_stats(X)
         else:
             self.mean_, self.std_ = np.zeros(channels, np.float32), np.ones(channels, np.float32)
 

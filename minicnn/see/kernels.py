@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.animation import PillowWriter
 from matplotlib.figure import Figure
 
-from ..io import write_atomic
+from ..io import check_write_target, write_atomic
 from ..nn.functional import pad2d
 from ..nn.layers import Conv2D
 from .change import kernel_angles, norm_ratios
@@ -162,6 +162,7 @@ def animate_filters_evolution(history: dict, path, in_channel: int | None = None
     """
     from matplotlib.animation import FuncAnimation
 
+    check_write_target(path)  # refused before any frame is drawn
     epochs, kernels = np.asarray(history["epochs"]), np.asarray(history["kernels"], dtype=np.float64)
     unit = _unit(kernels[:, :, 0 if in_channel is None else in_channel])
     n_out, vmax = unit.shape[1], symmetric_limit(unit)
