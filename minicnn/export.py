@@ -42,6 +42,7 @@ import sys
 import numpy as np
 
 from .errors import one_line_errors
+from .io import show_path
 from .nn.model import Sequential
 
 #: The ONNX operator set the graph is written for (each operator used has its present definition by then).
@@ -195,14 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_inputs(run_dir: str, input_shape, standardize: bool):
     """The run's model, one image's shape and the standardization (mean, std) to put in front of it."""
-    from .io import load_npz
 
     model = Sequential.load(os.path.join(run_dir, "model.npz"))
     mean = std = None
     split_path = os.path.join(run_dir, "split.npz")
-    if standardize and os.path.isfile(split_path):
-        split = load_npz(split_path)
-        mean, std = split.get("mean"), split.get("std")
     if input_shape is None:
         config_path = os.path.join(run_dir, "config.toml")
         if not os.path.isfile(config_path):
@@ -213,6 +210,10 @@ def _run_inputs(run_dir: str, input_shape, standardize: bool):
         from .train.config import load_config
 
         input_shape = load_dataset(load_config(config_path).data).input_shape
+    if standardize and os.path.lexists(split_path):
+        from .train.rundir import load_standardization
+
+        mean, std = load_standardization(split_path, int(input_shape[0]))
     return model, tuple(input_shape), mean, std
 
 
@@ -222,12 +223,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not os.path.isdir(args.run_dir):
         print(
-            f"error: {args.run_dir} is not a directory (expected a run directory written by train.py)",
+            f"error: {show_path(args.run_dir)} is not a directory (expected a run directory written by "
+            "train.py)",
             file=sys.stderr,
         )
         return 2
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.onnx))):
-        print(f"error: the folder of {args.onnx} does not exist", file=sys.stderr)
+        print(f"error: the folder of {show_path(args.onnx)} does not exist", file=sys.stderr)
         return 2
     try:
         model, input_shape, mean, std = _run_inputs(args.run_dir, args.input_shape, not args.no_standardize)
@@ -236,7 +238,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.onnx}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
+        f"wrote {show_path(args.onnx)}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
         f"probabilities{'' if mean is None else ' (standardization included)'}"
     )
     return 0

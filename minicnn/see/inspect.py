@@ -130,6 +130,7 @@ def inspect_run(
 
     stream = sys.stdout if stream is None else stream
     model, layer, X_test, y_test = _load_run(run_dir, layer, index, viz.conv_layers)
+    load_kernel_history(run_dir)  # a malformed one is refused before anything is printed or drawn
     conv = cast(Conv2D, model.get_layer(layer))  # _load_run checked it is a convolution
     initial = _initial_weights(run_dir, layer)
     print(model.summary(X_test.shape[1:]), file=stream)
@@ -185,9 +186,8 @@ def _load_run(
     layer = convs[0] if layer is None else str(layer)
     if layer not in convs:
         raise ValueError(
-            f"--layer {layer} is not a convolution; the model's convolutions are {', '.join(convs)} "
-            '(names as in the summary: python -c "from minicnn import Sequential; '
-            f"print(Sequential.load('{model_path}').summary({tuple(X_test.shape[1:])}))\")"
+            f"--layer {layer} is not a convolution; the convolutions of {show_path(model_path)} are "
+            f"{', '.join(convs)} (names as in its summary)"
         )
     if not 0 <= index < len(X_test):
         raise ValueError(
