@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import one_line_errors
 from .io import show_path
+from .nn.layers import IMPORT_HELP, import_layer_modules
 from .nn.model import Sequential
 
 #: The ONNX operator set the graph is written for (each operator used has its present definition by then).
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: python -m minicnn.export runs/digits-20260101-120000 --onnx digits.onnx",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", help=IMPORT_HELP)
     parser.add_argument("--onnx", metavar="FILE", required=True, help="write an ONNX model (opset 17) here")
     parser.add_argument(
         "--input-shape",
@@ -221,6 +223,7 @@ def _run_inputs(run_dir: str, input_shape, standardize: bool):
 def main(argv=None) -> int:
     """``python -m minicnn.export RUN_DIR --onnx FILE``: 0 on success, 2 with one line on stderr otherwise."""
     args = build_parser().parse_args(argv)
+    import_layer_modules(args.imports)
     if not os.path.isdir(args.run_dir):
         print(
             f"error: {show_path(args.run_dir)} is not a directory (expected a run directory written by "

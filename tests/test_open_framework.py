@@ -573,3 +573,22 @@ def test_a_first_convolution_inside_a_block_is_the_one_the_figures_inspect_and_t
     convs = [i for i, layer in enumerate(data["layers"]) if layer["type"] == "Conv2D"]
     assert [data["layers"][i]["path"] for i in convs] == ["0.body.0", "0.shortcut.0"]
     assert list(data["init_kernels"]) == [str(i) for i in convs]
+
+
+def test_the_commands_load_a_run_of_user_layers_after_import_and_refuse_it_before(
+    user_run, mylayers, tmp_path
+):
+    """A model file never imports; ``--import MODULE`` is how a command learns a user's layer."""
+    env = {"PYTHONPATH": str(Path(mylayers.__file__).parent), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "minicnn.inspect", str(user_run), "--out", str(tmp_path / "i")]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "layer class 'mylayers:Block' is not known: import mylayers" in refused.stderr
+    assert "--import mylayers" in refused.stderr
+    loaded = subprocess.run([*command, "--import", "mylayers"], capture_output=True, text=True, env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    missing = subprocess.run(
+        [*command, "--import", "no_such_module"], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode == 2 and "--import no_such_module: cannot import it" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

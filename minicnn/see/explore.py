@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import one_line_errors
 from ..io import read_regular_bytes, show_path, write_text_atomic
-from ..nn.layers import BUILTIN_JAVASCRIPT, Conv2D, Layer
+from ..nn.layers import BUILTIN_JAVASCRIPT, IMPORT_HELP, Conv2D, Layer, import_layer_modules
 from ..nn.model import Sequential
 
 #: Largest relative difference (max |js - minicnn| / max |minicnn|) the page's self-check accepts.
@@ -437,12 +437,14 @@ def main(argv=None) -> int:
         "draw an input, watch every feature map and the prediction.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", help=IMPORT_HELP)
     parser.add_argument("--out", default=None, help="the page to write (default RUN_DIR/explore.html)")
     parser.add_argument(
         "--serve", action="store_true", help="also serve the page on 127.0.0.1 with Python's http.server"
     )
     parser.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
     args = parser.parse_args(argv)
+    import_layer_modules(args.imports)
     if not 0 <= args.port <= 65535:
         print(f"error: --port {args.port}: expected a port number from 0 to 65535", file=sys.stderr)
         return 2

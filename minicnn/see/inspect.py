@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import one_line_errors
 from ..io import show_path
-from ..nn.layers import Conv2D
+from ..nn.layers import IMPORT_HELP, Conv2D, import_layer_modules
 from ..nn.model import Sequential
 from .change import conv_weights, kernel_angles, load_kernel_history, norm_ratios
 from .filters import classic_match, match_label
@@ -241,6 +241,7 @@ def main(argv=None) -> int:
         description="Print a trained model's kernels and redraw its filters and feature maps.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", help=IMPORT_HELP)
     parser.add_argument(
         "--layer",
         default=None,
@@ -256,6 +257,7 @@ def main(argv=None) -> int:
         help="draw only the kernels' slice on this input channel (deeper layers)",
     )
     args = parser.parse_args(argv)
+    import_layer_modules(args.imports)
     inspect_run(args.run_dir, layer=args.layer, index=args.index, out=args.out, in_channel=args.in_channel)
     return 0
 

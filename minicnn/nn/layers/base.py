@@ -158,7 +158,8 @@ def _long_form(name: str, allow_import: bool) -> type[Layer]:
     module, _, qualname = name.partition(":")
     if not allow_import:
         raise UnknownLayerError(
-            f"layer class {name!r} is not known: import {module} (the module that defines it) before loading"
+            f"layer class {name!r} is not known: import {module} (the module that defines it) before "
+            f"loading; the commands take --import {module}"
         )
     try:
         importlib.import_module(module)
@@ -167,6 +168,26 @@ def _long_form(name: str, allow_import: bool) -> type[Layer]:
     if name not in _BY_LONG_NAME:
         raise UnknownLayerError(f"layer type {name!r}: {module} defines no Layer subclass {qualname!r}")
     return _BY_LONG_NAME[name]
+
+
+def import_layer_modules(modules) -> None:
+    """Import the modules that define layers of the user's own (the commands' ``--import MODULE``), so
+    that the model files naming them load. This runs those modules' code, as any import does.
+    Raises UnknownLayerError (one line) for a module that cannot be imported."""
+    for module in modules or ():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # an import runs arbitrary code: whatever it raises is one line here
+            raise UnknownLayerError(
+                f"--import {module}: cannot import it: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+#: The help of the commands' ``--import`` option.
+IMPORT_HELP = (
+    "import this module first (repeatable): the module that defines a layer of your own that the run's "
+    "model holds (this runs the module's code, as any import does)"
+)
 
 
 def saved_type(cls: type[Layer]) -> str:
