@@ -131,7 +131,18 @@ PORTABLE_NUMPY_NAMES = {
     "functional.py": {"errstate"},  # silences NumPy's overflow warning; no arithmetic
     "losses.py": set(),
     "optim.py": {"array", "ndarray", "vdot"},  # host copies for checkpoints; vdot on NumPy arrays only
-    "parameter.py": {"asarray", "generic", "ndarray"},  # NumPy for what is not an array yet
+    # NumPy for what is not an array yet; the loader's stand-ins (placeholders, NoDrawGenerator: host only)
+    "parameter.py": {
+        "asarray",
+        "generic",
+        "ndarray",
+        "ascontiguousarray",
+        "broadcast_to",
+        "float64",
+        "random",
+        "zeros",
+        "zeros_like",
+    },
 }
 
 
