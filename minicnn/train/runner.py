@@ -12,6 +12,7 @@ Dropout layer's own. All their states go into the checkpoint, so a resumed run c
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
 from pathlib import Path
@@ -109,6 +110,16 @@ def run(
     run_dir = RunDir(run_dir)
     if resume:
         dataset, model, trainer = _resume(cfg, run_dir, quiet)
+        finished = _finished_metrics(run_dir, trainer)
+        if finished is not None:
+            _say(
+                quiet,
+                f"{run_dir.path} is already finished ({trainer.epoch} of {trainer.epochs} epochs"
+                f"{', stopped early' if trainer.stopped_early else ''}; test accuracy "
+                f"{finished['test_accuracy']:.4f}): nothing to do. To train longer, resume with "
+                f"--set train.epochs={trainer.epoch + 5}, say",
+            )
+            return finished
     else:
         run_dir.check_new(overwrite)
         dataset, model, trainer = prepare(cfg)
@@ -119,10 +130,14 @@ def run(
             f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
             f"{dataset.input_shape}; run directory {run_dir.path}",
         )
+    first_epoch = trainer.epoch
+    drawn = 0.0
     try:
         metrics = _train_and_test(run_dir, dataset, trainer, quiet, on_epoch_end)
         if finish is not None:
+            drawing = time.perf_counter()
             finish(run_dir.path, model, metrics["history"], dataset)
+            drawn = time.perf_counter() - drawing
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir.path, run_dir.checkpoint_epoch) from None
     except DivergedError as exc:
@@ -133,22 +148,45 @@ def run(
     _say(
         quiet,
         f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) with the "
-        f"weights of epoch {trainer.best_epoch}; {metrics['train_seconds']:.1f}s training, "
-        f"{time.perf_counter() - started:.1f}s in all; everything is in {run_dir.path}",
+        f"weights of epoch {trainer.best_epoch}; "
+        f"{_time_line(metrics['history'], first_epoch, drawn, time.perf_counter() - started)}; "
+        f"everything is in {run_dir.path}",
     )
     return metrics
 
 
+def _time_line(history: list[dict], first_epoch: int, figures: float, total: float) -> str:
+    """Where this session's time went: training (the epochs after ``first_epoch``; with the earlier
+    ones too after a resume), figures and the whole session."""
+    now = sum(r["seconds"] for r in history if r["epoch"] > first_epoch)
+    earlier = f" (+{sum(r['seconds'] for r in history) - now:.1f}s before the resume)" if first_epoch else ""
+    return f"{now:.1f}s training{earlier}, {figures:.1f}s figures, {total:.1f}s in all"
+
+
+def _finished_metrics(run_dir: RunDir, trainer: Trainer) -> dict | None:
+    """A resumed run's saved metrics (with the history) when it has nothing left to do: all its epochs
+    trained (or stopped early) and tested; None otherwise."""
+    if trainer.epoch < trainer.epochs and not trainer.stopped_early:
+        return None
+    try:
+        saved = json.loads(run_dir.metrics_json.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and "test_accuracy" in saved else None
+
+
 def _resume(cfg: Config, run_dir: RunDir, quiet: bool):
     """:func:`prepare` a resumed run, checked against the run's own config, split and checkpoint, and
-    restored from its checkpoint; the config is rewritten only then (with more epochs, say)."""
+    restored from its checkpoint; the config is rewritten only then (with more epochs, say), and not
+    for a finished run, which :func:`run` leaves as it is."""
     run_dir.check_resume(cfg)
     dataset, model, trainer = prepare(cfg)
     run_dir.check_split(dataset)
     run_dir.load_checkpoint(trainer)
     run_dir.check_epochs(cfg)
-    _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
-    run_dir.write_config(cfg)
+    if _finished_metrics(run_dir, trainer) is None:
+        _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
+        run_dir.write_config(cfg)
     return dataset, model, trainer
 
 
