@@ -156,8 +156,9 @@ def test_page_holds_the_architecture_weights_standardization_and_minicnns_logits
     np.testing.assert_allclose(data["check"]["probabilities"], model.predict_proba(images), rtol=1e-6)
 
 
-def test_page_of_a_model_without_class_scores_explains_why(tmp_path):
-    run = explore.Run(
+def conv_only_run() -> explore.Run:
+    """A run whose model ends in feature maps, not class scores: a model the page cannot draw."""
+    return explore.Run(
         "conv-only",
         Sequential(L.Conv2D(1, 2, 3, rng=0)),
         None,
@@ -168,8 +169,22 @@ def test_page_of_a_model_without_class_scores_explains_why(tmp_path):
         "digits",
         {},
     )
+
+
+def test_page_of_a_model_without_class_scores_explains_why(tmp_path):
+    run = conv_only_run()
     data = explore.page_data(run)
     assert "output has shape (2, 6, 6)" in data["unsupported"] and "check" not in data
+
+
+def test_explore_warns_on_stderr_when_it_cannot_draw_the_model(tmp_path, monkeypatch, capsys):
+    run = conv_only_run()
+    monkeypatch.setattr(explore, "load_run", lambda run_dir: run)
+    assert explore.main([str(tmp_path), "--out", str(tmp_path / "page.html")]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"wrote {tmp_path / 'page.html'}"
+    assert len(err.splitlines()) == 1 and err.startswith("warning: the page cannot draw this model")
+    assert "(2, 6, 6)" in err
 
 
 def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
@@ -587,17 +602,7 @@ def test_nested_sequential_model_is_drawn_layer_by_layer(browser, tmp_path):
 
 
 def test_page_says_when_it_cannot_draw_a_model(browser, tmp_path):
-    run = explore.Run(
-        "conv-only",
-        Sequential(L.Conv2D(1, 2, 3, rng=0)),
-        None,
-        np.zeros((3, 1, 8, 8), np.float32),
-        np.arange(3),
-        np.zeros(1, np.float32),
-        np.ones(1, np.float32),
-        "digits",
-        {},
-    )
+    run = conv_only_run()
     path = tmp_path / "conv-only.html"
     path.write_text(explore.render_page(explore.page_data(run)))
     open_page(browser, path)

@@ -298,10 +298,17 @@ def render_page(data: dict) -> str:
     return template
 
 
-def write_page(run_dir, out=None) -> Path:
+def write_page(run_dir, out=None, stream=None) -> Path:
     """Write the explorer page for ``run_dir`` to ``out`` (default ``RUN_DIR/explore.html``); returns
-    the path."""
-    page = render_page(page_data(load_run(run_dir)))
+    the path. When the page cannot draw the model, it still shows why, and a warning saying so goes
+    to ``stream`` (default stderr)."""
+    data = page_data(load_run(run_dir))
+    if data["unsupported"]:
+        print(
+            f"warning: the page cannot draw this model, it only says why: {data['unsupported']}",
+            file=sys.stderr if stream is None else stream,
+        )
+    page = render_page(data)
     out = Path(run_dir) / "explore.html" if out is None else Path(out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a directory; expected the path of an .html file to write")
