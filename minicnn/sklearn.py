@@ -365,7 +365,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         else:
             X, y = validate_data(self, X, y, reset=reset, dtype=dtype)
         if reset:
-            self.image_shape_ = image_shape or self._given_image_shape() or _infer_image_shape(X.shape[1], name)
+            self.image_shape_ = (
+                image_shape or self._given_image_shape() or _infer_image_shape(X.shape[1], name)
+            )
             c, h, w = self.image_shape_
             if c * h * w != X.shape[1]:
                 raise ValueError(

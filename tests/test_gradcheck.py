@@ -31,7 +31,9 @@ def test_report_fails_a_wrong_backward_pass_and_says_so():
         def backward(self, grad_out):
             return super().backward(grad_out) * 1.5
 
-    report = check_layer(Wrong(4, 3, dtype=np.float64, rng=0), np.random.default_rng(0).standard_normal((2, 4)))
+    report = check_layer(
+        Wrong(4, 3, dtype=np.float64, rng=0), np.random.default_rng(0).standard_normal((2, 4))
+    )
     assert not report.ok
     assert "FAILED" in str(report)
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 #: The largest relative error a correct float64 backward pass shows with ``h = 1e-6``: central
 #: differences are accurate to about ``h**2`` plus rounding ``eps / h`` (about 1e-10 each), so a
 #: layer's own errors stay near 1e-8, while a wrong backward is off by 1e-2 or more.
@@ -49,7 +48,9 @@ class GradCheckReport:
     def __str__(self) -> str:
         items = ", ".join(f"{k}: {v:.2e}" for k, v in self.errors.items())
         verdict = "ok" if self.ok else "FAILED"
-        return f"GradCheckReport({verdict}: worst={self.worst:.2e} vs tolerance {self.tolerance:.0e}; {items})"
+        return (
+            f"GradCheckReport({verdict}: worst={self.worst:.2e} vs tolerance {self.tolerance:.0e}; {items})"
+        )
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray, tiny: float = 1e-12) -> float:

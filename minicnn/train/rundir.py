@@ -35,7 +35,7 @@ from ..io import (
     write_text_atomic,
 )
 from ..nn.model import Sequential
-from .config import Config, load_config, to_dict, to_toml
+from .config import Config, flat_config, load_config, to_toml
 from .trainer import Trainer
 
 #: The columns of ``metrics.csv``: one row per epoch.
@@ -70,20 +70,6 @@ RESUME_MAY_CHANGE = (
 
 class RunDirError(ValueError):
     """A run directory cannot be used: not empty for a new run, not a folder, or not a run to resume."""
-
-
-def _flatten(tree, prefix: str = "") -> dict:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``; list items as ``key[i]``."""
-    if isinstance(tree, dict):
-        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in tree.items()]
-    elif isinstance(tree, list) and any(isinstance(v, dict) for v in tree):
-        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(tree)]
-    else:
-        return {prefix: tree}
-    flat = {}
-    for key, value in items:
-        flat.update(_flatten(value, key))
-    return flat
 
 
 class _File:
@@ -217,7 +203,7 @@ class RunDir:
         :class:`RunDirError` naming the first such key. Clears stale temporaries first, as
         :meth:`check_new` does."""
         remove_stale_temporaries(self.path)
-        old, new = _flatten(to_dict(load_config(self.config))), _flatten(to_dict(cfg))
+        old, new = flat_config(load_config(self.config)), flat_config(cfg)
         for key in sorted(old.keys() | new.keys()):
             if old.get(key) != new.get(key) and key not in RESUME_MAY_CHANGE:
                 raise RunDirError(
