@@ -24,14 +24,18 @@ from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
     LABEL_SIZE,
-    _bare,
+    FigureStep,
     _frame_tiles,
     _weights,
     mosaic,
     new_figure,
+    rgb_bytes,
+    run_steps,
     save,
     symmetric_limit,
+    tile_centres,
     tiled_axes,
+    wrap,
 )
 
 
@@ -56,43 +60,57 @@ def plot_filters_change(
         and norm ratios are of the whole kernels (in, kh, kw).
     title : str, optional
 
-    Rows 1 and 2 share one symmetric colour scale; row 3 (the change) has its own, so a small change
-    is still visible. The angle is the honest measure: after a normalization only direction matters.
+    Three blocks, one above the other, each the kernels in a grid of at most :data:`~.plots.MAX_COLUMNS`
+    columns (:func:`~.plots.wrap`, :func:`~.plots.mosaic`): the Axes labelled ``"initial"`` and
+    ``"learned"`` share one symmetric colour scale; ``"change"`` has its own, so a small change is still
+    visible, with each kernel's angle from initialization and norm ratio under it. The angle is the
+    honest measure: after a normalization only direction matters.
 
     Returns
     -------
-    Figure whose first ``3 * out`` Axes are the tiles, row by row.
+    Figure with the three labelled Axes and their colorbars.
     """
     before, after = _weights(initial), _weights(learned)
     if before.shape != after.shape:
         raise ValueError(f"plot_filters_change: shapes differ, {before.shape} vs {after.shape}")
     angles, ratios = kernel_angles(before, after), norm_ratios(before, after)
     (b, channel), (a, _) = _slice(before, in_channel), _slice(after, in_channel)
-    n_out = len(b)
-    fig = new_figure(max(1.3 * n_out + 1.6, 5.5), 5.2)
-    axes = fig.subplots(3, n_out, squeeze=False)
-    rows = (
-        ("initial", b, symmetric_limit(b, a)),
-        ("learned", a, symmetric_limit(b, a)),
-        ("learned − initial", a - b, symmetric_limit(a - b)),
-    )
-    for r, (label, kernels, vmax) in enumerate(rows):
-        for k in range(n_out):
-            ax = axes[r, k]
-            image = ax.imshow(kernels[k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
-            _bare(ax)
-            if r == 0:
-                ax.set_title(f"kernel {k}", fontsize=LABEL_SIZE)
-            if r == 2:
-                ax.set_xlabel(f"{angles[k]:.0f}°\n×{ratios[k]:.2f}", fontsize=LABEL_SIZE)
-        axes[r, 0].set_ylabel(label, fontsize=LABEL_SIZE)
-        fig.colorbar(image, ax=list(axes[r]), shrink=0.9, aspect=12, label="weight" if r < 2 else "change")
+    kh = b.shape[1]
+    gap = (max(2, round(0.9 * kh)), 1)  # room under each row of tiles for two lines of text
+    blocks = {"initial": wrap(b), "learned": wrap(a), "change": wrap(a - b)}
+    rows, cols = blocks["initial"].shape[:2]
+    images = {name: mosaic(grid, gap) for name, grid in blocks.items()}
+    fig = new_figure(0.75 * cols + 2.2, 3 * (0.85 * rows + 0.35) + 0.9)
+    axes = dict(zip(images, fig.subplots(3, 1, squeeze=False)[:, 0]))
+    shared = symmetric_limit(b, a)
+    for name, ax in axes.items():
+        ax.set_label(name)
+        vmax = shared if name != "change" else symmetric_limit(a - b)
+        shown = ax.imshow(images[name], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        first = [f"{r * cols}-{min((r + 1) * cols, len(b)) - 1}" for r in range(rows)] if rows > 1 else None
+        _frame_tiles(
+            ax, blocks[name].shape, first, [str(k) for k in range(cols)] if name == "initial" else None, gap
+        )
+        ax.set_ylabel("learned − initial" if name == "change" else name, fontsize=LABEL_SIZE)
+        fig.colorbar(shown, ax=ax, shrink=0.9, aspect=12, label="change" if name == "change" else "weight")
+    ys, xs = tile_centres(blocks["change"].shape, gap)
+    for k in range(len(b)):
+        r, c = divmod(k, cols)
+        axes["change"].text(
+            xs[c],
+            ys[r] + kh / 2,
+            f"{angles[k]:.0f}°\n×{ratios[k]:.2f}",
+            ha="center",
+            va="top",
+            fontsize=LABEL_SIZE - 1,
+            linespacing=0.9,
+        )
     median = float(np.nanmedian(angles))
     note = "" if before.shape[1] == 1 else f", input channel {channel} shown"
     fig.suptitle(
         title
-        or f"Kernels turned a median {median:.0f}° from their initialization{note}\n"
-        "(under each: angle from init, norm learned / initial)",
+        or f"{len(b)} kernels turned a median {median:.0f}° from their initialization{note}\n"
+        "(kernel number above; under each change: angle from init, norm learned / initial)",
         fontsize=10,
     )
     return save(fig, path)
@@ -111,8 +129,16 @@ def _history_rows(epochs: np.ndarray, max_rows: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, len(epochs) - 1, max_rows)).astype(int))
 
 
+def most_turned(angles: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` kernels with the largest angles (NaN last), in kernel order; all when
+    there are no more than ``count``."""
+    if len(angles) <= count:
+        return np.arange(len(angles))
+    return np.sort(np.argsort(-np.nan_to_num(angles, nan=-1.0), kind="stable")[:count])
+
+
 def plot_filters_evolution(
-    history: dict, in_channel: int | None = None, max_rows: int = 11, path=None
+    history: dict, in_channel: int | None = None, max_rows: int = 11, max_kernels: int = 16, path=None
 ) -> Figure:
     """The plotted layer's kernels after each epoch: epochs down, kernels across, each at unit norm.
 
@@ -124,62 +150,85 @@ def plot_filters_evolution(
         Input channel to draw (default 0).
     max_rows : int
         More snapshots than this are thinned to evenly spaced epochs (the first and last kept).
+    max_kernels : int
+        More kernels than this: the ``max_kernels`` that turned most by the last snapshot
+        (:func:`most_turned`), and the title says so.
 
-    Each tile is titled with the kernel's angle from its initialization at that epoch.
-
-    Returns
-    -------
-    Figure whose first ``rows * out`` Axes are the tiles, row by row.
+    One image of tiles (:func:`~.plots.mosaic`) in the Axes labelled ``"kernels"``: row r is the r-th
+    snapshot shown (labelled with its epoch), column c a kernel (labelled with its number), on one
+    symmetric colour scale; under each tile the kernel's angle from its initialization at that epoch.
     """
     epochs, kernels = np.asarray(history["epochs"]), np.asarray(history["kernels"], dtype=np.float64)
     shown = _history_rows(epochs, max_rows)
     unit = _unit(kernels[:, :, 0 if in_channel is None else in_channel])
-    n_out = unit.shape[1]
-    vmax = symmetric_limit(unit[shown])
-    fig = new_figure(max(1.1 * n_out + 1.6, 5.0), 1.05 * len(shown) + 1.1)
-    axes = fig.subplots(len(shown), n_out, squeeze=False)
+    n_out, kh = unit.shape[1:3]
+    picked = most_turned(kernel_angles(kernels[0], kernels[-1]), max_kernels)
+    tiles = unit[shown][:, picked]
+    gap = (max(2, round(0.5 * kh)), 1)
+    image = mosaic(tiles, gap)
+    fig = new_figure(0.6 * len(picked) + 2.4, 0.62 * len(shown) + 1.2)
+    ax = fig.subplots()
+    ax.set_label("kernels")
+    vmax = symmetric_limit(tiles)
+    drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    _frame_tiles(ax, tiles.shape, [f"epoch {epochs[e]}" for e in shown], [str(k) for k in picked], gap)
+    ys, xs = tile_centres(tiles.shape, gap)
     for r, e in enumerate(shown):
         angles = kernel_angles(kernels[0], kernels[e])
-        for k in range(n_out):
-            ax = axes[r, k]
-            image = ax.imshow(unit[e, k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
-            _bare(ax)
-            ax.set_title(f"{angles[k]:.0f}°", fontsize=LABEL_SIZE - 1, pad=2)
-        axes[r, 0].set_ylabel(f"epoch {epochs[e]}", fontsize=LABEL_SIZE)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, aspect=30, label="weight / kernel norm")
+        for c, k in enumerate(picked):
+            ax.text(
+                xs[c], ys[r] + kh / 2, f"{angles[k]:.0f}°", ha="center", va="top", fontsize=LABEL_SIZE - 2
+            )
+    fig.colorbar(drawn, ax=ax, shrink=0.8, aspect=30, label="weight / kernel norm")
     thinned = "" if len(shown) == len(epochs) else f", {len(shown)} of {len(epochs)} snapshots"
-    fig.suptitle(f"Kernels over training\n(unit norm; angle from init above each{thinned})", fontsize=10)
+    subset = "" if len(picked) == n_out else f"\nthe {len(picked)} of {n_out} kernels that turned most"
+    fig.suptitle(
+        f"Kernels over training (unit norm; kernel number above, angle from init under each{thinned})"
+        f"{subset}",
+        fontsize=10,
+    )
     return save(fig, path)
 
 
-def animate_filters_evolution(history: dict, path, in_channel: int | None = None, fps: int = 4) -> np.ndarray:
-    """An animated GIF of the kernels (unit norm) epoch by epoch, written with matplotlib's PillowWriter.
+def animate_filters_evolution(
+    history: dict, path, in_channel: int | None = None, fps: int = 4, tile_pixels: int = 48
+) -> np.ndarray:
+    """An animated GIF of the kernels (unit norm) epoch by epoch, drawn straight from the arrays with
+    Pillow (no matplotlib frame is rendered): the kernels in a grid of at most
+    :data:`~.plots.MAX_COLUMNS` columns, each about ``tile_pixels`` wide (whole pixels per weight), its
+    angle from initialization under it, on one symmetric colour scale (the ``RdBu_r`` of the PNGs).
 
     history : as for :func:`plot_filters_evolution`; path : the ``.gif`` to write.
     Returns the frames' kernels, ndarray of shape (E, out, kh, kw) (unit norm), as drawn.
     """
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from PIL import Image, ImageDraw, ImageFont
 
     epochs, kernels = np.asarray(history["epochs"]), np.asarray(history["kernels"], dtype=np.float64)
     unit = _unit(kernels[:, :, 0 if in_channel is None else in_channel])
-    n_out, vmax = unit.shape[1], symmetric_limit(unit)
-    fig = new_figure(max(1.2 * n_out + 0.4, 3.0), 1.9)
-    axes = fig.subplots(1, n_out, squeeze=False)[0]
-    images = [ax.imshow(unit[0, k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax) for k, ax in enumerate(axes)]
-    for ax in axes:
-        _bare(ax)
-    heading = fig.suptitle("", fontsize=LABEL_SIZE + 1)
-
-    def draw(e):
+    n_out, kh, kw = unit.shape[1:]
+    scale = max(1, tile_pixels // max(kh, kw))
+    colours = rgb_bytes(unit, KERNEL_CMAP, symmetric_limit(unit))  # (E, out, kh, kw, 3)
+    rows, cols = wrap(unit[0]).shape[:2]
+    pad, header, caption = 6, 20, 14
+    step_x, step_y = kw * scale + pad, kh * scale + caption + pad
+    size = (max(cols * step_x + pad, 300), header + rows * step_y)
+    font = ImageFont.load_default()
+    frames = []
+    for e in range(len(epochs)):
         angles = kernel_angles(kernels[0], kernels[e])
-        for k, (ax, image) in enumerate(zip(axes, images)):
-            image.set_data(unit[e, k])
-            ax.set_title(f"{angles[k]:.0f}°", fontsize=LABEL_SIZE)
-        heading.set_text(f"epoch {epochs[e]}: kernels (unit norm), angle from init")
-        return images
-
-    animation = FuncAnimation(fig, draw, frames=len(epochs), blit=False)
-    animation.save(path, writer=PillowWriter(fps=fps), dpi=80)
+        frame = Image.new("RGB", size, "white")
+        pen = ImageDraw.Draw(frame)
+        pen.text(
+            (pad, 4), f"epoch {epochs[e]}: kernels (unit norm), angle from init", fill="black", font=font
+        )
+        for k in range(n_out):
+            r, c = divmod(k, cols)
+            left, top = pad + c * step_x, header + r * step_y
+            tile = Image.fromarray(colours[e, k]).resize((kw * scale, kh * scale), Image.Resampling.NEAREST)
+            frame.paste(tile, (left, top))
+            pen.text((left, top + kh * scale + 1), f"{angles[k]:.0f}°", fill="black", font=font)
+        frames.append(frame)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
     return unit
 
 
@@ -275,25 +324,43 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
 def write_kernel_figures(run_dir, model, history=None, X_train=None) -> list[str]:
     """``filters_evolution.png`` and ``.gif`` (from ``history``) and ``top_patches.png`` (from ``X_train``)
     for a run's first Conv2D; returns the paths written."""
+    return run_steps(kernel_figure_steps(run_dir, model, history, X_train))
+
+
+def kernel_figure_steps(run_dir, model, history=None, X_train=None) -> list[FigureStep]:
+    """:func:`write_kernel_figures`'s figures as named steps, not yet drawn."""
     import os
 
     from .change import first_conv_index
 
-    written = []
+    def target(name):
+        return os.path.join(run_dir, name)
+
+    def evolution():
+        plot_filters_evolution(history, path=target("filters_evolution.png"))
+        return [target("filters_evolution.png")]
+
+    def gif():
+        animate_filters_evolution(history, target("filters_evolution.gif"))
+        return [target("filters_evolution.gif")]
+
+    def patches():
+        plot_top_patches(model, X_train, layer, path=target("top_patches.png"))
+        return [target("top_patches.png")]
+
+    steps: list[FigureStep] = []
     if history is not None and len(history["epochs"]) > 1:
-        written.append(os.path.join(run_dir, "filters_evolution.png"))
-        plot_filters_evolution(history, path=written[-1])
-        written.append(os.path.join(run_dir, "filters_evolution.gif"))
-        animate_filters_evolution(history, written[-1])
+        steps += [("filters_evolution.png", evolution), ("filters_evolution.gif", gif)]
     layer = first_conv_index(model)
     if X_train is not None and len(X_train) and model.layers[layer].in_channels == 1:
-        written.append(os.path.join(run_dir, "top_patches.png"))
-        plot_top_patches(model, X_train, layer, path=written[-1])
-    return written
+        steps.append(("top_patches.png", patches))
+    return steps
 
 
 __all__ = [
     "animate_filters_evolution",
+    "kernel_figure_steps",
+    "most_turned",
     "plot_filters_change",
     "plot_filters_evolution",
     "plot_top_patches",

@@ -138,6 +138,41 @@ def mosaic(tiles: np.ndarray, gap=1) -> np.ndarray:
     return out[: out.shape[0] - gap_rows, : out.shape[1] - gap_cols]
 
 
+#: Most tiles side by side in a wrapped grid (:func:`wrap`): a figure of many kernels stays on a screen.
+MAX_COLUMNS = 8
+
+
+def wrap(tiles: np.ndarray, columns: int = MAX_COLUMNS) -> np.ndarray:
+    """Tiles (n, h, w) or (n, h, w, 3) as a grid (rows, cols, h, w[, 3]) of at most ``columns``
+    columns, row by row; the spare places of the last row are NaN (colour: 1, white)."""
+    tiles = np.asarray(tiles, dtype=np.float64)
+    n = len(tiles)
+    cols = max(1, min(n, columns))
+    rows = -(-n // cols)
+    grid = np.full((rows * cols, *tiles.shape[1:]), np.nan if tiles.ndim == 3 else 1.0)
+    grid[:n] = tiles
+    return grid.reshape(rows, cols, *tiles.shape[1:])
+
+
+def rgb_bytes(values: np.ndarray, cmap: str, vmax: float) -> np.ndarray:
+    """Values (any shape) as uint8 RGB colours (shape + (3,)) of ``cmap`` on the scale [-vmax, vmax],
+    as ``imshow`` would colour them; for drawing with Pillow."""
+    from matplotlib import colormaps
+
+    return colormaps[cmap]((np.asarray(values) + vmax) / (2 * vmax), bytes=True)[..., :3]
+
+
+def tile_centres(shape, gap=1) -> tuple[list[float], list[float]]:
+    """Where the tiles of a :func:`mosaic` of ``shape`` (rows, cols, h, w, ...) and ``gap`` are centred,
+    in data coordinates: each row's y, each column's x."""
+    gap_rows, gap_cols = _gaps(gap)
+    rows, cols, h, w = shape[:4]
+    return (
+        [r * (h + gap_rows) + (h - 1) / 2 for r in range(rows)],
+        [c * (w + gap_cols) + (w - 1) / 2 for c in range(cols)],
+    )
+
+
 def tiled_axes(fig: Figure, images: dict) -> dict:
     """One Axes per :func:`mosaic` image, side by side and labelled with its key, widths in
     proportion to each image's width over its height: all get one height, so their rows line up
@@ -714,59 +749,85 @@ def write_run_figures(
     if not figures:
         return []
     os.makedirs(run_dir, exist_ok=True)
-    written = []
+    return run_steps(run_figure_steps(run_dir, model, init_model, history, X_test, y_test, label_smoothing))
+
+
+#: One figure step: a name for timing, and the call that draws its figures and returns their paths.
+FigureStep = tuple[str, typing.Callable[[], list[str]]]
+
+
+def run_steps(steps: list[FigureStep]) -> list[str]:
+    """Draw each step's figures in turn; the paths written."""
+    return [path for _, step in steps for path in step()]
+
+
+def run_figure_steps(
+    run_dir, model, init_model=None, history=None, X_test=None, y_test=None, label_smoothing: float = 0.0
+) -> list[FigureStep]:
+    """:func:`write_run_figures`'s figures as named steps, not yet drawn (arguments as there); the test
+    set's class probabilities are computed once, for the confusion matrix and the mistakes."""
 
     def target(name):
-        path = os.path.join(run_dir, name)
-        written.append(path)
-        return path
+        return os.path.join(run_dir, name)
 
     initial = None
     if init_model is not None:
         initial = (
             _first_conv(init_model).weight.data if hasattr(init_model, "layers") else _weights(init_model)
         )
-    _write_filter_figures(_first_conv(model).weight.data, initial, target)
+    steps = _filter_steps(_first_conv(model).weight.data, initial, target)
     if history is not None:
         n_classes = int(np.shape(model.predict_logits(X_test[:1]))[1]) if X_test is not None else 10
-        plot_history(history, label_smoothing, n_classes, path=target("history.png"))
-    if X_test is not None and y_test is not None and len(X_test):
-        plot_feature_maps(
-            model, X_test[0], title=f"test image 0 (label {y_test[0]})", path=target("feature_maps.png")
-        )
+
+        def draw_history():
+            plot_history(history, label_smoothing, n_classes, path=target("history.png"))
+            return [target("history.png")]
+
+        steps.append(("history.png", draw_history))
+    if X_test is None or y_test is None or not len(X_test):
+        return steps
+
+    def draw_feature_maps():
+        title = f"test image 0 (label {y_test[0]})"
+        plot_feature_maps(model, X_test[0], title=title, path=target("feature_maps.png"))
+        return [target("feature_maps.png")]
+
+    def draw_results():
         probabilities = model.predict_proba(X_test)
         y_pred = probabilities.argmax(axis=1)
         plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
         plot_mistakes(X_test, y_test, y_pred, probabilities=probabilities, path=target("mistakes.png"))
-    return written
+        return [target("confusion.png"), target("mistakes.png")]
+
+    return steps + [("feature_maps.png", draw_feature_maps), ("confusion.png, mistakes.png", draw_results)]
 
 
-def _write_filter_figures(learned: np.ndarray, initial: np.ndarray | None, target) -> None:
+def _filter_steps(learned: np.ndarray, initial: np.ndarray | None, target) -> list[FigureStep]:
     """``filters_init.png`` (when ``initial`` is given) and ``filters_learned.png``: the first Conv2D's
     kernels (out, in, kh, kw) at initialization, and initial, learned and their difference with each
     kernel's angle from initialization; ``target(name)`` gives each file's path."""
     vmax = symmetric_limit(learned, *([] if initial is None else [initial]))
     in_channel = None if learned.shape[1] in (1, 3) else 0  # grey kernels, or colour patches for RGB input
-    if initial is not None:
-        plot_filters(
-            initial,
-            in_channel=in_channel,
-            vmax=vmax,
-            title="First-layer kernels at initialization",
-            path=target("filters_init.png"),
-        )
-    if initial is not None:
-        from .kernels import plot_filters_change  # initial, learned, change, angle under each kernel
 
-        plot_filters_change(initial, learned, in_channel=in_channel, path=target("filters_learned.png"))
-    else:
-        plot_filters(
-            learned,
-            in_channel=in_channel,
-            vmax=vmax,
-            title="First-layer kernels after training",
-            path=target("filters_learned.png"),
-        )
+    def draw_init():
+        title = "First-layer kernels at initialization"
+        plot_filters(initial, in_channel=in_channel, vmax=vmax, title=title, path=target("filters_init.png"))
+        return [target("filters_init.png")]
+
+    def draw_learned():
+        if initial is not None:
+            from .kernels import plot_filters_change  # initial, learned, change, angle under each kernel
+
+            plot_filters_change(initial, learned, in_channel=in_channel, path=target("filters_learned.png"))
+        else:
+            title = "First-layer kernels after training"
+            plot_filters(
+                learned, in_channel=in_channel, vmax=vmax, title=title, path=target("filters_learned.png")
+            )
+        return [target("filters_learned.png")]
+
+    init_step: list[FigureStep] = [] if initial is None else [("filters_init.png", draw_init)]
+    return init_step + [("filters_learned.png", draw_learned)]
 
 
 __all__ = [
@@ -781,6 +842,8 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_mistakes",
     "write_run_figures",
+    "run_figure_steps",
+    "run_steps",
     "receptive_field_grid",
     "default_stages",
     "conv_layers",

@@ -19,6 +19,7 @@ from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
     LABEL_SIZE,
+    FigureStep,
     _as_image,
     _bare,
     _batch,
@@ -28,6 +29,7 @@ from .plots import (
     feature_maps,
     mosaic,
     new_figure,
+    run_steps,
     save,
     show_image,
     symmetric_limit,
@@ -218,17 +220,33 @@ def conv_activation_layers(model) -> tuple[int, int]:
 
 def write_saliency_figures(run_dir, model, X_test, y_test, blank) -> list[str]:
     """``saliency.png``, ``class_maps_first.png`` and ``class_maps_last.png`` for a run; returns the paths."""
+    return run_steps(saliency_figure_steps(run_dir, model, X_test, y_test, blank))
+
+
+def saliency_figure_steps(run_dir, model, X_test, y_test, blank) -> list[FigureStep]:
+    """:func:`write_saliency_figures`'s figures as named steps, not yet drawn."""
     import os
 
-    written = [
-        os.path.join(run_dir, name)
-        for name in ("saliency.png", "class_maps_first.png", "class_maps_last.png")
-    ]
-    plot_saliency(model, X_test, y_test, blank, path=written[0])
+    def target(name):
+        return os.path.join(run_dir, name)
+
+    def draw_saliency():
+        plot_saliency(model, X_test, y_test, blank, path=target("saliency.png"))
+        return [target("saliency.png")]
+
+    def class_maps(name, layer):
+        def draw():
+            plot_class_mean_maps(model, X_test, y_test, layer, path=target(name))
+            return [target(name)]
+
+        return name, draw
+
     first, last = conv_activation_layers(model)
-    plot_class_mean_maps(model, X_test, y_test, first, path=written[1])
-    plot_class_mean_maps(model, X_test, y_test, last, path=written[2])
-    return written
+    return [
+        ("saliency.png", draw_saliency),
+        class_maps("class_maps_first.png", first),
+        class_maps("class_maps_last.png", last),
+    ]
 
 
 __all__ = [
@@ -240,4 +258,5 @@ __all__ = [
     "plot_saliency",
     "saliency",
     "write_saliency_figures",
+    "saliency_figure_steps",
 ]

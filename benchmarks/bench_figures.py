@@ -1,0 +1,100 @@
+"""How long each figure of a run takes to draw, against the run's training: the cost of ``output.figures``.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_figures.py [--config PATH]
+        [--set key=value ...]
+
+Trains the config (default configs/digits.toml) into a temporary run directory with the figures off,
+timing the whole run, then draws every figure the ``train.py`` command draws
+(:func:`minicnn.see.run_figures.figure_steps`), timing each. Prints one line per figure with its
+seconds and its share of the run with figures (training run + all figures), then the totals and the
+load average, since on a busy machine every number moves: compare shares from one process. Also the
+peak resident memory after training and after the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine_line  # noqa: E402
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "digits.toml"))
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    from minicnn import train as training
+    from minicnn.cli import blas_threads
+    from minicnn.nn.model import Sequential
+    from minicnn.see.change import KernelHistory, load_kernel_history
+    from minicnn.train.config import load_config
+
+    cfg = load_config(args.config, [*args.overrides, "output.figures=false"])
+    with tempfile.TemporaryDirectory() as folder:
+        run_dir = Path(folder) / "run"
+        started = time.perf_counter()
+        snapshots = KernelHistory(run_dir)  # what train.py keeps for the kernels' figures
+        with blas_threads(cfg.train.threads) as governor:
+
+            def on_epoch_end(trainer, record):
+                snapshots(trainer, record)
+                if governor is not None:
+                    governor(trainer, record)
+
+            metrics = training.run(cfg, run_dir, quiet=True, on_epoch_end=on_epoch_end)
+        run_seconds = time.perf_counter() - started
+        peak_trained = peak_mib()
+        from minicnn.see.run_figures import figure_steps  # matplotlib imported from here on
+
+        dataset = training.prepare(cfg)[0]
+        X_test, X_train = np.asarray(dataset.X_test), np.asarray(dataset.X_train)
+        drawing = time.perf_counter()
+        steps = figure_steps(
+            run_dir,
+            Sequential.load(run_dir / "model.npz"),
+            Sequential.load(run_dir / "init.npz"),
+            metrics["history"],
+            X_test,
+            dataset.y_test,
+            X_train,
+            cfg.train.label_smoothing,
+            load_kernel_history(run_dir),
+        )
+        times = []
+        for name, draw in steps:
+            start = time.perf_counter()
+            draw()
+            times.append((name, time.perf_counter() - start))
+        figures_seconds = time.perf_counter() - drawing  # with the imports and the data loading
+    total = run_seconds + figures_seconds
+    print(f"{machine_line()}\nconfig {os.path.relpath(args.config, ROOT)} {' '.join(args.overrides)}")
+    print(f"{'figure':<30} {'seconds':>8} {'share of run':>13}")
+    for name, seconds in times:
+        print(f"{name:<30} {seconds:>8.2f} {seconds / total:>12.1%}")
+    print(
+        f"training run {run_seconds:.1f}s ({metrics['train_seconds']:.1f}s in epochs), figures "
+        f"{figures_seconds:.1f}s ({sum(s for _, s in times):.1f}s drawing): figures are "
+        f"{figures_seconds / total:.0%} of {total:.1f}s"
+    )
+    print(f"peak memory {peak_trained:.0f} MiB after training, {peak_mib():.0f} MiB after the figures")
+    print("load average %.2f %.2f %.2f" % os.getloadavg())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
