@@ -59,11 +59,11 @@ def main(argv=None) -> int:
             metrics = training.run(cfg, run_dir, quiet=True, on_epoch_end=on_epoch_end)
         run_seconds = time.perf_counter() - started
         peak_trained = peak_mib()
-        from minicnn.see.run_figures import figure_steps  # matplotlib imported from here on
-
-        dataset = training.prepare(cfg)[0]
+        dataset = training.prepare(cfg)[0]  # the data train.py hands its figures
         X_test, X_train = np.asarray(dataset.X_test), np.asarray(dataset.X_train)
-        drawing = time.perf_counter()
+        drawing = time.perf_counter()  # as train.py pays it: matplotlib's import included
+        from minicnn.see.run_figures import figure_steps
+
         steps = figure_steps(
             run_dir,
             Sequential.load(run_dir / "model.npz"),
@@ -88,11 +88,11 @@ def main(argv=None) -> int:
         print(f"{name:<30} {seconds:>8.2f} {seconds / total:>12.1%}")
     print(
         f"training run {run_seconds:.1f}s ({metrics['train_seconds']:.1f}s in epochs), figures "
-        f"{figures_seconds:.1f}s ({sum(s for _, s in times):.1f}s drawing): figures are "
+        f"{figures_seconds:.1f}s ({sum(s for _, s in times):.1f}s drawing, the rest imports): figures are "
         f"{figures_seconds / total:.0%} of {total:.1f}s"
     )
     print(f"peak memory {peak_trained:.0f} MiB after training, {peak_mib():.0f} MiB after the figures")
-    print("load average %.2f %.2f %.2f" % os.getloadavg())
+    print("load average " + " ".join(f"{load:.2f}" for load in os.getloadavg()))
     return 0
 
 

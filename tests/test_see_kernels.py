@@ -89,16 +89,6 @@ def test_load_kernel_history_is_none_for_a_run_without_one(tmp_path):
 
 
 # --- figures ----------------------------------------------------------------------------------------------
-def tile_axes(fig):
-    """The Axes that draw an image, colorbars left out, in the order they were made (row by row)."""
-    return [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
-
-
-def tiles(fig, count):
-    """The arrays drawn in the first ``count`` tiles."""
-    return [np.asarray(ax.images[0].get_array()) for ax in tile_axes(fig)[:count]]
-
-
 def drawn_tiles(ax, count: int, tile_shape: tuple[int, int]) -> list[np.ndarray]:
     """The first ``count`` tiles of the mosaic drawn in ``ax``, row by row, read back from its image:
     the tile size and the gaps come from where the tiles' frames are."""

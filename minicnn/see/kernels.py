@@ -76,24 +76,26 @@ def plot_filters_change(
     angles, ratios = kernel_angles(before, after), norm_ratios(before, after)
     (b, channel), (a, _) = _slice(before, in_channel), _slice(after, in_channel)
     kh = b.shape[1]
-    gap = (max(2, round(0.9 * kh)), 1)  # room under each row of tiles for two lines of text
     blocks = {"initial": wrap(b), "learned": wrap(a), "change": wrap(a - b)}
     rows, cols = blocks["initial"].shape[:2]
-    images = {name: mosaic(grid, gap) for name, grid in blocks.items()}
-    fig = new_figure(0.75 * cols + 2.2, 3 * (0.85 * rows + 0.35) + 0.9)
-    axes = dict(zip(images, fig.subplots(3, 1, squeeze=False)[:, 0]))
+    # room under each row of the change for two lines of text; a thin gap elsewhere
+    gaps = {"initial": (max(1, round(0.2 * kh)), 1), "learned": (max(1, round(0.2 * kh)), 1)}
+    gaps["change"] = (max(2, round(0.9 * kh)), 1)
+    images = {name: mosaic(grid, gaps[name]) for name, grid in blocks.items()}
+    heights = [image.shape[0] for image in images.values()]
+    fig = new_figure(0.75 * cols + 2.2, 0.75 * sum(heights) / (kh + 1) + 1.6)
+    axes = dict(zip(images, fig.subplots(3, 1, squeeze=False, height_ratios=heights)[:, 0]))
     shared = symmetric_limit(b, a)
     for name, ax in axes.items():
         ax.set_label(name)
         vmax = shared if name != "change" else symmetric_limit(a - b)
         shown = ax.imshow(images[name], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
         first = [f"{r * cols}-{min((r + 1) * cols, len(b)) - 1}" for r in range(rows)] if rows > 1 else None
-        _frame_tiles(
-            ax, blocks[name].shape, first, [str(k) for k in range(cols)] if name == "initial" else None, gap
-        )
+        top = [str(k) for k in range(cols)] if name == "initial" else None
+        _frame_tiles(ax, blocks[name].shape, first, top, gaps[name])
         ax.set_ylabel("learned − initial" if name == "change" else name, fontsize=LABEL_SIZE)
         fig.colorbar(shown, ax=ax, shrink=0.9, aspect=12, label="change" if name == "change" else "weight")
-    ys, xs = tile_centres(blocks["change"].shape, gap)
+    ys, xs = tile_centres(blocks["change"].shape, gaps["change"])
     for k in range(len(b)):
         r, c = divmod(k, cols)
         axes["change"].text(

@@ -478,55 +478,97 @@ def map_scale(maps: np.ndarray) -> tuple[str, float, float]:
 
 
 def plot_feature_maps(
-    model, image, layer=None, max_channels: int = 64, columns: int = 16, title=None, path=None
+    model, image, layer=None, max_channels: int = 16, columns: int = MAX_COLUMNS, title=None, path=None
 ) -> Figure:
-    """The input digit and each channel's feature map after chosen layers, aligned with the input.
+    """The input image and each channel's feature map after chosen layers, aligned with the input.
 
     Parameters
     ----------
     model : Sequential
     image : ndarray of shape (C, H, W) or (H, W): one input image
     layer : int or list of int, optional
-        Layer indices whose outputs to show, one block of rows each. Default: the first Conv2D,
+        Layer indices whose outputs to show, one row of the figure each. Default: the first Conv2D,
         the layers after it up to and including its activation and pooling (:func:`default_stages`).
     max_channels : int
-        Show at most this many channels per layer.
+        A layer with more channels shows the ``max_channels`` with the largest mean absolute activation
+        in the first layer shown, the same channels in every row; the title says which rule chose them.
     columns : int
-        Channels per row; a layer with more channels wraps onto further rows.
+        Channels per row of tiles; more wrap onto further rows (:func:`wrap`).
     title : str, optional
         Names the image (e.g. "test image 0, label 7") at the head of the figure's title.
     path : str or PathLike, optional
 
-    Each feature map is drawn over the input pixels it is centred on (:func:`receptive_field_grid`),
-    so a 4x4 map after 2x2 pooling covers the 8x8 digit, each cell over the 2x2 block it summarizes;
-    a faint outline of the digit is drawn over every map. Each layer has one symmetric colour scale
-    with a colorbar.
-
-    Returns
-    -------
-    Figure with, per layer, one input Axes, one Axes per channel shown, and one colorbar.
+    Each feature map is resampled onto the input's pixel grid (:func:`maps_on_input`), so a tile
+    covers exactly the input pixels its cells are centred on: a 4x4 map after 2x2 pooling covers the
+    8x8 digit, each cell over the 2x2 block it summarizes. The tiles of one layer are one image
+    (:func:`mosaic`) in the Axes labelled ``"maps <layer>"``, titled with their channel numbers, on one
+    colour scale with a colorbar (:func:`map_scale`), a faint outline of a one-channel input over
+    them; beside it, the input (Axes ``"input <layer>"``).
     """
     x, stages, maps = _stage_maps(model, image, layer)
-    shown = [min(max_channels, m.shape[0]) for m in maps]
-    n_cols = min(columns, max(shown))
-    lines = [-(-count // n_cols) for count in shown]
-    fig = new_figure(1.15 * (n_cols + 1) + 0.9, 1.3 * sum(lines) + 0.5)
-    axes = fig.subplots(sum(lines), n_cols + 1, squeeze=False)
-    first = 0
-    for stage, (i, m) in enumerate(zip(stages, maps)):
-        block = axes[first : first + lines[stage]]
-        first += lines[stage]
-        show_image(block[0, 0], x[0], title="input" if stage == 0 else None, extent=_extent(x.shape[2:]))
-        block[0, 0].set_ylabel(
-            f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=9
+    n_channels = maps[0].shape[0]
+    channels = np.arange(n_channels)
+    if n_channels > max_channels:
+        strength = np.abs(maps[0]).reshape(n_channels, -1).mean(axis=1)
+        channels = np.sort(np.argsort(-strength, kind="stable")[:max_channels])
+    grids = [
+        maps_on_input(m[channels[channels < len(m)]], receptive_field_grid(model, i), x.shape[2:])
+        for i, m in zip(stages, maps)
+    ]
+    wrapped = [wrap(g, columns) for g in grids]
+    gap = max(1, round(grids[0].shape[1] / 6))  # room above each tile for its channel number
+    images = [mosaic(w, gap) for w in wrapped]
+    ratios = [image.shape[1] / image.shape[0] for image in images]
+    fig = new_figure(
+        0.9 * min(columns, len(channels)) + 3.0, sum(1.0 * w.shape[0] + 0.25 for w in wrapped) + 0.9
+    )
+    axes = fig.subplots(
+        len(stages),
+        2,
+        squeeze=False,
+        width_ratios=[1, max(ratios)],
+        height_ratios=[w.shape[0] for w in wrapped],
+    )
+    for row, (i, m) in enumerate(zip(stages, maps)):
+        ax_in, ax_maps = axes[row]
+        ax_in.set_label(f"input {i}")
+        ax_maps.set_label(f"maps {i}")
+        show_image(ax_in, x[0], title="input" if row == 0 else None)
+        ax_in.set_ylabel(
+            f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=LABEL_SIZE
         )
-        for ax in block[1:, 0]:
-            ax.remove()
-        _draw_maps(fig, block[:, 1:].ravel(), m[: shown[stage]], receptive_field_grid(model, i), x[0])
-    more = "" if all(s == m.shape[0] for s, m in zip(shown, maps)) else f" (first {max_channels} channels)"
+        _draw_maps(fig, ax_maps, images[row], wrapped[row], gap, grids[row], channels, x[0])
+    if len(channels) == n_channels:
+        more = ""
+    else:
+        more = (
+            f"\n{len(channels)} of {n_channels} channels: those with the largest mean |activation| "
+            f"after layer {stages[0]}"
+        )
     head = f"Feature maps of {title}" if title else "Feature maps"
-    fig.suptitle(f"{head}{more}:\neach cell drawn over the input pixels it is centred on", fontsize=11)
+    fig.suptitle(f"{head}: each cell drawn over the input pixels it is centred on{more}", fontsize=10)
     return save(fig, path)
+
+
+def maps_on_input(maps: np.ndarray, grid: tuple[float, float], shape) -> np.ndarray:
+    """Feature maps (C, h, w) resampled onto the input's pixels (H, W) (or a grid twice as fine when
+    the cells' edges fall between pixels): each input pixel takes the cell whose centre is nearest,
+    as placed by ``grid`` (:func:`receptive_field_grid`), NaN where no cell covers it. Returns
+    (C, H f, W f) with f = 1 or 2."""
+    start, jump = grid
+    edge = start - jump / 2 + 0.5  # where the first cell begins, pixel i spanning [i - 0.5, i + 0.5]
+    fine = 1 if float(edge).is_integer() and float(jump).is_integer() else 2
+
+    def cells(n_input: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+        centres = (np.arange(n_input * fine) + 0.5) / fine - 0.5
+        index = np.floor((centres - start) / jump + 0.5).astype(int)
+        return np.clip(index, 0, n_cells - 1), (index < 0) | (index >= n_cells)
+
+    (rows, off_rows), (cols, off_cols) = cells(shape[0], maps.shape[1]), cells(shape[1], maps.shape[2])
+    out = maps.astype(np.float64)[:, rows][:, :, cols]
+    out[:, off_rows] = np.nan
+    out[:, :, off_cols] = np.nan
+    return out
 
 
 def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
@@ -545,36 +587,29 @@ def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[int], list[np.nda
     return x, stages, maps
 
 
-def _extent(shape, start: float = 0.0, jump: float = 1.0) -> tuple[float, float, float, float]:
-    """``imshow`` extent (left, right, bottom, top) of an (H, W) map whose pixel i is centred on input
-    pixel ``start + i * jump``."""
-    height, width = shape
-    return (start - jump / 2, start + (width - 0.5) * jump, start + (height - 0.5) * jump, start - jump / 2)
-
-
-def _draw_maps(fig: Figure, tiles, maps: np.ndarray, grid: tuple[float, float], image: np.ndarray) -> None:
-    """One layer's feature maps ``maps`` (C, H, W) in ``tiles`` (the spare ones removed), each over the
-    input pixels it is centred on (``grid``: :func:`receptive_field_grid`) with a faint outline of a
-    one-channel ``image`` (C_in, H_in, W_in), on one symmetric colour scale with a colorbar."""
-    input_extent = _extent(image.shape[1:])
-    extent = _extent(maps.shape[1:], *grid)
-    # a faint outline of the digit over every map shows where each response sits on the input
-    outline = image[0].astype(np.float64) if image.shape[0] == 1 and np.ptp(image[0]) > 0 else None
-    cmap, vmin, vmax = map_scale(maps)  # from 0 after a ReLU
-    for ax in tiles[len(maps) :]:
-        ax.remove()
-    artists = []
-    for c, (ax, feature_map) in enumerate(zip(tiles, maps)):
-        artists.append(ax.imshow(feature_map, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent))
-        if outline is not None:
-            ax.contour(
-                outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6, alpha=0.5
-            )
-        ax.set_xlim(input_extent[:2])
-        ax.set_ylim(input_extent[2:])
-        _bare(ax)
-        ax.set_title(f"ch {c}", fontsize=9, pad=2)
-    fig.colorbar(artists[-1], ax=list(tiles[: len(maps)]), shrink=0.85, pad=0.01)
+def _draw_maps(fig: Figure, ax, image, tiles, gap: int, grid_maps, channels, x: np.ndarray) -> None:
+    """One layer's maps: the mosaic ``image`` of ``tiles`` (rows, cols, h, w) in ``ax``, framed, each tile
+    titled with its channel number, a faint outline of a one-channel input ``x`` (C, H, W) over each,
+    on one colour scale (:func:`map_scale` of the maps ``grid_maps``) with a colorbar."""
+    cmap, vmin, vmax = map_scale(grid_maps[np.isfinite(grid_maps)])  # from 0 after a ReLU
+    drawn = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    _frame_tiles(ax, tiles.shape, None, None, gap)
+    ys, xs = tile_centres(tiles.shape, gap)
+    h = tiles.shape[2]
+    for k, channel in enumerate(channels[: len(grid_maps)]):
+        r, c = divmod(k, tiles.shape[1])
+        ax.text(
+            xs[c], ys[r] - h / 2 - 0.5, f"ch {channel}", ha="center", va="bottom", fontsize=LABEL_SIZE - 1
+        )
+    if x.shape[0] == 1 and np.ptp(x[0]) > 0:
+        # a faint outline of the digit over every map shows where each response sits on the input
+        fine = h // x.shape[1]
+        outline = np.kron(x[0].astype(np.float64), np.ones((fine, fine)))
+        outlines = mosaic(np.broadcast_to(outline, tiles.shape[:2] + outline.shape), gap)
+        outlines[~np.isfinite(image)] = np.nan
+        level = (outline.min() + outline.max()) / 2
+        ax.contour(np.ma.masked_invalid(outlines), levels=[level], colors="k", linewidths=0.6, alpha=0.5)
+    fig.colorbar(drawn, ax=ax, shrink=0.85, pad=0.01)
 
 
 # --- training results ---------------------------------------------------------------------------------
