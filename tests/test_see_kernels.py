@@ -291,3 +291,29 @@ def test_train_command_keeps_kernel_snapshots_and_draws_the_learning_figures(tmp
         "history.png",
     ):
         assert (out / name).is_file(), name
+
+
+def test_top_patches_mark_the_padding_and_the_figure_draws_it_in_its_own_labelled_colour():
+    model = small_model(out_channels=2, kernel_size=3)  # padding 1
+    X = np.zeros((6, 1, 8, 8), np.float32)
+    X[:, :, 0, 0] = 1.0  # a bright corner: the strongest response sits at the image's edge
+    found = kernels.top_patches(model, X, 0, count=2)
+    for o in range(2):
+        for rank in range(2):
+            image = found["images"][o, rank]
+            response = model.layers[0].forward(X[image : image + 1])[0, o]
+            r, c = np.unravel_index(np.argmax(response), response.shape)
+            rows, cols = np.arange(r - 1, r + 2), np.arange(c - 1, c + 2)
+            outside = ((rows < 0) | (rows > 7))[:, None] | ((cols < 0) | (cols > 7))[None, :]
+            np.testing.assert_array_equal(found["padding"][o, rank], outside)
+    assert found["padding"].any()
+    fig = kernels.plot_top_patches(model, X, 0, count=2)
+    ax = next(ax for ax in fig.axes if ax.get_label() == "patches")
+    overlay = ax.images[1].get_array()
+    marked = overlay[..., 3] > 0
+    for o in range(2):
+        for rank in range(2):
+            tile = marked[4 * o : 4 * o + 3, 4 * rank : 4 * rank + 3]
+            np.testing.assert_array_equal(tile, found["padding"][o, rank])
+    np.testing.assert_allclose(overlay[marked][0], kernels.PADDING_RGBA)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["padding (outside the image)"]

@@ -95,6 +95,8 @@ def test_plot_class_mean_maps_draws_the_class_means_of_the_most_varied_channels(
     labels = [t.get_text() for t in axes["inputs"].get_yticklabels()]
     assert labels == ["class 0", "class 1", "class 2"]
     assert [t.get_text() for t in axes["maps"].get_xticklabels()] == [f"ch {k}" for k in channels]
+    title = fig._suptitle.get_text()
+    assert "2 of 4 channels: those whose class means differ most (largest variance across classes)" in title
     rows_in, rows_maps = (axes[name].get_position().height for name in ("inputs", "maps"))
     assert rows_in == pytest.approx(rows_maps, rel=0.02)  # the same scale: the rows line up
 

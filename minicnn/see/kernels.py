@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from ..nn.functional import pad2d
 from ..nn.layers import Conv2D
@@ -37,6 +38,9 @@ from .plots import (
     tiled_axes,
     wrap,
 )
+
+#: The colour of padding in patches (amber): no grey of the image scale, so it never reads as ink.
+PADDING_RGBA = (0.98, 0.75, 0.2, 1.0)
 
 
 def _slice(weight: np.ndarray, in_channel: int | None) -> tuple[np.ndarray, int]:
@@ -247,8 +251,9 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     Returns
     -------
     dict with ``patches`` (out, count, C, kh_eff, kw_eff): each kernel's top patches of the padded
-    input (its receptive field), ``activations`` (out, count): the kernel's response to each, highest
-    first, and ``images`` (out, count): which image each patch comes from.
+    input (its receptive field), ``padding`` (out, count, kh_eff, kw_eff): True where a patch's pixel
+    is the convolution's zero padding, outside the image, ``activations`` (out, count): the kernel's
+    response to each, highest first, and ``images`` (out, count): which image each patch comes from.
     """
     conv = model.layers[layer]
     if not isinstance(conv, Conv2D) or any(isinstance(m, Conv2D) for m in model.layers[:layer]):
@@ -261,14 +266,19 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     best = np.take_along_axis(flat, where[..., None], axis=2)[..., 0]
     images = np.argsort(-best, axis=0)[:count].T  # (out, count)
     padded = pad2d(np.asarray(X, dtype=np.float64), conv.pad_amounts)
+    outside = pad2d(np.zeros((1, 1, *X.shape[2:])), conv.pad_amounts, value=1.0)[0, 0] > 0
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     patches = np.empty((out, count, X.shape[1], span_h, span_w))
+    padding = np.empty((out, count, span_h, span_w), dtype=bool)
     for o in range(out):
         for rank, i in enumerate(images[o]):
             r, c = divmod(int(where[i, o]), w_out)
-            patches[o, rank] = padded[i, :, r * sh : r * sh + span_h, c * sw : c * sw + span_w]
-    return {"patches": patches, "activations": np.take_along_axis(best.T, images, axis=1), "images": images}
+            window = np.s_[r * sh : r * sh + span_h, c * sw : c * sw + span_w]
+            patches[o, rank] = padded[(i, slice(None), *window)]
+            padding[o, rank] = outside[window]
+    activations = np.take_along_axis(best.T, images, axis=1)
+    return {"patches": patches, "padding": padding, "activations": activations, "images": images}
 
 
 def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None) -> Figure:
@@ -293,12 +303,25 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     means = patches.mean(axis=1)[:, None]
     gap = (max(1, round(h / 3)), 1)  # room under each row of patches for the responses
     images = {"kernels": mosaic(scaled, gap), "patches": mosaic(patches, gap), "mean": mosaic(means, gap)}
-    low, high = float(np.min(patches)), float(np.max(patches))
-    fig = new_figure(1.0 * (count + 2) + 0.6, 1.15 * out + 0.8)
+    inside = ~found["padding"]
+    low, high = float(np.min(patches[inside], initial=0.0)), float(np.max(patches[inside], initial=1.0))
+    fig = new_figure(1.0 * (count + 2) + 0.6, 1.15 * out + 1.1)
     axes = tiled_axes(fig, images)
     axes["kernels"].imshow(images["kernels"], cmap=KERNEL_CMAP, vmin=-1, vmax=1, interpolation="nearest")
     for name in ("patches", "mean"):
         axes[name].imshow(images[name], cmap=IMAGE_CMAP, vmin=low, vmax=high, interpolation="nearest")
+    # padding is not ink: a zero there would read as grey, so it gets a colour of its own, named below
+    padding = mosaic(found["padding"].astype(float), gap) == 1
+    if padding.any():
+        overlay = np.zeros((*padding.shape, 4))
+        overlay[padding] = PADDING_RGBA
+        axes["patches"].imshow(overlay, interpolation="nearest")
+        fig.legend(
+            handles=[Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
+            loc="lower center",
+            fontsize=LABEL_SIZE - 1,
+            frameon=False,
+        )
     _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in range(out)], None, gap)
     rows, columns = _frame_tiles(axes["patches"], patches.shape, None, None, gap)
     _frame_tiles(axes["mean"], means.shape, None, None, gap)
@@ -315,9 +338,10 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     axes["kernels"].set_title("kernel", fontsize=LABEL_SIZE)
     axes["patches"].set_title(f"top {count} patches →", fontsize=LABEL_SIZE, loc="left")
     axes["mean"].set_title("mean", fontsize=LABEL_SIZE)
+    padding_note = "; the mean counts padding as 0" if padding.any() else ""
     fig.suptitle(
         "What each first-layer kernel responds to most: its top training patches "
-        "(response under each; ink dark)",
+        f"(response under each; ink dark{padding_note})",
         fontsize=10,
     )
     return save(fig, path)

@@ -188,8 +188,15 @@ def plot_class_mean_maps(
     _frame_tiles(ax_maps, shown.shape, None, [f"ch {channel}" for channel in channels])
     fig.colorbar(image, ax=ax_maps, shrink=0.6, label="mean activation")
     name = type(model.layers[layer]).__name__
+    subset = (
+        ""
+        if len(channels) == means.shape[1]
+        else f"\n{len(channels)} of {means.shape[1]} channels: those whose class means differ most "
+        "(largest variance across classes)"
+    )
     fig.suptitle(
-        f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})",
+        f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})"
+        f"{subset}",
         fontsize=10,
     )
     return save(fig, path)
