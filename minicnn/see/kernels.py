@@ -25,6 +25,7 @@ from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
     LABEL_SIZE,
+    MAX_COLUMNS,
     FigureStep,
     _frame_tiles,
     _weights,
@@ -65,10 +66,10 @@ def plot_filters_change(
     title : str, optional
 
     Three blocks, one above the other, each the kernels in a grid of at most :data:`~.plots.MAX_COLUMNS`
-    columns (:func:`~.plots.wrap`, :func:`~.plots.mosaic`): the Axes labelled ``"initial"`` and
-    ``"learned"`` share one symmetric colour scale; ``"change"`` has its own, so a small change is still
-    visible, with each kernel's angle from initialization and norm ratio under it. The angle is the
-    honest measure: after a normalization only direction matters.
+    columns, twice as many above 32 kernels (:func:`~.plots.wrap`, :func:`~.plots.mosaic`): the Axes
+    labelled ``"initial"`` and ``"learned"`` share one symmetric colour scale; ``"change"`` has its
+    own, so a small change is still visible, with each kernel's angle from initialization and norm
+    ratio under it. The angle is the honest measure: after a normalization only direction matters.
 
     Returns
     -------
@@ -80,14 +81,15 @@ def plot_filters_change(
     angles, ratios = kernel_angles(before, after), norm_ratios(before, after)
     (b, channel), (a, _) = _slice(before, in_channel), _slice(after, in_channel)
     kh = b.shape[1]
-    blocks = {"initial": wrap(b), "learned": wrap(a), "change": wrap(a - b)}
+    columns = MAX_COLUMNS if len(b) <= 4 * MAX_COLUMNS else 2 * MAX_COLUMNS  # 64 kernels: 4 rows of 16
+    blocks = {"initial": wrap(b, columns), "learned": wrap(a, columns), "change": wrap(a - b, columns)}
     rows, cols = blocks["initial"].shape[:2]
     # room under each row of the change for two lines of text; a thin gap elsewhere
     gaps = {"initial": (max(1, round(0.2 * kh)), 1), "learned": (max(1, round(0.2 * kh)), 1)}
     gaps["change"] = (max(2, round(0.9 * kh)), 1)
     images = {name: mosaic(grid, gaps[name]) for name, grid in blocks.items()}
     heights = [image.shape[0] for image in images.values()]
-    fig = new_figure(0.75 * cols + 2.2, 0.75 * sum(heights) / (kh + 1) + 1.6)
+    fig = new_figure(max(0.75 * cols + 2.2, 5.8), 0.75 * sum(heights) / (kh + 1) + 1.6)
     axes = dict(zip(images, fig.subplots(3, 1, squeeze=False, height_ratios=heights)[:, 0]))
     shared = symmetric_limit(b, a)
     for name, ax in axes.items():
@@ -115,7 +117,8 @@ def plot_filters_change(
     note = "" if before.shape[1] == 1 else f", input channel {channel} shown"
     fig.suptitle(
         title
-        or f"{len(b)} kernels turned a median {median:.0f}° from their initialization{note}\n"
+        or f"{len(b)} kernel{'s' if len(b) != 1 else ''} turned a median {median:.0f}° from their "
+        f"initialization{note}\n"
         "(kernel number above; under each change: angle from init, norm learned / initial)",
         fontsize=10,
     )
@@ -172,7 +175,7 @@ def plot_filters_evolution(
     tiles = unit[shown][:, picked]
     gap = (max(2, round(0.5 * kh)), 1)
     image = mosaic(tiles, gap)
-    fig = new_figure(0.6 * len(picked) + 2.4, 0.62 * len(shown) + 1.2)
+    fig = new_figure(max(0.6 * len(picked) + 2.4, 5.6), 0.62 * len(shown) + 1.2)
     ax = fig.subplots()
     ax.set_label("kernels")
     vmax = symmetric_limit(tiles)
@@ -281,7 +284,9 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     return {"patches": patches, "padding": padding, "activations": activations, "images": images}
 
 
-def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None) -> Figure:
+def plot_top_patches(
+    model, X: np.ndarray, layer: int, count: int = 9, max_kernels: int = 16, path=None
+) -> Figure:
     """Per kernel (one row): the kernel, its ``count`` most exciting training patches, and their mean.
 
     X : ndarray of shape (N, 1, H, W), the images the patches are cut from (the training split).
@@ -290,11 +295,19 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     over its patch, NaN between its weights), ``"patches"`` (a
     kernel's row of patches, its response under each) and ``"mean"``; the patches and their means
     share one gray scale. One image per column instead of 88 Axes: 0.3 s to draw instead of 2 s.
+    Padding (outside the image) is drawn in :data:`PADDING_RGBA`, named in a legend. More than
+    ``max_kernels`` kernels: those with the largest mean response over their top patches, as the
+    title says.
     """
     found = top_patches(model, X, layer, count)
-    patches, activations = found["patches"][:, :, 0], found["activations"]
     conv = model.layers[layer]
-    weights = conv.weight.data[:, 0].astype(np.float64)
+    n_out = len(found["patches"])
+    picked = np.arange(n_out)
+    if n_out > max_kernels:  # the kernels whose top patches excite them most
+        picked = np.sort(np.argsort(-found["activations"].mean(axis=1), kind="stable")[:max_kernels])
+        found = {key: value[picked] for key, value in found.items()}
+    patches, activations = found["patches"][:, :, 0], found["activations"]
+    weights = conv.weight.data[picked, 0].astype(np.float64)
     out, h = len(weights), patches.shape[2]
     # a dilated kernel drawn where its weights meet the patch (NaN between them): tiles of one size
     dh, dw = conv.dilation
@@ -305,7 +318,7 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     images = {"kernels": mosaic(scaled, gap), "patches": mosaic(patches, gap), "mean": mosaic(means, gap)}
     inside = ~found["padding"]
     low, high = float(np.min(patches[inside], initial=0.0)), float(np.max(patches[inside], initial=1.0))
-    fig = new_figure(1.0 * (count + 2) + 0.6, 1.15 * out + 1.1)
+    fig = new_figure(1.0 * (count + 2) + 0.6, (1.15 if out <= 8 else 0.75) * out + 1.1)
     axes = tiled_axes(fig, images)
     axes["kernels"].imshow(images["kernels"], cmap=KERNEL_CMAP, vmin=-1, vmax=1, interpolation="nearest")
     for name in ("patches", "mean"):
@@ -318,11 +331,11 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
         axes["patches"].imshow(overlay, interpolation="nearest")
         fig.legend(
             handles=[Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
-            loc="lower center",
+            loc="outside lower center",
             fontsize=LABEL_SIZE - 1,
             frameon=False,
         )
-    _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in range(out)], None, gap)
+    _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in picked], None, gap)
     rows, columns = _frame_tiles(axes["patches"], patches.shape, None, None, gap)
     _frame_tiles(axes["mean"], means.shape, None, None, gap)
     for o, (_, bottom) in enumerate(rows):
@@ -339,9 +352,14 @@ def plot_top_patches(model, X: np.ndarray, layer: int, count: int = 9, path=None
     axes["patches"].set_title(f"top {count} patches →", fontsize=LABEL_SIZE, loc="left")
     axes["mean"].set_title("mean", fontsize=LABEL_SIZE)
     padding_note = "; the mean counts padding as 0" if padding.any() else ""
+    subset = (
+        ""
+        if len(picked) == n_out
+        else f"\n{len(picked)} of {n_out} kernels: those with the largest mean response to their top patches"
+    )
     fig.suptitle(
         "What each first-layer kernel responds to most: its top training patches "
-        f"(response under each; ink dark{padding_note})",
+        f"(response under each; ink dark{padding_note}){subset}",
         fontsize=10,
     )
     return save(fig, path)

@@ -287,7 +287,7 @@ def plot_filters(
     n_out, n_in = weight.shape[:2]
     if n_in == 1:
         cols = min(n_out, 8)
-        fig = new_figure(1.25 * cols + 1.0, 1.35 * -(-n_out // cols) + 0.5)
+        fig = new_figure(max(1.25 * cols + 1.0, 4.6), 1.35 * -(-n_out // cols) + 0.5)  # room for the title
     else:
         fig = new_figure(0.75 * n_in + 1.2, 0.75 * n_out + 0.6)
     image, tile_axes = _kernel_grid(fig, weight, vmax, annotate=annotate)
@@ -327,7 +327,7 @@ def plot_rgb_filters(
     patches = rgb_kernels(weight, vmax)
     n_out = len(patches)
     cols = min(n_out, 8)
-    fig = new_figure(1.25 * cols, 1.35 * -(-n_out // cols) + 0.6)
+    fig = new_figure(max(1.25 * cols, 4.6), 1.35 * -(-n_out // cols) + 0.6)
     axes = fig.subplots(-(-n_out // cols), cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= n_out:
@@ -520,7 +520,7 @@ def plot_feature_maps(
     images = [mosaic(w, gap) for w in wrapped]
     ratios = [image.shape[1] / image.shape[0] for image in images]
     fig = new_figure(
-        0.9 * min(columns, len(channels)) + 3.0, sum(1.0 * w.shape[0] + 0.25 for w in wrapped) + 0.9
+        max(0.9 * min(columns, len(channels)) + 3.0, 5.6), sum(1.0 * w.shape[0] + 0.25 for w in wrapped) + 0.9
     )
     axes = fig.subplots(
         len(stages),
@@ -546,7 +546,7 @@ def plot_feature_maps(
             f"after layer {stages[0]}"
         )
     head = f"Feature maps of {title}" if title else "Feature maps"
-    fig.suptitle(f"{head}: each cell drawn over the input pixels it is centred on{more}", fontsize=10)
+    fig.suptitle(f"{head}:\neach cell drawn over the input pixels it is centred on{more}", fontsize=10)
     return save(fig, path)
 
 

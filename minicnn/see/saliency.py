@@ -171,7 +171,7 @@ def plot_class_mean_maps(
     # the rows line up (tiled_axes): gaps in proportion to the tiles' heights (the maps may be
     # smaller than the inputs)
     gap_in = max(1, round(images.shape[2] / shown.shape[2]))
-    fig = new_figure(1.0 * (len(channels) + 1) + 1.2, 0.95 * len(classes) + 1.0)
+    fig = new_figure(max(1.0 * (len(channels) + 1) + 1.2, 5.6), 0.95 * len(classes) + 1.0)
     tiled = {"inputs": mosaic(images, (gap_in, 1)), "maps": mosaic(shown)}
     axes = tiled_axes(fig, tiled)
     ax_in, ax_maps = axes["inputs"], axes["maps"]
