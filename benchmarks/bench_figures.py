@@ -3,12 +3,11 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_figures.py [--config PATH]
         [--set key=value ...]
 
-Trains the config (default configs/digits.toml) into a temporary run directory with the figures off,
-timing the whole run, then draws every figure the ``train.py`` command draws
-(:func:`minicnn.see.run_figures.figure_steps`), timing each. Prints one line per figure with its
-seconds and its share of the run with figures (training run + all figures), then the totals and the
-load average, since on a busy machine every number moves: compare shares from one process. Also the
-peak resident memory after training and after the figures.
+Trains the config (default configs/digits.toml) into a temporary run directory and draws every
+figure the ``train.py`` command draws (:func:`minicnn.see.run_figures.figure_steps`) in the run's
+finish step, as the command does, timing each. Prints one line per figure with its seconds and its
+share of the whole run, then the totals and the load average, since on a busy machine every number
+moves: compare shares from one process. Also the peak resident memory before and after the figures.
 """
 
 from __future__ import annotations
@@ -45,10 +44,37 @@ def main(argv=None) -> int:
     from minicnn.train.config import load_config
 
     cfg = load_config(args.config, [*args.overrides, "output.figures=false"])
+    measured: dict = {}
+
+    def finish(run_dir, model, history, dataset):
+        """Draw the figures as train.py does (its finish step), timing each."""
+        measured["peak_trained"] = peak_mib()
+        drawing = time.perf_counter()  # as train.py pays it: matplotlib's import included
+        from minicnn.see.run_figures import figure_steps
+
+        X_test, X_train = np.asarray(dataset.X_test), np.asarray(dataset.X_train)  # uint8 Images -> floats
+        steps = figure_steps(
+            run_dir,
+            model,
+            Sequential.load(run_dir / "init.npz"),
+            history,
+            X_test,
+            dataset.y_test,
+            X_train,
+            cfg.train.label_smoothing,
+            load_kernel_history(run_dir),
+        )
+        measured["times"] = []
+        for name, draw in steps:
+            start = time.perf_counter()
+            draw()
+            measured["times"].append((name, time.perf_counter() - start))
+        measured["figures"] = time.perf_counter() - drawing
+
     with tempfile.TemporaryDirectory() as folder:
         run_dir = Path(folder) / "run"
-        started = time.perf_counter()
         snapshots = KernelHistory(run_dir)  # what train.py keeps for the kernels' figures
+        started = time.perf_counter()
         with blas_threads(cfg.train.threads) as governor:
 
             def on_epoch_end(trainer, record):
@@ -56,32 +82,10 @@ def main(argv=None) -> int:
                 if governor is not None:
                     governor(trainer, record)
 
-            metrics = training.run(cfg, run_dir, quiet=True, on_epoch_end=on_epoch_end)
-        run_seconds = time.perf_counter() - started
-        peak_trained = peak_mib()
-        dataset = training.prepare(cfg)[0]  # the data train.py hands its figures
-        X_test, X_train = np.asarray(dataset.X_test), np.asarray(dataset.X_train)
-        drawing = time.perf_counter()  # as train.py pays it: matplotlib's import included
-        from minicnn.see.run_figures import figure_steps
-
-        steps = figure_steps(
-            run_dir,
-            Sequential.load(run_dir / "model.npz"),
-            Sequential.load(run_dir / "init.npz"),
-            metrics["history"],
-            X_test,
-            dataset.y_test,
-            X_train,
-            cfg.train.label_smoothing,
-            load_kernel_history(run_dir),
-        )
-        times = []
-        for name, draw in steps:
-            start = time.perf_counter()
-            draw()
-            times.append((name, time.perf_counter() - start))
-        figures_seconds = time.perf_counter() - drawing  # with the imports and the data loading
-    total = run_seconds + figures_seconds
+            metrics = training.run(cfg, run_dir, quiet=True, on_epoch_end=on_epoch_end, finish=finish)
+        total = time.perf_counter() - started
+    times, figures_seconds, peak_trained = measured["times"], measured["figures"], measured["peak_trained"]
+    run_seconds = total - figures_seconds
     print(f"{machine_line()}\nconfig {os.path.relpath(args.config, ROOT)} {' '.join(args.overrides)}")
     print(f"{'figure':<30} {'seconds':>8} {'share of run':>13}")
     for name, seconds in times:
