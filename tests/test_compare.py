@@ -94,3 +94,20 @@ def test_a_folder_that_is_not_a_finished_run_exits_2_with_one_line(case, message
     out, err = capsys.readouterr()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
     assert str(bad) in err and not (tmp_path / "cmp").exists()
+
+
+def test_runs_with_other_layers_differ_in_one_summarized_key():
+    def summary(types, channels, lr):
+        config = {"train.lr": lr, "train.epochs": 5}
+        for i, t in enumerate(types):
+            config[f"model.layers[{i}].type"] = t
+            if t == "Conv2D":
+                config[f"model.layers[{i}].out_channels"] = channels.pop(0)
+        return {"config": config}
+
+    a = summary(["Conv2D", "ReLU", "Flatten", "Dense"], [4], 0.01)
+    b = summary(["Conv2D", "ReLU", "Conv2D", "ReLU", "Flatten", "Dense"], [8, 16], 0.01)
+    assert compare.differing_keys([a, b]) == ["model.layers"]
+    assert compare.layers_summary(b["config"]) == "6 layers, Conv2D 8-16"
+    c = summary(["Conv2D", "ReLU", "Flatten", "Dense"], [8], 0.02)  # same types: the keys themselves
+    assert compare.differing_keys([a, c]) == ["model.layers[0].out_channels", "train.lr"]

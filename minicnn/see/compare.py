@@ -67,9 +67,35 @@ def load_summary(run_dir) -> dict:
 
 def differing_keys(summaries: list[dict]) -> list[str]:
     """The config keys (``train.lr``, ``model.layers[0].out_channels``) whose values are not the same in
-    every run, a key that only some runs have included; sorted."""
+    every run, a key that only some runs have included; sorted. When the runs' layers differ in number
+    or type, the layer keys become one, ``model.layers`` (:func:`layers_summary`)."""
     keys = set().union(*(s["config"] for s in summaries))
-    return sorted(k for k in keys if len({repr(s["config"].get(k, "-")) for s in summaries}) > 1)
+    differ = sorted(k for k in keys if len({repr(s["config"].get(k, "-")) for s in summaries}) > 1)
+    if len({tuple(_layer_types(s["config"])) for s in summaries}) > 1:
+        differ = ["model.layers"] + [k for k in differ if not k.startswith("model.layers[")]
+    return differ
+
+
+def _layer_types(config: dict) -> list[str]:
+    count = 0
+    while f"model.layers[{count}].type" in config:
+        count += 1
+    return [config[f"model.layers[{i}].type"] for i in range(count)]
+
+
+def layers_summary(config: dict) -> str:
+    """A run's layers in a few words: ``"16 layers, Conv2D 4-32-64-64"`` (the convolutions' channels)."""
+    types = _layer_types(config)
+    channels = [
+        str(config.get(f"model.layers[{i}].out_channels", "?")) for i, t in enumerate(types) if t == "Conv2D"
+    ]
+    return f"{len(types)} layers, Conv2D {'-'.join(channels) or 'none'}"
+
+
+def _setting(summary: dict, key: str) -> str:
+    return (
+        layers_summary(summary["config"]) if key == "model.layers" else str(summary["config"].get(key, "-"))
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -96,7 +122,7 @@ def format_comparison(summaries: list[dict]) -> str:
     if not keys:
         return text + "\n\nThe runs' configs are the same."
     columns = [f"run {i + 1}" for i in range(len(summaries))]
-    settings = [[key, *(str(s["config"].get(key, "-")) for s in summaries)] for key in keys]
+    settings = [[key, *(_setting(s, key) for s in summaries)] for key in keys]
     legend = "\n".join(f"run {i + 1}: {s['name']}" for i, s in enumerate(summaries))
     return (
         f"{text}\n\nConfig keys that differ ({len(keys)}):\n{_table(['key', *columns], settings)}\n{legend}"
