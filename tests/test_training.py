@@ -612,3 +612,9 @@ def test_time_line_after_a_resume_counts_this_sessions_training_only(tmp_path, c
     seconds = [r["seconds"] for r in resumed["history"]]
     assert now == pytest.approx(seconds[2], abs=0.06) and earlier == pytest.approx(sum(seconds[:2]), abs=0.11)
     assert figures >= 0.2 and now + figures <= total + 0.1
+
+
+def test_time_line_says_when_no_figures_were_drawn(tmp_path, capsys):
+    training.run(small_config(epochs=1), tmp_path / "r")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.search(r"; [\d.]+s training, figures off, [\d.]+s in all;", line), line

@@ -192,15 +192,16 @@ def _stretched(image: np.ndarray) -> np.ndarray:
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
 
 
-def _frame_tiles(ax, shape, row_labels, column_labels, gap=1) -> tuple[list, list]:
+def _frame_tiles(ax, shape, row_labels, column_labels, gap=1, count: int | None = None) -> tuple[list, list]:
     """A thin frame around each tile of a :func:`mosaic` of ``shape`` (and ``gap``), row labels on the
-    left and column labels on top (or none), and no other ticks or spines. Returns each row's
+    left and column labels on top (or none), and no other ticks or spines; only the first ``count``
+    tiles are framed when given (a wrapped grid's spare places stay blank). Returns each row's
     (top, bottom) and each column's (left, right) edges in data coordinates."""
     gap_rows, gap_cols = _gaps(gap)
     rows, cols, h, w = shape[:4]
     tops = [r * (h + gap_rows) - 0.5 for r in range(rows)]
     lefts = [c * (w + gap_cols) - 0.5 for c in range(cols)]
-    frames = [Rectangle((left, top), w, h) for top in tops for left in lefts]
+    frames = [Rectangle((left, top), w, h) for top in tops for left in lefts][:count]
     ax.add_collection(
         PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.6, clip_on=False)
     )
@@ -711,8 +712,9 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
 
     images : ndarray of shape (N, 1, H, W) or (N, H, W); y_true, y_pred : (N,) labels
     probabilities : ndarray of shape (N, K), optional: the model's class probabilities
-    Returns a Figure with one Axes per mistake shown (at most ``max_images``), or a single Axes
-    saying there was none.
+    Returns a Figure with one Axes labelled ``"mistakes"``: the mistakes shown (at most ``max_images``)
+    as one tiled image in rows of 8 (:func:`mosaic`), each titled with its true and predicted label;
+    or a single Axes saying there was none.
     """
     images, y_true, y_pred = np.asarray(images), np.asarray(y_true), np.asarray(y_pred)
     if not len(images) == len(y_true) == len(y_pred):
@@ -728,16 +730,33 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
         ax.axis("off")
         ax.text(0.5, 0.5, f"no mistakes on {len(images)} images", ha="center", va="center")
         return save(fig, path)
-    cols = min(len(shown), 8)
-    rows = -(-len(shown) // cols)
+    tiles = wrap(np.stack([_stretched(_as_image(images[i])) for i in shown]))  # as show_image draws them
+    rows, cols, h = tiles.shape[:3]
+    gap = (max(2, round(0.45 * h)), 1)  # room above each row for two lines of title
+    image = mosaic(tiles, gap)
     # at least ~4.5 inches wide, so the title fits above a grid of one or two mistakes
     fig = new_figure(max(1.35 * cols + 0.3, 4.5), 1.6 * rows + 0.6)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, i in zip(axes.flat, shown):
+    ax = fig.subplots()
+    ax.set_label("mistakes")
+    gray = tiles.ndim == 4
+    if gray:
+        image = np.where(np.isnan(image), 0.0, image)  # the gaps white, as the paper under the ink
+    ax.imshow(image, cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
+    _frame_tiles(ax, tiles.shape, None, None, gap, count=len(shown))
+    ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])  # room above the first row for its titles
+    ys, xs = tile_centres(tiles.shape, gap)
+    for k, i in enumerate(shown):
+        r, c = divmod(k, cols)
         sure = "" if probabilities is None else f"\np({y_pred[i]}) = {probabilities[i, y_pred[i]]:.2f}"
-        show_image(ax, images[i], title=f"true {y_true[i]}, pred {y_pred[i]}{sure}")
-    for ax in axes.flat[len(shown) :]:
-        ax.remove()
+        ax.text(
+            xs[c],
+            ys[r] - h / 2 - 0.3,
+            f"true {y_true[i]}, pred {y_pred[i]}{sure}",
+            ha="center",
+            va="bottom",
+            fontsize=LABEL_SIZE,
+            linespacing=0.95,
+        )
     shown_note = "" if len(shown) == len(wrong) else f" (showing {len(shown)})"
     fig.suptitle(f"Misclassified: {len(wrong)} of {len(images)}{shown_note}", fontsize=11)
     return save(fig, path)

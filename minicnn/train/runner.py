@@ -131,7 +131,7 @@ def run(
             f"{dataset.input_shape}; run directory {run_dir.path}",
         )
     first_epoch = trainer.epoch
-    drawn = 0.0
+    drawn = None  # seconds spent on the figures; None when there are none to draw
     try:
         metrics = _train_and_test(run_dir, dataset, trainer, quiet, on_epoch_end)
         if finish is not None:
@@ -155,12 +155,13 @@ def run(
     return metrics
 
 
-def _time_line(history: list[dict], first_epoch: int, figures: float, total: float) -> str:
+def _time_line(history: list[dict], first_epoch: int, figures: float | None, total: float) -> str:
     """Where this session's time went: training (the epochs after ``first_epoch``; with the earlier
-    ones too after a resume), figures and the whole session."""
+    ones too after a resume), figures (None: none drawn) and the whole session."""
     now = sum(r["seconds"] for r in history if r["epoch"] > first_epoch)
     earlier = f" (+{sum(r['seconds'] for r in history) - now:.1f}s before the resume)" if first_epoch else ""
-    return f"{now:.1f}s training{earlier}, {figures:.1f}s figures, {total:.1f}s in all"
+    drawn = "figures off" if figures is None else f"{figures:.1f}s figures"
+    return f"{now:.1f}s training{earlier}, {drawn}, {total:.1f}s in all"
 
 
 def _finished_metrics(run_dir: RunDir, trainer: Trainer) -> dict | None:
