@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import io
@@ -167,9 +168,20 @@ def _config_and_run_dir(args, overrides):
     return load_config(run_dir / "config.toml", overrides), run_dir
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as the command's other messages: ``warning: <message>`` on stderr, no source line."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 @one_line_errors
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
+    with warnings.catch_warnings():  # restores how warnings are shown when the command returns
+        warnings.showwarning = _one_line_warning
+        return _main(argv)
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     from .nn._threads import AutoThreads
 

@@ -615,6 +615,6 @@ def test_time_line_after_a_resume_counts_this_sessions_training_only(tmp_path, c
 
 
 def test_time_line_says_when_no_figures_were_drawn(tmp_path, capsys):
-    training.run(small_config(epochs=1), tmp_path / "r")
+    training.run(small_config(epochs=2), tmp_path / "r")
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.search(r"; [\d.]+s training, figures off, [\d.]+s in all;", line), line
