@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         for name, draw in steps:
             start = time.perf_counter()
             draw()
-            measured["times"].append((name, time.perf_counter() - start))
+            measured["times"].append((name, time.perf_counter() - start, peak_mib()))
         measured["figures"] = time.perf_counter() - drawing
 
     with tempfile.TemporaryDirectory() as folder:
@@ -87,12 +87,12 @@ def main(argv=None) -> int:
     times, figures_seconds, peak_trained = measured["times"], measured["figures"], measured["peak_trained"]
     run_seconds = total - figures_seconds
     print(f"{machine_line()}\nconfig {os.path.relpath(args.config, ROOT)} {' '.join(args.overrides)}")
-    print(f"{'figure':<30} {'seconds':>8} {'share of run':>13}")
-    for name, seconds in times:
-        print(f"{name:<30} {seconds:>8.2f} {seconds / total:>12.1%}")
+    print(f"{'figure':<30} {'seconds':>8} {'share of run':>13} {'peak MiB after':>15}")
+    for name, seconds, peak in times:
+        print(f"{name:<30} {seconds:>8.2f} {seconds / total:>12.1%} {peak:>15.0f}")
     print(
         f"training run {run_seconds:.1f}s ({metrics['train_seconds']:.1f}s in epochs), figures "
-        f"{figures_seconds:.1f}s ({sum(s for _, s in times):.1f}s drawing, the rest imports): figures are "
+        f"{figures_seconds:.1f}s ({sum(t[1] for t in times):.1f}s drawing, the rest imports): figures are "
         f"{figures_seconds / total:.0%} of {total:.1f}s"
     )
     print(f"peak memory {peak_trained:.0f} MiB after training, {peak_mib():.0f} MiB after the figures")

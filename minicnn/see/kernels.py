@@ -261,14 +261,16 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
     conv = model.layers[layer]
     if not isinstance(conv, Conv2D) or any(isinstance(m, Conv2D) for m in model.layers[:layer]):
         raise ValueError(f"top_patches: model.layers[{layer}] must be the first Conv2D, got {conv!r}")
-    with model.evaluating():
-        response = np.concatenate([conv.forward(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
-    n, out, _, w_out = response.shape
-    flat = response.reshape(n, out, -1)
-    where = flat.argmax(axis=2)  # each image's strongest position, per kernel
-    best = np.take_along_axis(flat, where[..., None], axis=2)[..., 0]
-    images = np.argsort(-best, axis=0)[:count].T  # (out, count)
-    padded = pad2d(np.asarray(X, dtype=np.float64), conv.pad_amounts)
+    n, out = len(X), conv.out_channels
+    where, best = np.empty((n, out), dtype=np.int64), np.empty((n, out))
+    with model.evaluating():  # batch by batch, keeping only each image's strongest place per kernel
+        for start in range(0, n, batch_size):
+            flat = conv.forward(X[start : start + batch_size])
+            w_out = flat.shape[3]
+            flat = flat.reshape(len(flat), out, -1)
+            where[start : start + len(flat)] = flat.argmax(axis=2)
+            best[start : start + len(flat)] = flat.max(axis=2)
+    images = np.argsort(-best, axis=0, kind="stable")[:count].T  # (out, count)
     outside = pad2d(np.zeros((1, 1, *X.shape[2:])), conv.pad_amounts, value=1.0)[0, 0] > 0
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
@@ -278,7 +280,8 @@ def top_patches(model, X: np.ndarray, layer: int, count: int = 9, batch_size: in
         for rank, i in enumerate(images[o]):
             r, c = divmod(int(where[i, o]), w_out)
             window = np.s_[r * sh : r * sh + span_h, c * sw : c * sw + span_w]
-            patches[o, rank] = padded[(i, slice(None), *window)]
+            padded = pad2d(np.asarray(X[i : i + 1], dtype=np.float64), conv.pad_amounts)[0]  # only this one
+            patches[o, rank] = padded[(slice(None), *window)]
             padding[o, rank] = outside[window]
     activations = np.take_along_axis(best.T, images, axis=1)
     return {"patches": patches, "padding": padding, "activations": activations, "images": images}

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -155,11 +157,19 @@ def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int) -> tuple[np
     Returns ``(classes, means)``: the sorted classes (K,) and ndarray (K, C, H_out, W_out).
     """
     y = np.asarray(y)
-    maps = np.concatenate([feature_maps(model, X[i : i + 256], layer) for i in range(0, len(X), 256)])
-    if maps.ndim != 4:
-        raise ValueError(f"class_mean_maps: layer {layer} outputs shape {maps.shape[1:]}, not feature maps")
     classes = np.unique(y)
-    return classes, np.stack([maps[y == c].mean(axis=0, dtype=np.float64) for c in classes])
+    sums: typing.Any = 0.0  # then (K, C, H_out, W_out)
+    for start in range(0, len(X), 256):  # per-class sums batch by batch: no copy of every map at once
+        maps = feature_maps(model, X[start : start + 256], layer)
+        if maps.ndim != 4:
+            raise ValueError(
+                f"class_mean_maps: layer {layer} outputs shape {maps.shape[1:]}, not feature maps"
+            )
+        sums = sums + np.stack(
+            [maps[y[start : start + 256] == c].sum(axis=0, dtype=np.float64) for c in classes]
+        )
+    counts = np.array([np.sum(y == c) for c in classes], dtype=np.float64)
+    return classes, sums / counts[:, None, None, None]
 
 
 def plot_class_mean_maps(
