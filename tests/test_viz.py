@@ -61,10 +61,19 @@ def test_viz_never_imports_pyplot(tmp_path):
 
 
 def test_plot_filters_first_layer_one_tile_per_filter_plus_colorbar(tmp_path):
-    layer = Conv2D(1, 8, 3, rng=0)
+    layer = Conv2D(1, 10, 3, rng=0)
     fig = viz.plot_filters(layer, path=tmp_path / "f.png")
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 8 + 1
+    assert [ax.get_label() for ax in fig.axes] == ["kernels", "<colorbar>"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == [f"filter {k}" for k in range(10)]
+    drawn = np.ma.filled(ax.images[0].get_array(), np.nan)  # rows of 8, a 1-pixel gap between tiles
+    for k in range(10):
+        r, c = divmod(k, 8)
+        tile = drawn[4 * r : 4 * r + 3, 4 * c : 4 * c + 3]
+        np.testing.assert_allclose(tile, layer.weight.data[k, 0], rtol=1e-6)
+    assert np.isnan(drawn[4:, 8:]).all()  # the spare places of the last row stay blank
+    assert len(ax.collections[0].get_paths()) == 10  # and unframed
     assert_png(tmp_path / "f.png")
 
 
@@ -80,7 +89,9 @@ def test_plot_filters_deeper_layer_grid_or_one_input_channel(tmp_path):
     layer = Conv2D(4, 6, 3, rng=0)
     assert len(viz.plot_filters(layer).axes) == 6 * 4 + 1
     fig = viz.plot_filters(layer, in_channel=2, path=tmp_path / "slice.png")
-    assert len(fig.axes) == 6 + 1
+    drawn = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
+    np.testing.assert_allclose(drawn[:3, 4:7], layer.weight.data[1, 2], rtol=1e-6)  # filter 1 on channel 2
+    assert len(fig.axes) == 1 + 1
     assert_png(tmp_path / "slice.png")
     with pytest.raises(ValueError, match="in_channel must be in"):
         viz.plot_filters(layer, in_channel=4)

@@ -247,6 +247,31 @@ def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter"
     return image, [t[0] for t in tiles]
 
 
+def _kernel_mosaic(fig, kernels: np.ndarray, vmax: float):
+    """Kernels (out, kh, kw) as one tiled image in rows of :data:`MAX_COLUMNS` (:func:`wrap`) in an Axes
+    labelled ``"kernels"``, each framed and titled ``filter k``: one Axes instead of one per kernel."""
+    grid = wrap(kernels)
+    gap = (max(1, round(0.4 * grid.shape[2])), 1)  # room above each row for its titles
+    image = mosaic(grid, gap)
+    ax = fig.subplots()
+    ax.set_label("kernels")
+    drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    _frame_tiles(ax, grid.shape, None, None, gap, count=len(kernels))
+    ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])
+    ys, xs = tile_centres(grid.shape, gap)
+    for k in range(len(kernels)):
+        r, c = divmod(k, grid.shape[1])
+        ax.text(
+            xs[c],
+            ys[r] - grid.shape[2] / 2 - 0.2,
+            f"filter {k}",
+            ha="center",
+            va="bottom",
+            fontsize=LABEL_SIZE,
+        )
+    return drawn, [ax]
+
+
 # --- kernels ----------------------------------------------------------------------------------------
 def plot_filters(
     layer_or_weight,
@@ -275,7 +300,9 @@ def plot_filters(
 
     Returns
     -------
-    Figure with one Axes per tile plus one for the colorbar.
+    Figure: one kernel per input channel (or one slice): one Axes labelled ``"kernels"`` holding them
+    as one tiled image (:func:`_kernel_mosaic`), plus the colorbar; otherwise (several input channels,
+    or ``annotate``) one Axes per tile plus the colorbar.
     """
     weight = _weights(layer_or_weight)
     if in_channel is None and weight.shape[1] == 3:  # a first layer on colour images
@@ -291,7 +318,10 @@ def plot_filters(
         fig = new_figure(max(1.25 * cols + 1.0, 4.6), 1.35 * -(-n_out // cols) + 0.5)  # room for the title
     else:
         fig = new_figure(0.75 * n_in + 1.2, 0.75 * n_out + 0.6)
-    image, tile_axes = _kernel_grid(fig, weight, vmax, annotate=annotate)
+    if n_in == 1 and not annotate:
+        image, tile_axes = _kernel_mosaic(fig, weight[:, 0], vmax)
+    else:
+        image, tile_axes = _kernel_grid(fig, weight, vmax, annotate=annotate)
     fig.colorbar(image, ax=tile_axes, shrink=0.9, aspect=25 if n_in == 1 else 40, label="weight")
     kh, kw = weight.shape[2:]
     if n_in == 1:
