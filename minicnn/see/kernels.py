@@ -29,13 +29,13 @@ from .plots import (
     FigureStep,
     _frame_tiles,
     _weights,
+    label_tiles,
     mosaic,
     new_figure,
     rgb_bytes,
     run_steps,
     save,
     symmetric_limit,
-    tile_centres,
     tiled_axes,
     wrap,
 )
@@ -101,28 +101,20 @@ def plot_filters_change(
         _frame_tiles(ax, blocks[name].shape, first, top, gaps[name])
         ax.set_ylabel("learned − initial" if name == "change" else name, fontsize=LABEL_SIZE)
         fig.colorbar(shown, ax=ax, shrink=0.9, aspect=12, label="change" if name == "change" else "weight")
-    ys, xs = tile_centres(blocks["change"].shape, gaps["change"])
-    for k in range(len(b)):
-        r, c = divmod(k, cols)
-        axes["change"].text(
-            xs[c],
-            ys[r] + kh / 2,
-            f"{angles[k]:.0f}°\n×{ratios[k]:.2f}",
-            ha="center",
-            va="top",
-            fontsize=LABEL_SIZE - 1,
-            linespacing=0.9,
-        )
-    median = float(np.nanmedian(angles))
+    moved = [f"{angle:.0f}°\n×{ratio:.2f}" for angle, ratio in zip(angles, ratios)]
+    label_tiles(axes["change"], blocks["change"].shape, gaps["change"], moved, linespacing=0.9)
     note = "" if before.shape[1] == 1 else f", input channel {channel} shown"
-    fig.suptitle(
-        title
-        or f"{len(b)} kernel{'s' if len(b) != 1 else ''} turned a median {median:.0f}° from their "
-        f"initialization{note}\n"
-        "(kernel number above; under each change: angle from init, norm learned / initial)",
-        fontsize=10,
-    )
+    fig.suptitle(title or _change_title(angles, note), fontsize=10)
     return save(fig, path)
+
+
+def _change_title(angles: np.ndarray, note: str) -> str:
+    plural = "s" if len(angles) != 1 else ""
+    return (
+        f"{len(angles)} kernel{plural} turned a median {float(np.nanmedian(angles)):.0f}° from their "
+        f"initialization{note}\n"
+        "(kernel number above; under each change: angle from init, norm learned / initial)"
+    )
 
 
 def _unit(kernels: np.ndarray) -> np.ndarray:
@@ -181,13 +173,8 @@ def plot_filters_evolution(
     vmax = symmetric_limit(tiles)
     drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
     _frame_tiles(ax, tiles.shape, [f"epoch {epochs[e]}" for e in shown], [str(k) for k in picked], gap)
-    ys, xs = tile_centres(tiles.shape, gap)
-    for r, e in enumerate(shown):
-        angles = kernel_angles(kernels[0], kernels[e])
-        for c, k in enumerate(picked):
-            ax.text(
-                xs[c], ys[r] + kh / 2, f"{angles[k]:.0f}°", ha="center", va="top", fontsize=LABEL_SIZE - 2
-            )
+    turned = [kernel_angles(kernels[0], kernels[e])[picked] for e in shown]
+    label_tiles(ax, tiles.shape, gap, [f"{a:.0f}°" for row in turned for a in row], fontsize=LABEL_SIZE - 2)
     fig.colorbar(drawn, ax=ax, shrink=0.8, aspect=30, label="weight / kernel norm")
     thinned = "" if len(shown) == len(epochs) else f", {len(shown)} of {len(epochs)} snapshots"
     subset = "" if len(picked) == n_out else f"\nthe {len(picked)} of {n_out} kernels that turned most"
@@ -308,7 +295,7 @@ def plot_top_patches(
     picked = np.arange(n_out)
     if n_out > max_kernels:  # the kernels whose top patches excite them most
         picked = np.sort(np.argsort(-found["activations"].mean(axis=1), kind="stable")[:max_kernels])
-        found = {key: value[picked] for key, value in found.items()}
+    found = {key: value[picked] for key, value in found.items()}
     patches, activations = found["patches"][:, :, 0], found["activations"]
     weights = conv.weight.data[picked, 0].astype(np.float64)
     out, h = len(weights), patches.shape[2]
@@ -326,35 +313,15 @@ def plot_top_patches(
     axes["kernels"].imshow(images["kernels"], cmap=KERNEL_CMAP, vmin=-1, vmax=1, interpolation="nearest")
     for name in ("patches", "mean"):
         axes[name].imshow(images[name], cmap=IMAGE_CMAP, vmin=low, vmax=high, interpolation="nearest")
-    # padding is not ink: a zero there would read as grey, so it gets a colour of its own, named below
-    padding = mosaic(found["padding"].astype(float), gap) == 1
-    if padding.any():
-        overlay = np.zeros((*padding.shape, 4))
-        overlay[padding] = PADDING_RGBA
-        axes["patches"].imshow(overlay, interpolation="nearest")
-        fig.legend(
-            handles=[Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
-            loc="outside lower center",
-            fontsize=LABEL_SIZE - 1,
-            frameon=False,
-        )
+    padding = _draw_padding(fig, axes["patches"], found["padding"], gap)
     _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in picked], None, gap)
-    rows, columns = _frame_tiles(axes["patches"], patches.shape, None, None, gap)
+    _frame_tiles(axes["patches"], patches.shape, None, None, gap)
     _frame_tiles(axes["mean"], means.shape, None, None, gap)
-    for o, (_, bottom) in enumerate(rows):
-        for rank, (left, right) in enumerate(columns):
-            axes["patches"].text(
-                (left + right) / 2,
-                bottom + 0.05 * h,
-                f"{activations[o, rank]:.1f}",
-                ha="center",
-                va="top",
-                fontsize=LABEL_SIZE - 1,
-            )
+    label_tiles(axes["patches"], patches.shape, gap, [f"{a:.1f}" for a in activations.ravel()])
     axes["kernels"].set_title("kernel", fontsize=LABEL_SIZE)
     axes["patches"].set_title(f"top {count} patches →", fontsize=LABEL_SIZE, loc="left")
     axes["mean"].set_title("mean", fontsize=LABEL_SIZE)
-    padding_note = "; the mean counts padding as 0" if padding.any() else ""
+    padding_note = "; the mean counts padding as 0" if padding else ""
     subset = (
         ""
         if len(picked) == n_out
@@ -366,6 +333,25 @@ def plot_top_patches(
         fontsize=10,
     )
     return save(fig, path)
+
+
+def _draw_padding(fig, ax, padding: np.ndarray, gap) -> bool:
+    """Padding (out, count, h, w) True where a patch lies outside the image: drawn over the patches'
+    mosaic in ``ax`` in :data:`PADDING_RGBA` and named in a legend under the figure. Padding is not
+    ink: a zero there would read as grey. Returns whether there was any."""
+    marked = mosaic(padding.astype(float), gap) == 1
+    if not marked.any():
+        return False
+    overlay = np.zeros((*marked.shape, 4))
+    overlay[marked] = PADDING_RGBA
+    ax.imshow(overlay, interpolation="nearest")
+    fig.legend(
+        handles=[Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
+        loc="outside lower center",
+        fontsize=LABEL_SIZE - 1,
+        frameon=False,
+    )
+    return True
 
 
 def write_kernel_figures(run_dir, model, history=None, X_train=None) -> list[str]:

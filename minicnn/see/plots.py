@@ -173,6 +173,17 @@ def tile_centres(shape, gap=1) -> tuple[list[float], list[float]]:
     )
 
 
+def label_tiles(ax, shape, gap, labels, above: bool = False, **text) -> None:
+    """Write ``labels[k]`` under (or ``above``) tile k of a :func:`mosaic` of ``shape`` and ``gap`` in
+    ``ax``, row by row, centred, in the gap between rows; ``text`` goes to ``ax.text``."""
+    ys, xs = tile_centres(shape, gap)
+    half = shape[2] / 2
+    options = {"ha": "center", "va": "bottom" if above else "top", "fontsize": LABEL_SIZE - 1, **text}
+    for k, label in enumerate(labels):
+        r, c = divmod(k, shape[1])
+        ax.text(xs[c], ys[r] - half - 0.3 if above else ys[r] + half, label, **options)
+
+
 def tiled_axes(fig: Figure, images: dict) -> dict:
     """One Axes per :func:`mosaic` image, side by side and labelled with its key, widths in
     proportion to each image's width over its height: all get one height, so their rows line up
@@ -258,17 +269,8 @@ def _kernel_mosaic(fig, kernels: np.ndarray, vmax: float):
     drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
     _frame_tiles(ax, grid.shape, None, None, gap, count=len(kernels))
     ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])
-    ys, xs = tile_centres(grid.shape, gap)
-    for k in range(len(kernels)):
-        r, c = divmod(k, grid.shape[1])
-        ax.text(
-            xs[c],
-            ys[r] - grid.shape[2] / 2 - 0.2,
-            f"filter {k}",
-            ha="center",
-            va="bottom",
-            fontsize=LABEL_SIZE,
-        )
+    labels = [f"filter {k}" for k in range(len(kernels))]
+    label_tiles(ax, grid.shape, gap, labels, above=True, fontsize=LABEL_SIZE)
     return drawn, [ax]
 
 
@@ -529,19 +531,16 @@ def plot_feature_maps(
         Names the image (e.g. "test image 0, label 7") at the head of the figure's title.
     path : str or PathLike, optional
 
-    Each feature map is resampled onto the input's pixel grid (:func:`maps_on_input`), so a tile
-    covers exactly the input pixels its cells are centred on: a 4x4 map after 2x2 pooling covers the
-    8x8 digit, each cell over the 2x2 block it summarizes. The tiles of one layer are one image
-    (:func:`mosaic`) in the Axes labelled ``"maps <layer>"``, titled with their channel numbers, on one
-    colour scale with a colorbar (:func:`map_scale`), a faint outline of a one-channel input over
-    them; beside it, the input (Axes ``"input <layer>"``).
+    Each map is resampled onto the input's pixels (:func:`maps_on_input`): a tile covers the input
+    pixels its cells are centred on (a 4x4 map after 2x2 pooling: each cell over its 2x2 block). A
+    layer's tiles are one image (:func:`mosaic`) in the Axes ``"maps <layer>"``, titled with their
+    channels, on one colour scale (:func:`map_scale`) under a faint outline of a one-channel input;
+    beside it, the input (Axes ``"input <layer>"``).
     """
     x, stages, maps = _stage_maps(model, image, layer)
     n_channels = maps[0].shape[0]
-    channels = np.arange(n_channels)
-    if n_channels > max_channels:
-        strength = np.abs(maps[0]).reshape(n_channels, -1).mean(axis=1)
-        channels = np.sort(np.argsort(-strength, kind="stable")[:max_channels])
+    strength = np.abs(maps[0]).reshape(n_channels, -1).mean(axis=1)
+    channels = np.sort(np.argsort(-strength, kind="stable")[:max_channels])  # all, when few
     grids = [
         maps_on_input(m[channels[channels < len(m)]], receptive_field_grid(model, i), x.shape[2:])
         for i, m in zip(stages, maps)
@@ -553,13 +552,8 @@ def plot_feature_maps(
     fig = new_figure(
         max(0.9 * min(columns, len(channels)) + 3.0, 5.6), sum(1.0 * w.shape[0] + 0.25 for w in wrapped) + 0.9
     )
-    axes = fig.subplots(
-        len(stages),
-        2,
-        squeeze=False,
-        width_ratios=[1, max(ratios)],
-        height_ratios=[w.shape[0] for w in wrapped],
-    )
+    heights = [w.shape[0] for w in wrapped]
+    axes = fig.subplots(len(stages), 2, squeeze=False, width_ratios=[1, max(ratios)], height_ratios=heights)
     for row, (i, m) in enumerate(zip(stages, maps)):
         ax_in, ax_maps = axes[row]
         ax_in.set_label(f"input {i}")
@@ -569,16 +563,20 @@ def plot_feature_maps(
             f"{i}: {type(model.layers[i]).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=LABEL_SIZE
         )
         _draw_maps(fig, ax_maps, images[row], wrapped[row], gap, grids[row], channels, x[0])
-    if len(channels) == n_channels:
-        more = ""
-    else:
-        more = (
-            f"\n{len(channels)} of {n_channels} channels: those with the largest mean |activation| "
-            f"after layer {stages[0]}"
-        )
-    head = f"Feature maps of {title}" if title else "Feature maps"
-    fig.suptitle(f"{head}:\neach cell drawn over the input pixels it is centred on{more}", fontsize=10)
+    fig.suptitle(_maps_title(title, len(channels), n_channels, stages[0]), fontsize=10)
     return save(fig, path)
+
+
+def _maps_title(title, shown: int, n_channels: int, first: int) -> str:
+    """:func:`plot_feature_maps`'s title: the image, and which channels when not all are shown."""
+    head = f"Feature maps of {title}" if title else "Feature maps"
+    more = (
+        ""
+        if shown == n_channels
+        else f"\n{shown} of {n_channels} channels: those with the largest mean |activation| "
+        f"after layer {first}"
+    )
+    return f"{head}:\neach cell drawn over the input pixels it is centred on{more}"
 
 
 def maps_on_input(maps: np.ndarray, grid: tuple[float, float], shape) -> np.ndarray:
@@ -625,13 +623,8 @@ def _draw_maps(fig: Figure, ax, image, tiles, gap: int, grid_maps, channels, x: 
     cmap, vmin, vmax = map_scale(grid_maps[np.isfinite(grid_maps)])  # from 0 after a ReLU
     drawn = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     _frame_tiles(ax, tiles.shape, None, None, gap)
-    ys, xs = tile_centres(tiles.shape, gap)
     h = tiles.shape[2]
-    for k, channel in enumerate(channels[: len(grid_maps)]):
-        r, c = divmod(k, tiles.shape[1])
-        ax.text(
-            xs[c], ys[r] - h / 2 - 0.5, f"ch {channel}", ha="center", va="bottom", fontsize=LABEL_SIZE - 1
-        )
+    label_tiles(ax, tiles.shape, gap, [f"ch {c}" for c in channels[: len(grid_maps)]], above=True)
     if x.shape[0] == 1 and np.ptp(x[0]) > 0:
         # a faint outline of the digit over every map shows where each response sits on the input
         fine = h // x.shape[1]
@@ -774,19 +767,12 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
     ax.imshow(image, cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
     _frame_tiles(ax, tiles.shape, None, None, gap, count=len(shown))
     ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])  # room above the first row for its titles
-    ys, xs = tile_centres(tiles.shape, gap)
-    for k, i in enumerate(shown):
-        r, c = divmod(k, cols)
-        sure = "" if probabilities is None else f"\np({y_pred[i]}) = {probabilities[i, y_pred[i]]:.2f}"
-        ax.text(
-            xs[c],
-            ys[r] - h / 2 - 0.3,
-            f"true {y_true[i]}, pred {y_pred[i]}{sure}",
-            ha="center",
-            va="bottom",
-            fontsize=LABEL_SIZE,
-            linespacing=0.95,
-        )
+    probability = [
+        "" if probabilities is None else f"\np({y_pred[i]}) = {probabilities[i, y_pred[i]]:.2f}"
+        for i in shown
+    ]
+    titles = [f"true {y_true[i]}, pred {y_pred[i]}{p}" for i, p in zip(shown, probability)]
+    label_tiles(ax, tiles.shape, gap, titles, above=True, fontsize=LABEL_SIZE, linespacing=0.95)
     shown_note = "" if len(shown) == len(wrong) else f" (showing {len(shown)})"
     fig.suptitle(f"Misclassified: {len(wrong)} of {len(images)}{shown_note}", fontsize=11)
     return save(fig, path)

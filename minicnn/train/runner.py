@@ -112,24 +112,10 @@ def run(
         dataset, model, trainer = _resume(cfg, run_dir, quiet)
         finished = _finished_metrics(run_dir, trainer)
         if finished is not None:
-            _say(
-                quiet,
-                f"{run_dir.path} is already finished ({trainer.epoch} of {trainer.epochs} epochs"
-                f"{', stopped early' if trainer.stopped_early else ''}; test accuracy "
-                f"{finished['test_accuracy']:.4f}): nothing to do. To train longer, resume with "
-                f"--set train.epochs={trainer.epoch + 5}, say",
-            )
+            _say(quiet, _nothing_to_do(run_dir, trainer, finished))
             return finished
     else:
-        run_dir.check_new(overwrite)
-        dataset, model, trainer = prepare(cfg)
-        run_dir.start(cfg, dataset, trainer)
-        _say(
-            quiet,
-            f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
-            f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
-            f"{dataset.input_shape}; run directory {run_dir.path}",
-        )
+        dataset, model, trainer = _start(cfg, run_dir, quiet, overwrite)
     first_epoch = trainer.epoch
     drawn = None  # seconds spent on the figures; None when there are none to draw
     try:
@@ -153,6 +139,30 @@ def run(
         f"everything is in {run_dir.path}",
     )
     return metrics
+
+
+def _start(cfg: Config, run_dir: RunDir, quiet: bool, overwrite: bool):
+    """:func:`prepare` a new run in ``run_dir`` (checked first) and say what it will train on."""
+    run_dir.check_new(overwrite)
+    dataset, model, trainer = prepare(cfg)
+    run_dir.start(cfg, dataset, trainer)
+    _say(
+        quiet,
+        f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
+        f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
+        f"{dataset.input_shape}; run directory {run_dir.path}",
+    )
+    return dataset, model, trainer
+
+
+def _nothing_to_do(run_dir: RunDir, trainer: Trainer, finished: dict) -> str:
+    """What resuming a finished run says."""
+    early = ", stopped early" if trainer.stopped_early else ""
+    return (
+        f"{run_dir.path} is already finished ({trainer.epoch} of {trainer.epochs} epochs{early}; test "
+        f"accuracy {finished['test_accuracy']:.4f}): nothing to do. To train longer, resume with "
+        f"--set train.epochs={trainer.epoch + 5}, say"
+    )
 
 
 def _time_line(history: list[dict], first_epoch: int, figures: float | None, total: float) -> str:
