@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import io
@@ -80,33 +81,22 @@ def default_run_dir(output_dir: str, config_path) -> Path:
     return candidate
 
 
-def _figure_writer(figures, quiet: bool, label_smoothing: float = 0.0):
-    """The step that draws a finished run's figures (:func:`minicnn.see.plots.write_run_figures`)."""
+def _figure_writer(label_smoothing: float = 0.0):
+    """The step that draws a finished run's figures (:func:`minicnn.see.run_figures.write_figures`)."""
 
     def draw(run_dir, model, history, dataset):
         import numpy as np
 
         from .nn.model import Sequential
-        from .see.plots import write_run_figures  # matplotlib only once training is done
+        from .see.change import load_kernel_history
+        from .see.run_figures import write_figures  # matplotlib only once training is done
 
         X_test, X_train = np.asarray(dataset.X_test), np.asarray(dataset.X_train)  # uint8 Images -> floats
-        write_run_figures(
-            run_dir,
-            model=model,
-            init_model=Sequential.load(run_dir / "init.npz"),
-            history=history,
-            X_test=X_test,
-            y_test=dataset.y_test,
-            figures=figures,
-            label_smoothing=label_smoothing,
+        init_model = Sequential.load(run_dir / "init.npz")
+        kernels = load_kernel_history(run_dir)
+        write_figures(
+            run_dir, model, init_model, history, X_test, dataset.y_test, X_train, label_smoothing, kernels
         )
-        from .see.change import load_kernel_history
-        from .see.kernels import write_kernel_figures
-        from .see.saliency import write_saliency_figures
-
-        write_kernel_figures(run_dir, model, load_kernel_history(run_dir), X_train)
-        # blank for occlusion: an empty pixel as the model sees it (the darkest value of each channel)
-        write_saliency_figures(run_dir, model, X_test, dataset.y_test, blank=X_train.min(axis=(0, 2, 3)))
 
     return draw
 
@@ -181,9 +171,20 @@ def _config_and_run_dir(args, overrides):
     return load_config(run_dir / "config.toml", overrides), run_dir
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as the command's other messages: ``warning: <message>`` on stderr, no source line."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 @one_line_errors
 def main(argv=None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit code."""
+    with warnings.catch_warnings():  # restores how warnings are shown when the command returns
+        warnings.showwarning = _one_line_warning
+        return _main(argv)
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     from .nn.threads import AutoThreads
 
@@ -193,11 +194,7 @@ def main(argv=None) -> int:
 
         cfg, run_dir = _config_and_run_dir(args, _overrides(args))
         io.set_memory_budget(cfg.train.memory_budget_mib * 2**20 or None)
-        figures = (
-            _figure_writer(cfg.output.figures, args.quiet, cfg.train.label_smoothing)
-            if cfg.output.figures
-            else None
-        )
+        figures = _figure_writer(cfg.train.label_smoothing) if cfg.output.figures else None
         from .see.change import KernelHistory, load_kernel_history  # NumPy only
 
         if args.resume:

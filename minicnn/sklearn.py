@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -57,10 +58,20 @@ def default_layers(image_shape) -> list[dict]:
     return specs + [{"type": "Flatten"}, {"type": "Dense"}]
 
 
-def _infer_image_shape(n_features: int) -> tuple[int, int, int]:
-    """(1, s, s) for a square number of features, else (1, 1, n_features): a 1-pixel-high image."""
+def _infer_image_shape(n_features: int, name: str = "CNNClassifier") -> tuple[int, int, int]:
+    """(1, s, s) for a square number of features, else (1, 1, n_features): a 1-pixel-high image, with
+    a warning, since tabular features in a row have no neighbours for a kernel to look at."""
     side = int(round(np.sqrt(n_features)))
-    return (1, side, side) if side * side == n_features else (1, 1, n_features)
+    if side * side == n_features:
+        return (1, side, side)
+    warnings.warn(
+        f"{name}: {n_features} features are not a square image, so each row is read as a "
+        f"1x{n_features} image (image_shape=(1, 1, {n_features})); if the rows are images, pass "
+        "image_shape=(C, H, W) with C*H*W = n_features, or X of shape (n, C, H, W)",
+        UserWarning,
+        stacklevel=5,  # the caller of fit or partial_fit
+    )
+    return (1, 1, n_features)
 
 
 def _python(value):
@@ -94,7 +105,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     image_shape : (C, H, W) or None, default None
         How a row of ``X`` (n_samples, n_features) is laid out as an image (C order, like
         ``X.reshape(n, C, H, W)``). None: taken from ``X`` of shape (n, C, H, W) or (n, H, W); for 2-D
-        ``X``, (1, s, s) when n_features = s*s, else (1, 1, n_features).
+        ``X``, (1, s, s) when n_features = s*s, else (1, 1, n_features) with a warning.
     epochs : int, default 20
         Passes over the training data (fewer with early stopping).
     batch_size : int, default 32
@@ -354,7 +365,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         else:
             X, y = validate_data(self, X, y, reset=reset, dtype=dtype)
         if reset:
-            self.image_shape_ = image_shape or self._given_image_shape() or _infer_image_shape(X.shape[1])
+            self.image_shape_ = (
+                image_shape or self._given_image_shape() or _infer_image_shape(X.shape[1], name)
+            )
             c, h, w = self.image_shape_
             if c * h * w != X.shape[1]:
                 raise ValueError(

@@ -251,3 +251,33 @@ def test_main_is_importable_and_returns_the_exit_code(tmp_path, capsys):
 
     assert main(["--config", str(tmp_path / "missing.toml")]) == 2
     assert "no such config file" in capsys.readouterr().err
+
+
+def test_a_warmup_as_long_as_the_run_warns_once_in_one_line(tmp_path):
+    result = train(
+        "--config",
+        FAST,
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.schedule=cosine",
+        "--set",
+        "train.warmup_epochs=2",
+        "--set",
+        "output.figures=false",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "warning: CosineLR: the warm-up (2 epochs) is at least as long as the run (2 epochs): the learning "
+        f"rate ends at 0.67 of the set {_fast_lr()} and never decays; train more epochs or set a shorter "
+        "warmup_epochs"
+    ]
+
+
+def _fast_lr():
+    from minicnn.train.config import load_config
+
+    return f"{load_config(FAST).train.lr:g}"

@@ -271,7 +271,11 @@ def test_train_py_exits_2_when_offline(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and f"tried {url}/train-images-idx3-ubyte.gz" in result.stderr
-    assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+    assert "cannot download 4 of 4 files" in result.stderr
+    for name, remote in sources.remote_files("mnist").items():  # every missing file, not only the first
+        assert f"{name} (SHA-256 {remote.sha256})" in result.stderr
+    assert str(tmp_path / "c" / "mnist") in result.stderr
+    assert not (tmp_path / "c").exists()  # no empty cache folders left behind
 
 
 def test_404_is_reported_with_the_http_status(tmp_path, monkeypatch, served, server, capsys):

@@ -157,8 +157,9 @@ def test_page_holds_the_architecture_weights_standardization_and_minicnns_logits
     np.testing.assert_allclose(data["check"]["probabilities"], model.predict_proba(images), rtol=1e-6)
 
 
-def test_page_of_a_model_without_class_scores_explains_why(tmp_path):
-    run = explore.Run(
+def conv_only_run() -> explore.Run:
+    """A run whose model ends in feature maps, not class scores: a model the page cannot draw."""
+    return explore.Run(
         "conv-only",
         Sequential(L.Conv2D(1, 2, 3, rng=0)),
         None,
@@ -169,8 +170,22 @@ def test_page_of_a_model_without_class_scores_explains_why(tmp_path):
         "digits",
         {},
     )
+
+
+def test_page_of_a_model_without_class_scores_explains_why(tmp_path):
+    run = conv_only_run()
     data = explore.page_data(run)
     assert "output has shape (2, 6, 6)" in data["unsupported"] and "check" not in data
+
+
+def test_explore_warns_on_stderr_when_it_cannot_draw_the_model(tmp_path, monkeypatch, capsys):
+    run = conv_only_run()
+    monkeypatch.setattr(explore, "load_run", lambda run_dir: run)
+    assert explore.main([str(tmp_path), "--out", str(tmp_path / "page.html")]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"wrote {tmp_path / 'page.html'}"
+    assert len(err.splitlines()) == 1 and err.startswith("warning: the page draws this model only in part")
+    assert "(2, 6, 6)" in err
 
 
 def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
@@ -405,6 +420,104 @@ def test_clicking_a_convolution_cell_shows_kernel_patch_products_sum_and_bias(br
     assert "feature map 5, cell (2, 6)" in text and f"{detail['sum']:.5f} + bias {detail['bias']:.5f}" in text
 
 
+def click_cell(browser, layer: int, channel: int, row: float, column: float, cells: int = 8):
+    """Click the centre of cell (row, column) of a feature map drawn on a canvas of ``cells`` cells."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = browser.find_element(
+        "css selector", f'#layers canvas[data-layer="{layer}"][data-channel="{channel}"]'
+    )
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    size = canvas.size
+    ActionChains(browser).move_to_element_with_offset(
+        canvas,
+        int(size["width"] * ((column + 0.5) / cells - 0.5)),
+        int(size["height"] * ((row + 0.5) / cells - 0.5)),
+    ).click().perform()
+    return canvas
+
+
+def rect(browser, element) -> dict:
+    return browser.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return {left: r.left, right: r.right, top: r.top, bottom: r.bottom};",
+        element,
+    )
+
+
+def test_clicked_cell_shows_in_a_panel_beside_its_map_that_stays_in_view(browser, digits_page):
+    page = open_page(browser, digits_page)
+    page("selectImage(1)")
+    page("flush()")
+    panel = browser.find_element("id", "detail-panel")
+    assert not panel.is_displayed()  # nothing clicked yet
+    n_layers = len(page_json(digits_page)["layers"])
+    canvas = click_cell(browser, 0, 3, 1, 1)
+    assert panel.is_displayed() and "feature map 3, cell (1, 1)" in panel.text
+    height = browser.execute_script("return window.innerHeight")
+    where, clicked = rect(browser, panel), rect(browser, canvas)
+    assert where["left"] >= clicked["right"]  # beside the map, not under it
+    assert where["top"] <= clicked["bottom"] and where["bottom"] >= clicked["top"]  # level with it
+    assert 0 <= where["top"] and where["bottom"] <= height
+    maps = browser.find_elements("css selector", "#layers .maps canvas")
+    assert all(rect(browser, m)["right"] <= where["left"] for m in maps)  # it covers no map
+    browser.execute_script("window.scrollBy(0, 600)")
+    assert rect(browser, panel) == where  # scrolling leaves it in view
+    browser.find_element("id", "detail-close").click()
+    assert not panel.is_displayed() and n_layers > 1
+
+
+def test_each_row_of_heat_maps_has_its_colour_scale(browser, digits_page):
+    page = open_page(browser, digits_page)
+    page("selectImage(3)")
+    page("flush()")
+    acts = page("state.acts.map((t) => Array.from(t.data))")
+    scales = browser.find_elements("css selector", "#layers .layer .scale")
+    assert len(scales) == len(acts) - 1  # one per layer row
+    for scale, values in zip(scales, acts[1:]):
+        limit = float(np.abs(values).max())
+        assert float(scale.get_attribute("data-limit")) == pytest.approx(limit)
+        low, high = (scale.find_element("css selector", name).text for name in (".low", ".high"))
+        assert float(low) == pytest.approx(-limit, rel=2e-3) and float(high) == pytest.approx(limit, rel=2e-3)
+    bar = np.array(
+        browser.execute_script(
+            "const c = document.querySelector('#layers .scale canvas');"
+            "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, 1).data);"
+        )
+    ).reshape(-1, 4)
+    assert list(bar[0, :3]) == [0, 0, 255] and list(bar[50, :3]) == [255, 255, 255]
+    assert list(bar[-1, :3]) == [255, 0, 0]  # blue, white at 0, red: the heat maps' own colours
+
+
+def test_ink_is_dark_on_white_as_in_the_png_figures(browser, digits_page):
+    page = open_page(browser, digits_page)
+    page("clear()")
+    draw(browser, [(128, 40), (128, 215)])  # a vertical stroke through the middle
+    page("flush()")
+
+    def pixels(selector):
+        return np.array(
+            browser.execute_script(
+                f"const c = document.querySelector('{selector}');"
+                "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);"
+            )
+        ).reshape(
+            browser.execute_script(
+                f"const c = document.querySelector('{selector}'); return [c.height, c.width]"
+            )
+            + [4]
+        )
+
+    drawing = pixels("#draw")
+    assert (drawing[0, 0, :3] == 255).all() and (drawing[16, 16, :3] == 0).all()  # white paper, black ink
+    view = pixels("#input-view")
+    assert view[0, 0, 0] == 255 and view[4, 4, 0] < 128  # the model's input: blank white, ink dark
+    data = page_json(digits_page)
+    image = np.array(data["images"][0]["input"]["data"]).reshape(8, 8) * data["std"][0] + data["mean"][0]
+    thumb = pixels("#test-images canvas")[..., 0]
+    np.testing.assert_allclose(thumb, np.round(255 * (1 - np.clip(image, 0, 1))), atol=1)
+
+
 def test_kernel_angles_are_the_angles_between_init_and_trained_kernels(browser, digits_page, run_dir):
     page = open_page(browser, digits_page)
     before = Sequential.load(run_dir / "init.npz").layers[0].weight.data.reshape(8, -1).astype(np.float64)
@@ -543,17 +656,7 @@ def test_nested_sequential_model_is_drawn_layer_by_layer(browser, tmp_path):
 
 
 def test_page_says_when_it_cannot_draw_a_model(browser, tmp_path):
-    run = explore.Run(
-        "conv-only",
-        Sequential(L.Conv2D(1, 2, 3, rng=0)),
-        None,
-        np.zeros((3, 1, 8, 8), np.float32),
-        np.arange(3),
-        np.zeros(1, np.float32),
-        np.ones(1, np.float32),
-        "digits",
-        {},
-    )
+    run = conv_only_run()
     path = tmp_path / "conv-only.html"
     path.write_text(explore.render_page(explore.page_data(run)))
     page = open_page(browser, path)

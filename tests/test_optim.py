@@ -1,5 +1,7 @@
 """Optimizers against their textbook update rules; schedules; clipping; state round trips."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -135,9 +137,23 @@ def test_bad_hyperparameters():
         SGD([np.zeros(1)])
 
 
+def test_a_warmup_at_least_as_long_as_the_run_warns_once():
+    opt = SGD([Parameter(np.zeros(1))], lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CosineLR(opt, total=2, warmup=2)
+    assert len(caught) == 1
+    assert "warm-up (2 epochs) is at least as long as the run (2 epochs)" in str(caught[0].message)
+    assert "0.67 of the set 0.1" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CosineLR(SGD([Parameter(np.zeros(1))], lr=0.1), total=3, warmup=2)  # ends after it: no warning
+
+
 def test_a_run_shorter_than_its_warmup_ends_during_the_warmup():
     opt = SGD([Parameter(np.zeros(1))], lr=1.0)
-    cos = CosineLR(opt, total=1, warmup=2)
+    with pytest.warns(UserWarning, match="warm-up"):
+        cos = CosineLR(opt, total=1, warmup=2)
     rates = []
     for _ in range(3):
         rates.append(opt.lr)

@@ -89,14 +89,14 @@ def test_load_kernel_history_is_none_for_a_run_without_one(tmp_path):
 
 
 # --- figures ----------------------------------------------------------------------------------------------
-def tile_axes(fig):
-    """The Axes that draw an image, colorbars left out, in the order they were made (row by row)."""
-    return [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
-
-
-def tiles(fig, count):
-    """The arrays drawn in the first ``count`` tiles."""
-    return [np.asarray(ax.images[0].get_array()) for ax in tile_axes(fig)[:count]]
+def drawn_tiles(ax, count: int, tile_shape: tuple[int, int]) -> list[np.ndarray]:
+    """The first ``count`` tiles of the mosaic drawn in ``ax``, row by row, read back from its image:
+    the tile size and the gaps come from where the tiles' frames are."""
+    image = np.ma.filled(ax.images[0].get_array(), np.nan)
+    frames = ax.collections[0].get_paths()
+    corners = sorted({(round(p.vertices[0, 1] + 0.5), round(p.vertices[0, 0] + 0.5)) for p in frames})
+    h, w = tile_shape
+    return [image[top : top + h, left : left + w] for top, left in corners[:count]]
 
 
 def test_filters_change_draws_initial_learned_and_their_difference_with_angles(tmp_path):
@@ -105,24 +105,23 @@ def test_filters_change_draws_initial_learned_and_their_difference_with_angles(t
         [rotated(k, t, seed=100 + i) for i, (k, t) in enumerate(zip(initial, (5.0, 30.0, 90.0)))]
     )
     fig = kernels.plot_filters_change(initial, learned, path=tmp_path / "f.png")
-    drawn = tiles(fig, 9)
-    for k in range(3):
-        np.testing.assert_allclose(drawn[k], initial[k, 0])
-        np.testing.assert_allclose(drawn[3 + k], learned[k, 0])
-        np.testing.assert_allclose(drawn[6 + k], learned[k, 0] - initial[k, 0])
-    axes = tile_axes(fig)
-    assert [ax.get_xlabel().split("°")[0] for ax in axes[6:9]] == ["5", "30", "90"]
-    # rows 1 and 2 share one colour scale, the change row has its own
-    assert axes[0].images[0].get_clim() == axes[3].images[0].get_clim()
-    assert axes[6].images[0].get_clim()[1] == pytest.approx(np.abs(learned - initial)[:, 0].max())
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    expected = {"initial": initial[:, 0], "learned": learned[:, 0], "change": (learned - initial)[:, 0]}
+    for name, values in expected.items():
+        for k, tile in enumerate(drawn_tiles(axes[name], 3, (5, 5))):
+            np.testing.assert_allclose(tile, values[k])
+    assert [t.get_text().split("°")[0] for t in axes["change"].texts] == ["5", "30", "90"]
+    # initial and learned share one colour scale, the change has its own
+    assert axes["initial"].images[0].get_clim() == axes["learned"].images[0].get_clim()
+    assert axes["change"].images[0].get_clim()[1] == pytest.approx(np.abs(learned - initial)[:, 0].max())
     assert "median 30°" in fig._suptitle.get_text()
     assert (tmp_path / "f.png").is_file()
 
 
-def history_of_turns(turns=(0.0, 10.0, 20.0, 40.0)):
-    initial = np.random.default_rng(3).standard_normal((2, 1, 3, 3))
+def history_of_turns(turns=(0.0, 10.0, 20.0, 40.0), out=2):
+    initial = np.random.default_rng(3).standard_normal((out, 1, 3, 3))
     snapshots = [
-        np.stack([2.0**e * rotated(k, t, seed=100 + i) for i, k in enumerate(initial)])
+        np.stack([2.0**e * rotated(k, t * (1 + i / out), seed=100 + i) for i, k in enumerate(initial)])
         for e, t in enumerate(turns)
     ]
     return {"epochs": np.arange(len(turns)), "kernels": np.stack(snapshots), "layer": 0}
@@ -131,21 +130,33 @@ def history_of_turns(turns=(0.0, 10.0, 20.0, 40.0)):
 def test_filters_evolution_draws_unit_norm_kernels_epoch_by_epoch_with_their_angles():
     history = history_of_turns()
     fig = kernels.plot_filters_evolution(history)
-    drawn = tiles(fig, 8)
+    (ax,) = fig.axes[:1]
+    drawn = drawn_tiles(ax, 8, (3, 3))
     for e in range(4):
         for k in range(2):
             values = history["kernels"][e, k, 0]
             np.testing.assert_allclose(drawn[2 * e + k], values / np.linalg.norm(values), atol=1e-12)
-    axes = tile_axes(fig)
-    assert [axes[2 * e].get_title() for e in range(4)] == ["0°", "10°", "20°", "40°"]
-    assert [axes[2 * e].get_ylabel() for e in range(4)] == [f"epoch {e}" for e in range(4)]
+    assert [ax.texts[2 * e].get_text() for e in range(4)] == ["0°", "10°", "20°", "40°"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"epoch {e}" for e in range(4)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
 
 
 def test_filters_evolution_thins_many_epochs_but_keeps_first_and_last():
     history = history_of_turns(tuple(range(0, 60, 2)))
     fig = kernels.plot_filters_evolution(history, max_rows=5)
-    labels = [ax.get_ylabel() for ax in tile_axes(fig) if ax.get_ylabel()]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[0] == "epoch 0" and labels[-1] == "epoch 29" and len(labels) == 5
+
+
+def test_filters_evolution_of_many_kernels_shows_those_that_turned_most_and_says_so():
+    history = history_of_turns((0.0, 10.0, 20.0), out=40)  # kernel i turns by 20 (1 + i / 40) degrees
+    fig = kernels.plot_filters_evolution(history, max_kernels=16)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [str(k) for k in range(24, 40)]
+    assert "the 16 of 40 kernels that turned most" in fig._suptitle.get_text()
+    last = drawn_tiles(fig.axes[0], 48, (3, 3))[32:]
+    for c, k in enumerate(range(24, 40)):
+        values = history["kernels"][-1, k, 0]
+        np.testing.assert_allclose(last[c], values / np.linalg.norm(values), atol=1e-12)
 
 
 def test_filters_evolution_gif_has_one_frame_per_epoch_that_change(tmp_path):
@@ -161,6 +172,24 @@ def test_filters_evolution_gif_has_one_frame_per_epoch_that_change(tmp_path):
     assert len(frames) == 4
     assert all(np.abs(a - b).mean() > 0.5 for a, b in itertools.pairwise(frames))  # the kernels visibly turn
     assert all(f.std() > 10 for f in frames)  # not blank
+
+
+def test_filters_evolution_gif_draws_each_kernel_in_its_colours(tmp_path):
+    from matplotlib import colormaps
+
+    history = history_of_turns((0.0, 30.0), out=12)  # 12 kernels: two rows of the grid
+    unit = kernels.animate_filters_evolution(history, tmp_path / "e.gif", tile_pixels=30)
+    vmax = np.abs(unit).max()
+    with Image.open(tmp_path / "e.gif") as gif:
+        gif.seek(1)
+        frame = np.asarray(gif.convert("RGB"), dtype=float)
+    assert frame.shape[1] <= 8 * 36 + 6 + 10  # 8 columns at most: a bounded width
+    for k in (0, 11):  # the first kernel, and the fourth of the second row
+        r, c = divmod(k, 8)
+        top, left = 20 + r * (30 + 14 + 6), 6 + c * (30 + 6)
+        centres = frame[top + 5 : top + 30 : 10, left + 5 : left + 30 : 10]  # one pixel per weight
+        expected = colormaps["RdBu_r"]((unit[1, k] + vmax) / (2 * vmax))[..., :3] * 255
+        assert np.abs(centres - expected).max() < 40  # the GIF palette rounds the colours
 
 
 def test_top_patches_are_the_strongest_responses_one_per_image():
@@ -262,3 +291,29 @@ def test_train_command_keeps_kernel_snapshots_and_draws_the_learning_figures(tmp
         "history.png",
     ):
         assert (out / name).is_file(), name
+
+
+def test_top_patches_mark_the_padding_and_the_figure_draws_it_in_its_own_labelled_colour():
+    model = small_model(out_channels=2, kernel_size=3)  # padding 1
+    X = np.zeros((6, 1, 8, 8), np.float32)
+    X[:, :, 0, 0] = 1.0  # a bright corner: the strongest response sits at the image's edge
+    found = kernels.top_patches(model, X, 0, count=2)
+    for o in range(2):
+        for rank in range(2):
+            image = found["images"][o, rank]
+            response = model.layers[0].forward(X[image : image + 1])[0, o]
+            r, c = np.unravel_index(np.argmax(response), response.shape)
+            rows, cols = np.arange(r - 1, r + 2), np.arange(c - 1, c + 2)
+            outside = ((rows < 0) | (rows > 7))[:, None] | ((cols < 0) | (cols > 7))[None, :]
+            np.testing.assert_array_equal(found["padding"][o, rank], outside)
+    assert found["padding"].any()
+    fig = kernels.plot_top_patches(model, X, 0, count=2)
+    ax = next(ax for ax in fig.axes if ax.get_label() == "patches")
+    overlay = ax.images[1].get_array()
+    marked = overlay[..., 3] > 0
+    for o in range(2):
+        for rank in range(2):
+            tile = marked[4 * o : 4 * o + 3, 4 * rank : 4 * rank + 3]
+            np.testing.assert_array_equal(tile, found["padding"][o, rank])
+    np.testing.assert_allclose(overlay[marked][0], kernels.PADDING_RGBA)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["padding (outside the image)"]

@@ -95,6 +95,8 @@ def test_plot_class_mean_maps_draws_the_class_means_of_the_most_varied_channels(
     labels = [t.get_text() for t in axes["inputs"].get_yticklabels()]
     assert labels == ["class 0", "class 1", "class 2"]
     assert [t.get_text() for t in axes["maps"].get_xticklabels()] == [f"ch {k}" for k in channels]
+    title = fig._suptitle.get_text()
+    assert "2 of 4 channels: those whose class means differ most (largest variance across classes)" in title
     rows_in, rows_maps = (axes[name].get_position().height for name in ("inputs", "maps"))
     assert rows_in == pytest.approx(rows_maps, rel=0.02)  # the same scale: the rows line up
 
@@ -154,14 +156,19 @@ def test_plot_saliency_draws_the_gradient_and_occlusion_of_each_image(tmp_path):
     model = model64()
     X = np.random.default_rng(5).standard_normal((3, 1, 8, 8))
     fig = saliency.plot_saliency(model, X, np.array([1, 2, 3]), blank=-2.0, count=3, path=tmp_path / "s.png")
-    tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    drawn = {
+        name: np.ma.filled(axes[name].images[0].get_array(), np.nan) for name in ("saliency", "occlusion")
+    }
     gradient, predicted = saliency.saliency(model, X)
+    titles = [t.get_text() for t in axes["images"].get_xticklabels()]
     for i in range(3):
-        np.testing.assert_allclose(tiles[3 + i].images[0].get_array(), gradient[i, 0])
-        np.testing.assert_allclose(
-            tiles[6 + i].images[0].get_array(), saliency.occlusion(model, X[i], -2.0, 2, int(predicted[i]))
-        )
-        assert f"pred {predicted[i]}" in tiles[i].get_title()
+        np.testing.assert_allclose(_tile(drawn["saliency"], 0, i, 8, 8), gradient[i, 0])
+        drop = saliency.occlusion(model, X[i], -2.0, 2, int(predicted[i]))  # (7, 7): square (r, c) at r + .5
+        occluded = drawn["occlusion"][:16, 18 * i : 18 * i + 16]  # twice as fine, 2 pixels between tiles
+        np.testing.assert_allclose(occluded[1:-1, 1:-1], np.kron(drop, np.ones((2, 2))))
+        assert np.isnan(occluded[0]).all() and np.isnan(occluded[:, -1]).all()  # no square centred there
+        assert f"pred {predicted[i]}" in titles[i]
     assert np.ptp(gradient) > 0
 
 

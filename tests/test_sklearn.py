@@ -2,6 +2,7 @@
 processes, input errors, determinism, partial_fit, and agreement with train.py's training loop."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -100,9 +101,12 @@ def test_images_and_flattened_rows_give_the_same_model(digits_small):
 
 def test_image_shape_is_inferred_for_square_and_other_feature_counts():
     X, y = make_blobs(n_samples=40, n_features=6, random_state=0)
-    assert CNNClassifier(epochs=1).fit(X, y).image_shape_ == (1, 1, 6)
-    assert CNNClassifier(epochs=1).fit(X[:, :4], y).image_shape_ == (1, 2, 2)
-    assert CNNClassifier(epochs=1, image_shape=(2, 1, 3)).fit(X, y).image_shape_ == (2, 1, 3)
+    with pytest.warns(UserWarning, match=r"6 features are not a square image.*pass image_shape=\(C, H, W\)"):
+        assert CNNClassifier(epochs=1).fit(X, y).image_shape_ == (1, 1, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a square count or a given shape: nothing to warn about
+        assert CNNClassifier(epochs=1).fit(X[:, :4], y).image_shape_ == (1, 2, 2)
+        assert CNNClassifier(epochs=1, image_shape=(2, 1, 3)).fit(X, y).image_shape_ == (2, 1, 3)
 
 
 def test_default_layers_pool_only_while_the_feature_map_is_large_enough():

@@ -4,6 +4,7 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -577,3 +578,43 @@ def test_ctrl_c_stops_at_the_next_batch_and_restores_the_handler(tmp_path, monke
     assert info.value.epoch == 1 and int(load_npz(tmp_path / "r" / "last.npz")["epoch"]) == 1
     assert len(steps) == 21 + 1  # one epoch of 1293 / 64 batches, then the batch the signal waited for
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_resuming_a_finished_run_says_so_and_rewrites_nothing(tmp_path, capsys):
+    cfg = small_config(epochs=2)
+    first = training.run(cfg, tmp_path / "r", quiet=True)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").iterdir()}
+    again = training.run(cfg, tmp_path / "r", resume=True)
+    out = capsys.readouterr().out
+    assert "is already finished (2 of 2 epochs" in out and "nothing to do" in out
+    assert "train.epochs=7" in out
+    assert again["test_accuracy"] == first["test_accuracy"]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").iterdir()} == before
+
+
+def test_time_line_after_a_resume_counts_this_sessions_training_only(tmp_path, capsys):
+    cfg = small_config(epochs=3)
+
+    def stop_after_two(trainer, record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(training.TrainingInterrupted):
+        training.run(cfg, tmp_path / "r", quiet=True, on_epoch_end=stop_after_two)
+    capsys.readouterr()
+    resumed = training.run(cfg, tmp_path / "r", resume=True, finish=lambda *args: time.sleep(0.2))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    found = re.search(
+        r"; ([\d.]+)s training \(\+([\d.]+)s before the resume\), ([\d.]+)s figures, ([\d.]+)s in all", line
+    )
+    assert found, line
+    now, earlier, figures, total = map(float, found.groups())
+    seconds = [r["seconds"] for r in resumed["history"]]
+    assert now == pytest.approx(seconds[2], abs=0.06) and earlier == pytest.approx(sum(seconds[:2]), abs=0.11)
+    assert figures >= 0.2 and now + figures <= total + 0.1
+
+
+def test_time_line_says_when_no_figures_were_drawn(tmp_path, capsys):
+    training.run(small_config(epochs=2), tmp_path / "r")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.search(r"; [\d.]+s training, figures off, [\d.]+s in all;", line), line

@@ -61,10 +61,19 @@ def test_viz_never_imports_pyplot(tmp_path):
 
 
 def test_plot_filters_first_layer_one_tile_per_filter_plus_colorbar(tmp_path):
-    layer = Conv2D(1, 8, 3, rng=0)
+    layer = Conv2D(1, 10, 3, rng=0)
     fig = viz.plot_filters(layer, path=tmp_path / "f.png")
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 8 + 1
+    assert [ax.get_label() for ax in fig.axes] == ["kernels", "<colorbar>"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == [f"filter {k}" for k in range(10)]
+    drawn = np.ma.filled(ax.images[0].get_array(), np.nan)  # rows of 8, a 1-pixel gap between tiles
+    for k in range(10):
+        r, c = divmod(k, 8)
+        tile = drawn[4 * r : 4 * r + 3, 4 * c : 4 * c + 3]
+        np.testing.assert_allclose(tile, layer.weight.data[k, 0], rtol=1e-6)
+    assert np.isnan(drawn[4:, 8:]).all()  # the spare places of the last row stay blank
+    assert len(ax.collections[0].get_paths()) == 10  # and unframed
     assert_png(tmp_path / "f.png")
 
 
@@ -80,7 +89,9 @@ def test_plot_filters_deeper_layer_grid_or_one_input_channel(tmp_path):
     layer = Conv2D(4, 6, 3, rng=0)
     assert len(viz.plot_filters(layer).axes) == 6 * 4 + 1
     fig = viz.plot_filters(layer, in_channel=2, path=tmp_path / "slice.png")
-    assert len(fig.axes) == 6 + 1
+    drawn = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
+    np.testing.assert_allclose(drawn[:3, 4:7], layer.weight.data[1, 2], rtol=1e-6)  # filter 1 on channel 2
+    assert len(fig.axes) == 1 + 1
     assert_png(tmp_path / "slice.png")
     with pytest.raises(ValueError, match="in_channel must be in"):
         viz.plot_filters(layer, in_channel=4)
@@ -122,12 +133,56 @@ def test_plot_feature_maps_default_stages_are_conv_relu_pool(tmp_path, images):
     model = small_model()
     assert viz.default_stages(model) == ["0", "1", "2"]
     fig = viz.plot_feature_maps(model, X[0], path=tmp_path / "fm.png")
-    assert len(fig.axes) == 3 * (1 + 4) + 3  # input + 4 channels per row, one colorbar per row
+    labels = [ax.get_label() for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert labels == ["input 0", "maps 0", "input 1", "maps 1", "input 2", "maps 2"]
     assert_png(tmp_path / "fm.png")
     fig = viz.plot_feature_maps(model, X[0], layer=3)
-    assert len(fig.axes) == 1 + 6 + 1
+    assert [t.get_text() for t in fig.axes[1].texts] == [f"ch {c}" for c in range(6)]
     with pytest.raises(ValueError, match="not feature maps"):
         viz.plot_feature_maps(model, X[0], layer=7)
+
+
+def maps_drawn(fig, layer: int, count: int, size: int, gap: int) -> list[np.ndarray]:
+    """The first ``count`` tiles (size x size) of layer ``layer``'s mosaic, row by row."""
+    ax = next(ax for ax in fig.axes if ax.get_label() == f"maps {layer}")
+    image = np.ma.filled(ax.images[0].get_array(), np.nan)
+    columns = (image.shape[1] + gap) // (size + gap)
+    return [
+        image[r * (size + gap) : r * (size + gap) + size, c * (size + gap) : c * (size + gap) + size]
+        for r, c in (divmod(k, columns) for k in range(count))
+    ]
+
+
+def test_feature_maps_cover_the_input_pixels_each_cell_is_centred_on(images):
+    X, _ = images
+    model = small_model()
+    fig = viz.plot_feature_maps(model, X[0])
+    conv, pooled = viz.feature_maps(model, X[0], 0)[0], viz.feature_maps(model, X[0], 2)[0]
+    for c, tile in enumerate(maps_drawn(fig, 0, 4, 8, 1)):
+        np.testing.assert_allclose(tile, conv[c], rtol=1e-6)  # same padding: one cell per pixel
+    for c, tile in enumerate(maps_drawn(fig, 2, 4, 8, 1)):
+        np.testing.assert_allclose(tile, np.kron(pooled[c], np.ones((2, 2))), rtol=1e-6)  # 2x2 blocks
+    valid = small_model(padding="valid")
+    fig = viz.plot_feature_maps(valid, X[0], layer=0)
+    tile = maps_drawn(fig, 0, 1, 8, 1)[0]
+    assert np.isnan(tile[0]).all() and np.isnan(tile[:, -1]).all()  # a valid 3x3 loses the border
+    np.testing.assert_allclose(tile[1:-1, 1:-1], viz.feature_maps(valid, X[0], 0)[0, 0], rtol=1e-6)
+
+
+def test_feature_maps_of_many_channels_show_the_strongest_and_say_so(images):
+    X, _ = images
+    rng = np.random.default_rng(0)
+    model = Sequential(Conv2D(1, 40, 3, padding=1, rng=rng), ReLU())
+    maps = viz.feature_maps(model, X[0], 0)[0]
+    strongest = np.sort(np.argsort(-np.abs(maps).mean(axis=(1, 2)))[:16])
+    fig = viz.plot_feature_maps(model, X[0], max_channels=16)
+    assert [t.get_text() for t in fig.axes[1].texts] == [f"ch {c}" for c in strongest]
+    for tile, c in zip(maps_drawn(fig, 0, 16, 8, 1), strongest):
+        np.testing.assert_allclose(tile, maps[c], rtol=1e-6)
+    assert (
+        "16 of 40 channels: those with the largest mean |activation| after layer 0"
+        in fig._suptitle.get_text()
+    )
 
 
 def test_plot_history_draws_train_and_validation_and_tolerates_missing_keys(tmp_path):
@@ -169,12 +224,19 @@ def test_plot_mistakes_shows_only_the_misclassified(tmp_path, images):
     y_pred = y.copy()
     y_pred[[2, 5, 11]] = (y[[2, 5, 11]] + 1) % 10
     fig = viz.plot_mistakes(X, y, y_pred, path=tmp_path / "m.png")
-    assert len(fig.axes) == 3
-    assert fig.axes[1].get_title() == f"true {y[5]}, pred {y_pred[5]}"
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts] == [f"true {y[i]}, pred {y_pred[i]}" for i in (2, 5, 11)]
+    drawn = ax.images[0].get_array()
+    h, w = X.shape[2:]
+    top = drawn.shape[0] - h  # one row of tiles under the room for the titles
+    for k, i in enumerate((2, 5, 11)):
+        image = X[i, 0].astype(np.float64)
+        stretched = (image - image.min()) / np.ptp(image)
+        np.testing.assert_allclose(drawn[top:, k * (w + 1) : k * (w + 1) + w], stretched, atol=1e-6)
     assert_png(tmp_path / "m.png")
     assert len(viz.plot_mistakes(X, y, y, path=tmp_path / "none.png").axes) == 1
     assert_png(tmp_path / "none.png")
-    assert len(viz.plot_mistakes(X, y, (y + 1) % 10, max_images=7).axes) == 7
+    assert len(viz.plot_mistakes(X, y, (y + 1) % 10, max_images=7).axes[0].texts) == 7
 
 
 def test_write_run_figures_writes_all_six(tmp_path, images):
@@ -200,28 +262,24 @@ def test_write_run_figures_learned_figure_shows_init_learned_and_change(tmp_path
     from minicnn.see.kernels import plot_filters_change
 
     fig = plot_filters_change(init.layers[0], model.layers[0])
-    tiles = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
-    n = model.layers[0].out_channels
+    change = next(ax for ax in fig.axes if ax.get_label() == "change")
+    drawn = np.ma.filled(change.images[0].get_array(), np.nan)
     np.testing.assert_allclose(
-        tiles[2 * n].images[0].get_array(), (model.layers[0].weight.data - init.layers[0].weight.data)[0, 0]
+        drawn[:3, :3], (model.layers[0].weight.data - init.layers[0].weight.data)[0, 0], rtol=1e-6
     )
     angles = kernel_angles(init.layers[0].weight.data, model.layers[0].weight.data)
-    assert [t.get_xlabel().split("°")[0] for t in tiles[2 * n :]] == [f"{a:.0f}" for a in angles]
+    assert [t.get_text().split("°")[0] for t in change.texts] == [f"{a:.0f}" for a in angles]
     assert angles[0] > 1 and np.allclose(angles[1:], 0, atol=1e-3)
 
 
 def test_feature_maps_after_relu_use_a_scale_from_zero(images):
     model = small_model()
     fig = viz.plot_feature_maps(model, images[0][0])
-    tiles = [
-        ax
-        for ax in fig.axes
-        if ax.images and ax.get_label() != "<colorbar>" and ax.get_title().startswith("ch")
-    ]
-    conv, relu = tiles[0], tiles[4]  # 4 channels per stage
+    axes = {ax.get_label(): ax for ax in fig.axes}
+    conv, relu = axes["maps 0"], axes["maps 1"]
     assert conv.images[0].get_clim()[0] < 0 < conv.images[0].get_clim()[1]
     assert relu.images[0].get_clim()[0] == 0 and relu.images[0].get_clim()[1] > 0
-    np.testing.assert_allclose(relu.images[0].get_array(), viz.feature_maps(model, images[0][0], 1)[0, 0])
+    np.testing.assert_allclose(maps_drawn(fig, 1, 1, 8, 1)[0], viz.feature_maps(model, images[0][0], 1)[0, 0])
 
 
 def test_confusion_matrix_leaves_zero_cells_blank():
@@ -239,7 +297,7 @@ def test_mistakes_show_the_probability_of_the_wrong_prediction_even_for_one(imag
     probabilities = np.full((len(y), 10), 0.05)
     probabilities[4, y_pred[4]] = 0.55
     fig = viz.plot_mistakes(X, y, y_pred, probabilities=probabilities)
-    assert fig.axes[0].get_title() == f"true {y[4]}, pred {y_pred[4]}\np({y_pred[4]}) = 0.55"
+    assert fig.axes[0].texts[0].get_text() == f"true {y[4]}, pred {y_pred[4]}\np({y_pred[4]}) = 0.55"
     assert fig.get_figwidth() >= 4.5  # one mistake still leaves room for the title
 
 

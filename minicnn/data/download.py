@@ -17,6 +17,7 @@ your own, or the local server the tests start).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -55,7 +56,15 @@ class TransferLimits:
 
 
 class DownloadError(DataError):
-    """A file could not be fetched, or what arrived (or sat in the cache) failed its checksum."""
+    """A file could not be fetched, or what arrived (or sat in the cache) failed its checksum.
+
+    ``remote`` and ``tried`` (every URL with why it failed) are set when the transfers failed, so
+    :func:`fetch_missing` can name every missing file of a dataset in one message.
+    """
+
+    def __init__(self, message: str, remote: RemoteFile | None = None, tried: str = ""):
+        super().__init__(message)
+        self.remote, self.tried = remote, tried
 
 
 @dataclass(frozen=True)
@@ -159,11 +168,53 @@ def fetch(
         except _TransferError as exc:
             failures.append(f"{show_path(url)} ({' '.join(str(exc).split())})")
     removed = f"a corrupt {remote.name} was removed from the cache; " if corrupt else ""
+    tried = f"{removed}tried {'; '.join(failures)}"
     raise DownloadError(
-        f"cannot download {remote.name}: {removed}tried {'; '.join(failures)}. "
+        f"cannot download {remote.name}: {tried}. "
         f"Without network, put {remote.name} (SHA-256 {remote.sha256}) in {show_path(path.parent)} "
-        "by hand"
+        "by hand",
+        remote,
+        tried,
     )
+
+
+def fetch_missing(
+    remotes: list[RemoteFile],
+    folder: Path,
+    base_url: str = "",
+    progress: bool = True,
+    limits: TransferLimits | None = None,
+) -> list:
+    """:func:`fetch` each of ``remotes`` into ``folder``; returns their paths.
+
+    Raises one DownloadError that names every file that could not be fetched with its SHA-256 (not
+    only the first), and leaves no empty folder behind: those this call created and left empty
+    are removed.
+    """
+    created = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    paths, failed = [], []
+    try:
+        for remote in remotes:
+            try:
+                paths.append(fetch(remote, folder, base_url, progress, limits))
+            except DownloadError as exc:
+                if exc.remote is None:  # a local problem (cache folder, link): no use trying the rest
+                    raise
+                failed.append(exc)
+    finally:
+        for made in created:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()  # only when empty
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        tried = "; ".join(f"{exc.remote.name}: {exc.tried}" for exc in failed if exc.remote)
+        files = ", ".join(f"{exc.remote.name} (SHA-256 {exc.remote.sha256})" for exc in failed if exc.remote)
+        raise DownloadError(
+            f"cannot download {len(failed)} of {len(remotes)} files: {tried}. "
+            f"Without network, put these files in {show_path(folder)} by hand: {files}"
+        )
+    return paths
 
 
 class _TransferError(Exception):

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..io import check_budget, show_path
 from .datasets import DataError, read_idx
-from .download import RemoteFile, cache_root, fetch
+from .download import RemoteFile, cache_root, fetch_missing
 
 _IDX_NAMES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -138,11 +138,11 @@ def fetch_all(
     name: str, cache_dir: str = "", base_url: str = "", progress: bool = True, limits=None
 ) -> dict[str, Path]:
     """Every file of dataset ``name`` in ``<cache>/<name>/``, downloaded and verified as needed
-    (``limits``: a :class:`~minicnn.data.download.TransferLimits`, default its defaults)."""
-    folder = cache_root(cache_dir) / name
-    return {
-        file: fetch(remote, folder, base_url, progress, limits) for file, remote in remote_files(name).items()
-    }
+    (``limits``: a :class:`~minicnn.data.download.TransferLimits`, default its defaults); one error
+    names every file that could not be fetched."""
+    files = remote_files(name)
+    paths = fetch_missing(list(files.values()), cache_root(cache_dir) / name, base_url, progress, limits)
+    return dict(zip(files, paths))
 
 
 def load_idx_dataset(

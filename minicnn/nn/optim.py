@@ -12,6 +12,7 @@ The updates use only the Python Array API standard, on the parameters' own libra
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -229,7 +230,8 @@ class CosineLR(LRSchedule):
     """Linear warm-up over ``warmup`` steps, then a cosine decay to ``min_factor`` at ``total`` steps.
 
     A run no longer than its warm-up (``warmup >= total``, e.g. a one-epoch try of a recipe) ends
-    during the warm-up: the rate rises and never decays.
+    during the warm-up: the rate rises, never reaches the optimizer's learning rate and never decays;
+    it warns (``UserWarning``) when built so.
     """
 
     def __init__(self, optimizer, total: int, warmup: int = 0, min_factor: float = 0.0):
@@ -237,6 +239,15 @@ class CosineLR(LRSchedule):
             raise ValueError(f"CosineLR: need total >= 1 and warmup >= 0, got total={total}, warmup={warmup}")
         self.total, self.warmup, self.min_factor = int(total), int(warmup), float(min_factor)
         super().__init__(optimizer)
+        if self.warmup >= self.total:
+            warnings.warn(
+                f"CosineLR: the warm-up ({self.warmup} epochs) is at least as long as the run "
+                f"({self.total} epochs): the learning rate ends at {self.total / (self.warmup + 1):.2g} "
+                f"of the set {self.base_lr:g} and never decays; train more epochs or set a shorter "
+                "warmup_epochs",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def factor(self, t):
         if t < self.warmup:

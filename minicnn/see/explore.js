@@ -270,7 +270,7 @@
     const BW = BLOCK * W, BH = BLOCK * H, ctx = drawCanvas.getContext("2d");
     const img = ctx.createImageData(BW, BH);
     for (let k = 0; k < BW * BH; k++) {
-      const v = state.bitmap[k] ? 255 : 0;
+      const v = state.bitmap[k] ? 0 : 255;  // ink dark on white, as in the PNG figures
       img.data.set([v, v, v, 255], 4 * k);
     }
     ctx.putImageData(img, 0, 0);
@@ -313,7 +313,8 @@
     return m;
   }
 
-  // An input as the eye sees it: undo the standardization; three channels are RGB, others grey.
+  // An input as the eye sees it: undo the standardization; three channels are RGB, others grey with
+  // ink (high values) dark on white, as the PNG figures draw them.
   function paintImage(canvas, input) {
     canvas.width = W;
     canvas.height = H;
@@ -321,7 +322,8 @@
     for (let k = 0; k < H * W; k++) {
       const pixel = [0, 1, 2].map(function (ch) {
         const c = C === 3 ? ch : 0, v = input.data[c * H * W + k] * DATA.std[c] + DATA.mean[c];
-        return Math.round(255 * Math.max(0, Math.min(1, v)));
+        const level = Math.max(0, Math.min(1, v));
+        return Math.round(255 * (C === 3 ? level : 1 - level));
       });
       img.data.set(pixel.concat([255]), 4 * k);
     }
@@ -375,15 +377,35 @@
         else { canvas.className = "vector"; canvas.style.width = Math.min(8 * shape[0], 900) + "px"; }
         maps.appendChild(canvas);
       }
-      block.append(title, maps);
+      block.append(title, colourScale(), maps);
       host.appendChild(block);
     });
+  }
+
+  // A colour bar for one row of heat maps: blue at -limit, white at 0, red at +limit, with its numbers.
+  function colourScale() {
+    const scale = element("div", "scale"), bar = document.createElement("canvas");
+    bar.width = 101;
+    bar.height = 1;
+    const ctx = bar.getContext("2d"), img = ctx.createImageData(101, 1);
+    for (let k = 0; k <= 100; k++) img.data.set(heatColour(k - 50, 50).concat([255]), 4 * k);
+    ctx.putImageData(img, 0, 0);
+    scale.append(element("span", "low"), bar, element("span", "high"));
+    return scale;
+  }
+
+  function paintScale(block, limit) {
+    const scale = block.querySelector(".scale");
+    scale.dataset.limit = String(limit);
+    scale.querySelector(".low").textContent = (-limit).toPrecision(3);
+    scale.querySelector(".high").textContent = "+" + limit.toPrecision(3);
   }
 
   function paintLayers(acts) {
     document.querySelectorAll("#layers .layer").forEach(function (block, n) {
       const out = acts[n + 1], limit = maxAbs(out.data);
-      block.querySelectorAll("canvas").forEach(function (canvas, c) {
+      paintScale(block, limit);
+      block.querySelectorAll(".maps canvas").forEach(function (canvas, c) {
         if (out.shape.length === 3) {
           const [, h, w] = out.shape;
           paintHeat(canvas, out.data.subarray(c * h * w, (c + 1) * h * w), h, w, limit);
@@ -477,6 +499,27 @@
       featureValue(layer, c, i, j).toFixed(5) + ". Click a Conv2D feature map to see its sum of products.";
   }
 
+  // The panel of a clicked cell floats beside the clicked map, level with it, and stays in view
+  // (position: fixed) while the page scrolls; its close button hides it.
+  function placeDetail(canvas) {
+    const panel = document.getElementById("detail-panel");
+    panel.hidden = false;
+    document.body.classList.add("detail-open");  // the maps make room on the right: measure after
+    const rect = canvas.getBoundingClientRect(), maps = canvas.closest(".maps").getBoundingClientRect();
+    const left = Math.min(Math.max(maps.right, rect.right) + 12, window.innerWidth - panel.offsetWidth - 8);
+    const top = Math.min(Math.max(8, rect.top), window.innerHeight - panel.offsetHeight - 8);
+    panel.style.left = Math.max(8, left) + "px";
+    panel.style.top = Math.max(8, top) + "px";
+    document.querySelectorAll("#layers canvas.clicked").forEach((c) => c.classList.remove("clicked"));
+    canvas.classList.add("clicked");
+  }
+
+  function closeDetail() {
+    document.getElementById("detail-panel").hidden = true;
+    document.body.classList.remove("detail-open");
+    document.querySelectorAll("#layers canvas.clicked").forEach((c) => c.classList.remove("clicked"));
+  }
+
   function onMapClick(event) {
     const canvas = event.currentTarget, layer = Number(canvas.dataset.layer), c = Number(canvas.dataset.channel);
     const rect = canvas.getBoundingClientRect();
@@ -485,6 +528,7 @@
     if (LAYERS[layer].type === "Conv2D") showDetail(cellDetail(layer, c, i, j));
     else if (canvas.height === 1) otherDetail(layer, 0, j, 0);
     else otherDetail(layer, c, i, j);
+    placeDetail(canvas);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -668,6 +712,7 @@
     ["pointerdown", "pointermove"].forEach((t) => drawCanvas.addEventListener(t, onPointer));
     ["pointerup", "pointercancel", "pointerleave"].forEach((t) => drawCanvas.addEventListener(t, endStroke));
     document.getElementById("clear").addEventListener("click", () => clearDrawing(true));
+    document.getElementById("detail-close").addEventListener("click", closeDetail);
     if (!PARTIAL) buildBars(LAYERS[LAYERS.length - 1].output_shape[0]);
     buildLayers();
     buildImages();

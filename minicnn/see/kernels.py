@@ -15,8 +15,8 @@ The angles come from :mod:`minicnn.see.change`; the snapshots from the ``kernels
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.animation import PillowWriter
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from ..io import check_write_target, write_atomic
 from ..nn.functional import pad2d
@@ -26,15 +26,23 @@ from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
     LABEL_SIZE,
-    _bare,
+    MAX_COLUMNS,
+    FigureStep,
     _frame_tiles,
     _weights,
+    label_tiles,
     mosaic,
     new_figure,
+    rgb_bytes,
+    run_steps,
     save,
     symmetric_limit,
     tiled_axes,
+    wrap,
 )
+
+#: The colour of padding in patches (amber): no grey of the image scale, so it never reads as ink.
+PADDING_RGBA = (0.98, 0.75, 0.2, 1.0)
 
 
 def _slice(weight: np.ndarray, in_channel: int | None) -> tuple[np.ndarray, int]:
@@ -58,48 +66,56 @@ def plot_filters_change(
         and norm ratios are of the whole kernels (in, kh, kw).
     title : str, optional
 
-    Notes
-    -----
-    Rows 1 and 2 share one symmetric colour scale; row 3 (the change) has its own, so a small change
-    is still visible. The angle is the honest measure: after a normalization only direction matters.
+    Three blocks, one above the other, each the kernels in a grid of at most :data:`~.plots.MAX_COLUMNS`
+    columns, twice as many above 32 kernels (:func:`~.plots.wrap`, :func:`~.plots.mosaic`): the Axes
+    labelled ``"initial"`` and ``"learned"`` share one symmetric colour scale; ``"change"`` has its
+    own, so a small change is still visible, with each kernel's angle from initialization and norm
+    ratio under it. The angle is the honest measure: after a normalization only direction matters.
 
     Returns
     -------
-    Figure whose first ``3 * out`` Axes are the tiles, row by row.
+    Figure with the three labelled Axes and their colorbars.
     """
     before, after = _weights(initial), _weights(learned)
     if before.shape != after.shape:
         raise ValueError(f"plot_filters_change: shapes differ, {before.shape} vs {after.shape}")
     angles, ratios = kernel_angles(before, after), norm_ratios(before, after)
     (b, channel), (a, _) = _slice(before, in_channel), _slice(after, in_channel)
-    n_out = len(b)
-    fig = new_figure(max(1.3 * n_out + 1.6, 5.5), 5.2)
-    axes = fig.subplots(3, n_out, squeeze=False)
-    rows = (
-        ("initial", b, symmetric_limit(b, a)),
-        ("learned", a, symmetric_limit(b, a)),
-        ("learned − initial", a - b, symmetric_limit(a - b)),
-    )
-    for r, (label, kernels, vmax) in enumerate(rows):
-        for k in range(n_out):
-            ax = axes[r, k]
-            image = ax.imshow(kernels[k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
-            _bare(ax)
-            if r == 0:
-                ax.set_title(f"kernel {k}", fontsize=LABEL_SIZE)
-            if r == 2:
-                ax.set_xlabel(f"{angles[k]:.0f}°\n×{ratios[k]:.2f}", fontsize=LABEL_SIZE)
-        axes[r, 0].set_ylabel(label, fontsize=LABEL_SIZE)
-        fig.colorbar(image, ax=list(axes[r]), shrink=0.9, aspect=12, label="weight" if r < 2 else "change")
-    median = float(np.nanmedian(angles))
+    kh = b.shape[1]
+    columns = MAX_COLUMNS if len(b) <= 4 * MAX_COLUMNS else 2 * MAX_COLUMNS  # 64 kernels: 4 rows of 16
+    blocks = {"initial": wrap(b, columns), "learned": wrap(a, columns), "change": wrap(a - b, columns)}
+    rows, cols = blocks["initial"].shape[:2]
+    # room under each row of the change for two lines of text; a thin gap elsewhere
+    gaps = {"initial": (max(1, round(0.2 * kh)), 1), "learned": (max(1, round(0.2 * kh)), 1)}
+    gaps["change"] = (max(2, round(0.9 * kh)), 1)
+    images = {name: mosaic(grid, gaps[name]) for name, grid in blocks.items()}
+    heights = [image.shape[0] for image in images.values()]
+    fig = new_figure(max(0.75 * cols + 2.2, 5.8), 0.75 * sum(heights) / (kh + 1) + 1.6)
+    axes = dict(zip(images, fig.subplots(3, 1, squeeze=False, height_ratios=heights)[:, 0]))
+    shared = symmetric_limit(b, a)
+    for name, ax in axes.items():
+        ax.set_label(name)
+        vmax = shared if name != "change" else symmetric_limit(a - b)
+        shown = ax.imshow(images[name], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        first = [f"{r * cols}-{min((r + 1) * cols, len(b)) - 1}" for r in range(rows)] if rows > 1 else None
+        top = [str(k) for k in range(cols)] if name == "initial" else None
+        _frame_tiles(ax, blocks[name].shape, first, top, gaps[name])
+        ax.set_ylabel("learned − initial" if name == "change" else name, fontsize=LABEL_SIZE)
+        fig.colorbar(shown, ax=ax, shrink=0.9, aspect=12, label="change" if name == "change" else "weight")
+    moved = [f"{angle:.0f}°\n×{ratio:.2f}" for angle, ratio in zip(angles, ratios)]
+    label_tiles(axes["change"], blocks["change"].shape, gaps["change"], moved, linespacing=0.9)
     note = "" if before.shape[1] == 1 else f", input channel {channel} shown"
-    fig.suptitle(
-        title
-        or f"Kernels turned a median {median:.0f}° from their initialization{note}\n"
-        "(under each: angle from init, norm learned / initial)",
-        fontsize=10,
-    )
+    fig.suptitle(title or _change_title(angles, note), fontsize=10)
     return save(fig, path)
+
+
+def _change_title(angles: np.ndarray, note: str) -> str:
+    plural = "s" if len(angles) != 1 else ""
+    return (
+        f"{len(angles)} kernel{plural} turned a median {float(np.nanmedian(angles)):.0f}° from their "
+        f"initialization{note}\n"
+        "(kernel number above; under each change: angle from init, norm learned / initial)"
+    )
 
 
 def _unit(kernels: np.ndarray) -> np.ndarray:
@@ -115,8 +131,16 @@ def _history_rows(epochs: np.ndarray, max_rows: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, len(epochs) - 1, max_rows)).astype(int))
 
 
+def most_turned(angles: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` kernels with the largest angles (NaN last), in kernel order; all when
+    there are no more than ``count``."""
+    if len(angles) <= count:
+        return np.arange(len(angles))
+    return np.sort(np.argsort(-np.nan_to_num(angles, nan=-1.0), kind="stable")[:count])
+
+
 def plot_filters_evolution(
-    history: dict, in_channel: int | None = None, max_rows: int = 11, path=None
+    history: dict, in_channel: int | None = None, max_rows: int = 11, max_kernels: int = 16, path=None
 ) -> Figure:
     """The plotted layer's kernels after each epoch: epochs down, kernels across, each at unit norm.
 
@@ -128,80 +152,88 @@ def plot_filters_evolution(
         Input channel to draw (default 0).
     max_rows : int
         More snapshots than this are thinned to evenly spaced epochs (the first and last kept).
+    max_kernels : int
+        More kernels than this: the ``max_kernels`` that turned most by the last snapshot
+        (:func:`most_turned`), and the title says so.
 
-    Notes
-    -----
-    Each tile is titled with the kernel's angle from its initialization at that epoch.
-
-    Returns
-    -------
-    Figure whose first ``rows * out`` Axes are the tiles, row by row.
+    One image of tiles (:func:`~.plots.mosaic`) in the Axes labelled ``"kernels"``: row r is the r-th
+    snapshot shown (labelled with its epoch), column c a kernel (labelled with its number), on one
+    symmetric colour scale; under each tile the kernel's angle from its initialization at that epoch.
     """
     epochs, kernels = np.asarray(history["epochs"]), np.asarray(history["kernels"], dtype=np.float64)
     shown = _history_rows(epochs, max_rows)
     unit = _unit(kernels[:, :, 0 if in_channel is None else in_channel])
-    n_out = unit.shape[1]
-    vmax = symmetric_limit(unit[shown])
-    fig = new_figure(max(1.1 * n_out + 1.6, 5.0), 1.05 * len(shown) + 1.1)
-    axes = fig.subplots(len(shown), n_out, squeeze=False)
-    for r, e in enumerate(shown):
-        angles = kernel_angles(kernels[0], kernels[e])
-        for k in range(n_out):
-            ax = axes[r, k]
-            image = ax.imshow(unit[e, k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
-            _bare(ax)
-            ax.set_title(f"{angles[k]:.0f}°", fontsize=LABEL_SIZE - 1, pad=2)
-        axes[r, 0].set_ylabel(f"epoch {epochs[e]}", fontsize=LABEL_SIZE)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, aspect=30, label="weight / kernel norm")
+    n_out, kh = unit.shape[1:3]
+    picked = most_turned(kernel_angles(kernels[0], kernels[-1]), max_kernels)
+    tiles = unit[shown][:, picked]
+    gap = (max(2, round(0.5 * kh)), 1)
+    image = mosaic(tiles, gap)
+    fig = new_figure(max(0.6 * len(picked) + 2.4, 5.6), 0.62 * len(shown) + 1.2)
+    ax = fig.subplots()
+    ax.set_label("kernels")
+    vmax = symmetric_limit(tiles)
+    drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    _frame_tiles(ax, tiles.shape, [f"epoch {epochs[e]}" for e in shown], [str(k) for k in picked], gap)
+    turned = [kernel_angles(kernels[0], kernels[e])[picked] for e in shown]
+    label_tiles(ax, tiles.shape, gap, [f"{a:.0f}°" for row in turned for a in row], fontsize=LABEL_SIZE - 2)
+    fig.colorbar(drawn, ax=ax, shrink=0.8, aspect=30, label="weight / kernel norm")
     thinned = "" if len(shown) == len(epochs) else f", {len(shown)} of {len(epochs)} snapshots"
-    fig.suptitle(f"Kernels over training\n(unit norm; angle from init above each{thinned})", fontsize=10)
+    subset = "" if len(picked) == n_out else f"\nthe {len(picked)} of {n_out} kernels that turned most"
+    fig.suptitle(
+        f"Kernels over training (unit norm; kernel number above, angle from init under each{thinned})"
+        f"{subset}",
+        fontsize=10,
+    )
     return save(fig, path)
 
 
-def animate_filters_evolution(history: dict, path, in_channel: int | None = None, fps: int = 4) -> np.ndarray:
-    """An animated GIF of the kernels (unit norm) epoch by epoch, written with matplotlib's PillowWriter.
+def animate_filters_evolution(
+    history: dict, path, in_channel: int | None = None, fps: int = 4, tile_pixels: int = 48
+) -> np.ndarray:
+    """An animated GIF of the kernels (unit norm) epoch by epoch, drawn straight from the arrays with
+    Pillow (no matplotlib frame is rendered): the kernels in a grid of at most
+    :data:`~.plots.MAX_COLUMNS` columns, each about ``tile_pixels`` wide (whole pixels per weight), its
+    angle from initialization under it, on one symmetric colour scale (the ``RdBu_r`` of the PNGs).
 
     history : as for :func:`plot_filters_evolution`; path : the ``.gif`` to write.
     Returns the frames' kernels, ndarray of shape (E, out, kh, kw) (unit norm), as drawn.
     """
-    from matplotlib.animation import FuncAnimation
+    from PIL import Image, ImageDraw, ImageFont
 
     check_write_target(path)  # refused before any frame is drawn
     epochs, kernels = np.asarray(history["epochs"]), np.asarray(history["kernels"], dtype=np.float64)
     unit = _unit(kernels[:, :, 0 if in_channel is None else in_channel])
-    n_out, vmax = unit.shape[1], symmetric_limit(unit)
-    fig = new_figure(max(1.2 * n_out + 0.4, 3.0), 1.9)
-    axes = fig.subplots(1, n_out, squeeze=False)[0]
-    images = [ax.imshow(unit[0, k], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax) for k, ax in enumerate(axes)]
-    for ax in axes:
-        _bare(ax)
-    heading = fig.suptitle("", fontsize=LABEL_SIZE + 1)
-
-    def draw(e):
+    n_out, kh, kw = unit.shape[1:]
+    scale = max(1, tile_pixels // max(kh, kw))
+    colours = rgb_bytes(unit, KERNEL_CMAP, symmetric_limit(unit))  # (E, out, kh, kw, 3)
+    rows, cols = wrap(unit[0]).shape[:2]
+    pad, header, caption = 6, 20, 14
+    step_x, step_y = kw * scale + pad, kh * scale + caption + pad
+    size = (max(cols * step_x + pad, 300), header + rows * step_y)
+    font = ImageFont.load_default()
+    frames = []
+    for e in range(len(epochs)):
         angles = kernel_angles(kernels[0], kernels[e])
-        for k, (ax, image) in enumerate(zip(axes, images)):
-            image.set_data(unit[e, k])
-            ax.set_title(f"{angles[k]:.0f}°", fontsize=LABEL_SIZE)
-        heading.set_text(f"epoch {epochs[e]}: kernels (unit norm), angle from init")
-        return images
-
-    animation = FuncAnimation(fig, draw, frames=len(epochs), blit=False)
-    animation.save(path, writer=_AtomicGifWriter(fps=fps), dpi=80)
-    return unit
-
-
-class _AtomicGifWriter(PillowWriter):
-    """PillowWriter whose GIF goes through :func:`minicnn.io.write_atomic` (never through a link)."""
-
-    def finish(self):
-        frames, duration = self._frames, int(1000 / self.fps)
-        write_atomic(
-            self.outfile,
-            lambda handle: frames[0].save(
-                handle, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0
-            ),
-            ".gif",
+        frame = Image.new("RGB", size, "white")
+        pen = ImageDraw.Draw(frame)
+        pen.text(
+            (pad, 4), f"epoch {epochs[e]}: kernels (unit norm), angle from init", fill="black", font=font
         )
+        for k in range(n_out):
+            r, c = divmod(k, cols)
+            left, top = pad + c * step_x, header + r * step_y
+            tile = Image.fromarray(colours[e, k]).resize((kw * scale, kh * scale), Image.Resampling.NEAREST)
+            frame.paste(tile, (left, top))
+            pen.text((left, top + kh * scale + 1), f"{angles[k]:.0f}°", fill="black", font=font)
+        frames.append(frame)
+    write_atomic(  # never through a link, never half a file
+        path,
+        lambda handle: frames[0].save(
+            handle, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0
+        ),
+        ".gif",
+    )
+    return unit
 
 
 def top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, batch_size: int = 256) -> dict:
@@ -217,31 +249,42 @@ def top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, batch_si
     Returns
     -------
     dict with ``patches`` (out, count, C, kh_eff, kw_eff): each kernel's top patches of the padded
-    input (its receptive field), ``activations`` (out, count): the kernel's response to each, highest
-    first, and ``images`` (out, count): which image each patch comes from.
+    input (its receptive field), ``padding`` (out, count, kh_eff, kw_eff): True where a patch's pixel
+    is the convolution's zero padding, outside the image, ``activations`` (out, count): the kernel's
+    response to each, highest first, and ``images`` (out, count): which image each patch comes from.
     """
     conv = model.get_layer(layer)
     if not isinstance(conv, Conv2D) or model.convolutions()[0][1] is not conv:
         raise ValueError(f"top_patches: layer {layer} must be the model's first convolution, got {conv!r}")
-    with model.evaluating():
-        response = np.concatenate([conv.forward(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
-    n, out, _, w_out = response.shape
-    flat = response.reshape(n, out, -1)
-    where = flat.argmax(axis=2)  # each image's strongest position, per kernel
-    best = np.take_along_axis(flat, where[..., None], axis=2)[..., 0]
-    images = np.argsort(-best, axis=0)[:count].T  # (out, count)
-    padded = pad2d(np.asarray(X, dtype=np.float64), conv.pad_amounts)
+    n, out = len(X), conv.out_channels
+    where, best = np.empty((n, out), dtype=np.int64), np.empty((n, out))
+    with model.evaluating():  # batch by batch, keeping only each image's strongest place per kernel
+        for start in range(0, n, batch_size):
+            flat = conv.forward(X[start : start + batch_size])
+            w_out = flat.shape[3]
+            flat = flat.reshape(len(flat), out, -1)
+            where[start : start + len(flat)] = flat.argmax(axis=2)
+            best[start : start + len(flat)] = flat.max(axis=2)
+    images = np.argsort(-best, axis=0, kind="stable")[:count].T  # (out, count)
+    outside = pad2d(np.zeros((1, 1, *X.shape[2:])), conv.pad_amounts, value=1.0)[0, 0] > 0
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     patches = np.empty((out, count, X.shape[1], span_h, span_w))
+    padding = np.empty((out, count, span_h, span_w), dtype=bool)
     for o in range(out):
         for rank, i in enumerate(images[o]):
             r, c = divmod(int(where[i, o]), w_out)
-            patches[o, rank] = padded[i, :, r * sh : r * sh + span_h, c * sw : c * sw + span_w]
-    return {"patches": patches, "activations": np.take_along_axis(best.T, images, axis=1), "images": images}
+            window = np.s_[r * sh : r * sh + span_h, c * sw : c * sw + span_w]
+            padded = pad2d(np.asarray(X[i : i + 1], dtype=np.float64), conv.pad_amounts)[0]  # only this one
+            patches[o, rank] = padded[(slice(None), *window)]
+            padding[o, rank] = outside[window]
+    activations = np.take_along_axis(best.T, images, axis=1)
+    return {"patches": patches, "padding": padding, "activations": activations, "images": images}
 
 
-def plot_top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, path=None) -> Figure:
+def plot_top_patches(
+    model, X: np.ndarray, layer: int | str, count: int = 9, max_kernels: int = 16, path=None
+) -> Figure:
     """Per kernel (one row): the kernel, its ``count`` most exciting training patches, and their mean.
 
     X : ndarray of shape (N, 1, H, W), the images the patches are cut from (the training split).
@@ -250,11 +293,19 @@ def plot_top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, pat
     over its patch, NaN between its weights), ``"patches"`` (a
     kernel's row of patches, its response under each) and ``"mean"``; the patches and their means
     share one gray scale. One image per column instead of 88 Axes: 0.3 s to draw instead of 2 s.
+    Padding (outside the image) is drawn in :data:`PADDING_RGBA`, named in a legend. More than
+    ``max_kernels`` kernels: those with the largest mean response over their top patches, as the
+    title says.
     """
     found = top_patches(model, X, layer, count)
-    patches, activations = found["patches"][:, :, 0], found["activations"]
     conv = model.get_layer(layer)
-    weights = conv.weight.data[:, 0].astype(np.float64)
+    n_out = len(found["patches"])
+    picked = np.arange(n_out)
+    if n_out > max_kernels:  # the kernels whose top patches excite them most
+        picked = np.sort(np.argsort(-found["activations"].mean(axis=1), kind="stable")[:max_kernels])
+    found = {key: value[picked] for key, value in found.items()}
+    patches, activations = found["patches"][:, :, 0], found["activations"]
+    weights = conv.weight.data[picked, 0].astype(np.float64)
     out, h = len(weights), patches.shape[2]
     # a dilated kernel drawn where its weights meet the patch (NaN between them): tiles of one size
     dh, dw = conv.dilation
@@ -263,58 +314,94 @@ def plot_top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, pat
     means = patches.mean(axis=1)[:, None]
     gap = (max(1, round(h / 3)), 1)  # room under each row of patches for the responses
     images = {"kernels": mosaic(scaled, gap), "patches": mosaic(patches, gap), "mean": mosaic(means, gap)}
-    low, high = float(np.min(patches)), float(np.max(patches))
-    fig = new_figure(1.0 * (count + 2) + 0.6, 1.15 * out + 0.8)
+    inside = ~found["padding"]
+    low, high = float(np.min(patches[inside], initial=0.0)), float(np.max(patches[inside], initial=1.0))
+    fig = new_figure(1.0 * (count + 2) + 0.6, (1.15 if out <= 8 else 0.75) * out + 1.1)
     axes = tiled_axes(fig, images)
     axes["kernels"].imshow(images["kernels"], cmap=KERNEL_CMAP, vmin=-1, vmax=1, interpolation="nearest")
     for name in ("patches", "mean"):
         axes[name].imshow(images[name], cmap=IMAGE_CMAP, vmin=low, vmax=high, interpolation="nearest")
-    _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in range(out)], None, gap)
-    rows, columns = _frame_tiles(axes["patches"], patches.shape, None, None, gap)
+    padding = _draw_padding(fig, axes["patches"], found["padding"], gap)
+    _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in picked], None, gap)
+    _frame_tiles(axes["patches"], patches.shape, None, None, gap)
     _frame_tiles(axes["mean"], means.shape, None, None, gap)
-    for o, (_, bottom) in enumerate(rows):
-        for rank, (left, right) in enumerate(columns):
-            axes["patches"].text(
-                (left + right) / 2,
-                bottom + 0.05 * h,
-                f"{activations[o, rank]:.1f}",
-                ha="center",
-                va="top",
-                fontsize=LABEL_SIZE - 1,
-            )
+    label_tiles(axes["patches"], patches.shape, gap, [f"{a:.1f}" for a in activations.ravel()])
     axes["kernels"].set_title("kernel", fontsize=LABEL_SIZE)
     axes["patches"].set_title(f"top {count} patches →", fontsize=LABEL_SIZE, loc="left")
     axes["mean"].set_title("mean", fontsize=LABEL_SIZE)
+    padding_note = "; the mean counts padding as 0" if padding else ""
+    subset = (
+        ""
+        if len(picked) == n_out
+        else f"\n{len(picked)} of {n_out} kernels: those with the largest mean response to their top patches"
+    )
     fig.suptitle(
         "What each first-layer kernel responds to most: its top training patches "
-        "(response under each; ink dark)",
+        f"(response under each; ink dark{padding_note}){subset}",
         fontsize=10,
     )
     return save(fig, path)
 
 
+def _draw_padding(fig, ax, padding: np.ndarray, gap) -> bool:
+    """Padding (out, count, h, w) True where a patch lies outside the image: drawn over the patches'
+    mosaic in ``ax`` in :data:`PADDING_RGBA` and named in a legend under the figure. Padding is not
+    ink: a zero there would read as grey. Returns whether there was any."""
+    marked = mosaic(padding.astype(float), gap) == 1
+    if not marked.any():
+        return False
+    overlay = np.zeros((*marked.shape, 4))
+    overlay[marked] = PADDING_RGBA
+    ax.imshow(overlay, interpolation="nearest")
+    fig.legend(
+        handles=[Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
+        loc="outside lower center",
+        fontsize=LABEL_SIZE - 1,
+        frameon=False,
+    )
+    return True
+
+
 def write_kernel_figures(run_dir, model, history=None, X_train=None) -> list[str]:
     """``filters_evolution.png`` and ``.gif`` (from ``history``) and ``top_patches.png`` (from ``X_train``)
     for a run's first convolution (depth first); returns the paths written."""
+    return run_steps(kernel_figure_steps(run_dir, model, history, X_train))
+
+
+def kernel_figure_steps(run_dir, model, history=None, X_train=None) -> list[FigureStep]:
+    """:func:`write_kernel_figures`'s figures as named steps, not yet drawn."""
     import os
 
     from .change import first_conv_name
 
-    written = []
+    def target(name):
+        return os.path.join(run_dir, name)
+
+    def evolution():
+        plot_filters_evolution(history, path=target("filters_evolution.png"))
+        return [target("filters_evolution.png")]
+
+    def gif():
+        animate_filters_evolution(history, target("filters_evolution.gif"))
+        return [target("filters_evolution.gif")]
+
+    def patches():
+        plot_top_patches(model, X_train, layer, path=target("top_patches.png"))
+        return [target("top_patches.png")]
+
+    steps: list[FigureStep] = []
     if history is not None and len(history["epochs"]) > 1:
-        written.append(os.path.join(run_dir, "filters_evolution.png"))
-        plot_filters_evolution(history, path=written[-1])
-        written.append(os.path.join(run_dir, "filters_evolution.gif"))
-        animate_filters_evolution(history, written[-1])
+        steps += [("filters_evolution.png", evolution), ("filters_evolution.gif", gif)]
     layer = first_conv_name(model)
     if X_train is not None and len(X_train) and model.get_layer(layer).in_channels == 1:
-        written.append(os.path.join(run_dir, "top_patches.png"))
-        plot_top_patches(model, X_train, layer, path=written[-1])
-    return written
+        steps.append(("top_patches.png", patches))
+    return steps
 
 
 __all__ = [
     "animate_filters_evolution",
+    "kernel_figure_steps",
+    "most_turned",
     "plot_filters_change",
     "plot_filters_evolution",
     "plot_top_patches",

@@ -140,6 +140,52 @@ def mosaic(tiles: np.ndarray, gap=1) -> np.ndarray:
     return out[: out.shape[0] - gap_rows, : out.shape[1] - gap_cols]
 
 
+#: Most tiles side by side in a wrapped grid (:func:`wrap`): a figure of many kernels stays on a screen.
+MAX_COLUMNS = 8
+
+
+def wrap(tiles: np.ndarray, columns: int = MAX_COLUMNS) -> np.ndarray:
+    """Tiles (n, h, w) or (n, h, w, 3) as a grid (rows, cols, h, w[, 3]) of at most ``columns``
+    columns, row by row; the spare places of the last row are NaN (colour: 1, white)."""
+    tiles = np.asarray(tiles, dtype=np.float64)
+    n = len(tiles)
+    cols = max(1, min(n, columns))
+    rows = -(-n // cols)
+    grid = np.full((rows * cols, *tiles.shape[1:]), np.nan if tiles.ndim == 3 else 1.0)
+    grid[:n] = tiles
+    return grid.reshape(rows, cols, *tiles.shape[1:])
+
+
+def rgb_bytes(values: np.ndarray, cmap: str, vmax: float) -> np.ndarray:
+    """Values (any shape) as uint8 RGB colours (shape + (3,)) of ``cmap`` on the scale [-vmax, vmax],
+    as ``imshow`` would colour them; for drawing with Pillow."""
+    from matplotlib import colormaps
+
+    return colormaps[cmap]((np.asarray(values) + vmax) / (2 * vmax), bytes=True)[..., :3]
+
+
+def tile_centres(shape, gap=1) -> tuple[list[float], list[float]]:
+    """Where the tiles of a :func:`mosaic` of ``shape`` (rows, cols, h, w, ...) and ``gap`` are centred,
+    in data coordinates: each row's y, each column's x."""
+    gap_rows, gap_cols = _gaps(gap)
+    rows, cols, h, w = shape[:4]
+    return (
+        [r * (h + gap_rows) + (h - 1) / 2 for r in range(rows)],
+        [c * (w + gap_cols) + (w - 1) / 2 for c in range(cols)],
+    )
+
+
+def label_tiles(ax, shape, gap, labels, above: bool = False, **text) -> None:
+    """Write ``labels[k]`` under (or ``above``) tile k of a :func:`mosaic` of ``shape`` and ``gap`` in
+    ``ax``, row by row, centred, in the gap between rows; ``text`` goes to ``ax.text``."""
+    ys, xs = tile_centres(shape, gap)
+    half = shape[2] / 2
+    options = {"ha": "center", "va": "bottom" if above else "top", "fontsize": LABEL_SIZE - 1, **text}
+    for k, label in enumerate(labels):
+        r, c = divmod(k, shape[1])
+        ax.text(xs[c], ys[r] - half - 0.3 if above else ys[r] + half, label, **options)
+
+
 def tiled_axes(fig: Figure, images: dict) -> dict:
     """One Axes per :func:`mosaic` image, side by side and labelled with its key, widths in
     proportion to each image's width over its height: all get one height, so their rows line up
@@ -159,15 +205,16 @@ def _stretched(image: np.ndarray) -> np.ndarray:
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
 
 
-def _frame_tiles(ax, shape, row_labels, column_labels, gap=1) -> tuple[list, list]:
+def _frame_tiles(ax, shape, row_labels, column_labels, gap=1, count: int | None = None) -> tuple[list, list]:
     """A thin frame around each tile of a :func:`mosaic` of ``shape`` (and ``gap``), row labels on the
-    left and column labels on top (or none), and no other ticks or spines. Returns each row's
+    left and column labels on top (or none), and no other ticks or spines; only the first ``count``
+    tiles are framed when given (a wrapped grid's spare places stay blank). Returns each row's
     (top, bottom) and each column's (left, right) edges in data coordinates."""
     gap_rows, gap_cols = _gaps(gap)
     rows, cols, h, w = shape[:4]
     tops = [r * (h + gap_rows) - 0.5 for r in range(rows)]
     lefts = [c * (w + gap_cols) - 0.5 for c in range(cols)]
-    frames = [Rectangle((left, top), w, h) for top in tops for left in lefts]
+    frames = [Rectangle((left, top), w, h) for top in tops for left in lefts][:count]
     ax.add_collection(
         PatchCollection(frames, facecolor="none", edgecolor="black", linewidth=0.6, clip_on=False)
     )
@@ -213,6 +260,22 @@ def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter"
     return image, [t[0] for t in tiles]
 
 
+def _kernel_mosaic(fig, kernels: np.ndarray, vmax: float):
+    """Kernels (out, kh, kw) as one tiled image in rows of :data:`MAX_COLUMNS` (:func:`wrap`) in an Axes
+    labelled ``"kernels"``, each framed and titled ``filter k``: one Axes instead of one per kernel."""
+    grid = wrap(kernels)
+    gap = (max(1, round(0.4 * grid.shape[2])), 1)  # room above each row for its titles
+    image = mosaic(grid, gap)
+    ax = fig.subplots()
+    ax.set_label("kernels")
+    drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    _frame_tiles(ax, grid.shape, None, None, gap, count=len(kernels))
+    ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])
+    labels = [f"filter {k}" for k in range(len(kernels))]
+    label_tiles(ax, grid.shape, gap, labels, above=True, fontsize=LABEL_SIZE)
+    return drawn, [ax]
+
+
 # --- kernels ----------------------------------------------------------------------------------------
 def plot_filters(
     layer_or_weight,
@@ -241,7 +304,9 @@ def plot_filters(
 
     Returns
     -------
-    Figure with one Axes per tile plus one for the colorbar.
+    Figure: one kernel per input channel (or one slice): one Axes labelled ``"kernels"`` holding them
+    as one tiled image (:func:`_kernel_mosaic`), plus the colorbar; otherwise (several input channels,
+    or ``annotate``) one Axes per tile plus the colorbar.
     """
     weight = _weights(layer_or_weight)
     if in_channel is None and weight.shape[1] == 3:  # a first layer on colour images
@@ -254,10 +319,13 @@ def plot_filters(
     n_out, n_in = weight.shape[:2]
     if n_in == 1:
         cols = min(n_out, 8)
-        fig = new_figure(1.25 * cols + 1.0, 1.35 * -(-n_out // cols) + 0.5)
+        fig = new_figure(max(1.25 * cols + 1.0, 4.6), 1.35 * -(-n_out // cols) + 0.5)  # room for the title
     else:
         fig = new_figure(0.75 * n_in + 1.2, 0.75 * n_out + 0.6)
-    image, tile_axes = _kernel_grid(fig, weight, vmax, annotate=annotate)
+    if n_in == 1 and not annotate:
+        image, tile_axes = _kernel_mosaic(fig, weight[:, 0], vmax)
+    else:
+        image, tile_axes = _kernel_grid(fig, weight, vmax, annotate=annotate)
     fig.colorbar(image, ax=tile_axes, shrink=0.9, aspect=25 if n_in == 1 else 40, label="weight")
     kh, kw = weight.shape[2:]
     if n_in == 1:
@@ -294,7 +362,7 @@ def plot_rgb_filters(
     patches = rgb_kernels(weight, vmax)
     n_out = len(patches)
     cols = min(n_out, 8)
-    fig = new_figure(1.25 * cols, 1.35 * -(-n_out // cols) + 0.6)
+    fig = new_figure(max(1.25 * cols, 4.6), 1.35 * -(-n_out // cols) + 0.6)
     axes = fig.subplots(-(-n_out // cols), cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= n_out:
@@ -459,9 +527,9 @@ def map_scale(maps: np.ndarray) -> tuple[str, float, float]:
 
 
 def plot_feature_maps(
-    model, image, layer=None, max_channels: int = 64, columns: int = 16, title=None, path=None
+    model, image, layer=None, max_channels: int = 16, columns: int = MAX_COLUMNS, title=None, path=None
 ) -> Figure:
-    """The input digit and each channel's feature map after chosen layers, aligned with the input.
+    """The input image and each channel's feature map after chosen layers, aligned with the input.
 
     Parameters
     ----------
@@ -469,48 +537,84 @@ def plot_feature_maps(
     image : ndarray of shape (C, H, W) or (H, W): one input image
     layer : int, str or a list of them, optional
         Layers whose outputs to show (indices into ``model.layers`` or dotted names such as
-        ``"3.body.0"``), one block of rows each. Default: the first convolution (depth first),
+        ``"3.body.0"``), one row of the figure each. Default: the first convolution (depth first),
         the layers after it up to and including its activation and pooling (:func:`default_stages`).
     max_channels : int
-        Show at most this many channels per layer.
+        A layer with more channels shows the ``max_channels`` with the largest mean absolute activation
+        in the first layer shown, the same channels in every row; the title says which rule chose them.
     columns : int
-        Channels per row; a layer with more channels wraps onto further rows.
+        Channels per row of tiles; more wrap onto further rows (:func:`wrap`).
     title : str, optional
         Names the image (e.g. "test image 0, label 7") at the head of the figure's title.
     path : str or PathLike, optional
 
-    Notes
-    -----
-    Each feature map is drawn over the input pixels it is centred on (:func:`receptive_field_grid`),
-    so a 4x4 map after 2x2 pooling covers the 8x8 digit, each cell over the 2x2 block it summarizes;
-    a faint outline of the digit is drawn over every map. Each layer has one symmetric colour scale
-    with a colorbar.
-
-    Returns
-    -------
-    Figure with, per layer, one input Axes, one Axes per channel shown, and one colorbar.
+    Each map is resampled onto the input's pixels (:func:`maps_on_input`): a tile covers the input
+    pixels its cells are centred on (a 4x4 map after 2x2 pooling: each cell over its 2x2 block). A
+    layer's tiles are one image (:func:`mosaic`) in the Axes ``"maps <layer>"``, titled with their
+    channels, on one colour scale (:func:`map_scale`) under a faint outline of a one-channel input;
+    beside it, the input (Axes ``"input <layer>"``).
     """
     x, stages, maps = _stage_maps(model, image, layer)
-    shown = [min(max_channels, m.shape[0]) for m in maps]
-    n_cols = min(columns, max(shown))
-    lines = [-(-count // n_cols) for count in shown]
-    fig = new_figure(1.15 * (n_cols + 1) + 0.9, 1.3 * sum(lines) + 0.5)
-    axes = fig.subplots(sum(lines), n_cols + 1, squeeze=False)
-    first = 0
-    for stage, (i, m) in enumerate(zip(stages, maps)):
-        block = axes[first : first + lines[stage]]
-        first += lines[stage]
-        show_image(block[0, 0], x[0], title="input" if stage == 0 else None, extent=_extent(x.shape[2:]))
-        block[0, 0].set_ylabel(
-            f"{i}: {type(model.get_layer(i)).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=9
+    n_channels = maps[0].shape[0]
+    strength = np.abs(maps[0]).reshape(n_channels, -1).mean(axis=1)
+    channels = np.sort(np.argsort(-strength, kind="stable")[:max_channels])  # all, when few
+    grids = [
+        maps_on_input(m[channels[channels < len(m)]], receptive_field_grid(model, i), x.shape[2:])
+        for i, m in zip(stages, maps)
+    ]
+    wrapped = [wrap(g, columns) for g in grids]
+    gap = max(1, round(grids[0].shape[1] / 6))  # room above each tile for its channel number
+    images = [mosaic(w, gap) for w in wrapped]
+    ratios = [image.shape[1] / image.shape[0] for image in images]
+    fig = new_figure(
+        max(0.9 * min(columns, len(channels)) + 3.0, 5.6), sum(1.0 * w.shape[0] + 0.25 for w in wrapped) + 0.9
+    )
+    heights = [w.shape[0] for w in wrapped]
+    axes = fig.subplots(len(stages), 2, squeeze=False, width_ratios=[1, max(ratios)], height_ratios=heights)
+    for row, (i, m) in enumerate(zip(stages, maps)):
+        ax_in, ax_maps = axes[row]
+        ax_in.set_label(f"input {i}")
+        ax_maps.set_label(f"maps {i}")
+        show_image(ax_in, x[0], title="input" if row == 0 else None)
+        ax_in.set_ylabel(
+            f"{i}: {type(model.get_layer(i)).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=LABEL_SIZE
         )
-        for ax in block[1:, 0]:
-            ax.remove()
-        _draw_maps(fig, block[:, 1:].ravel(), m[: shown[stage]], receptive_field_grid(model, i), x[0])
-    more = "" if all(s == m.shape[0] for s, m in zip(shown, maps)) else f" (first {max_channels} channels)"
-    head = f"Feature maps of {title}" if title else "Feature maps"
-    fig.suptitle(f"{head}{more}:\neach cell drawn over the input pixels it is centred on", fontsize=11)
+        _draw_maps(fig, ax_maps, images[row], wrapped[row], gap, grids[row], channels, x[0])
+    fig.suptitle(_maps_title(title, len(channels), n_channels, stages[0]), fontsize=10)
     return save(fig, path)
+
+
+def _maps_title(title, shown: int, n_channels: int, first: str) -> str:
+    """:func:`plot_feature_maps`'s title: the image, and which channels when not all are shown."""
+    head = f"Feature maps of {title}" if title else "Feature maps"
+    more = (
+        ""
+        if shown == n_channels
+        else f"\n{shown} of {n_channels} channels: those with the largest mean |activation| "
+        f"after layer {first}"
+    )
+    return f"{head}:\neach cell drawn over the input pixels it is centred on{more}"
+
+
+def maps_on_input(maps: np.ndarray, grid: tuple[float, float], shape) -> np.ndarray:
+    """Feature maps (C, h, w) resampled onto the input's pixels (H, W) (or a grid twice as fine when
+    the cells' edges fall between pixels): each input pixel takes the cell whose centre is nearest,
+    as placed by ``grid`` (:func:`receptive_field_grid`), NaN where no cell covers it. Returns
+    (C, H f, W f) with f = 1 or 2."""
+    start, jump = grid
+    edge = start - jump / 2 + 0.5  # where the first cell begins, pixel i spanning [i - 0.5, i + 0.5]
+    fine = 1 if float(edge).is_integer() and float(jump).is_integer() else 2
+
+    def cells(n_input: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+        centres = (np.arange(n_input * fine) + 0.5) / fine - 0.5
+        index = np.floor((centres - start) / jump + 0.5).astype(int)
+        return np.clip(index, 0, n_cells - 1), (index < 0) | (index >= n_cells)
+
+    (rows, off_rows), (cols, off_cols) = cells(shape[0], maps.shape[1]), cells(shape[1], maps.shape[2])
+    out = maps.astype(np.float64)[:, rows][:, :, cols]
+    out[:, off_rows] = np.nan
+    out[:, :, off_cols] = np.nan
+    return out
 
 
 def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
@@ -533,36 +637,24 @@ def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[str], list[np.nda
     return x, stages, maps
 
 
-def _extent(shape, start: float = 0.0, jump: float = 1.0) -> tuple[float, float, float, float]:
-    """``imshow`` extent (left, right, bottom, top) of an (H, W) map whose pixel i is centred on input
-    pixel ``start + i * jump``."""
-    height, width = shape
-    return (start - jump / 2, start + (width - 0.5) * jump, start + (height - 0.5) * jump, start - jump / 2)
-
-
-def _draw_maps(fig: Figure, tiles, maps: np.ndarray, grid: tuple[float, float], image: np.ndarray) -> None:
-    """One layer's feature maps ``maps`` (C, H, W) in ``tiles`` (the spare ones removed), each over the
-    input pixels it is centred on (``grid``: :func:`receptive_field_grid`) with a faint outline of a
-    one-channel ``image`` (C_in, H_in, W_in), on one symmetric colour scale with a colorbar."""
-    input_extent = _extent(image.shape[1:])
-    extent = _extent(maps.shape[1:], *grid)
-    # a faint outline of the digit over every map shows where each response sits on the input
-    outline = image[0].astype(np.float64) if image.shape[0] == 1 and np.ptp(image[0]) > 0 else None
-    cmap, vmin, vmax = map_scale(maps)  # from 0 after a ReLU
-    for ax in tiles[len(maps) :]:
-        ax.remove()
-    artists = []
-    for c, (ax, feature_map) in enumerate(zip(tiles, maps)):
-        artists.append(ax.imshow(feature_map, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent))
-        if outline is not None:
-            ax.contour(
-                outline, levels=[(outline.min() + outline.max()) / 2], colors="k", linewidths=0.6, alpha=0.5
-            )
-        ax.set_xlim(input_extent[:2])
-        ax.set_ylim(input_extent[2:])
-        _bare(ax)
-        ax.set_title(f"ch {c}", fontsize=9, pad=2)
-    fig.colorbar(artists[-1], ax=list(tiles[: len(maps)]), shrink=0.85, pad=0.01)
+def _draw_maps(fig: Figure, ax, image, tiles, gap: int, grid_maps, channels, x: np.ndarray) -> None:
+    """One layer's maps: the mosaic ``image`` of ``tiles`` (rows, cols, h, w) in ``ax``, framed, each tile
+    titled with its channel number, a faint outline of a one-channel input ``x`` (C, H, W) over each,
+    on one colour scale (:func:`map_scale` of the maps ``grid_maps``) with a colorbar."""
+    cmap, vmin, vmax = map_scale(grid_maps[np.isfinite(grid_maps)])  # from 0 after a ReLU
+    drawn = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    _frame_tiles(ax, tiles.shape, None, None, gap)
+    h = tiles.shape[2]
+    label_tiles(ax, tiles.shape, gap, [f"ch {c}" for c in channels[: len(grid_maps)]], above=True)
+    if x.shape[0] == 1 and np.ptp(x[0]) > 0:
+        # a faint outline of the digit over every map shows where each response sits on the input
+        fine = h // x.shape[1]
+        outline = np.kron(x[0].astype(np.float64), np.ones((fine, fine)))
+        outlines = mosaic(np.broadcast_to(outline, tiles.shape[:2] + outline.shape), gap)
+        outlines[~np.isfinite(image)] = np.nan
+        level = (outline.min() + outline.max()) / 2
+        ax.contour(np.ma.masked_invalid(outlines), levels=[level], colors="k", linewidths=0.6, alpha=0.5)
+    fig.colorbar(drawn, ax=ax, shrink=0.85, pad=0.01)
 
 
 # --- training results ---------------------------------------------------------------------------------
@@ -664,8 +756,9 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
 
     images : ndarray of shape (N, 1, H, W) or (N, H, W); y_true, y_pred : (N,) labels
     probabilities : ndarray of shape (N, K), optional: the model's class probabilities
-    Returns a Figure with one Axes per mistake shown (at most ``max_images``), or a single Axes
-    saying there was none.
+    Returns a Figure with one Axes labelled ``"mistakes"``: the mistakes shown (at most ``max_images``)
+    as one tiled image in rows of 8 (:func:`mosaic`), each titled with its true and predicted label;
+    or a single Axes saying there was none.
     """
     images, y_true, y_pred = np.asarray(images), np.asarray(y_true), np.asarray(y_pred)
     if not len(images) == len(y_true) == len(y_pred):
@@ -681,16 +774,26 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
         ax.axis("off")
         ax.text(0.5, 0.5, f"no mistakes on {len(images)} images", ha="center", va="center")
         return save(fig, path)
-    cols = min(len(shown), 8)
-    rows = -(-len(shown) // cols)
+    tiles = wrap(np.stack([_stretched(_as_image(images[i])) for i in shown]))  # as show_image draws them
+    rows, cols, h = tiles.shape[:3]
+    gap = (max(2, round(0.45 * h)), 1)  # room above each row for two lines of title
+    image = mosaic(tiles, gap)
     # at least ~4.5 inches wide, so the title fits above a grid of one or two mistakes
     fig = new_figure(max(1.35 * cols + 0.3, 4.5), 1.6 * rows + 0.6)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, i in zip(axes.flat, shown):
-        sure = "" if probabilities is None else f"\np({y_pred[i]}) = {probabilities[i, y_pred[i]]:.2f}"
-        show_image(ax, images[i], title=f"true {y_true[i]}, pred {y_pred[i]}{sure}")
-    for ax in axes.flat[len(shown) :]:
-        ax.remove()
+    ax = fig.subplots()
+    ax.set_label("mistakes")
+    gray = tiles.ndim == 4
+    if gray:
+        image = np.where(np.isnan(image), 0.0, image)  # the gaps white, as the paper under the ink
+    ax.imshow(image, cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
+    _frame_tiles(ax, tiles.shape, None, None, gap, count=len(shown))
+    ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])  # room above the first row for its titles
+    probability = [
+        "" if probabilities is None else f"\np({y_pred[i]}) = {probabilities[i, y_pred[i]]:.2f}"
+        for i in shown
+    ]
+    titles = [f"true {y_true[i]}, pred {y_pred[i]}{p}" for i, p in zip(shown, probability)]
+    label_tiles(ax, tiles.shape, gap, titles, above=True, fontsize=LABEL_SIZE, linespacing=0.95)
     shown_note = "" if len(shown) == len(wrong) else f" (showing {len(shown)})"
     fig.suptitle(f"Misclassified: {len(wrong)} of {len(images)}{shown_note}", fontsize=11)
     return save(fig, path)
@@ -738,59 +841,85 @@ def write_run_figures(
     if not figures:
         return []
     os.makedirs(run_dir, exist_ok=True)
-    written = []
+    return run_steps(run_figure_steps(run_dir, model, init_model, history, X_test, y_test, label_smoothing))
+
+
+#: One figure step: a name for timing, and the call that draws its figures and returns their paths.
+FigureStep = tuple[str, typing.Callable[[], list[str]]]
+
+
+def run_steps(steps: list[FigureStep]) -> list[str]:
+    """Draw each step's figures in turn; the paths written."""
+    return [path for _, step in steps for path in step()]
+
+
+def run_figure_steps(
+    run_dir, model, init_model=None, history=None, X_test=None, y_test=None, label_smoothing: float = 0.0
+) -> list[FigureStep]:
+    """:func:`write_run_figures`'s figures as named steps, not yet drawn (arguments as there); the test
+    set's class probabilities are computed once, for the confusion matrix and the mistakes."""
 
     def target(name):
-        path = os.path.join(run_dir, name)
-        written.append(path)
-        return path
+        return os.path.join(run_dir, name)
 
     initial = None
     if init_model is not None:
         initial = (
             _first_conv(init_model).weight.data if hasattr(init_model, "layers") else _weights(init_model)
         )
-    _write_filter_figures(_first_conv(model).weight.data, initial, target)
+    steps = _filter_steps(_first_conv(model).weight.data, initial, target)
     if history is not None:
         n_classes = int(np.shape(model.predict_logits(X_test[:1]))[1]) if X_test is not None else 10
-        plot_history(history, label_smoothing, n_classes, path=target("history.png"))
-    if X_test is not None and y_test is not None and len(X_test):
-        plot_feature_maps(
-            model, X_test[0], title=f"test image 0 (label {y_test[0]})", path=target("feature_maps.png")
-        )
+
+        def draw_history():
+            plot_history(history, label_smoothing, n_classes, path=target("history.png"))
+            return [target("history.png")]
+
+        steps.append(("history.png", draw_history))
+    if X_test is None or y_test is None or not len(X_test):
+        return steps
+
+    def draw_feature_maps():
+        title = f"test image 0 (label {y_test[0]})"
+        plot_feature_maps(model, X_test[0], title=title, path=target("feature_maps.png"))
+        return [target("feature_maps.png")]
+
+    def draw_results():
         probabilities = model.predict_proba(X_test)
         y_pred = probabilities.argmax(axis=1)
         plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
         plot_mistakes(X_test, y_test, y_pred, probabilities=probabilities, path=target("mistakes.png"))
-    return written
+        return [target("confusion.png"), target("mistakes.png")]
+
+    return steps + [("feature_maps.png", draw_feature_maps), ("confusion.png, mistakes.png", draw_results)]
 
 
-def _write_filter_figures(learned: np.ndarray, initial: np.ndarray | None, target) -> None:
+def _filter_steps(learned: np.ndarray, initial: np.ndarray | None, target) -> list[FigureStep]:
     """``filters_init.png`` (when ``initial`` is given) and ``filters_learned.png``: the first Conv2D's
     kernels (out, in, kh, kw) at initialization, and initial, learned and their difference with each
     kernel's angle from initialization; ``target(name)`` gives each file's path."""
     vmax = symmetric_limit(learned, *([] if initial is None else [initial]))
     in_channel = None if learned.shape[1] in (1, 3) else 0  # grey kernels, or colour patches for RGB input
-    if initial is not None:
-        plot_filters(
-            initial,
-            in_channel=in_channel,
-            vmax=vmax,
-            title="First-layer kernels at initialization",
-            path=target("filters_init.png"),
-        )
-    if initial is not None:
-        from .kernels import plot_filters_change  # initial, learned, change, angle under each kernel
 
-        plot_filters_change(initial, learned, in_channel=in_channel, path=target("filters_learned.png"))
-    else:
-        plot_filters(
-            learned,
-            in_channel=in_channel,
-            vmax=vmax,
-            title="First-layer kernels after training",
-            path=target("filters_learned.png"),
-        )
+    def draw_init():
+        title = "First-layer kernels at initialization"
+        plot_filters(initial, in_channel=in_channel, vmax=vmax, title=title, path=target("filters_init.png"))
+        return [target("filters_init.png")]
+
+    def draw_learned():
+        if initial is not None:
+            from .kernels import plot_filters_change  # initial, learned, change, angle under each kernel
+
+            plot_filters_change(initial, learned, in_channel=in_channel, path=target("filters_learned.png"))
+        else:
+            title = "First-layer kernels after training"
+            plot_filters(
+                learned, in_channel=in_channel, vmax=vmax, title=title, path=target("filters_learned.png")
+            )
+        return [target("filters_learned.png")]
+
+    init_step: list[FigureStep] = [] if initial is None else [("filters_init.png", draw_init)]
+    return init_step + [("filters_learned.png", draw_learned)]
 
 
 __all__ = [
@@ -805,6 +934,8 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_mistakes",
     "write_run_figures",
+    "run_figure_steps",
+    "run_steps",
     "receptive_field_grid",
     "default_stages",
     "conv_layers",

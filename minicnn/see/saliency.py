@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -19,18 +21,19 @@ from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
     LABEL_SIZE,
+    FigureStep,
     _as_image,
-    _bare,
     _batch,
     _frame_tiles,
     _stretched,
     conv_layers,
     feature_maps,
     layers_after,
+    maps_on_input,
     mosaic,
     new_figure,
+    run_steps,
     save,
-    show_image,
     symmetric_limit,
     tiled_axes,
 )
@@ -97,34 +100,50 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
     The saliency row shows the signed gradient (red: more ink there raises the predicted class's
     score); the occlusion row the drop in that class's probability when a blank 2x2 square covers the
     spot, drawn at the square's centre. ``X`` (N, 1, H, W), ``y`` (N,), ``blank`` as for :func:`occlusion`.
-    Returns a Figure whose first ``3 * count`` Axes are the tiles, row by row.
+    Returns a Figure of three tiled images (:func:`~.plots.mosaic`), in the Axes labelled ``"images"``
+    (each titled with its label, prediction and probability), ``"saliency"`` (the gradient on the first
+    input channel) and ``"occlusion"`` (on a grid twice as fine, :func:`~.plots.maps_on_input`).
     """
     x = _batch(model, X[:count])
     gradient, predicted = saliency(model, x)
     probability = softmax(model.predict_logits(x).astype(np.float64))
     maps = [occlusion(model, x[i], blank, 2, int(predicted[i])) for i in range(len(x))]
-    fig = new_figure(1.45 * len(x) + 1.6, 5.0)
-    axes = fig.subplots(3, len(x), squeeze=False)
-    g_max = symmetric_limit(gradient)
-    o_max = symmetric_limit(*maps)
     h, w = x.shape[2:]
-    for i in range(len(x)):
-        show_image(
-            axes[0, i], x[i], title=f"label {y[i]}, pred {predicted[i]}\np = {probability[i].max():.2f}"
-        )
-        g_image = axes[1, i].imshow(gradient[i, 0], cmap=KERNEL_CMAP, vmin=-g_max, vmax=g_max)
-        o_image = axes[2, i].imshow(
-            maps[i], cmap=KERNEL_CMAP, vmin=-o_max, vmax=o_max, extent=(0, w - 1, h - 1, 0)
-        )  # square (i, j) centred at (i + .5, j + .5)
-        for ax in axes[1:, i]:
-            ax.set_xlim(-0.5, w - 0.5)
-            ax.set_ylim(h - 0.5, -0.5)
-            _bare(ax)
-    axes[0, 0].set_ylabel("test image", fontsize=LABEL_SIZE)
-    axes[1, 0].set_ylabel("saliency\nd score / d pixel", fontsize=LABEL_SIZE)
-    axes[2, 0].set_ylabel("occlusion\ndrop in p", fontsize=LABEL_SIZE)
-    fig.colorbar(g_image, ax=list(axes[1]), shrink=0.9, label="gradient")
-    fig.colorbar(o_image, ax=list(axes[2]), shrink=0.9, label="probability drop")
+    images = np.stack([_stretched(_as_image(image)) for image in x])  # as show_image draws them
+    # square (i, j) covers pixels i..i+1, j..j+1: its centre (i + .5, j + .5), on a grid twice as fine
+    occluded = maps_on_input(np.stack(maps), (0.5, 1.0), (h, w))
+    rows = {
+        "images": mosaic(images[None], 1),
+        "saliency": mosaic(gradient[None, :, 0], 1),
+        "occlusion": mosaic(occluded[None], 2),
+    }
+    fig = new_figure(max(1.45 * len(x) + 1.6, 5.6), 5.2)
+    axes = dict(zip(rows, fig.subplots(3, 1, squeeze=False)[:, 0]))
+    for name, ax in axes.items():
+        ax.set_label(name)
+    gray = images.ndim == 3
+    shown = axes["images"].imshow(
+        rows["images"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest"
+    )
+    g_max, o_max = symmetric_limit(gradient), symmetric_limit(*maps)
+    g_image = axes["saliency"].imshow(
+        rows["saliency"], cmap=KERNEL_CMAP, vmin=-g_max, vmax=g_max, interpolation="nearest"
+    )
+    o_image = axes["occlusion"].imshow(
+        rows["occlusion"], cmap=KERNEL_CMAP, vmin=-o_max, vmax=o_max, interpolation="nearest"
+    )
+    titles = [f"label {y[i]}, pred {predicted[i]}\np = {probability[i].max():.2f}" for i in range(len(x))]
+    _frame_tiles(axes["images"], (1, len(x), h, w), None, titles)
+    _frame_tiles(axes["saliency"], (1, len(x), h, w), None, None)
+    _frame_tiles(axes["occlusion"], (1, len(x), 2 * h, 2 * w), None, None, 2)
+    axes["images"].set_ylabel("test image", fontsize=LABEL_SIZE)
+    axes["saliency"].set_ylabel("saliency\nd score / d pixel", fontsize=LABEL_SIZE)
+    axes["occlusion"].set_ylabel("occlusion\ndrop in p", fontsize=LABEL_SIZE)
+    fig.colorbar(g_image, ax=axes["saliency"], shrink=0.9, label="gradient")
+    fig.colorbar(o_image, ax=axes["occlusion"], shrink=0.9, label="probability drop")
+    # the images' own bar (gray) or a hidden one (colour): all three rows get one width, columns line up
+    image_bar = fig.colorbar(shown, ax=axes["images"], shrink=0.9, label="pixel (ink dark)")
+    image_bar.ax.set_visible(gray)
     fig.suptitle(
         "Where the prediction comes from: gradient of the predicted score (exact backward pass)\n"
         "and the drop in its probability when a blank 2x2 square covers each place",
@@ -140,11 +159,19 @@ def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int | str) -> tu
     Returns ``(classes, means)``: the sorted classes (K,) and ndarray (K, C, H_out, W_out).
     """
     y = np.asarray(y)
-    maps = np.concatenate([feature_maps(model, X[i : i + 256], layer) for i in range(0, len(X), 256)])
-    if maps.ndim != 4:
-        raise ValueError(f"class_mean_maps: layer {layer} outputs shape {maps.shape[1:]}, not feature maps")
     classes = np.unique(y)
-    return classes, np.stack([maps[y == c].mean(axis=0, dtype=np.float64) for c in classes])
+    sums: typing.Any = 0.0  # then (K, C, H_out, W_out)
+    for start in range(0, len(X), 256):  # per-class sums batch by batch: no copy of every map at once
+        maps = feature_maps(model, X[start : start + 256], layer)
+        if maps.ndim != 4:
+            raise ValueError(
+                f"class_mean_maps: layer {layer} outputs shape {maps.shape[1:]}, not feature maps"
+            )
+        sums = sums + np.stack(
+            [maps[y[start : start + 256] == c].sum(axis=0, dtype=np.float64) for c in classes]
+        )
+    counts = np.array([np.sum(y == c) for c in classes], dtype=np.float64)
+    return classes, sums / counts[:, None, None, None]
 
 
 def plot_class_mean_maps(
@@ -171,7 +198,7 @@ def plot_class_mean_maps(
     # the rows line up (tiled_axes): gaps in proportion to the tiles' heights (the maps may be
     # smaller than the inputs)
     gap_in = max(1, round(images.shape[2] / shown.shape[2]))
-    fig = new_figure(1.0 * (len(channels) + 1) + 1.2, 0.95 * len(classes) + 1.0)
+    fig = new_figure(max(1.0 * (len(channels) + 1) + 1.2, 5.6), 0.95 * len(classes) + 1.0)
     tiled = {"inputs": mosaic(images, (gap_in, 1)), "maps": mosaic(shown)}
     axes = tiled_axes(fig, tiled)
     ax_in, ax_maps = axes["inputs"], axes["maps"]
@@ -188,8 +215,15 @@ def plot_class_mean_maps(
     _frame_tiles(ax_maps, shown.shape, None, [f"ch {channel}" for channel in channels])
     fig.colorbar(image, ax=ax_maps, shrink=0.6, label="mean activation")
     name = type(model.get_layer(layer)).__name__
+    subset = (
+        ""
+        if len(channels) == means.shape[1]
+        else f"\n{len(channels)} of {means.shape[1]} channels: those whose class means differ most "
+        "(largest variance across classes)"
+    )
     fig.suptitle(
-        f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})",
+        f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})"
+        f"{subset}",
         fontsize=10,
     )
     return save(fig, path)
@@ -223,17 +257,33 @@ def conv_activation_layers(model) -> tuple[str, str]:
 
 def write_saliency_figures(run_dir, model, X_test, y_test, blank) -> list[str]:
     """``saliency.png``, ``class_maps_first.png`` and ``class_maps_last.png`` for a run; returns the paths."""
+    return run_steps(saliency_figure_steps(run_dir, model, X_test, y_test, blank))
+
+
+def saliency_figure_steps(run_dir, model, X_test, y_test, blank) -> list[FigureStep]:
+    """:func:`write_saliency_figures`'s figures as named steps, not yet drawn."""
     import os
 
-    written = [
-        os.path.join(run_dir, name)
-        for name in ("saliency.png", "class_maps_first.png", "class_maps_last.png")
-    ]
-    plot_saliency(model, X_test, y_test, blank, path=written[0])
+    def target(name):
+        return os.path.join(run_dir, name)
+
+    def draw_saliency():
+        plot_saliency(model, X_test, y_test, blank, path=target("saliency.png"))
+        return [target("saliency.png")]
+
+    def class_maps(name, layer):
+        def draw():
+            plot_class_mean_maps(model, X_test, y_test, layer, path=target(name))
+            return [target(name)]
+
+        return name, draw
+
     first, last = conv_activation_layers(model)
-    plot_class_mean_maps(model, X_test, y_test, first, path=written[1])
-    plot_class_mean_maps(model, X_test, y_test, last, path=written[2])
-    return written
+    return [
+        ("saliency.png", draw_saliency),
+        class_maps("class_maps_first.png", first),
+        class_maps("class_maps_last.png", last),
+    ]
 
 
 __all__ = [
@@ -245,4 +295,5 @@ __all__ = [
     "plot_saliency",
     "saliency",
     "write_saliency_figures",
+    "saliency_figure_steps",
 ]

@@ -374,6 +374,26 @@ def to_dict(cfg) -> dict:
     return out
 
 
+def flat_config(cfg) -> dict:
+    """The config as ``{"train.lr": 0.1, "model.layers[0].type": "Conv2D", ...}``: one entry per
+    setting, so two configs are compared key by key."""
+    return _flatten(to_dict(cfg))
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``; list items as ``key[i]``."""
+    if isinstance(tree, dict):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in tree.items()]
+    elif isinstance(tree, list) and any(isinstance(v, dict) for v in tree):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(tree)]
+    else:
+        return {prefix: tree}
+    flat = {}
+    for key, value in items:
+        flat.update(_flatten(value, key))
+    return flat
+
+
 # ----------------------------------------------------------------------------------------------
 # Overrides: --set key.path=value
 # ----------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from ..io import (
     write_text_atomic,
 )
 from ..nn.model import Sequential
-from .config import Config, load_config, to_dict, to_toml
+from .config import Config, flat_config, load_config, to_toml
 from .trainer import Trainer
 
 #: The columns of ``metrics.csv``: one row per epoch.
@@ -88,20 +88,6 @@ class RunDirError(ValueError):
     """A run directory cannot be used: not empty for a new run, not a folder, or not a run to resume."""
 
 
-def _flatten(tree, prefix: str = "") -> dict:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``; list items as ``key[i]``."""
-    if isinstance(tree, dict):
-        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in tree.items()]
-    elif isinstance(tree, list) and any(isinstance(v, dict) for v in tree):
-        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(tree)]
-    else:
-        return {prefix: tree}
-    flat = {}
-    for key, value in items:
-        flat.update(_flatten(value, key))
-    return flat
-
-
 def _lock(fd: int, lock_path: Path, run_path: Path, mode: int = fcntl.LOCK_EX) -> None:
     """``flock`` ``fd`` without waiting; :class:`RunDirError` naming the holder's PID when taken."""
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -124,7 +110,7 @@ def provenance(cfg: Config, dataset) -> dict[str, np.ndarray]:
     """What a checkpoint was trained under, stored in ``last.npz``: ``run/config``, the resolved
     config's settings that change what is learned (all but :data:`RESUME_MAY_CHANGE`) as JSON, and
     ``run/split``, the SHA-256 of the split indices and standardization."""
-    settings = {k: v for k, v in _flatten(to_dict(cfg)).items() if k not in RESUME_MAY_CHANGE}
+    settings = {k: v for k, v in flat_config(cfg).items() if k not in RESUME_MAY_CHANGE}
     digest = hashlib.sha256()
     for key, value in sorted({**dataset.indices, "mean": dataset.mean, "std": dataset.std}.items()):
         array = np.ascontiguousarray(value)
@@ -422,7 +408,7 @@ class RunDir:
         :meth:`check_new` does, and refuses planted links or other non-files (:meth:`check_targets`)."""
         remove_stale_temporaries(self.path)
         self.check_targets()
-        old, new = _flatten(to_dict(load_config(self.config))), _flatten(to_dict(cfg))
+        old, new = flat_config(load_config(self.config)), flat_config(cfg)
         for key in sorted(old.keys() | new.keys()):
             if old.get(key) != new.get(key) and key not in RESUME_MAY_CHANGE:
                 raise RunDirError(

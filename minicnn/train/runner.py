@@ -12,6 +12,7 @@ Dropout layer's own. All their states go into the checkpoint, so a resumed run c
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
 from pathlib import Path
@@ -112,36 +113,40 @@ def run(
     if resume:
         with run_dir.locked():
             dataset, model, trainer = _resume(cfg, run_dir, quiet)
-            metrics = _train_and_finish(run_dir, dataset, model, trainer, quiet, on_epoch_end, finish)
+            finished = _finished_metrics(run_dir, trainer)
+            if finished is not None:
+                _say(quiet, _nothing_to_do(run_dir, trainer, finished))
+                return finished
+            first_epoch = trainer.epoch
+            metrics, drawn = _train_and_finish(run_dir, dataset, model, trainer, quiet, on_epoch_end, finish)
     else:
         run_dir.check_new(overwrite)
         dataset, model, trainer = prepare(cfg)
         with run_dir.locked():
             run_dir.check_new(overwrite)  # again: another run may have used the folder meanwhile
-            run_dir.start(cfg, dataset, trainer)
-            _say(
-                quiet,
-                f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
-                f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
-                f"{dataset.input_shape}; run directory {run_dir.path}",
-            )
-            metrics = _train_and_finish(run_dir, dataset, model, trainer, quiet, on_epoch_end, finish)
+            _start(cfg, run_dir, dataset, model, trainer, quiet)
+            first_epoch = trainer.epoch
+            metrics, drawn = _train_and_finish(run_dir, dataset, model, trainer, quiet, on_epoch_end, finish)
     _say(
         quiet,
         f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) with the "
-        f"weights of epoch {trainer.best_epoch}; {metrics['train_seconds']:.1f}s training, "
-        f"{time.perf_counter() - started:.1f}s in all; everything is in {run_dir.path}",
+        f"weights of epoch {trainer.best_epoch}; "
+        f"{_time_line(metrics['history'], first_epoch, drawn, time.perf_counter() - started)}; "
+        f"everything is in {run_dir.path}",
     )
     return metrics
 
 
-def _train_and_finish(run_dir: RunDir, dataset, model, trainer, quiet, on_epoch_end, finish) -> dict:
-    """Train and test (:func:`_train_and_test`), then ``finish``; Ctrl-C and divergence as :func:`run`
-    documents."""
+def _train_and_finish(run_dir: RunDir, dataset, model, trainer, quiet, on_epoch_end, finish):
+    """Train and test (:func:`_train_and_test`), then ``finish``; returns the metrics and the seconds
+    ``finish`` took (None without it). Ctrl-C and divergence as :func:`run` documents."""
+    drawn = None  # seconds spent on the figures; None when there are none to draw
     try:
         metrics = _train_and_test(run_dir, dataset, trainer, quiet, on_epoch_end)
         if finish is not None:
+            drawing = time.perf_counter()
             finish(run_dir.path, model, metrics["history"], dataset)
+            drawn = time.perf_counter() - drawing
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir.path, run_dir.checkpoint_epoch or 0) from None
     except DivergedError as exc:
@@ -149,19 +154,63 @@ def _train_and_finish(run_dir: RunDir, dataset, model, trainer, quiet, on_epoch_
             f"{exc}. Training stopped; {run_dir.checkpoint} keeps the last good state "
             f"(after epoch {run_dir.checkpoint_epoch})"
         ) from None
-    return metrics
+    return metrics, drawn
+
+
+def _start(cfg: Config, run_dir: RunDir, dataset, model, trainer, quiet: bool) -> None:
+    """Write a new run's first files into ``run_dir`` and say what it will train on."""
+    run_dir.start(cfg, dataset, trainer)
+    _say(
+        quiet,
+        f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
+        f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
+        f"{dataset.input_shape}; run directory {run_dir.path}",
+    )
+
+
+def _nothing_to_do(run_dir: RunDir, trainer: Trainer, finished: dict) -> str:
+    """What resuming a finished run says."""
+    early = ", stopped early" if trainer.stopped_early else ""
+    return (
+        f"{run_dir.path} is already finished ({trainer.epoch} of {trainer.epochs} epochs{early}; test "
+        f"accuracy {finished['test_accuracy']:.4f}): nothing to do. To train longer, resume with "
+        f"--set train.epochs={trainer.epoch + 5}, say"
+    )
+
+
+def _time_line(history: list[dict], first_epoch: int, figures: float | None, total: float) -> str:
+    """Where this session's time went: training (the epochs after ``first_epoch``; with the earlier
+    ones too after a resume), figures (None: none drawn) and the whole session."""
+    now = sum(r["seconds"] for r in history if r["epoch"] > first_epoch)
+    earlier = f" (+{sum(r['seconds'] for r in history) - now:.1f}s before the resume)" if first_epoch else ""
+    drawn = "figures off" if figures is None else f"{figures:.1f}s figures"
+    return f"{now:.1f}s training{earlier}, {drawn}, {total:.1f}s in all"
+
+
+def _finished_metrics(run_dir: RunDir, trainer: Trainer) -> dict | None:
+    """A resumed run's saved metrics (with the history) when it has nothing left to do: all its epochs
+    trained (or stopped early) and tested; None otherwise."""
+    if trainer.epoch < trainer.epochs and not trainer.stopped_early:
+        return None
+    try:
+        saved = json.loads(run_dir.metrics_json.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and "test_accuracy" in saved else None
 
 
 def _resume(cfg: Config, run_dir: RunDir, quiet: bool):
     """:func:`prepare` a resumed run, checked against the run's own config, split and checkpoint, and
-    restored from its checkpoint; the config is rewritten only then (with more epochs, say)."""
+    restored from its checkpoint; the config is rewritten only then (with more epochs, say), and not
+    for a finished run, which :func:`run` leaves as it is."""
     run_dir.check_resume(cfg)
     dataset, model, trainer = prepare(cfg)
     run_dir.check_split(dataset)
     run_dir.load_checkpoint(trainer, cfg, dataset)
     run_dir.check_epochs(cfg)
-    _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
-    run_dir.write_config(cfg)
+    if _finished_metrics(run_dir, trainer) is None:
+        _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
+        run_dir.write_config(cfg)
     return dataset, model, trainer
 
 
