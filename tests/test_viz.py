@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from minicnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from minicnn.nn.model import Sequential
 from minicnn.see import plots as viz
+from minicnn.see.run_figures import write_run_figures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,10 +45,11 @@ def test_viz_never_imports_pyplot(tmp_path):
     import subprocess
 
     code = (
-        "import sys, numpy as np, minicnn.see.plots as viz; from test_viz import small_model; "
+        "import sys, numpy as np; from minicnn.see.run_figures import write_run_figures; "
+        "from test_viz import small_model; "
         "rng = np.random.default_rng(0); X = rng.random((12, 1, 8, 8)).astype(np.float32); "
         "y = rng.integers(0, 10, 12); h = [{'epoch': 1, 'train_loss': 1.0}]; "
-        f"viz.write_run_figures({str(tmp_path)!r}, small_model(), small_model(1), h, X, y); "
+        f"write_run_figures({str(tmp_path)!r}, small_model(), small_model(1), h, X, y); "
         "print('matplotlib.pyplot' in sys.modules)"
     )
     result = subprocess.run(
@@ -244,7 +246,7 @@ def test_write_run_figures_writes_all_six(tmp_path, images):
     model, init = small_model(0), small_model(0)
     model.layers[0].weight.data *= 2
     history = [{"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.3}]
-    paths = viz.write_run_figures(
+    paths = write_run_figures(
         tmp_path, model=model, init_model=init, history=history, X_test=X, y_test=y, figures=True
     )
     assert sorted(p.split("/")[-1] for p in paths) == sorted(viz.FIGURE_NAMES)
@@ -256,7 +258,7 @@ def test_write_run_figures_learned_figure_shows_init_learned_and_change(tmp_path
     model, init = small_model(0), small_model(0)
     model.layers[0].weight.data *= 4
     model.layers[0].weight.data[0, 0, 0, 0] += 1.0  # kernel 0 turns, the others only grow
-    paths = viz.write_run_figures(tmp_path, model=model, init_model=init)  # only the two filter figures
+    paths = write_run_figures(tmp_path, model=model, init_model=init)  # only the two filter figures
     assert [p.split("/")[-1] for p in paths] == ["filters_init.png", "filters_learned.png"]
     from minicnn.see.change import kernel_angles
     from minicnn.see.kernels import plot_filters_change
@@ -319,7 +321,7 @@ def test_history_draws_the_label_smoothing_floor():
 def test_write_run_figures_with_figures_false_writes_nothing(tmp_path, images):
     X, y = images
     assert (
-        viz.write_run_figures(
+        write_run_figures(
             tmp_path / "run",
             model=small_model(),
             init_model=None,

@@ -28,8 +28,8 @@ from .plots import (
     LABEL_SIZE,
     MAX_COLUMNS,
     FigureStep,
-    _frame_tiles,
-    _weights,
+    frame_tiles,
+    kernel_array,
     label_tiles,
     mosaic,
     new_figure,
@@ -76,7 +76,7 @@ def plot_filters_change(
     -------
     Figure with the three labelled Axes and their colorbars.
     """
-    before, after = _weights(initial), _weights(learned)
+    before, after = kernel_array(initial), kernel_array(learned)
     if before.shape != after.shape:
         raise ValueError(f"plot_filters_change: shapes differ, {before.shape} vs {after.shape}")
     angles, ratios = kernel_angles(before, after), norm_ratios(before, after)
@@ -99,7 +99,7 @@ def plot_filters_change(
         shown = ax.imshow(images[name], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
         first = [f"{r * cols}-{min((r + 1) * cols, len(b)) - 1}" for r in range(rows)] if rows > 1 else None
         top = [str(k) for k in range(cols)] if name == "initial" else None
-        _frame_tiles(ax, blocks[name].shape, first, top, gaps[name])
+        frame_tiles(ax, blocks[name].shape, first, top, gaps[name])
         ax.set_ylabel("learned − initial" if name == "change" else name, fontsize=LABEL_SIZE)
         fig.colorbar(shown, ax=ax, shrink=0.9, aspect=12, label="change" if name == "change" else "weight")
     moved = [f"{angle:.0f}°\n×{ratio:.2f}" for angle, ratio in zip(angles, ratios)]
@@ -173,7 +173,7 @@ def plot_filters_evolution(
     ax.set_label("kernels")
     vmax = symmetric_limit(tiles)
     drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
-    _frame_tiles(ax, tiles.shape, [f"epoch {epochs[e]}" for e in shown], [str(k) for k in picked], gap)
+    frame_tiles(ax, tiles.shape, [f"epoch {epochs[e]}" for e in shown], [str(k) for k in picked], gap)
     turned = [kernel_angles(kernels[0], kernels[e])[picked] for e in shown]
     label_tiles(ax, tiles.shape, gap, [f"{a:.0f}°" for row in turned for a in row], fontsize=LABEL_SIZE - 2)
     fig.colorbar(drawn, ax=ax, shrink=0.8, aspect=30, label="weight / kernel norm")
@@ -322,9 +322,9 @@ def plot_top_patches(
     for name in ("patches", "mean"):
         axes[name].imshow(images[name], cmap=IMAGE_CMAP, vmin=low, vmax=high, interpolation="nearest")
     padding = _draw_padding(fig, axes["patches"], found["padding"], gap)
-    _frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in picked], None, gap)
-    _frame_tiles(axes["patches"], patches.shape, None, None, gap)
-    _frame_tiles(axes["mean"], means.shape, None, None, gap)
+    frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in picked], None, gap)
+    frame_tiles(axes["patches"], patches.shape, None, None, gap)
+    frame_tiles(axes["mean"], means.shape, None, None, gap)
     label_tiles(axes["patches"], patches.shape, gap, [f"{a:.1f}" for a in activations.ravel()])
     axes["kernels"].set_title("kernel", fontsize=LABEL_SIZE)
     axes["patches"].set_title(f"top {count} patches →", fontsize=LABEL_SIZE, loc="left")

@@ -74,7 +74,7 @@ def _bare(ax) -> None:
     ax.set_yticks([])
 
 
-def _weights(layer_or_weight) -> np.ndarray:
+def kernel_array(layer_or_weight) -> np.ndarray:
     """(out, in, kh, kw) kernels from a Conv2D, a Parameter or an array ((kh, kw) and (out, kh, kw) too)."""
     if isinstance(layer_or_weight, Conv2D):
         weight = layer_or_weight.weight.data
@@ -90,7 +90,7 @@ def _weights(layer_or_weight) -> np.ndarray:
     return weight
 
 
-def _as_image(image) -> np.ndarray:
+def as_image(image) -> np.ndarray:
     """One image as (H, W) for gray or (H, W, 3) for colour; from (H, W), (1, H, W), (3, H, W), (H, W, 3)."""
     image = np.asarray(image, dtype=np.float64)
     if image.ndim == 3 and image.shape[0] == 1:
@@ -111,7 +111,7 @@ def rgb_for_display(image: np.ndarray) -> np.ndarray:
 
 def show_image(ax, image, title: str | None = None, **kwargs) -> None:
     """Draw a digit or photo: gray (ink dark) for one channel, in colour for RGB."""
-    image = _as_image(image)
+    image = as_image(image)
     if image.ndim == 2:
         ax.imshow(image, cmap=IMAGE_CMAP, **kwargs)
     else:
@@ -197,7 +197,7 @@ def tiled_axes(fig: Figure, images: dict) -> dict:
     return dict(zip(images, axes))
 
 
-def _stretched(image: np.ndarray) -> np.ndarray:
+def stretched(image: np.ndarray) -> np.ndarray:
     """A gray image stretched to [0, 1] (imshow's own scaling of one image); colour as displayed."""
     if image.ndim == 3:
         return rgb_for_display(image)
@@ -205,7 +205,7 @@ def _stretched(image: np.ndarray) -> np.ndarray:
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
 
 
-def _frame_tiles(ax, shape, row_labels, column_labels, gap=1, count: int | None = None) -> tuple[list, list]:
+def frame_tiles(ax, shape, row_labels, column_labels, gap=1, count: int | None = None) -> tuple[list, list]:
     """A thin frame around each tile of a :func:`mosaic` of ``shape`` (and ``gap``), row labels on the
     left and column labels on top (or none), and no other ticks or spines; only the first ``count``
     tiles are framed when given (a wrapped grid's spare places stay blank). Returns each row's
@@ -269,7 +269,7 @@ def _kernel_mosaic(fig, kernels: np.ndarray, vmax: float):
     ax = fig.subplots()
     ax.set_label("kernels")
     drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
-    _frame_tiles(ax, grid.shape, None, None, gap, count=len(kernels))
+    frame_tiles(ax, grid.shape, None, None, gap, count=len(kernels))
     ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])
     labels = [f"filter {k}" for k in range(len(kernels))]
     label_tiles(ax, grid.shape, gap, labels, above=True, fontsize=LABEL_SIZE)
@@ -308,7 +308,7 @@ def plot_filters(
     as one tiled image (:func:`_kernel_mosaic`), plus the colorbar; otherwise (several input channels,
     or ``annotate``) one Axes per tile plus the colorbar.
     """
-    weight = _weights(layer_or_weight)
+    weight = kernel_array(layer_or_weight)
     if in_channel is None and weight.shape[1] == 3:  # a first layer on colour images
         return plot_rgb_filters(weight, title=title, vmax=vmax, path=path)
     if in_channel is not None:
@@ -357,7 +357,7 @@ def plot_rgb_filters(
     ``vmax`` sets the shared scale (default: the largest absolute weight), as in :func:`plot_filters`.
     Returns a Figure with one Axes per filter.
     """
-    weight = _weights(layer_or_weight)
+    weight = kernel_array(layer_or_weight)
     vmax = symmetric_limit(weight) if vmax is None else float(vmax)
     patches = rgb_kernels(weight, vmax)
     n_out = len(patches)
@@ -388,7 +388,7 @@ def plot_filters_before_after(
 
     Returns a Figure with 2 * out tiles + 1 colorbar.
     """
-    before, after = _weights(init), _weights(learned)
+    before, after = kernel_array(init), kernel_array(learned)
     if before.shape != after.shape:
         raise ValueError(f"plot_filters_before_after: shapes differ, {before.shape} vs {after.shape}")
     channel = in_channel if in_channel is not None else 0
@@ -422,7 +422,7 @@ def plot_filters_before_after(
 
 
 # --- feature maps ------------------------------------------------------------------------------------
-def _batch(model, x) -> np.ndarray:
+def as_batch(model, x) -> np.ndarray:
     """x as a batch (N, C, H, W): accepts (H, W) and (C, H, W) for one image."""
     x = np.asarray(x)
     if x.ndim == 2:
@@ -459,7 +459,7 @@ def feature_maps(model, x, layer) -> np.ndarray:
     The layers run in the order listed; the model's mode is restored afterwards.
     """
     name = _check_layer(model, layer)
-    out = _batch(model, x)
+    out = as_batch(model, x)
     with model.evaluating():
         return model.output_of(name, out)
 
@@ -626,7 +626,7 @@ def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[str], list[np.nda
         else ([layer] if isinstance(layer, (int, np.integer, str)) else list(layer))
     )
     stages = [_check_layer(model, i) for i in chosen]
-    x = _batch(model, image)[:1]
+    x = as_batch(model, image)[:1]
     maps = [feature_maps(model, x, i)[0] for i in stages]
     for i, m in zip(stages, maps):
         if m.ndim != 3:
@@ -643,7 +643,7 @@ def _draw_maps(fig: Figure, ax, image, tiles, gap: int, grid_maps, channels, x: 
     on one colour scale (:func:`map_scale` of the maps ``grid_maps``) with a colorbar."""
     cmap, vmin, vmax = map_scale(grid_maps[np.isfinite(grid_maps)])  # from 0 after a ReLU
     drawn = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    _frame_tiles(ax, tiles.shape, None, None, gap)
+    frame_tiles(ax, tiles.shape, None, None, gap)
     h = tiles.shape[2]
     label_tiles(ax, tiles.shape, gap, [f"ch {c}" for c in channels[: len(grid_maps)]], above=True)
     if x.shape[0] == 1 and np.ptp(x[0]) > 0:
@@ -774,7 +774,7 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
         ax.axis("off")
         ax.text(0.5, 0.5, f"no mistakes on {len(images)} images", ha="center", va="center")
         return save(fig, path)
-    tiles = wrap(np.stack([_stretched(_as_image(images[i])) for i in shown]))  # as show_image draws them
+    tiles = wrap(np.stack([stretched(as_image(images[i])) for i in shown]))  # as show_image draws them
     rows, cols, h = tiles.shape[:3]
     gap = (max(2, round(0.45 * h)), 1)  # room above each row for two lines of title
     image = mosaic(tiles, gap)
@@ -786,7 +786,7 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
     if gray:
         image = np.where(np.isnan(image), 0.0, image)  # the gaps white, as the paper under the ink
     ax.imshow(image, cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
-    _frame_tiles(ax, tiles.shape, None, None, gap, count=len(shown))
+    frame_tiles(ax, tiles.shape, None, None, gap, count=len(shown))
     ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])  # room above the first row for its titles
     probability = [
         "" if probabilities is None else f"\np({y_pred[i]}) = {probabilities[i, y_pred[i]]:.2f}"
@@ -799,49 +799,12 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
     return save(fig, path)
 
 
-def _first_conv(model):
+def first_conv(model):
     """The first convolution, depth first: the layer whose kernels the run's figures plot."""
     found = model.convolutions()
     if not found:
         raise ValueError("the model has no convolution layer")
     return found[0][1]
-
-
-def write_run_figures(
-    run_dir,
-    model,
-    init_model=None,
-    history=None,
-    X_test=None,
-    y_test=None,
-    figures: bool = True,
-    label_smoothing: float = 0.0,
-) -> list[str]:
-    """Write a training run's figures into ``run_dir`` and return their paths.
-
-    ``filters_init.png`` (the first Conv2D's kernels at initialization) and ``filters_learned.png``
-    (initial, learned and their difference, with each kernel's angle from initialization:
-    :func:`minicnn.see.kernels.plot_filters_change`), ``feature_maps.png`` (the first
-    test image), ``history.png``, ``confusion.png`` and ``mistakes.png`` (on the test set).
-
-    Parameters
-    ----------
-    run_dir : str or PathLike
-    model : Sequential, trained
-    init_model : Sequential or ndarray of the first Conv2D's initial weights (out, in, kh, kw), optional
-        Without it, filters_init.png is not written.
-    history : list of per-epoch dicts (see :func:`plot_history`), optional
-    X_test : ndarray of shape (N, C, H, W); y_test : (N,) int labels; optional
-        Without them, the feature-map, confusion and mistakes figures are not written.
-    figures : bool
-        False writes nothing (the training config's switch) and returns [].
-    label_smoothing : float
-        The run's label smoothing, for the loss floor drawn in history.png.
-    """
-    if not figures:
-        return []
-    os.makedirs(run_dir, exist_ok=True)
-    return run_steps(run_figure_steps(run_dir, model, init_model, history, X_test, y_test, label_smoothing))
 
 
 #: One figure step: a name for timing, and the call that draws its figures and returns their paths.
@@ -851,75 +814,6 @@ FigureStep = tuple[str, typing.Callable[[], list[str]]]
 def run_steps(steps: list[FigureStep]) -> list[str]:
     """Draw each step's figures in turn; the paths written."""
     return [path for _, step in steps for path in step()]
-
-
-def run_figure_steps(
-    run_dir, model, init_model=None, history=None, X_test=None, y_test=None, label_smoothing: float = 0.0
-) -> list[FigureStep]:
-    """:func:`write_run_figures`'s figures as named steps, not yet drawn (arguments as there); the test
-    set's class probabilities are computed once, for the confusion matrix and the mistakes."""
-
-    def target(name):
-        return os.path.join(run_dir, name)
-
-    initial = None
-    if init_model is not None:
-        initial = (
-            _first_conv(init_model).weight.data if hasattr(init_model, "layers") else _weights(init_model)
-        )
-    steps = _filter_steps(_first_conv(model).weight.data, initial, target)
-    if history is not None:
-        n_classes = int(np.shape(model.predict_logits(X_test[:1]))[1]) if X_test is not None else 10
-
-        def draw_history():
-            plot_history(history, label_smoothing, n_classes, path=target("history.png"))
-            return [target("history.png")]
-
-        steps.append(("history.png", draw_history))
-    if X_test is None or y_test is None or not len(X_test):
-        return steps
-
-    def draw_feature_maps():
-        title = f"test image 0 (label {y_test[0]})"
-        plot_feature_maps(model, X_test[0], title=title, path=target("feature_maps.png"))
-        return [target("feature_maps.png")]
-
-    def draw_results():
-        probabilities = model.predict_proba(X_test)
-        y_pred = probabilities.argmax(axis=1)
-        plot_confusion_matrix(y_test, y_pred, path=target("confusion.png"))
-        plot_mistakes(X_test, y_test, y_pred, probabilities=probabilities, path=target("mistakes.png"))
-        return [target("confusion.png"), target("mistakes.png")]
-
-    return steps + [("feature_maps.png", draw_feature_maps), ("confusion.png, mistakes.png", draw_results)]
-
-
-def _filter_steps(learned: np.ndarray, initial: np.ndarray | None, target) -> list[FigureStep]:
-    """``filters_init.png`` (when ``initial`` is given) and ``filters_learned.png``: the first Conv2D's
-    kernels (out, in, kh, kw) at initialization, and initial, learned and their difference with each
-    kernel's angle from initialization; ``target(name)`` gives each file's path."""
-    vmax = symmetric_limit(learned, *([] if initial is None else [initial]))
-    in_channel = None if learned.shape[1] in (1, 3) else 0  # grey kernels, or colour patches for RGB input
-
-    def draw_init():
-        title = "First-layer kernels at initialization"
-        plot_filters(initial, in_channel=in_channel, vmax=vmax, title=title, path=target("filters_init.png"))
-        return [target("filters_init.png")]
-
-    def draw_learned():
-        if initial is not None:
-            from .kernels import plot_filters_change  # initial, learned, change, angle under each kernel
-
-            plot_filters_change(initial, learned, in_channel=in_channel, path=target("filters_learned.png"))
-        else:
-            title = "First-layer kernels after training"
-            plot_filters(
-                learned, in_channel=in_channel, vmax=vmax, title=title, path=target("filters_learned.png")
-            )
-        return [target("filters_learned.png")]
-
-    init_step: list[FigureStep] = [] if initial is None else [("filters_init.png", draw_init)]
-    return init_step + [("filters_learned.png", draw_learned)]
 
 
 __all__ = [
@@ -933,8 +827,6 @@ __all__ = [
     "plot_history",
     "plot_confusion_matrix",
     "plot_mistakes",
-    "write_run_figures",
-    "run_figure_steps",
     "run_steps",
     "receptive_field_grid",
     "default_stages",

@@ -22,18 +22,18 @@ from .plots import (
     KERNEL_CMAP,
     LABEL_SIZE,
     FigureStep,
-    _as_image,
-    _batch,
-    _frame_tiles,
-    _stretched,
+    as_batch,
+    as_image,
     conv_layers,
     feature_maps,
+    frame_tiles,
     layers_after,
     maps_on_input,
     mosaic,
     new_figure,
     run_steps,
     save,
+    stretched,
     symmetric_limit,
     tiled_axes,
 )
@@ -56,7 +56,7 @@ def saliency(model, X: np.ndarray, target=None) -> tuple[np.ndarray, np.ndarray]
     (gradient, target) : ndarray (N, C, H, W) float64, and the (N,) classes used.
     Parameter gradients accumulated on the way are cleared again.
     """
-    x = _batch(model, X)
+    x = as_batch(model, X)
     with model.evaluating():
         logits = model.forward(x)
         target = logits.argmax(axis=1) if target is None else np.asarray(target)
@@ -83,7 +83,7 @@ def occlusion(model, image: np.ndarray, blank, size: int = 2, target: int | None
     ndarray of shape (H - size + 1, W - size + 1): entry (i, j) is ``p(image) - p(image with the
     square at rows i..i+size-1, columns j..j+size-1 blanked)``; positive where the square hurt.
     """
-    x = _batch(model, image)[:1]
+    x = as_batch(model, image)[:1]
     h, w = x.shape[2:]
     fill = np.broadcast_to(np.asarray(blank, dtype=x.dtype).reshape(-1, 1, 1), (x.shape[1], size, size))
     covered = np.repeat(x, (h - size + 1) * (w - size + 1), axis=0)
@@ -104,12 +104,12 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
     (each titled with its label, prediction and probability), ``"saliency"`` (the gradient on the first
     input channel) and ``"occlusion"`` (on a grid twice as fine, :func:`~.plots.maps_on_input`).
     """
-    x = _batch(model, X[:count])
+    x = as_batch(model, X[:count])
     gradient, predicted = saliency(model, x)
     probability = softmax(model.predict_logits(x).astype(np.float64))
     maps = [occlusion(model, x[i], blank, 2, int(predicted[i])) for i in range(len(x))]
     h, w = x.shape[2:]
-    images = np.stack([_stretched(_as_image(image)) for image in x])  # as show_image draws them
+    images = np.stack([stretched(as_image(image)) for image in x])  # as show_image draws them
     # square (i, j) covers pixels i..i+1, j..j+1: its centre (i + .5, j + .5), on a grid twice as fine
     occluded = maps_on_input(np.stack(maps), (0.5, 1.0), (h, w))
     rows = {
@@ -133,9 +133,9 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
         rows["occlusion"], cmap=KERNEL_CMAP, vmin=-o_max, vmax=o_max, interpolation="nearest"
     )
     titles = [f"label {y[i]}, pred {predicted[i]}\np = {probability[i].max():.2f}" for i in range(len(x))]
-    _frame_tiles(axes["images"], (1, len(x), h, w), None, titles)
-    _frame_tiles(axes["saliency"], (1, len(x), h, w), None, None)
-    _frame_tiles(axes["occlusion"], (1, len(x), 2 * h, 2 * w), None, None, 2)
+    frame_tiles(axes["images"], (1, len(x), h, w), None, titles)
+    frame_tiles(axes["saliency"], (1, len(x), h, w), None, None)
+    frame_tiles(axes["occlusion"], (1, len(x), 2 * h, 2 * w), None, None, 2)
     axes["images"].set_ylabel("test image", fontsize=LABEL_SIZE)
     axes["saliency"].set_ylabel("saliency\nd score / d pixel", fontsize=LABEL_SIZE)
     axes["occlusion"].set_ylabel("occlusion\ndrop in p", fontsize=LABEL_SIZE)
@@ -194,7 +194,7 @@ def plot_class_mean_maps(
     _, inputs = class_mean_maps_input(X, y)
     shown = means[:, channels]
     low, high = min(0.0, float(shown.min())), max(float(shown.max()), 1e-12)
-    images = np.stack([_stretched(_as_image(image)) for image in inputs])[:, None]
+    images = np.stack([stretched(as_image(image)) for image in inputs])[:, None]
     # the rows line up (tiled_axes): gaps in proportion to the tiles' heights (the maps may be
     # smaller than the inputs)
     gap_in = max(1, round(images.shape[2] / shown.shape[2]))
@@ -204,7 +204,7 @@ def plot_class_mean_maps(
     ax_in, ax_maps = axes["inputs"], axes["maps"]
     gray = images.ndim == 4
     ax_in.imshow(tiled["inputs"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
-    _frame_tiles(ax_in, images.shape, [f"class {c}" for c in classes], None, (gap_in, 1))
+    frame_tiles(ax_in, images.shape, [f"class {c}" for c in classes], None, (gap_in, 1))
     image = ax_maps.imshow(
         tiled["maps"],
         cmap="magma" if low >= 0 else KERNEL_CMAP,
@@ -212,7 +212,7 @@ def plot_class_mean_maps(
         vmax=max(high, -low),
         interpolation="nearest",
     )
-    _frame_tiles(ax_maps, shown.shape, None, [f"ch {channel}" for channel in channels])
+    frame_tiles(ax_maps, shown.shape, None, [f"ch {channel}" for channel in channels])
     fig.colorbar(image, ax=ax_maps, shrink=0.6, label="mean activation")
     name = type(model.get_layer(layer)).__name__
     subset = (

@@ -50,7 +50,7 @@ from .trainer import Trainer
 
 #: The columns of ``metrics.csv``: one row per epoch.
 METRICS_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
-#: The figures the ``train.py`` command draws into a run directory (minicnn.see.plots.write_run_figures,
+#: The figures the ``train.py`` command draws into a run directory (minicnn.see.run_figures.write_run_figures,
 #: minicnn.see.kernels.write_kernel_figures, minicnn.see.saliency.write_saliency_figures).
 FIGURES = (
     "filters_init.png",
