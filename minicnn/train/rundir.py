@@ -63,6 +63,7 @@ RESUME_MAY_CHANGE = (
     "train.epochs",
     "train.threads",
     "train.memory_budget_mib",
+    "train.device",
     "output.dir",
     "output.figures",
 )
