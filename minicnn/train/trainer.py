@@ -169,10 +169,16 @@ class Trainer:
 
     @classmethod
     def from_config(
-        cls, model: Sequential, config: TrainConfig, rng, augment: AugmentConfig | None = None
+        cls,
+        model: Sequential,
+        config: TrainConfig,
+        rng,
+        augment: AugmentConfig | None = None,
+        device: Device | None = None,
     ) -> Trainer:
         """The Trainer a ``[train]`` config describes: softmax cross-entropy with its label smoothing,
-        :func:`make_optimizer`, :func:`make_schedule`, and its epochs, batch size, clipping and patience."""
+        :func:`make_optimizer`, :func:`make_schedule`, and its epochs, batch size, clipping, patience
+        and device (``device``, when given, replaces the config's: an array namespace, say)."""
         optimizer = make_optimizer(config, model.parameters())
         return cls(
             model,
@@ -186,7 +192,7 @@ class Trainer:
             clip_grad_norm=config.clip_grad_norm,
             patience=config.patience,
             keep=config.keep,
-            device=config.device,
+            device=config.device if device is None else device,
         )
 
     # --- one epoch -------------------------------------------------------------------------------
