@@ -242,3 +242,41 @@ def test_a_run_may_resume_on_another_device(tmp_path):
     run_dir.check_resume(changed(device="cuda"))  # what was learned does not depend on where
     with pytest.raises(ValueError, match="train.lr = 0.5 differs"):
         run_dir.check_resume(changed(lr=0.5))
+
+
+def test_a_run_on_a_device_writes_numpy_files_and_resumes_on_the_cpu(tmp_path, monkeypatch):
+    """A run with ``train.device = "cuda"``, the GPU played by array-api-strict's device1 (the only
+    stand-in here: no GPU): checkpoints, the model and the kernel history are written from NumPy
+    arrays, the figures get the model on the host, and the run resumes on the CPU."""
+    from minicnn.io import load_npz
+    from minicnn.nn import _backend
+    from minicnn.see.change import KernelHistory
+    from minicnn.train import run
+
+    monkeypatch.setattr(_backend, "_cupy", lambda: StandInCuPy)
+    config = load_config("configs/digits_fast.toml", ["train.epochs=1", "train.device=cuda"])
+    seen = {}
+
+    def figures(run_dir, model, history, dataset):
+        seen.update(every_array(model))
+
+    out = tmp_path / "run"
+    run(config, out, quiet=True, finish=figures, on_epoch_end=KernelHistory(out))
+    assert StandInCuPy.moved > 0  # the model went to the stand-in GPU
+    assert seen and all(type(a) is np.ndarray for a in seen.values())
+    for name in ("last.npz", "model.npz", "kernels_history.npz"):
+        assert all(type(v) is np.ndarray for v in load_npz(out / name).values()), name
+    resumed = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2, device="cpu"))
+    run(resumed, out, resume=True, quiet=True)
+    assert int(load_npz(out / "last.npz")["epoch"]) == 2
+
+
+class StandInCuPy:
+    """What :func:`minicnn.nn._backend.to_device` asks of CuPy, answered with device1 arrays."""
+
+    moved = 0
+
+    @classmethod
+    def asarray(cls, array):
+        cls.moved += 1
+        return xps.asarray(array, device=DEVICE[1])

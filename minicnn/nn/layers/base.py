@@ -13,8 +13,13 @@ Every layer follows one contract:
 
 The rest comes from the base class, by walking what a layer holds, as PyTorch does: an attribute
 that is a :class:`~minicnn.nn.parameter.Parameter` is a parameter; an attribute that is a ``Layer``,
-or a list or tuple of them, is a child, whose parameters, buffers, mode and state follow the parent's
-under dotted names (``"1.body.0.weight"``). Attributes whose names start with ``_`` are private caches.
+or a list or tuple of them, is a child, whose parameters, buffers, mode, state and device follow the
+parent's under dotted names (``"1.body.0.weight"``). Attributes whose names start with ``_`` are
+private caches.
+
+A layer's arrays may live on any device (``layer.to("cuda")``, ``layer.to(array_api_strict)``):
+``forward`` and ``backward`` ask their arrays for their library (``xp = namespace(x)``); minicnn's own
+layers keep a fast path for NumPy arrays. ``state_dict()`` always returns NumPy copies on the host.
 
 A layer declares what input it takes (``input_ndim``, ``input_size_argument``) and the base class
 checks every input against that before ``forward`` runs (Keras's ``InputSpec``), so ``forward``
