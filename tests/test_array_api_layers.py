@@ -66,18 +66,18 @@ def test_a_first_layer_skips_its_input_gradient_on_any_library():
 
 
 @pytest.mark.parametrize(
-    ("layer", "values"),
+    ("make", "values"),
     [
-        (L.Conv2D(3, 2, 3), np.zeros((1, 3, 4, 4), dtype=np.int64)),  # a layer's dtype: float32
-        (L.ReLU(), np.zeros((1, 3), dtype=np.uint8)),  # no dtype: as NumPy promotes with float32
-        (L.ReLU(), np.zeros((1, 3), dtype=np.int32)),
-        (L.Tanh(), np.zeros((1, 3), dtype=np.float64)),
+        (lambda: L.Conv2D(3, 2, 3), np.zeros((1, 3, 4, 4), dtype=np.int64)),  # a layer's dtype: float32
+        (L.ReLU, np.zeros((1, 3), dtype=np.uint8)),  # no dtype: as NumPy promotes with float32
+        (L.ReLU, np.zeros((1, 3), dtype=np.int32)),
+        (L.Tanh, np.zeros((1, 3), dtype=np.float64)),
     ],
 )
-def test_inputs_are_cast_as_on_numpy(layer, values):
-    cast = layer.check_input(to_device(values, DEVICE))
+def test_inputs_are_cast_as_on_numpy(make, values):
+    cast = make().to(DEVICE).check_input(to_device(values, DEVICE))
     assert_on_device(cast)
-    assert to_host(cast).dtype == layer.check_input(values).dtype
+    assert to_host(cast).dtype == make().check_input(values).dtype
 
 
 @pytest.mark.parametrize(
@@ -102,6 +102,17 @@ def small_model():
     rng = np.random.default_rng(3)
     block = L.Residual([L.Conv2D(2, 2, 3, padding=1, rng=rng), L.BatchNorm2D(2), L.ReLU()])
     return L.Sequential(L.Conv2D(1, 2, 3, padding=1, rng=rng), block, L.Flatten(), L.Dense(32, 3, rng=rng))
+
+
+def test_an_input_elsewhere_than_the_model_is_one_line_naming_both():
+    model = small_model().to(DEVICE)
+    with pytest.raises(TypeError) as info:
+        model.forward(np.zeros((1, 1, 4, 4), np.float32))
+    message = str(info.value)
+    assert message.startswith(
+        "Conv2D(1, 2, kernel_size=(3, 3), padding=(1, 1)): the input is on NumPy (the host)"
+    )
+    assert "array_api_strict" in message and "device1" in message and "\n" not in message
 
 
 def test_to_moves_every_parameter_gradient_and_buffer_and_drops_the_caches():

@@ -48,6 +48,7 @@ from .._backend import (
     Device,
     asarray_like,
     check_device,
+    device,
     dtype_in,
     host_dtype,
     is_array,
@@ -640,7 +641,20 @@ class Layer:
             size = getattr(self, self.input_size_argument)
             if x.shape[1] != size:
                 raise ValueError(f"{self._label()}: expected input {expected}, got {x.shape}")
+        self._check_same_place(x)
         return _as_float(x, getattr(self, "dtype", None))
+
+    def _check_same_place(self, x) -> None:
+        """Refuse, naming both, an input that lives elsewhere than the layer's own parameters (a NumPy
+        batch for a model moved to a GPU): the arithmetic would fail with the array library's message."""
+        weight = next((v.data for v in vars(self).values() if isinstance(v, Parameter)), None)
+        if weight is None or (isinstance(x, np.ndarray) and isinstance(weight, np.ndarray)):
+            return
+        if namespace(x) is not namespace(weight) or device(x) != device(weight):
+            raise TypeError(
+                f"{self._label()}: the input is on {_where(x)} but the parameters are on {_where(weight)}; "
+                "move the input (minicnn.nn.to_device) or the model (model.to(device))"
+            )
 
     def _cached(self, value, what: str = "forward"):
         if value is None:
@@ -666,6 +680,14 @@ class Layer:
         """The layer as named in error messages (its one-line repr)."""
         text = repr(self)
         return text if "\n" not in text else f"{type(self).__name__}(...)"
+
+
+def _where(array) -> str:
+    """Where an array lives, as messages name it: "NumPy (the host)", "array_api_strict,
+    Device('device1')"."""
+    if isinstance(array, np.ndarray):
+        return "NumPy (the host)"
+    return f"{namespace(array).__name__.split('.')[0]}, {device(array)!r}"
 
 
 def _real_valued(x) -> bool:
