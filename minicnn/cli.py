@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -173,8 +174,10 @@ def _config_and_run_dir(args, overrides):
             "leave out --config and --out (and --overwrite)"
         )
     run_dir = Path(args.resume)
-    if not (run_dir / "last.npz").is_file():
-        raise ValueError(f"cannot resume: {io.show_path(run_dir / 'last.npz')} does not exist")
+    checkpoint = run_dir / "last.npz"
+    if not checkpoint.is_file():
+        what = io.file_kind(checkpoint) if os.path.lexists(checkpoint) else "missing"
+        raise ValueError(f"cannot resume: {io.show_path(checkpoint)} is {what}; expected a run's checkpoint")
     return load_config(run_dir / "config.toml", overrides), run_dir
 
 
@@ -195,7 +198,10 @@ def main(argv=None) -> int:
             if cfg.output.figures
             else None
         )
-        from .see.change import KernelHistory  # NumPy only: the plotted kernels after each epoch
+        from .see.change import KernelHistory, load_kernel_history  # NumPy only
+
+        if args.resume:
+            load_kernel_history(run_dir)  # a malformed one is refused before anything trains
 
         with blas_threads(cfg.train.threads, args.quiet, watching) as governor:
             training.run(

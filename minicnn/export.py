@@ -42,6 +42,8 @@ import sys
 import numpy as np
 
 from .errors import one_line_errors
+from .io import show_path
+from .nn.layers import IMPORT_HELP, import_layer_modules
 from .nn.model import Sequential
 
 #: The ONNX operator set the graph is written for (each operator used has its present definition by then).
@@ -158,6 +160,8 @@ def to_onnx(model: Sequential, path, input_shape, mean=None, std=None) -> None:
     mean, std : array-like of shape (C,), optional
         When given, the graph first computes ``(input - mean) / std`` per channel (a run's standardization).
 
+    Notes
+    -----
     Raises ImportError (one line) without the ``onnx`` package, ValueError for a layer ONNX cannot express
     or an input shape the model does not accept.
     """
@@ -175,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: python -m minicnn.export runs/digits-20260101-120000 --onnx digits.onnx",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", help=IMPORT_HELP)
     parser.add_argument("--onnx", metavar="FILE", required=True, help="write an ONNX model (opset 17) here")
     parser.add_argument(
         "--input-shape",
@@ -193,14 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_inputs(run_dir: str, input_shape, standardize: bool):
     """The run's model, one image's shape and the standardization (mean, std) to put in front of it."""
-    from .io import load_npz
 
     model = Sequential.load(os.path.join(run_dir, "model.npz"))
     mean = std = None
     split_path = os.path.join(run_dir, "split.npz")
-    if standardize and os.path.isfile(split_path):
-        split = load_npz(split_path)
-        mean, std = split.get("mean"), split.get("std")
     if input_shape is None:
         config_path = os.path.join(run_dir, "config.toml")
         if not os.path.isfile(config_path):
@@ -211,6 +212,10 @@ def _run_inputs(run_dir: str, input_shape, standardize: bool):
         from .train.config import load_config
 
         input_shape = load_dataset(load_config(config_path).data).input_shape
+    if standardize and os.path.lexists(split_path):
+        from .train.rundir import load_standardization
+
+        mean, std = load_standardization(split_path, int(input_shape[0]))
     return model, tuple(input_shape), mean, std
 
 
@@ -218,14 +223,16 @@ def _run_inputs(run_dir: str, input_shape, standardize: bool):
 def main(argv=None) -> int:
     """``python -m minicnn.export RUN_DIR --onnx FILE``: 0 on success, 2 with one line on stderr otherwise."""
     args = build_parser().parse_args(argv)
+    import_layer_modules(args.imports)
     if not os.path.isdir(args.run_dir):
         print(
-            f"error: {args.run_dir} is not a directory (expected a run directory written by train.py)",
+            f"error: {show_path(args.run_dir)} is not a directory (expected a run directory written by "
+            "train.py)",
             file=sys.stderr,
         )
         return 2
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.onnx))):
-        print(f"error: the folder of {args.onnx} does not exist", file=sys.stderr)
+        print(f"error: the folder of {show_path(args.onnx)} does not exist", file=sys.stderr)
         return 2
     try:
         model, input_shape, mean, std = _run_inputs(args.run_dir, args.input_shape, not args.no_standardize)
@@ -234,7 +241,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.onnx}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
+        f"wrote {show_path(args.onnx)}: input (N, {', '.join(map(str, input_shape))}), outputs logits and "
         f"probabilities{'' if mean is None else ' (standardization included)'}"
     )
     return 0

@@ -1,16 +1,18 @@
 """Safe files: ``.npz`` and safetensors reading that never unpickles and checks sizes first, and
-atomic writes (``.npz``, safetensors, text, bytes).
+atomic writes (``.npz``, safetensors, text, bytes, figures).
 
-Every file minicnn writes goes through :func:`save_npz_atomic` or :func:`write_text_atomic`: the
-bytes go to a new temporary file in the target's folder (created exclusively, so a planted link is
-never followed), are flushed to disk, and the file is renamed over the target, with the permissions
-the user's umask gives. An interrupted write never replaces a good file with a broken one, and
-:func:`remove_stale_temporaries` clears what a killed write left behind.
+Every file minicnn writes goes through :func:`write_atomic` (``save_npz_atomic``,
+``write_text_atomic``, ``save_figure_atomic`` and the rest call it): the bytes go to a new temporary
+file in the target's folder (created exclusively, so a planted link is never followed), are flushed
+to disk, and the file is renamed over the target, with the permissions the user's umask gives. A
+target name that exists as anything but a regular file (a link, folder, FIFO, device) is refused
+(:func:`check_write_target`), so nothing outside the named file changes. An interrupted write never
+replaces a good file with a broken one, and :func:`remove_stale_temporaries` clears what a killed
+write left behind.
 
 Reading checks before allocating: each array's declared shape and decompressed size must fit the
 memory budget (:func:`memory_budget`, half the machine's memory unless set with
-:func:`set_memory_budget`), and object arrays (pickles) are refused unread.
-"""
+:func:`set_memory_budget`), and object arrays (pickles) are refused unread."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
+from typing import BinaryIO
 
 import numpy as np
 
@@ -98,10 +102,50 @@ def _umask() -> int:
     return mask
 
 
+class UnsafeTargetError(ValueError):
+    """A name to write exists as something other than a regular file (a link, folder, FIFO, device)."""
+
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_kind(path) -> str | None:
+    """What ``path`` is when it is not a regular file ("a symbolic link", "a folder", "a FIFO", ...);
+    None for a regular file or nothing at all. Never follows a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a file")
+
+
+def check_write_target(path) -> None:
+    """Refuse, with one line, a name to write that exists as anything but a regular file: replacing it
+    would turn a device or FIFO into a file, and writing through it would change what a link points to."""
+    kind = file_kind(path)
+    if kind is not None:
+        raise UnsafeTargetError(
+            f"{show_path(path)} is {kind}; minicnn writes only regular files and never through "
+            "links: remove it or choose another name"
+        )
+
+
 @contextlib.contextmanager
 def _atomic(path, suffix: str):
-    """Yield a binary handle on a fresh temporary file beside ``path``; rename it over ``path`` on success."""
+    """Yield a binary handle on a fresh temporary file beside ``path``; rename it over ``path`` on success.
+
+    ``path`` must be a regular file or nothing (:func:`check_write_target`); an error while writing
+    (disk full, ``ulimit -f``) names ``path``.
+    """
     path = os.fspath(path)
+    check_write_target(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=folder)  # O_EXCL: never a link
     try:
@@ -110,29 +154,44 @@ def _atomic(path, suffix: str):
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        check_write_target(path)  # nothing planted under the name while the file was written
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, path) from None  # "No space left": say which file
         raise
+
+
+def write_atomic(path, write: Callable[[BinaryIO], object], suffix: str = ".bin") -> None:
+    """Call ``write(handle)`` on a fresh temporary file beside ``path``, then rename it over ``path``:
+    the one way minicnn writes a file (``.npz``, safetensors, text, figures, GIFs, ONNX)."""
+    with _atomic(path, suffix) as handle:
+        write(handle)
+
+
+def save_figure_atomic(fig, path, **savefig_kwargs) -> None:
+    """Save a Matplotlib figure to ``path`` atomically, never through a link (the format from the
+    name's extension, as ``savefig`` picks it)."""
+    suffix = os.path.splitext(os.fspath(path))[1] or ".png"
+    savefig_kwargs.setdefault("format", suffix[1:])
+    write_atomic(path, lambda handle: fig.savefig(handle, **savefig_kwargs), suffix)
 
 
 def save_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` to a temporary file beside ``path``, flushed to disk, then renamed over it."""
-    with _atomic(path, ".npz") as handle:
-        np.savez(handle, allow_pickle=False, **arrays)
+    write_atomic(path, lambda handle: np.savez(handle, allow_pickle=False, **arrays), ".npz")
 
 
 def write_bytes_atomic(path, data: bytes, suffix: str = ".bin") -> None:
     """Write ``data`` through a temporary file (named ``*suffix``) and a rename, never half written."""
-    with _atomic(path, suffix) as handle:
-        handle.write(data)
+    write_atomic(path, lambda handle: handle.write(data), suffix)
 
 
 def write_text_atomic(path, text: str) -> None:
     """Write a UTF-8 text file through a temporary file and a rename, so it is never left half written."""
-    with _atomic(path, ".txt") as handle:
-        handle.write(text.encode("utf-8"))
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")), ".txt")
 
 
 def remove_stale_temporaries(folder) -> list[str]:
@@ -153,6 +212,39 @@ def remove_stale_temporaries(folder) -> list[str]:
 # --- reading ---------------------------------------------------------------------------------------
 
 
+class NotAFileError(ValueError):
+    """A name to read is a folder, FIFO, device or socket, not a regular file."""
+
+
+def open_regular(path, what: str = "file") -> BinaryIO:
+    """A binary handle on ``path`` once it is known to be a regular file.
+
+    Opened without blocking (a FIFO would otherwise wait for a writer forever) and checked on the
+    open descriptor, so nothing can swap the file between the check and the read. Raises
+    FileNotFoundError ("no such file") or :class:`NotAFileError` naming ``path`` and what it is.
+    """
+    shown = show_path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {shown}") from None
+    except IsADirectoryError:
+        raise NotAFileError(f"{shown} is a folder; expected a {what}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+        raise NotAFileError(f"{shown} is {kind}; expected a {what}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_bytes(path, what: str = "file") -> bytes:
+    """All bytes of a regular file (:func:`open_regular`)."""
+    with open_regular(path, what) as handle:
+        return handle.read()
+
+
 def load_npz(path, budget: int | None = None) -> dict[str, np.ndarray]:
     """Every array of a ``.npz`` file, checked before it is read.
 
@@ -161,36 +253,39 @@ def load_npz(path, budget: int | None = None) -> dict[str, np.ndarray]:
     declared shapes whose bytes exceed ``budget`` (default :func:`memory_budget`).
     """
     shown = show_path(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {shown}")
-    with open(path, "rb") as handle:
+    with open_regular(path, ".npz file") as handle:
         magic = handle.read(len(_NPY_MAGIC))
-    if not magic.startswith(_ZIP_MAGIC):
-        if magic == _NPY_MAGIC:
-            kind = "a single .npy array"
-        elif magic[:1] == b"\x80" and magic[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-            kind = "a pickled object, which minicnn never loads"
-        else:
-            kind = "not a zip archive"
-        raise FileFormatError(f"{shown} is not a .npz file ({kind})")
-    budget = memory_budget() if budget is None else budget
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return _read_members(archive, shown, budget)
-    # a damaged header can claim an unknown compression (NotImplementedError), encryption (RuntimeError)
-    # or hold a broken deflate stream (zlib.error)
-    except (
-        zipfile.BadZipFile,
-        EOFError,
-        OSError,
-        ValueError,
-        NotImplementedError,
-        RuntimeError,
-        zlib.error,
-    ) as exc:
-        if isinstance(exc, FileFormatError):
-            raise
-        raise FileFormatError(f"{shown} is not a readable .npz file (truncated or corrupt?): {exc}") from None
+        if not magic.startswith(_ZIP_MAGIC):
+            raise FileFormatError(f"{shown} is not a .npz file ({_not_zip_kind(magic)})")
+        handle.seek(0)
+        budget = memory_budget() if budget is None else budget
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                return _read_members(archive, shown, budget)
+        # a damaged header can claim an unknown compression (NotImplementedError), encryption
+        # (RuntimeError) or hold a broken deflate stream (zlib.error)
+        except (
+            zipfile.BadZipFile,
+            EOFError,
+            OSError,
+            ValueError,
+            NotImplementedError,
+            RuntimeError,
+            zlib.error,
+        ) as exc:
+            if isinstance(exc, FileFormatError):
+                raise
+            raise FileFormatError(
+                f"{shown} is not a readable .npz file (truncated or corrupt?): {exc}"
+            ) from None
+
+
+def _not_zip_kind(magic: bytes) -> str:
+    if magic == _NPY_MAGIC:
+        return "a single .npy array"
+    if magic[:1] == b"\x80" and magic[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a pickled object, which minicnn never loads"
+    return "not a zip archive"
 
 
 def _read_members(archive: zipfile.ZipFile, shown: str, budget: int) -> dict[str, np.ndarray]:
@@ -225,13 +320,24 @@ def _read_npy(member, info: zipfile.ZipInfo, shown: str) -> np.ndarray:
             f"{shown}: array {name!r} declares shape {shape} of {dtype} ({nbytes:,} bytes), "
             f"but its member holds {info.file_size:,} bytes"
         )
-    data = member.read(nbytes)
-    if len(data) != nbytes:
+    # read straight into the array, a piece at a time: the peak stays the array's own size
+    array = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
+    if read_into(member, array) != nbytes:
         raise FileFormatError(f"{shown}: array {name!r} is truncated")
-    array = np.frombuffer(data, dtype=dtype)
-    if fortran:
-        return array.reshape(shape[::-1]).transpose().copy()
-    return array.reshape(shape).copy()
+    return array.T if fortran else array
+
+
+def read_into(stream, array: np.ndarray, chunk: int = 1 << 18) -> int:
+    """Fill the C-contiguous ``array`` from ``stream`` in pieces of at most ``chunk`` bytes (so no
+    second copy of the data is ever held); returns the bytes read (fewer when the stream ends)."""
+    view = array.reshape(-1).view(np.uint8).data if array.size else memoryview(b"")
+    position = 0
+    while position < len(view):
+        count = stream.readinto(view[position : position + chunk])
+        if not count:
+            break
+        position += count
+    return position
 
 
 # --- safetensors ----------------------------------------------------------------------------------
@@ -310,7 +416,7 @@ def read_safetensors(path, budget: int | None = None) -> tuple[dict[str, np.ndar
     """
     shown = show_path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         raise FileNotFoundError(f"no such file: {shown}") from None
     except OSError as exc:
@@ -320,7 +426,9 @@ def read_safetensors(path, budget: int | None = None) -> tuple[dict[str, np.ndar
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
-        raise FileFormatError(f"{shown}: not a regular file")
+        kind = next((kind for test, kind in _KINDS if test(status.st_mode)), "not a regular file")
+        raise FileFormatError(f"{shown} is {kind}; expected a safetensors file")
+    os.set_blocking(fd, True)
     size = status.st_size
     with os.fdopen(fd, "rb") as handle:
         prefix = handle.read(8)
@@ -342,14 +450,13 @@ def read_safetensors(path, budget: int | None = None) -> tuple[dict[str, np.ndar
                 f"the memory budget of {budget / 2**20:,.0f} MiB"
             )
         entries, metadata = _parse_safetensors_header(handle.read(length), size - 8 - length, shown)
-        data = handle.read(size - 8 - length)
-    if len(data) != size - 8 - length:
-        raise FileFormatError(f"{shown}: the file changed while it was read")
-    tensors = {
-        name: np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(shape).copy()
-        for name, (dtype, shape, begin, count) in entries.items()
-    }
-    return tensors, metadata
+        tensors = {}
+        # the ranges tile the data in order (checked above): read each tensor straight into its array
+        for name, (dtype, shape, _begin, count) in sorted(entries.items(), key=lambda item: item[1][2]):
+            tensors[name] = np.empty(shape, dtype=dtype)
+            if read_into(handle, tensors[name]) != count * dtype.itemsize:
+                raise FileFormatError(f"{shown}: the file changed while it was read")
+    return {name: tensors[name] for name in entries}, metadata
 
 
 def _parse_safetensors_header(text: bytes, data_size: int, shown: str):
@@ -358,6 +465,8 @@ def _parse_safetensors_header(text: bytes, data_size: int, shown: str):
         header = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FileFormatError(f"{shown}: the safetensors header is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise FileFormatError(f"{shown}: the safetensors header is JSON nested too deeply") from None
     if not isinstance(header, dict):
         raise FileFormatError(
             f"{shown}: the safetensors header must be a JSON object, got {type(header).__name__}"

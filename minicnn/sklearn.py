@@ -507,15 +507,29 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _set_standardization(self, X) -> None:
         channels = X.shape[1]
         if self.standardize:
-            self.mean_, self.std_ = data_mod.channel_stats(X)
+            with np.errstate(over="ignore", invalid="ignore"):  # _standardized reports an overflow
+                self.mean_, self.std_ = data_mod.channel_stats(X)
         else:
             self.mean_, self.std_ = np.zeros(channels, np.float32), np.ones(channels, np.float32)
 
     def _standardized(self, X) -> np.ndarray:
-        """``(X - mean_) / std_`` per channel (:func:`minicnn.data.standardize`), in the model's dtype."""
-        if not self.standardize:
-            return X
-        return data_mod.standardize(X, self.mean_.astype(X.dtype), self.std_.astype(X.dtype), dtype=X.dtype)
+        """``(X - mean_) / std_`` per channel (:func:`minicnn.data.standardize`), in the model's dtype.
+
+        ValueError when the values (or the standardization itself) overflow the dtype: values whose
+        squares overflow it make the loss infinite, which is no matter of the learning rate."""
+        if self.standardize:
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+                X = data_mod.standardize(
+                    X, self.mean_.astype(X.dtype), self.std_.astype(X.dtype), dtype=X.dtype
+                )
+        limit = np.sqrt(np.finfo(X.dtype).max)
+        if X.size and not (np.all(np.isfinite(X)) and np.max(np.abs(X)) < limit):
+            raise ValueError(
+                f"{type(self).__name__}: the inputs overflow {X.dtype}"
+                f"{' once standardized' if self.standardize else ''} (values must stay below "
+                f"{limit:.3g} in magnitude); rescale X"
+            )
+        return X
 
     def _new_trainer(self, train_config: TrainConfig, seed: int) -> Trainer:
         """A fresh model and Trainer, seeded as ``train.py`` seeds them."""

@@ -136,7 +136,18 @@ PORTABLE_NUMPY_NAMES = {
     "functional.py": {"errstate"},  # silences NumPy's overflow warning; no arithmetic
     "losses.py": set(),
     "optim.py": {"array", "ndarray", "vdot"},  # host copies for checkpoints; vdot on NumPy arrays only
-    "parameter.py": {"asarray", "generic", "ndarray"},  # NumPy for what is not an array yet
+    # NumPy for what is not an array yet; the loader's stand-ins (placeholders, NoDrawGenerator: host only)
+    "parameter.py": {
+        "asarray",
+        "generic",
+        "ndarray",
+        "ascontiguousarray",
+        "broadcast_to",
+        "float64",
+        "random",
+        "zeros",
+        "zeros_like",
+    },
     # ReLU's NumPy branch: in place, split over threads
     "layers/activation.py": {"ascontiguousarray", "empty", "empty_like", "greater", "maximum", "multiply"}
     | {"ndarray", "result_type"},
@@ -238,22 +249,24 @@ def module_graph(package: Path) -> dict[str, set[str]]:
     return graph
 
 
+def from_module(node: ast.ImportFrom, package: str) -> str:
+    """The absolute name of the module a ``from ... import`` statement in ``package`` reads from."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    return ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+
+
 def _imports_from(path: Path, root: Path, known: set[str]) -> set[str]:
     """The modules ``path`` imports: ``from X import a`` is an edge to ``X.a`` where that is a module
     (a submodule), else to ``X``."""
-    relative = path.relative_to(root).with_suffix("")
-    package = ".".join(relative.parts[:-1] if path.name == "__init__.py" else relative.parts[:-1])
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")
-            stem = (
-                ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
-                if node.level
-                else node.module or ""
-            )
+            stem = from_module(node, package)
             for alias in node.names:
                 found.add(f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in known else stem)
     return {name for name in found if name in known}
@@ -308,12 +321,7 @@ def private_imports(package: Path) -> list[str]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.ImportFrom):
                 continue
-            base = own_package.split(".")
-            module = (
-                ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
-                if node.level
-                else node.module or ""
-            )
+            module = from_module(node, own_package)
             if not module.startswith("minicnn"):
                 continue
             where = f"{path.relative_to(root)}:{node.lineno}"

@@ -1,6 +1,7 @@
 """train.py / minicnn.cli as a user runs them: subprocesses, exit codes, messages, the run directory."""
 
 import json
+import os
 import re
 import select
 import signal
@@ -79,6 +80,11 @@ def test_end_to_end_fast_config_writes_the_run_directory(tmp_path):
         assert (run_dir / name).is_file(), name
     for name in FIGURES:
         assert (run_dir / name).is_file(), name
+    from minicnn.train.rundir import LOCK_NAME, RunDir
+
+    # what --overwrite removes is exactly what a run writes: one list, RunDir.FILES
+    assert set(os.listdir(run_dir)) - {LOCK_NAME} <= set(RunDir.FILES)
+    assert (run_dir / "filters_evolution.gif").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["history"]) == 3 and 0.5 < metrics["test_accuracy"] <= 1.0
     assert metrics["train_seconds"] > 0 and metrics["test_loss"] > 0

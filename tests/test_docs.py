@@ -20,3 +20,26 @@ def test_matrix_form_snippet_matches_the_layer_forward_and_backward():
     np.testing.assert_allclose(names["dx"], names["dx_layer"], atol=1e-12)
     np.testing.assert_allclose(names["dW"], layer.weight.grad, atol=1e-12)
     assert np.abs(names["dx"]).max() > 0.1  # a real gradient, not zeros matched against zeros
+
+
+TRAINING = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+
+
+def run_directory_table() -> list[str]:
+    """The file names in the first column of docs/training.md's run-directory table, in order."""
+    text = TRAINING.read_text()
+    table = text[text.index("| file | contents |") :].split("\n\n")[0]
+    return [name for row in table.splitlines()[2:] for name in re.findall(r"`([^`]+)`", row.split("|")[1])]
+
+
+def test_the_run_directory_table_lists_exactly_what_a_run_writes(tmp_path, train_run):
+    """A real (one-epoch, with figures) run of configs/digits_fast.toml: every file it writes has a row,
+    and every row names a file it wrote."""
+    run = train_run(tmp_path / "run", "--set", "train.epochs=1", "--set", "output.figures=true")
+    written = sorted(path.name for path in run.iterdir())
+    listed = run_directory_table()
+    assert len(listed) == len(set(listed)) and "filters_evolution.gif" in listed
+    assert sorted(listed) == written
+    from minicnn.train import RunDir
+
+    assert set(RunDir.FILES) <= set(listed)  # what --overwrite removes is documented too

@@ -419,7 +419,7 @@ def test_links_are_not_followed(tmp_path):
 
 
 def test_a_folder_is_not_a_safetensors_file(tmp_path):
-    with pytest.raises(FileFormatError, match="not a regular file"):
+    with pytest.raises(FileFormatError, match="is a folder; expected a safetensors file"):
         read_safetensors(tmp_path)
 
 

@@ -424,8 +424,9 @@ def test_inspect_explore_and_export_run_on_the_user_model(user_run, mylayers, tm
     )
     assert len(err.strip().splitlines()) == 1
     assert export_main([str(user_run), "--onnx", str(tmp_path / "user.onnx")]) == 2
-    assert "layer 1.body has no ONNX conversion" not in capsys.readouterr().err  # the block itself is named
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert "layer 1 (Block) has no ONNX conversion: write Block.to_onnx(self, graph, name)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "user.onnx").exists()
 
 
 def test_the_commands_refuse_an_unknown_layer_with_one_line(tmp_path):
@@ -511,3 +512,83 @@ def test_the_page_runs_a_residual_and_a_user_layer_and_draws_the_block_in_part(b
     # activation k is record k - 1's output: the body's output plus the block's input (identity
     # shortcut), then the strided body's output plus its shortcut's
     assert [layer["inputs"] for layer in sums] == [[4, 1], [6, 8]]
+
+
+NESTED_FIRST = """
+seed = 0
+[data]
+source = "digits"
+[train]
+epochs = 2
+batch_size = 64
+
+[[model.layers]]
+type = "Residual"
+[[model.layers.body]]
+type = "Conv2D"
+out_channels = 4
+kernel_size = 3
+padding = 1
+[[model.layers.body]]
+type = "ReLU"
+[[model.layers.shortcut]]
+type = "Conv2D"
+out_channels = 4
+kernel_size = 1
+
+[[model.layers]]
+type = "MaxPool2D"
+kernel_size = 2
+[[model.layers]]
+type = "Flatten"
+[[model.layers]]
+type = "Dense"
+out_features = 10
+"""
+
+
+def test_a_first_convolution_inside_a_block_is_the_one_the_figures_inspect_and_the_page_show(
+    tmp_path, capsys
+):
+    """ "The first convolution" is the first one depth first: here the Residual's body's Conv2D."""
+    from minicnn.cli import main
+    from minicnn.see import change, explore, plots
+    from minicnn.see.inspect import main as inspect_main
+
+    (tmp_path / "nested.toml").write_text(NESTED_FIRST)
+    assert main(["--config", str(tmp_path / "nested.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    run = tmp_path / "run"
+    model = Sequential.load(run / "model.npz")
+    assert change.first_conv_name(model) == "0.body.0"
+    history = change.load_kernel_history(run)
+    assert history["layer"] == "0.body.0" and history["kernels"].shape == (3, 4, 1, 3, 3)
+    np.testing.assert_array_equal(history["kernels"][-1], model.get_layer("0.body.0").weight.data)
+    assert plots.default_stages(model) == ["0.body.0", "0.body.1"]
+    assert plots.receptive_field_grid(model, "0.body.0") == (0.0, 1.0)
+    assert plots.receptive_field_grid(model, 1) == (0.5, 2.0)  # after the 2x2 pooling
+    assert (run / "filters_learned.png").is_file() and (run / "feature_maps.png").is_file()
+    assert inspect_main([str(run), "--out", str(tmp_path / "inspect")]) == 0
+    assert "Layer 0.body.0: Conv2D(1, 4" in capsys.readouterr().out
+    data = explore.page_data(explore.load_run(run))
+    convs = [i for i, layer in enumerate(data["layers"]) if layer["type"] == "Conv2D"]
+    assert [data["layers"][i]["path"] for i in convs] == ["0.body.0", "0.shortcut.0"]
+    assert list(data["init_kernels"]) == [str(i) for i in convs]
+
+
+def test_the_commands_load_a_run_of_user_layers_after_import_and_refuse_it_before(
+    user_run, mylayers, tmp_path
+):
+    """A model file never imports; ``--import MODULE`` is how a command learns a user's layer."""
+    env = {"PYTHONPATH": str(Path(mylayers.__file__).parent), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "minicnn.inspect", str(user_run), "--out", str(tmp_path / "i")]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "layer class 'mylayers:Block' is not known: import mylayers" in refused.stderr
+    assert "--import mylayers" in refused.stderr
+    loaded = subprocess.run([*command, "--import", "mylayers"], capture_output=True, text=True, env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    missing = subprocess.run(
+        [*command, "--import", "no_such_module"], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode == 2 and "--import no_such_module: cannot import it" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io import check_budget, memory_budget, show_path
+from ..io import check_budget, open_regular, read_into, show_path, write_bytes_atomic
 
 SOURCES = ("digits", "idx", "npz", "mnist5k", "mnist", "fashion_mnist", "kmnist", "cifar10")
 
@@ -70,52 +70,56 @@ def read_idx(path) -> np.ndarray:
 
     The header is two zero bytes, a type code, the number of dimensions ``d``, then ``d`` big-endian
     uint32 sizes; the values follow in C order. Returns an array of that shape in native byte order.
-    The file, its decompressed bytes and the array with its float copies must fit the memory budget
-    (:func:`minicnn.io.memory_budget`; MemoryError naming the file); decompression stops at the budget.
+    The declared array must fit the memory budget (:func:`minicnn.io.memory_budget`; MemoryError naming
+    the file) before anything is allocated; the values are then read straight into the array (the
+    peak is the array's own size) and decompression stops at the declared size. A folder or FIFO is
+    refused without waiting (:func:`minicnn.io.open_regular`).
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {show_path(path)}")
-    check_budget(os.path.getsize(path), f"IDX file {show_path(path)}")
-    with open(path, "rb") as handle:
-        raw = handle.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = _gunzip_within_budget(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(
-            f"{path}: not an IDX file (expected the magic bytes 00 00 <type> <ndim>, "
-            f"got {raw[:4].hex(' ') or 'an empty file'})"
-        )
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path}: IDX header declares {ndim} dimensions but the file is too short for them")
-    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
-    if len(raw) != expected:
-        raise DataError(
-            f"{show_path(path)}: IDX header declares shape {shape} of {dtype.name} ({expected} bytes with "
-            f"the header), but the file holds {len(raw)} bytes"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    shown = show_path(path)
+    with open_regular(path, "IDX file") as handle:
+        if handle.read(2) == b"\x1f\x8b":
+            handle.seek(0)
+            try:
+                with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
+                    return _read_idx_stream(unzipped, shown)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DataError(f"{shown}: not a readable gzip file: {exc}") from None
+        handle.seek(0)
+        return _read_idx_stream(handle, shown, os.fstat(handle.fileno()).st_size)
 
 
-def _gunzip_within_budget(path: str) -> bytes:
-    """The decompressed bytes of a gzip file, read in 1 MiB pieces up to the memory budget."""
-    pieces, total, budget = [], 0, memory_budget()
-    try:
-        with gzip.open(path, "rb") as handle:
-            while piece := handle.read(2**20):
-                total += len(piece)
-                if total > budget:
-                    raise MemoryError(
-                        f"{show_path(path)}: decompresses to more than {budget / 2**20:,.0f} "
-                        "MiB, the memory budget (train.memory_budget_mib changes it)"
-                    )
-                pieces.append(piece)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{show_path(path)}: not a readable gzip file: {exc}") from None
-    return b"".join(pieces)
+def _read_idx_stream(stream, shown: str, file_size: int | None = None) -> np.ndarray:
+    """The array of an IDX stream, read straight into its memory (the peak is the array's size);
+    ``file_size``: the raw file's size (None for a decompressed stream)."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise DataError(
+            f"{shown}: not an IDX file (expected the magic bytes 00 00 <type> <ndim>, "
+            f"got {magic[:4].hex(' ') or 'an empty file'})"
+        )
+    dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
+    sizes = stream.read(4 * ndim)
+    if ndim == 0 or len(sizes) < 4 * ndim:
+        raise DataError(f"{shown}: IDX header declares {ndim} dimensions but the file is too short for them")
+    shape = tuple(int(s) for s in np.frombuffer(sizes, dtype=">u4"))
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if file_size is not None and file_size != 4 + 4 * ndim + nbytes:  # raw: the size is known at once
+        raise DataError(
+            f"{shown}: IDX header declares shape {shape} of {dtype.name} ({4 + 4 * ndim + nbytes} bytes "
+            f"with the header), but the file holds {file_size} bytes"
+        )
+    check_budget(nbytes, f"IDX file {shown} (shape {shape} of {dtype.name})")
+    array = np.empty(shape, dtype=dtype)
+    received = read_into(stream, array)
+    if received != nbytes or stream.read(1):
+        held = f"{received}" if received != nbytes else "more than that"
+        raise DataError(
+            f"{shown}: IDX header declares shape {shape} of {dtype.name} ({nbytes} bytes after the "
+            f"header), but the file holds {held}"
+        )
+    if dtype.byteorder not in ("=", "|") and dtype.itemsize > 1:
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))  # in place: no copy
+    return array
 
 
 def write_idx(path, array: np.ndarray) -> None:
@@ -128,9 +132,9 @@ def write_idx(path, array: np.ndarray) -> None:
     code = codes[name]
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     payload = header + np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
-    opener = gzip.open if os.fspath(path).endswith(".gz") else open
-    with opener(path, "wb") as handle:
-        handle.write(payload)
+    if os.fspath(path).endswith(".gz"):
+        payload = gzip.compress(payload)
+    write_bytes_atomic(path, payload, suffix=".idx")
 
 
 def read_npz_xy(path) -> tuple[np.ndarray, np.ndarray]:
@@ -274,6 +278,8 @@ class Images:
     pixels : uint8 ndarray of shape (N, C, H, W)
     mean, std : float32 arrays of shape (C,), in units of pixel / 255
 
+    Notes
+    -----
     Indexing and ``len`` work as on the float array; ``numpy.asarray(images)`` converts everything.
     """
 

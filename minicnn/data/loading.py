@@ -21,6 +21,7 @@ from .datasets import (
     split_indices,
     standardize,
 )
+from .download import TransferLimits
 
 
 def _need(data_cfg, name: str) -> str:
@@ -73,7 +74,13 @@ def read_source(data_cfg, progress: bool = True):
     if source == "mnist5k":
         return (*sources.load_mnist5k(), None, None)
     if source in sources.DOWNLOADED:
-        where = {"cache_dir": data_cfg.cache_dir, "base_url": data_cfg.base_url, "progress": progress}
+        limits = TransferLimits(deadline_s=data_cfg.download_deadline_s, min_rate=data_cfg.download_min_rate)
+        where = {
+            "cache_dir": data_cfg.cache_dir,
+            "base_url": data_cfg.base_url,
+            "progress": progress,
+            "limits": limits,
+        }
         if source == "cifar10":
             parts = sources.load_cifar10(**where)
         else:

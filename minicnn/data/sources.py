@@ -134,15 +134,22 @@ def remote_files(name: str) -> dict[str, RemoteFile]:
 DOWNLOADED = tuple(_PINNED)
 
 
-def fetch_all(name: str, cache_dir: str = "", base_url: str = "", progress: bool = True) -> dict[str, Path]:
-    """Every file of dataset ``name`` in ``<cache>/<name>/``, downloaded and verified as needed."""
+def fetch_all(
+    name: str, cache_dir: str = "", base_url: str = "", progress: bool = True, limits=None
+) -> dict[str, Path]:
+    """Every file of dataset ``name`` in ``<cache>/<name>/``, downloaded and verified as needed
+    (``limits``: a :class:`~minicnn.data.download.TransferLimits`, default its defaults)."""
     folder = cache_root(cache_dir) / name
-    return {file: fetch(remote, folder, base_url, progress) for file, remote in remote_files(name).items()}
+    return {
+        file: fetch(remote, folder, base_url, progress, limits) for file, remote in remote_files(name).items()
+    }
 
 
-def load_idx_dataset(name: str, cache_dir: str = "", base_url: str = "", progress: bool = True) -> dict:
+def load_idx_dataset(
+    name: str, cache_dir: str = "", base_url: str = "", progress: bool = True, limits=None
+) -> dict:
     """``{"train": (X, y), "test": (X, y)}`` of an IDX dataset: X uint8 (N, 1, 28, 28), y int64 (N,)."""
-    paths = fetch_all(name, cache_dir, base_url, progress)
+    paths = fetch_all(name, cache_dir, base_url, progress, limits)
     parts = {}
     for part, (images_file, labels_file) in _IDX_NAMES.items():
         X, y = read_idx(paths[images_file]), read_idx(paths[labels_file])
@@ -182,10 +189,10 @@ def read_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:].reshape((-1,) + CIFAR_SHAPE).copy(), y
 
 
-def load_cifar10(cache_dir: str = "", base_url: str = "", progress: bool = True) -> dict:
+def load_cifar10(cache_dir: str = "", base_url: str = "", progress: bool = True, limits=None) -> dict:
     """``{"train": (X, y), "test": (X, y)}`` from the verified ``cifar-10-binary.tar.gz``, read in memory
     (nothing is extracted to disk). X uint8 (N, 3, 32, 32), y int64 (N,)."""
-    archive = fetch_all("cifar10", cache_dir, base_url, progress)["cifar-10-binary.tar.gz"]
+    archive = fetch_all("cifar10", cache_dir, base_url, progress, limits)["cifar-10-binary.tar.gz"]
     records = sum(len(members) for members in _CIFAR_MEMBERS.values()) * _CIFAR_BATCH
     # each batch's bytes, the images cut from them, and their concatenation: about twice the records
     check_budget(2 * records * _CIFAR_RECORD, f"CIFAR-10 ({records:,} images) from {show_path(archive)}")

@@ -54,6 +54,8 @@ class SoftmaxCrossEntropy(Loss):
         The target distribution puts ``1 - label_smoothing`` on the true class and spreads
         ``label_smoothing`` evenly over all K classes (PyTorch's definition).
 
+    Notes
+    -----
     ``forward(logits, labels)``: logits (N, K) float, labels (N,) int in [0, K); returns the mean loss.
     ``backward()``: d loss / d logits, (N, K): ``(softmax(logits) - target) / N``.
     """

@@ -112,12 +112,13 @@ class KernelHistory:
         self._epochs, self._kernels = [], []
 
     def _start(self, model, epoch: int) -> None:
-        from ..io import load_npz
         from ..nn.model import Sequential
 
         layer = first_conv_name(model)
-        if os.path.isfile(self.path):
-            saved = load_npz(self.path)
+        saved = load_kernel_history(self.run_dir)
+        if saved is not None:
+            if saved["layer"] != layer or saved["kernels"].shape[1:] != conv_weights(model, layer).shape:
+                raise ValueError(f"{self.path}: its kernels are not those of layer {layer} of this model")
             keep = saved["epochs"] < epoch
             self._epochs, self._kernels = list(saved["epochs"][keep]), list(saved["kernels"][keep])
         if not self._epochs:
@@ -144,20 +145,38 @@ class KernelHistory:
 
 
 def load_kernel_history(run_dir) -> dict | None:
-    """``run_dir/kernels_history.npz`` as ``{"epochs", "kernels", "layer"}``, or None if the run has none."""
-    from ..io import load_npz
+    """``run_dir/kernels_history.npz`` as ``{"epochs", "kernels", "layer"}``, or None if the run has none.
+
+    Raises ValueError naming the file when it is malformed: a missing array, epochs that are not
+    increasing integers, kernels that are not a finite float (epochs, out, in, kh, kw) array with one
+    snapshot per epoch, a layer that is not one layer name.
+    """
+    from ..io import load_npz, show_path
 
     path = os.path.join(run_dir, HISTORY_FILE)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None
-    saved = load_npz(path)
-    kernels, epochs = saved["kernels"], saved["epochs"]
-    if kernels.ndim != 5 or len(kernels) != len(epochs):
+    saved, shown = load_npz(path), show_path(path)
+    missing = sorted({"epochs", "kernels", "layer"} - set(saved))
+    if missing:
+        raise ValueError(f"{shown}: missing the array(s) {missing}; expected epochs, kernels and layer")
+    kernels, epochs, layer = saved["kernels"], saved["epochs"], saved["layer"]
+    if epochs.ndim != 1 or epochs.dtype.kind not in "iu" or np.any(np.diff(epochs) <= 0):
+        raise ValueError(f"{shown}: epochs must be increasing integers, got {epochs.dtype} {epochs.shape}")
+    if kernels.dtype.kind != "f" or kernels.ndim != 5 or len(kernels) != len(epochs):
         raise ValueError(
-            f"{path}: expected kernels (epochs, out, in, kh, kw) with one epoch number each, "
-            f"got kernels {kernels.shape} and epochs {epochs.shape}"
+            f"{shown}: expected float kernels (epochs, out, in, kh, kw) with one epoch number each, "
+            f"got {kernels.dtype} kernels {kernels.shape} and epochs {epochs.shape}"
         )
-    return {"epochs": epochs, "kernels": kernels, "layer": str(saved["layer"])}
+    if not np.all(np.isfinite(kernels)):
+        raise ValueError(f"{shown}: the kernels hold NaN or infinite values")
+    # the layer's name ("0", "1.body.0"); files written before layers had names hold its index
+    if layer.shape != () or layer.dtype.kind not in "iuU" or (layer.dtype.kind != "U" and int(layer) < 0):
+        raise ValueError(
+            f"{shown}: layer must be one layer name (or a non-negative index), "
+            f"got {layer.dtype} {layer.shape}"
+        )
+    return {"epochs": epochs, "kernels": kernels, "layer": str(layer)}
 
 
 __all__ = [

@@ -22,18 +22,21 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import os
 import signal
 import sys
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from ..errors import one_line_errors
-from ..io import load_npz, write_text_atomic
-from ..nn.layers import BUILTIN_JAVASCRIPT, Conv2D, Layer
+from ..io import read_regular_bytes, show_path, write_text_atomic
+from ..nn.layers import BUILTIN_JAVASCRIPT, IMPORT_HELP, Conv2D, Layer, import_layer_modules
 from ..nn.model import Sequential
 
 #: Largest relative difference (max |js - minicnn| / max |minicnn|) the page's self-check accepts.
@@ -107,21 +110,9 @@ def _standardization(run_dir: Path, channels: int) -> tuple[np.ndarray, np.ndarr
     """The per-channel ``mean`` and ``std`` the run standardized with (0 and 1 without ``split.npz``)."""
     if not (run_dir / "split.npz").is_file():
         return np.zeros(channels, np.float32), np.ones(channels, np.float32)
-    split = load_npz(run_dir / "split.npz")
-    mean, std = (np.asarray(split.get(k, np.zeros(0))).ravel() for k in ("mean", "std"))
-    numbers = mean.dtype.kind in "biuf" and std.dtype.kind in "biuf"
-    mean, std = (a.astype(np.float32) if numbers else np.zeros(0, np.float32) for a in (mean, std))
-    if (
-        mean.shape != (channels,)
-        or std.shape != (channels,)
-        or not np.all(np.isfinite(mean))
-        or not np.all(np.isfinite(std) & (std > 0))
-    ):
-        raise ValueError(
-            f"{run_dir / 'split.npz'}: expected finite numbers 'mean' and 'std' of shape "
-            f"({channels},) with std > 0, got shapes {mean.shape} and {std.shape}"
-        )
-    return mean, std
+    from ..train.rundir import load_standardization
+
+    return load_standardization(run_dir / "split.npz", channels)
 
 
 def _source(run_dir: Path) -> str:
@@ -133,12 +124,19 @@ def _source(run_dir: Path) -> str:
 
 
 def _metrics(run_dir: Path) -> dict:
+    """The page's numbers from ``metrics.json`` ({} when there is none); ValueError naming the file
+    when it is not a regular file holding a JSON object."""
+    path = run_dir / "metrics.json"
+    if not os.path.lexists(path):
+        return {}
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        metrics = json.loads(read_regular_bytes(path, "metrics.json file"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{show_path(path)}: not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{show_path(path)}: JSON nested too deeply") from None
     if not isinstance(metrics, dict):
-        return {}
+        raise ValueError(f"{show_path(path)}: expected a JSON object, got {type(metrics).__name__}")
     return {
         k: metrics[k]
         for k in ("test_accuracy", "best_epoch", "epochs_run")
@@ -345,9 +343,61 @@ def write_page(run_dir, out=None, warn=None) -> Path:
 
 
 def make_server(path: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
-    """An HTTP server on 127.0.0.1 (``port`` 0: any free port) serving the folder that holds ``path``."""
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(Path(path).resolve().parent))
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    """An HTTP server on 127.0.0.1 (``port`` 0: any free port) that serves the page at ``path`` and
+    nothing else.
+
+    ``GET /<page name>`` answers the page as it was when the server started; every other path is 404
+    (no listing, no other file of the folder, no run files). Requests whose ``Host`` is not
+    ``127.0.0.1:PORT`` or ``localhost:PORT`` are refused with 421, so a page on another site cannot
+    reach the server through DNS rebinding. A client that disconnects mid-answer is ignored quietly.
+    """
+    page = read_regular_bytes(path)
+    handler = partial(_PageHandler, page=page, route="/" + urllib.parse.quote(Path(path).name))
+    return _QuietServer(("127.0.0.1", port), handler)
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client gone mid-answer is no error
+            super().handle_error(request, client_address)
+
+
+class _PageHandler(http.server.BaseHTTPRequestHandler):
+    """Answers one route with one page (see :func:`make_server`)."""
+
+    def __init__(self, *args, page: bytes, route: str, **kwargs) -> None:
+        self.page, self.route = page, route
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
+        port = cast(tuple, self.server.server_address)[1]
+        if self.headers.get("Host", "") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            status, body, kind = 421, b"wrong Host header\n", "text/plain; charset=utf-8"
+        elif urllib.parse.urlsplit(self.path).path != self.route:
+            status, body, kind = 404, b"not found\n", "text/plain; charset=utf-8"
+        else:
+            status, body, kind = 200, self.page, "text/html; charset=utf-8"
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+        except ConnectionError:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+        pass  # the terminal shows the address once; a line per request would bury it
 
 
 def _interrupt(signum, frame):
@@ -387,12 +437,14 @@ def main(argv=None) -> int:
         "draw an input, watch every feature map and the prediction.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", help=IMPORT_HELP)
     parser.add_argument("--out", default=None, help="the page to write (default RUN_DIR/explore.html)")
     parser.add_argument(
         "--serve", action="store_true", help="also serve the page on 127.0.0.1 with Python's http.server"
     )
     parser.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
     args = parser.parse_args(argv)
+    import_layer_modules(args.imports)
     if not 0 <= args.port <= 65535:
         print(f"error: --port {args.port}: expected a port number from 0 to 65535", file=sys.stderr)
         return 2

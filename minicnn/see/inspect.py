@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import one_line_errors
 from ..io import show_path
-from ..nn.layers import Conv2D
+from ..nn.layers import IMPORT_HELP, Conv2D, import_layer_modules
 from ..nn.model import Sequential
 from .change import conv_weights, kernel_angles, load_kernel_history, norm_ratios
 from .filters import classic_match, match_label
@@ -130,6 +130,7 @@ def inspect_run(
 
     stream = sys.stdout if stream is None else stream
     model, layer, X_test, y_test = _load_run(run_dir, layer, index, viz.conv_layers)
+    load_kernel_history(run_dir)  # a malformed one is refused before anything is printed or drawn
     conv = cast(Conv2D, model.get_layer(layer))  # _load_run checked it is a convolution
     initial = _initial_weights(run_dir, layer)
     print(model.summary(X_test.shape[1:]), file=stream)
@@ -185,9 +186,8 @@ def _load_run(
     layer = convs[0] if layer is None else str(layer)
     if layer not in convs:
         raise ValueError(
-            f"--layer {layer} is not a convolution; the model's convolutions are {', '.join(convs)} "
-            '(names as in the summary: python -c "from minicnn import Sequential; '
-            f"print(Sequential.load('{model_path}').summary({tuple(X_test.shape[1:])}))\")"
+            f"--layer {layer} is not a convolution; the convolutions of {show_path(model_path)} are "
+            f"{', '.join(convs)} (names as in its summary)"
         )
     if not 0 <= index < len(X_test):
         raise ValueError(
@@ -241,6 +241,7 @@ def main(argv=None) -> int:
         description="Print a trained model's kernels and redraw its filters and feature maps.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train.py")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE", help=IMPORT_HELP)
     parser.add_argument(
         "--layer",
         default=None,
@@ -256,6 +257,7 @@ def main(argv=None) -> int:
         help="draw only the kernels' slice on this input channel (deeper layers)",
     )
     args = parser.parse_args(argv)
+    import_layer_modules(args.imports)
     inspect_run(args.run_dir, layer=args.layer, index=args.index, out=args.out, in_channel=args.in_channel)
     return 0
 

@@ -15,8 +15,10 @@ The angles come from :mod:`minicnn.see.change`; the snapshots from the ``kernels
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.animation import PillowWriter
 from matplotlib.figure import Figure
 
+from ..io import check_write_target, write_atomic
 from ..nn.functional import pad2d
 from ..nn.layers import Conv2D
 from .change import kernel_angles, norm_ratios
@@ -56,6 +58,8 @@ def plot_filters_change(
         and norm ratios are of the whole kernels (in, kh, kw).
     title : str, optional
 
+    Notes
+    -----
     Rows 1 and 2 share one symmetric colour scale; row 3 (the change) has its own, so a small change
     is still visible. The angle is the honest measure: after a normalization only direction matters.
 
@@ -125,6 +129,8 @@ def plot_filters_evolution(
     max_rows : int
         More snapshots than this are thinned to evenly spaced epochs (the first and last kept).
 
+    Notes
+    -----
     Each tile is titled with the kernel's angle from its initialization at that epoch.
 
     Returns
@@ -158,8 +164,9 @@ def animate_filters_evolution(history: dict, path, in_channel: int | None = None
     history : as for :func:`plot_filters_evolution`; path : the ``.gif`` to write.
     Returns the frames' kernels, ndarray of shape (E, out, kh, kw) (unit norm), as drawn.
     """
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.animation import FuncAnimation
 
+    check_write_target(path)  # refused before any frame is drawn
     epochs, kernels = np.asarray(history["epochs"]), np.asarray(history["kernels"], dtype=np.float64)
     unit = _unit(kernels[:, :, 0 if in_channel is None else in_channel])
     n_out, vmax = unit.shape[1], symmetric_limit(unit)
@@ -179,8 +186,22 @@ def animate_filters_evolution(history: dict, path, in_channel: int | None = None
         return images
 
     animation = FuncAnimation(fig, draw, frames=len(epochs), blit=False)
-    animation.save(path, writer=PillowWriter(fps=fps), dpi=80)
+    animation.save(path, writer=_AtomicGifWriter(fps=fps), dpi=80)
     return unit
+
+
+class _AtomicGifWriter(PillowWriter):
+    """PillowWriter whose GIF goes through :func:`minicnn.io.write_atomic` (never through a link)."""
+
+    def finish(self):
+        frames, duration = self._frames, int(1000 / self.fps)
+        write_atomic(
+            self.outfile,
+            lambda handle: frames[0].save(
+                handle, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0
+            ),
+            ".gif",
+        )
 
 
 def top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, batch_size: int = 256) -> dict:

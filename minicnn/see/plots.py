@@ -25,6 +25,7 @@ from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..io import save_figure_atomic
 from ..nn.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, Layer
 
 KERNEL_CMAP = "RdBu_r"
@@ -52,12 +53,13 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save(fig: Figure, path=None, dpi: int = DPI) -> Figure:
-    """Save ``fig`` to ``path`` (a PNG) when a path is given; return the figure."""
+    """Save ``fig`` to ``path`` (a PNG) when a path is given, atomically and never through a link
+    (:func:`minicnn.io.save_figure_atomic`); return the figure."""
     if path is not None:
         folder = os.path.dirname(os.fspath(path))
         if folder:
             os.makedirs(folder, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        save_figure_atomic(fig, path, dpi=dpi)
     return fig
 
 
@@ -477,6 +479,8 @@ def plot_feature_maps(
         Names the image (e.g. "test image 0, label 7") at the head of the figure's title.
     path : str or PathLike, optional
 
+    Notes
+    -----
     Each feature map is drawn over the input pixels it is centred on (:func:`receptive_field_grid`),
     so a 4x4 map after 2x2 pooling covers the 8x8 digit, each cell over the 2x2 block it summarizes;
     a faint outline of the digit is drawn over every map. Each layer has one symmetric colour scale

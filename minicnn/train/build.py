@@ -36,6 +36,8 @@ def build_model(layer_specs, input_shape, dtype=np.float32, rng=None, batch_size
     batch_size : int
         The batch the memory estimate assumes (each layer's ``training_bytes``).
 
+    Notes
+    -----
     Raises ValueError naming ``model.layers[i]`` and the key for an unknown type or a bad argument,
     and the shapes for a layer that does not fit its input; MemoryError naming the layer when the
     parameters and one batch's activations would exceed the memory budget (:mod:`minicnn.io`), each

@@ -28,7 +28,7 @@ import typing
 from dataclasses import dataclass, field
 
 from ..data import SOURCES
-from ..io import show_path
+from ..io import NotAFileError, open_regular, show_path
 from ..nn.optim import OPTIMIZERS
 
 SCHEDULES = ("constant", "step", "cosine")
@@ -50,10 +50,20 @@ def _spec(default, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,
     return field(default=default, metadata=meta)
 
 
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a pasted or nested value can be huge)."""
+    text = show_path(text)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _describe(value) -> str:
     if isinstance(value, tuple):
         value = list(value)
-    return json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
+    try:
+        text = json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
+    except RecursionError:
+        text = f"a {type(value).__name__} nested too deeply"
+    return _short(text)
 
 
 def _allowed(f: dataclasses.Field) -> str:
@@ -82,6 +92,8 @@ def _check_value(path: str, value, f: dataclasses.Field, ftype):
         ):
             raise ConfigError(f"{path} = {_describe(value)}: expected a list of {len(args)} numbers")
         value = tuple(float(v) for v in value)
+        if not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{path} = {_describe(value)}: expected finite numbers (no nan or inf)")
         for v in value:
             _check_range(path, v, f, shown=value)
         return value
@@ -175,6 +187,12 @@ class DataConfig(_Section):
     )
     base_url: str = _spec(
         "", doc="fetch <base_url>/<file> instead of the pinned URLs (default $MINICNN_DATA_URL)"
+    )
+    download_deadline_s: float = _spec(
+        1800.0, lo=0.0, lo_open=True, doc="give up on a file's transfer after this many seconds"
+    )
+    download_min_rate: float = _spec(
+        1024.0, lo=0.0, doc="give up on a transfer slower than this (bytes/s) after its first 30 s"
     )
     augment: AugmentConfig = _spec(AugmentConfig())
 
@@ -390,13 +408,18 @@ def _typed(path: str, text: str, ftype):
             value = _parse_toml_value(text) if text[:1] in "\"'" else text
             return value if isinstance(value, str) else text
         return _parse_toml_value(text)  # tuples: a TOML array such as [0.9, 0.99]
+    except RecursionError:
+        raise ConfigError(f"--set {path}={_short(text)}: nested too deeply") from None
     except ValueError:
-        raise ConfigError(f"--set {path}={text}: expected {_TYPE_NAMES.get(ftype, 'a TOML value')}") from None
+        expected = _TYPE_NAMES.get(ftype, "a TOML value")
+        raise ConfigError(f"--set {path}={_short(text)}: expected {expected}") from None
 
 
 def _set_layer_key(raw: dict, keys: list[str], path: str, text: str) -> None:
     """``model.layers.<index>.<key>=value``, or deeper in a block: ``model.layers.3.body.0.out_channels``."""
     model = raw.setdefault("model", {})
+    if not isinstance(model, dict):
+        raise ConfigError(f"--set {path}: model = {_describe(model)}, expected a [model] table")
     if len(keys) < 4 or len(keys) % 2 or not all(k.isdigit() for k in keys[2:-1:2]):
         raise ConfigError(
             f"--set {path}: layer keys are written model.layers.<index>.<key> "
@@ -463,23 +486,27 @@ def load_config(path, overrides=()) -> Config:
     Raises :class:`ConfigError` (a ValueError) for any problem, FileNotFoundError for a missing file.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise ConfigError(f"{show_path(path)} is a folder, not a config file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such config file: {show_path(path)}")
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, "config file (TOML)") as handle:
             raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such config file: {show_path(path)}") from None
+    except NotAFileError as exc:
+        raise ConfigError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{show_path(path)}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
-    for assignment in overrides:
-        apply_override(raw, assignment)
+        raise ConfigError(f"{show_path(path)}: not UTF-8 text: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{show_path(path)}: TOML nested too deeply") from None
     try:
+        for assignment in overrides:
+            apply_override(raw, assignment)
         return from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{_blame(path, overrides, str(exc))}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{show_path(path)}: a value is nested too deeply") from None
 
 
 def _finite(value) -> bool:
@@ -501,7 +528,7 @@ def _blame(path: str, overrides, message: str) -> str:
         if parts[:2] == ["model", "layers"] and len(parts) > 2:
             key = f"model.layers[{parts[2]}]" + "".join(f".{p}" for p in parts[3:])
         if message.startswith(key) or message.startswith(f"unknown key {key!r}"):
-            return f"--set {assignment.strip()}"
+            return f"--set {_short(assignment.strip())}"
     return show_path(path)
 
 

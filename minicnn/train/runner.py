@@ -98,7 +98,9 @@ def run(
     ``train.py`` command draws the figures there; training itself never imports plotting).
     A new run refuses a ``run_dir`` that is not empty unless ``overwrite`` (then only a run's own files
     are removed). With ``resume=True`` training continues from ``run_dir / 'last.npz'``, only when the
-    config and the split match the run's own (:meth:`RunDir.check_resume`). ``on_epoch_end(trainer,
+    config and the split match the run's own (:meth:`RunDir.check_resume`). One writer at a time: a
+    ``run_dir`` another process is writing raises RunDirError naming it (:meth:`RunDir.locked`).
+    ``on_epoch_end(trainer,
     record)`` runs after each epoch's checkpoint is written. Returns the metrics dict (as in
     ``metrics.json``).
 
@@ -110,28 +112,22 @@ def run(
     check_device(cfg.train.device)  # "cuda" without CuPy or a GPU: one line, before anything is written
     run_dir = RunDir(run_dir)
     if resume:
-        dataset, model, trainer = _resume(cfg, run_dir, quiet)
+        with run_dir.locked():
+            dataset, model, trainer = _resume(cfg, run_dir, quiet)
+            metrics = _train_and_finish(run_dir, dataset, model, trainer, quiet, on_epoch_end, finish)
     else:
         run_dir.check_new(overwrite)
         dataset, model, trainer = prepare(cfg)
-        run_dir.start(cfg, dataset, trainer)
-        _say(
-            quiet,
-            f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
-            f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
-            f"{dataset.input_shape}; run directory {run_dir.path}",
-        )
-    try:
-        metrics = _train_and_test(run_dir, dataset, trainer, quiet, on_epoch_end)
-        if finish is not None:
-            finish(run_dir.path, model.to("cpu"), metrics["history"], dataset)  # figures read NumPy arrays
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(run_dir.path, run_dir.checkpoint_epoch) from None
-    except DivergedError as exc:
-        raise DivergedError(
-            f"{exc}. Training stopped; {run_dir.checkpoint} keeps the last good state "
-            f"(after epoch {run_dir.checkpoint_epoch})"
-        ) from None
+        with run_dir.locked():
+            run_dir.check_new(overwrite)  # again: another run may have used the folder meanwhile
+            run_dir.start(cfg, dataset, trainer)
+            _say(
+                quiet,
+                f"{model.summary(dataset.input_shape)}\ndata: {len(dataset.y_train)} train, "
+                f"{len(dataset.y_val)} validation, {len(dataset.y_test)} test images of shape "
+                f"{dataset.input_shape}; run directory {run_dir.path}",
+            )
+            metrics = _train_and_finish(run_dir, dataset, model, trainer, quiet, on_epoch_end, finish)
     _say(
         quiet,
         f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) with the "
@@ -141,13 +137,30 @@ def run(
     return metrics
 
 
+def _train_and_finish(run_dir: RunDir, dataset, model, trainer, quiet, on_epoch_end, finish) -> dict:
+    """Train and test (:func:`_train_and_test`), then ``finish``; Ctrl-C and divergence as :func:`run`
+    documents."""
+    try:
+        metrics = _train_and_test(run_dir, dataset, trainer, quiet, on_epoch_end)
+        if finish is not None:
+            finish(run_dir.path, model.to("cpu"), metrics["history"], dataset)  # figures read NumPy arrays
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(run_dir.path, run_dir.checkpoint_epoch or 0) from None
+    except DivergedError as exc:
+        raise DivergedError(
+            f"{exc}. Training stopped; {run_dir.checkpoint} keeps the last good state "
+            f"(after epoch {run_dir.checkpoint_epoch})"
+        ) from None
+    return metrics
+
+
 def _resume(cfg: Config, run_dir: RunDir, quiet: bool):
     """:func:`prepare` a resumed run, checked against the run's own config, split and checkpoint, and
     restored from its checkpoint; the config is rewritten only then (with more epochs, say)."""
     run_dir.check_resume(cfg)
     dataset, model, trainer = prepare(cfg)
     run_dir.check_split(dataset)
-    run_dir.load_checkpoint(trainer)
+    run_dir.load_checkpoint(trainer, cfg, dataset)
     run_dir.check_epochs(cfg)
     _say(quiet, f"resuming {run_dir.path} after epoch {trainer.epoch}")
     run_dir.write_config(cfg)

@@ -113,6 +113,8 @@ class Trainer:
         each epoch (:meth:`minicnn.nn.Layer.to`), and each batch as it is used; None leaves them
         where they are. Predictions, metrics and checkpoints come back as NumPy arrays.
 
+    Notes
+    -----
     :meth:`from_config` builds all of these from a :class:`~minicnn.train.config.TrainConfig`.
 
     Attributes

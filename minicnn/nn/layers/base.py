@@ -56,7 +56,7 @@ from .._backend import (
     to_device,
     to_host,
 )
-from ..parameter import Parameter
+from ..parameter import NoDrawGenerator, Parameter, placeholders
 from ..utils import check_dtype
 
 _INITS = ("he", "he_uniform", "glorot", "glorot_normal")
@@ -175,7 +175,8 @@ def _long_form(name: str, allow_import: bool) -> type[Layer]:
     module, _, qualname = name.partition(":")
     if not allow_import:
         raise UnknownLayerError(
-            f"layer class {name!r} is not known: import {module} (the module that defines it) before loading"
+            f"layer class {name!r} is not known: import {module} (the module that defines it) before "
+            f"loading; the commands take --import {module}"
         )
     try:
         importlib.import_module(module)
@@ -184,6 +185,26 @@ def _long_form(name: str, allow_import: bool) -> type[Layer]:
     if name not in _BY_LONG_NAME:
         raise UnknownLayerError(f"layer type {name!r}: {module} defines no Layer subclass {qualname!r}")
     return _BY_LONG_NAME[name]
+
+
+def import_layer_modules(modules) -> None:
+    """Import the modules that define layers of the user's own (the commands' ``--import MODULE``), so
+    that the model files naming them load. This runs those modules' code, as any import does.
+    Raises UnknownLayerError (one line) for a module that cannot be imported."""
+    for module in modules or ():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # an import runs arbitrary code: whatever it raises is one line here
+            raise UnknownLayerError(
+                f"--import {module}: cannot import it: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+#: The help of the commands' ``--import`` option.
+IMPORT_HELP = (
+    "import this module first (repeatable): the module that defines a layer of your own that the run's "
+    "model holds (this runs the module's code, as any import does)"
+)
 
 
 def saved_type(cls: type[Layer]) -> str:
@@ -784,6 +805,24 @@ def layer_from_record(record: dict, *, allow_import: bool = False, where: str = 
         raise ValueError(f"{where} ({cls.__name__}): {exc}") from None
 
 
+def without_draws(records):
+    """``records`` (a layer record, or a list of them, nested records included) with ``rng`` set to a
+    :class:`~minicnn.nn.parameter.NoDrawGenerator` for every layer whose constructor takes ``rng``
+    and was given none: built inside ``placeholders()``, such a layer draws nothing."""
+    if isinstance(records, list):
+        return [without_draws(item) for item in records]
+    if not isinstance(records, dict):
+        return records
+    item = {key: without_draws(value) for key, value in records.items()}
+    try:
+        cls = layer_class(item.get("type"))
+    except UnknownLayerError:
+        return item  # building it names the unknown class
+    if "rng" in inspect.signature(cls).parameters and item.get("rng") is None:
+        item["rng"] = NoDrawGenerator()
+    return item
+
+
 def check_saveable(layer: Layer, where: str = "model") -> None:
     """Refuse (ValueError, one line) a layer that could not be written in a form that loads back: a
     class no import can make known (defined inside a function), a config that is not JSON or that the
@@ -821,13 +860,19 @@ def _check_rebuilds(layer: Layer, record: dict, where: str) -> None:
                 f"write {cls.__name__}.get_config() returning its constructor arguments"
             ) from None
     try:
-        rebuilt = layer_from_record(record, where=where)
+        with placeholders():  # nothing drawn or allocated: only the shapes are compared
+            rebuilt = layer_from_record(without_draws(record), where=where)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where} ({cls.__name__}) cannot be saved: rebuilding it fails: {exc}") from None
-    ours = {k: np.shape(v) for k, v in layer.state_dict().items()}
-    theirs = {k: np.shape(v) for k, v in rebuilt.state_dict().items()}
+    ours, theirs = _state_shapes(layer), _state_shapes(rebuilt)
     if ours != theirs:
         raise ValueError(
             f"{where} ({cls.__name__}) cannot be saved: rebuilt from get_config() it holds "
             f"{theirs}, not {ours}; make get_config() return every constructor argument"
         )
+
+
+def _state_shapes(layer: Layer) -> dict[str, tuple[int, ...]]:
+    shapes = {name: tuple(p.data.shape) for name, p in layer.named_parameters()}
+    shapes.update({name: tuple(np.shape(value)) for name, value in layer.buffers().items()})
+    return shapes

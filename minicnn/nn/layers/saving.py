@@ -11,8 +11,17 @@ from typing import Generic, NoReturn, TypeVar
 
 import numpy as np
 
-from ...io import FileFormatError, load_npz, read_safetensors, save_npz_atomic, show_path, write_safetensors
-from .base import Layer, UnknownLayerError, check_saveable, layer_from_record, layer_record
+from ...io import (
+    FileFormatError,
+    check_budget,
+    load_npz,
+    read_safetensors,
+    save_npz_atomic,
+    show_path,
+    write_safetensors,
+)
+from ..parameter import placeholders
+from .base import Layer, UnknownLayerError, check_saveable, layer_from_record, layer_record, without_draws
 
 FORMAT = "minicnn.Sequential/1"
 ARCHITECTURE_KEY = "__architecture__"
@@ -88,9 +97,8 @@ def load_model(cls, path):
         )
     try:
         meta = model_meta(arrays.pop(ARCHITECTURE_KEY))
-        model = cls.from_architecture(meta["layers"])
         check_weights(arrays)
-        model.load_state_dict(arrays)
+        model = _build_to_load(cls, meta["layers"], arrays, shown)
     except UnknownLayerError as exc:
         raise FileFormatError(f"Sequential.load: {shown}: {exc}") from None
     except (ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
@@ -106,6 +114,47 @@ def load_model(cls, path):
     for name, p in model.named_parameters():
         p.requires_grad = name not in frozen
     return model
+
+
+# --- loading without drawing: build on stand-ins, check the file against them, then adopt its arrays ---
+
+
+def _build_to_load(cls, records: list[dict], arrays: dict[str, np.ndarray], shown: str):
+    """The model ``records`` describe, holding ``arrays`` as its weights.
+
+    It is first built on stand-ins (:func:`minicnn.nn.parameter.placeholders`: no weight is drawn or
+    allocated), so the file's keys and shapes and the model's total size (weights and gradients)
+    are checked against the memory budget before any memory is taken; then each parameter adopts
+    its array from the file without a copy.
+    """
+    with placeholders():
+        model = cls.from_architecture(without_draws(records))
+    expected = {name: p.data for name, p in model.named_parameters()}
+    expected.update(model.buffers())
+    _check_file_state(expected, arrays)
+    check_budget(
+        sum(2 * value.size * value.dtype.itemsize for value in expected.values()),
+        f"the model in {shown} (weights and gradients)",
+    )
+    for name, p in model.named_parameters():
+        p.adopt(arrays[name])
+    for name, buffer in model.buffers().items():
+        buffer[...] = arrays[name]
+    return model
+
+
+def _check_file_state(expected: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
+    """The file's arrays must be exactly the model's keys, each of the model's shape."""
+    missing, unexpected = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"missing keys {_some(missing)}, unexpected keys {_some(unexpected)}")
+    for name, value in expected.items():
+        if arrays[name].shape != value.shape:
+            raise ValueError(f"{name} expected shape {value.shape}, got {arrays[name].shape}")
+
+
+def _some(names: list[str], count: int = 6) -> str:
+    return str(names) if len(names) <= count else f"{names[:count]} and {len(names) - count} more"
 
 
 def layers_from_records(records: list) -> list[Layer]:
