@@ -639,13 +639,15 @@ class Layer:
         """Check ``x`` against the declared input (array type, dimensions, size on axis 1) and cast it to
         the layer's ``dtype`` (or, for a layer without one, integers to float32); runs before every
         ``forward``. ``x`` may be an array of any Array API library (NumPy's, CuPy's, ...): its dtype
-        is asked of its namespace, and the messages are NumPy's."""
+        is asked of its namespace, and the messages are NumPy's. An input that lives elsewhere than
+        the layer's ``weight`` (a NumPy batch for a model moved to a GPU) is refused naming both."""
         expected = self.expected_input()
-        if not is_array(x) or isinstance(x, np.generic):
+        on_numpy = isinstance(x, np.ndarray)
+        if not on_numpy and (not is_array(x) or isinstance(x, np.generic)):
             raise TypeError(
                 f"{self._label()}: expected a numpy.ndarray of shape {expected}, got {type(x).__name__}"
             )
-        if not _real_valued(x):
+        if not (x.dtype.kind in "biuf" if on_numpy else _real_valued(x)):
             dtype = str(x.dtype).rpartition(".")[2]  # "array_api_strict.complex128": as NumPy names it
             raise TypeError(
                 f"{self._label()}: expected a real-valued array of shape {expected}, got dtype {dtype}"
@@ -662,15 +664,14 @@ class Layer:
             size = getattr(self, self.input_size_argument)
             if x.shape[1] != size:
                 raise ValueError(f"{self._label()}: expected input {expected}, got {x.shape}")
-        self._check_same_place(x)
+        weight = vars(self).get("weight")
+        if isinstance(weight, Parameter) and not (on_numpy and isinstance(weight.data, np.ndarray)):
+            self._check_same_place(x, weight.data)
         return _as_float(x, getattr(self, "dtype", None))
 
-    def _check_same_place(self, x) -> None:
-        """Refuse, naming both, an input that lives elsewhere than the layer's own parameters (a NumPy
-        batch for a model moved to a GPU): the arithmetic would fail with the array library's message."""
-        weight = next((v.data for v in vars(self).values() if isinstance(v, Parameter)), None)
-        if weight is None or (isinstance(x, np.ndarray) and isinstance(weight, np.ndarray)):
-            return
+    def _check_same_place(self, x, weight) -> None:
+        """Refuse, naming both, an input of another library or device than ``weight``: the arithmetic
+        would fail with the array library's own message."""
         if namespace(x) is not namespace(weight) or device(x) != device(weight):
             raise TypeError(
                 f"{self._label()}: the input is on {_where(x)} but the parameters are on {_where(weight)}; "
@@ -713,8 +714,6 @@ def _where(array) -> str:
 
 def _real_valued(x) -> bool:
     """Whether array ``x`` holds booleans, integers or real floats (asked through its namespace)."""
-    if isinstance(x, np.ndarray):
-        return x.dtype.kind in "biuf"
     return bool(namespace(x).isdtype(x.dtype, ("bool", "integral", "real floating")))
 
 
