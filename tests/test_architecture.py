@@ -125,8 +125,13 @@ def test_the_framework_imports_only_numpy_and_itself():
         assert not outside and not third_party, f"{path.name} imports {sorted(outside | third_party)}"
 
 
-#: The portable math asks its arrays for their library; these are the only NumPy names each file uses,
-#: and why. (The fast lowering, _lowering.py, _winograd.py and _threads.py, is NumPy's own.)
+#: The portable math and the layers ask their arrays for their library; these are the only NumPy names
+#: each file uses, and why. (The fast lowering, _lowering.py, _winograd.py and _threads.py, is NumPy's
+#: own.) A layer's NumPy-only branch runs only for NumPy arrays (``namespace(x) is np``); construction
+#: happens on the host (random weights, zero biases), and files and predictions hold NumPy arrays.
+#: tests/test_array_api_layers.py runs every layer on a device NumPy refuses, so a NumPy call on the
+#: portable path fails there.
+_HOST_CONSTRUCTION = {"dtype", "float32", "ndarray", "zeros"}  # parameters made on the host, then moved
 PORTABLE_NUMPY_NAMES = {
     "functional.py": {"errstate"},  # silences NumPy's overflow warning; no arithmetic
     "losses.py": set(),
@@ -143,7 +148,28 @@ PORTABLE_NUMPY_NAMES = {
         "zeros",
         "zeros_like",
     },
+    # ReLU's NumPy branch: in place, split over threads
+    "layers/activation.py": {"ascontiguousarray", "empty", "empty_like", "greater", "maximum", "multiply"}
+    | {"ndarray", "result_type"},
+    # init_weight draws on the host; check_input's NumPy branch; host copies in state_dict and saving
+    "layers/base.py": {"random", "sqrt", "prod", "dtype", "float32", "result_type", "generic", "ndarray"}
+    | {"array", "asarray", "shape"},
+    # predictions are gathered on the host; a batch_size check
+    "layers/containers.py": _HOST_CONSTRUCTION | {"concatenate", "empty", "integer"},
+    "layers/conv.py": _HOST_CONSTRUCTION,
+    "layers/linear.py": _HOST_CONSTRUCTION,
+    # _channel_dot's NumPy branch (einsum); BatchNorm2D's statistics start on the host; Dropout's mask
+    # is drawn on the host
+    "layers/norm.py": _HOST_CONSTRUCTION | {"einsum", "ones", "float64"},
+    "layers/pooling.py": {"empty", "ndarray"},  # MaxPool2D's NumPy branch, split over threads
+    "layers/saving.py": {"all", "array", "isfinite", "ndarray"},  # files: NumPy arrays on the host
+    "layers/__init__.py": set(),
 }
+
+
+def test_every_layer_module_has_a_numpy_allow_list():
+    layer_modules = {f"layers/{path.name}" for path in (PACKAGE / "nn" / "layers").glob("*.py")}
+    assert layer_modules <= set(PORTABLE_NUMPY_NAMES)
 
 
 def numpy_names(path: Path) -> set[str]:

@@ -102,6 +102,7 @@ def test_wrong_types_are_rejected_with_path_and_value(tmp_path, text, expected):
         ),
         ("[data]\ntest_fraction = 0\n", "data.test_fraction = 0: must be > 0.0"),
         ("[data.augment]\nshift = 9\n", "data.augment.shift = 9: must be >= 0 and <= 4"),
+        ('[train]\ndevice = "gpu"\n', 'train.device = "gpu": must be one of "cpu", "cuda"'),
         ('[train]\noptimizer = "sgd"\nmomentum = 0.0\nnesterov = true\n', "needs train.momentum > 0"),
     ],
 )

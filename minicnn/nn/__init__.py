@@ -1,9 +1,10 @@
 """The framework: parameters, the convolution math, layers, losses, the model, optimizers, gradient checks.
 
 Imports only NumPy (and :mod:`minicnn.io` for files). ``minicnn.nn.functional`` is the readable,
-stateless math; the layers hold parameters and call it (or the fast private lowering). The math, the
-losses and the optimizers also run on other Array API libraries (CuPy, ...): ``to_device`` and
-``to_host`` move arrays (:mod:`minicnn.nn._backend`).
+stateless math; the layers hold parameters and call it (or, for NumPy arrays, the fast private
+lowering). The math, the layers, the losses and the optimizers also run on other Array API libraries
+(CuPy, ...): ``model.to(device)`` moves a model, ``to_device`` and ``to_host`` move arrays
+(:mod:`minicnn.nn.devices`).
 """
 
 from . import layers as _layers

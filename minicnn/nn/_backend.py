@@ -102,6 +102,26 @@ def isdtype(x, kind: str) -> bool:
     return bool(namespace(x).isdtype(x.dtype, kind))
 
 
+#: The dtypes a layer may see, by the names NumPy and the Array API standard share.
+_DTYPE_NAMES = tuple("float32 float64 float16 bool int8 int16 int32 int64 uint8 uint16 uint32 uint64".split())
+
+
+def host_dtype(x) -> np.dtype:
+    """The NumPy dtype of array ``x`` (of any library): what :func:`to_host` gives it."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return x.dtype
+    xp = namespace(x)
+    for name in _DTYPE_NAMES:
+        if getattr(xp, name, None) == x.dtype:
+            return np.dtype(name)
+    raise TypeError(f"expected an array of a real or boolean dtype, got dtype {x.dtype}")
+
+
+def dtype_in(xp, dtype) -> Any:
+    """The NumPy dtype ``dtype`` as namespace ``xp`` names it (``xp.float32`` for ``np.float32``)."""
+    return np.dtype(dtype) if xp is np else getattr(xp, np.dtype(dtype).name)
+
+
 def size(x) -> int:
     """Number of elements (the standard lets ``x.size`` be None for unknown shapes; ours are known)."""
     return math.prod(x.shape)
@@ -184,6 +204,12 @@ def to_host(array) -> np.ndarray:
 
 
 Device = str | ModuleType | tuple[ModuleType, Any]
+
+
+def check_device(device: Device) -> None:
+    """Raise, in one line, unless arrays can be moved to ``device`` here: DeviceUnavailable for "cuda"
+    without CuPy or without a GPU, ValueError for what is not a device (see :func:`to_device`)."""
+    to_device(np.zeros(0), device)
 
 
 def to_device(array, device: Device):

@@ -128,11 +128,12 @@ class KernelHistory:
 
     def __call__(self, trainer, record: dict) -> None:
         from ..io import save_npz_atomic
+        from ..nn.devices import to_host  # a model trained on a GPU: its kernels, copied to the host
 
         if not self._epochs:
             self._start(trainer.model, int(record["epoch"]))
         self._epochs.append(int(record["epoch"]))
-        self._kernels.append(trainer.model.get_layer(self.layer).weight.data.astype(np.float32).copy())
+        self._kernels.append(to_host(trainer.model.get_layer(self.layer).weight.data).astype(np.float32))
         save_npz_atomic(
             self.path,
             {

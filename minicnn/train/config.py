@@ -34,6 +34,8 @@ from ..nn.optim import OPTIMIZERS
 SCHEDULES = ("constant", "step", "cosine")
 #: The weights a run ends with: the best validation epoch's, or the last epoch's.
 KEEP = ("best", "last")
+#: Where training runs: NumPy on the host, or a GPU through CuPy (``pip install -e ".[gpu]"``).
+DEVICES = ("cpu", "cuda")
 
 
 class ConfigError(ValueError):
@@ -267,6 +269,11 @@ class TrainConfig(_Section):
         lo=0,
         hi=2**40,
         doc="largest model + one batch's activations, or data file, in MiB; 0 = half the machine's memory",
+    )
+    device: str = _spec(
+        "cpu",
+        choices=DEVICES,
+        doc="where to train: NumPy on the host, or a GPU through CuPy; files always hold NumPy arrays",
     )
 
     def _check(self):

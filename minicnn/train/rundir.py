@@ -77,6 +77,7 @@ RESUME_MAY_CHANGE = (
     "train.epochs",
     "train.threads",
     "train.memory_budget_mib",
+    "train.device",
     "output.dir",
     "output.figures",
     "data.download_deadline_s",

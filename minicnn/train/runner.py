@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as data_mod
+from ..nn.devices import check_device
 from ..nn.layers import Dense
 from ..nn.model import Sequential
 from .build import build_model
@@ -109,6 +110,7 @@ def run(
     (in both cases ``last.npz`` holds the last good epoch).
     """
     started = time.perf_counter()
+    check_device(cfg.train.device)  # "cuda" without CuPy or a GPU: one line, before anything is written
     run_dir = RunDir(run_dir)
     if resume:
         with run_dir.locked():
@@ -145,7 +147,7 @@ def _train_and_finish(run_dir: RunDir, dataset, model, trainer, quiet, on_epoch_
         metrics = _train_and_test(run_dir, dataset, trainer, quiet, on_epoch_end)
         if finish is not None:
             drawing = time.perf_counter()
-            finish(run_dir.path, model, metrics["history"], dataset)
+            finish(run_dir.path, model.to("cpu"), metrics["history"], dataset)  # figures read NumPy arrays
             drawn = time.perf_counter() - drawing
     except KeyboardInterrupt:
         raise TrainingInterrupted(run_dir.path, run_dir.checkpoint_epoch or 0) from None

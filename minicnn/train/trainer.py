@@ -17,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 
 from .. import data as data_mod
+from ..nn.devices import Device, asarray_like, namespace
 from ..nn.layers import Dropout, as_generator
 from ..nn.losses import Loss, SoftmaxCrossEntropy
 from ..nn.model import Sequential
@@ -107,6 +108,10 @@ class Trainer:
     keep : {"best", "last"}, default "best"
         The weights :meth:`fit` ends with: the best validation epoch's, or the last epoch's (with a
         schedule that anneals to the end, the last are usually better than a noisy validation pick).
+    device : "cpu", "cuda", an array namespace module, (module, device), or None (the default)
+        Where to train: the model and the optimizer state are moved there now and at the start of
+        each epoch (:meth:`minicnn.nn.Layer.to`), and each batch as it is used; None leaves them
+        where they are. Predictions, metrics and checkpoints come back as NumPy arrays.
 
     Notes
     -----
@@ -138,6 +143,7 @@ class Trainer:
         clip_grad_norm: float = 0.0,
         patience: int = 0,
         keep: str = "best",
+        device: Device | None = None,
     ):
         self.model, self.loss, self.optimizer, self.schedule = model, loss, optimizer, schedule
         self.rng = as_generator(rng)
@@ -154,13 +160,27 @@ class Trainer:
         self.best_state: dict | None = None
         self.bad_epochs = 0
         self.stopped_early = False
+        self.device = device
+        self._to_device()
+
+    def _to_device(self) -> None:
+        """The model and the optimizer state to :attr:`device` (nothing to do where they are)."""
+        if self.device is not None:
+            self.model.to(self.device)
+            self.optimizer.to(self.device)
 
     @classmethod
     def from_config(
-        cls, model: Sequential, config: TrainConfig, rng, augment: AugmentConfig | None = None
+        cls,
+        model: Sequential,
+        config: TrainConfig,
+        rng,
+        augment: AugmentConfig | None = None,
+        device: Device | None = None,
     ) -> Trainer:
         """The Trainer a ``[train]`` config describes: softmax cross-entropy with its label smoothing,
-        :func:`make_optimizer`, :func:`make_schedule`, and its epochs, batch size, clipping and patience."""
+        :func:`make_optimizer`, :func:`make_schedule`, and its epochs, batch size, clipping, patience
+        and device (``device``, when given, replaces the config's: an array namespace, say)."""
         optimizer = make_optimizer(config, model.parameters())
         return cls(
             model,
@@ -174,6 +194,7 @@ class Trainer:
             clip_grad_norm=config.clip_grad_norm,
             patience=config.patience,
             keep=config.keep,
+            device=config.device if device is None else device,
         )
 
     # --- one epoch -------------------------------------------------------------------------------
@@ -184,6 +205,7 @@ class Trainer:
         Raises :class:`DivergedError` if the loss or the gradients stop being finite (before that
         step's update).
         """
+        self._to_device()
         self.model.train()
         params = self.model.parameters()
         total_loss, correct = 0.0, 0
@@ -201,7 +223,10 @@ class Trainer:
 
         Returns the batch's mean loss and its number of correct predictions.
         """
-        xb = data_mod.augment(xb, self.augment, self.rng)
+        # augmented on the host (its random numbers too), then moved to the parameters' device
+        where = params[0].data
+        xb = asarray_like(data_mod.augment(xb, self.augment, self.rng), where)
+        yb = asarray_like(yb, where)
         logits = self.model.forward(xb)
         loss = self.loss.forward(logits, yb)
         if not math.isfinite(loss):
@@ -213,7 +238,8 @@ class Trainer:
         if not math.isfinite(grad_norm):
             self._diverged(f"the gradients became {grad_norm} (loss {loss:.4g})", batch)
         self.optimizer.step()
-        return loss, int((logits.argmax(axis=1) == yb).sum())
+        xp = namespace(logits)
+        return loss, int(xp.count_nonzero(xp.argmax(logits, axis=1) == yb))
 
     def _diverged(self, what: str, batch: int):
         raise DivergedError(

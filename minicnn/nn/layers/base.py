@@ -13,8 +13,13 @@ Every layer follows one contract:
 
 The rest comes from the base class, by walking what a layer holds, as PyTorch does: an attribute
 that is a :class:`~minicnn.nn.parameter.Parameter` is a parameter; an attribute that is a ``Layer``,
-or a list or tuple of them, is a child, whose parameters, buffers, mode and state follow the parent's
-under dotted names (``"1.body.0.weight"``). Attributes whose names start with ``_`` are private caches.
+or a list or tuple of them, is a child, whose parameters, buffers, mode, state and device follow the
+parent's under dotted names (``"1.body.0.weight"``). Attributes whose names start with ``_`` are
+private caches.
+
+A layer's arrays may live on any device (``layer.to("cuda")``, ``layer.to(array_api_strict)``):
+``forward`` and ``backward`` ask their arrays for their library (``xp = namespace(x)``); minicnn's own
+layers keep a fast path for NumPy arrays. ``state_dict()`` always returns NumPy copies on the host.
 
 A layer declares what input it takes (``input_ndim``, ``input_size_argument``) and the base class
 checks every input against that before ``forward`` runs (Keras's ``InputSpec``), so ``forward``
@@ -39,6 +44,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...io import check_budget
+from .._backend import (
+    Device,
+    asarray_like,
+    check_device,
+    device,
+    dtype_in,
+    host_dtype,
+    is_array,
+    namespace,
+    to_device,
+    to_host,
+)
 from ..parameter import NoDrawGenerator, Parameter, placeholders
 from ..utils import check_dtype
 
@@ -462,22 +479,41 @@ class Layer:
         for _, layer in self.named_layers():
             for value in vars(layer).values():
                 if isinstance(value, Parameter):
-                    value.data = value.data.astype(dtype)
-                    value.grad = np.zeros_like(value.data)
+                    value.data = _cast(value.data, dtype)
+                    value.grad = namespace(value.data).zeros_like(value.data)
             for name in layer.buffer_names:
-                setattr(layer, name, getattr(layer, name).astype(dtype))
+                setattr(layer, name, _cast(getattr(layer, name), dtype))
             if isinstance(getattr(layer, "dtype", None), np.dtype):
                 layer.dtype = dtype  # type: ignore[attr-defined]
         return self
 
+    def to(self, device: Device) -> Layer:
+        """Move every parameter, gradient and buffer (children's too) to ``device``: "cpu" (NumPy),
+        "cuda" (CuPy), an array namespace module, or (module, device) (see
+        :func:`minicnn.nn.to_device`); returns the layer. What the last forward pass kept for
+        backward is dropped (run forward again). Raises DeviceUnavailable, one line, for "cuda"
+        without CuPy or without a GPU, before anything is moved."""
+        check_device(device)
+        for _, layer in self.named_layers():
+            for key, value in list(vars(layer).items()):
+                if isinstance(value, Parameter):
+                    value.to(device)
+                elif _is_cache(key, value):
+                    setattr(layer, key, None)
+            for name in layer.buffer_names:
+                setattr(layer, name, to_device(getattr(layer, name), device))
+        return self
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of every parameter and buffer, keyed as PyTorch keys them (``"0.weight"``)."""
-        state = {name: p.data.copy() for name, p in self.named_parameters()}
-        state.update({name: np.array(buf, copy=True) for name, buf in self.buffers().items()})
+        """Copies of every parameter and buffer, keyed as PyTorch keys them (``"0.weight"``): NumPy
+        arrays on the host, wherever the layer's arrays live."""
+        state = {name: _host_copy(p.data) for name, p in self.named_parameters()}
+        state.update({name: _host_copy(buf) for name, buf in self.buffers().items()})
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy values into the layer's arrays in place; keys and shapes must match exactly."""
+        """Copy values into the layer's arrays in place, wherever they live (NumPy arrays go to the
+        layer's device); keys and shapes must match exactly."""
         targets = {name: p.data for name, p in self.named_parameters()}
         targets.update(self.buffers())
         missing = sorted(set(targets) - set(state))
@@ -486,18 +522,18 @@ class Layer:
         if missing or unexpected:
             raise KeyError(f"{owner}: missing keys {missing}, unexpected keys {unexpected}")
         for name, target in targets.items():
-            value = np.asarray(state[name])
-            if value.shape != target.shape:
-                raise ValueError(f"{owner}: {name} expected shape {target.shape}, got {value.shape}")
-            target[...] = value
+            value = to_host(state[name]) if is_array(state[name]) else np.asarray(state[name])
+            if value.shape != tuple(target.shape):
+                raise ValueError(f"{owner}: {name} expected shape {tuple(target.shape)}, got {value.shape}")
+            if isinstance(target, np.ndarray):
+                target[...] = value
+            else:  # on another library: moved there, then cast as NumPy's assignment casts
+                target[...] = namespace(target).astype(asarray_like(value, target), target.dtype)
 
     def __getstate__(self) -> dict:
         """Pickle the layer without what the last forward pass cached for backward (``self._x``,
         ``self._cols``, masks): a copy sent to a joblib worker carries weights, not activations."""
-        return {
-            key: None if key.startswith("_") and isinstance(value, np.ndarray) else value
-            for key, value in vars(self).items()
-        }
+        return {key: None if _is_cache(key, value) else value for key, value in vars(self).items()}
 
     # --- description and records -------------------------------------------------------------
     def get_config(self) -> dict:
@@ -565,7 +601,9 @@ class Layer:
         """Bytes this layer adds while training on one batch of ``itemsize``-byte numbers: its own
         parameters four times (values, gradients, two optimizer moments), its output and that
         output's gradient, and its scratch (Python ints, so nothing overflows)."""
-        own = sum(int(p.data.nbytes) for p in vars(self).values() if isinstance(p, Parameter))
+        own = sum(
+            p.size * host_dtype(p.data).itemsize for p in vars(self).values() if isinstance(p, Parameter)
+        )
         out = self.output_shape((batch_size, *input_shape[1:]))
         activations = 2 * int(np.prod(out, dtype=object)) * itemsize
         return 4 * own + activations + self.scratch_bytes(input_shape, batch_size, itemsize)
@@ -597,18 +635,22 @@ class Layer:
             return "(N, ...)"
         return "an array"
 
-    def check_input(self, x) -> np.ndarray:
+    def check_input(self, x):
         """Check ``x`` against the declared input (array type, dimensions, size on axis 1) and cast it to
         the layer's ``dtype`` (or, for a layer without one, integers to float32); runs before every
-        ``forward``."""
+        ``forward``. ``x`` may be an array of any Array API library (NumPy's, CuPy's, ...): its dtype
+        is asked of its namespace, and the messages are NumPy's. An input that lives elsewhere than
+        the layer's ``weight`` (a NumPy batch for a model moved to a GPU) is refused naming both."""
         expected = self.expected_input()
-        if not isinstance(x, np.ndarray):
+        on_numpy = isinstance(x, np.ndarray)
+        if not on_numpy and (not is_array(x) or isinstance(x, np.generic)):
             raise TypeError(
                 f"{self._label()}: expected a numpy.ndarray of shape {expected}, got {type(x).__name__}"
             )
-        if x.dtype.kind not in "biuf":
+        if not (x.dtype.kind in "biuf" if on_numpy else _real_valued(x)):
+            dtype = str(x.dtype).rpartition(".")[2]  # "array_api_strict.complex128": as NumPy names it
             raise TypeError(
-                f"{self._label()}: expected a real-valued array of shape {expected}, got dtype {x.dtype}"
+                f"{self._label()}: expected a real-valued array of shape {expected}, got dtype {dtype}"
             )
         if self.input_ndim is not None and x.ndim != self.input_ndim:
             hint = " (add a Flatten layer before it)" if self.input_ndim == 2 and x.ndim > 2 else ""
@@ -622,10 +664,19 @@ class Layer:
             size = getattr(self, self.input_size_argument)
             if x.shape[1] != size:
                 raise ValueError(f"{self._label()}: expected input {expected}, got {x.shape}")
-        dtype = getattr(self, "dtype", None)
-        if not isinstance(dtype, np.dtype):
-            dtype = x.dtype if x.dtype.kind == "f" else np.result_type(x.dtype, np.float32)
-        return x.astype(dtype, copy=False)
+        weight = vars(self).get("weight")
+        if isinstance(weight, Parameter) and not (on_numpy and isinstance(weight.data, np.ndarray)):
+            self._check_same_place(x, weight.data)
+        return _as_float(x, getattr(self, "dtype", None))
+
+    def _check_same_place(self, x, weight) -> None:
+        """Refuse, naming both, an input of another library or device than ``weight``: the arithmetic
+        would fail with the array library's own message."""
+        if namespace(x) is not namespace(weight) or device(x) != device(weight):
+            raise TypeError(
+                f"{self._label()}: the input is on {_where(x)} but the parameters are on {_where(weight)}; "
+                "move the input (minicnn.nn.to_device) or the model (model.to(device))"
+            )
 
     def _cached(self, value, what: str = "forward"):
         if value is None:
@@ -636,7 +687,7 @@ class Layer:
         """Check that ``grad_out`` has the shape of the last forward pass's output; every ``backward``
         calls this first, so a wrong gradient names the layer and both shapes."""
         expected = tuple(int(d) for d in expected_shape)
-        if not isinstance(grad_out, np.ndarray):
+        if not is_array(grad_out) or isinstance(grad_out, np.generic):
             raise TypeError(
                 f"{self._label()}.backward: expected grad_out as a numpy.ndarray of shape "
                 f"{expected}, got {type(grad_out).__name__}"
@@ -651,6 +702,56 @@ class Layer:
         """The layer as named in error messages (its one-line repr)."""
         text = repr(self)
         return text if "\n" not in text else f"{type(self).__name__}(...)"
+
+
+def _where(array) -> str:
+    """Where an array lives, as messages name it: "NumPy (the host)", "array_api_strict,
+    Device('device1')"."""
+    if isinstance(array, np.ndarray):
+        return "NumPy (the host)"
+    return f"{namespace(array).__name__.split('.')[0]}, {device(array)!r}"
+
+
+def _real_valued(x) -> bool:
+    """Whether array ``x`` holds booleans, integers or real floats (asked through its namespace)."""
+    return bool(namespace(x).isdtype(x.dtype, ("bool", "integral", "real floating")))
+
+
+def _as_float(x, dtype):
+    """``x`` as the NumPy dtype ``dtype`` (a layer's own), or for None floats as they are and integers
+    or booleans as floats, as NumPy promotes them with float32 (float32 up to 16 bits, else float64)."""
+    if isinstance(x, np.ndarray):
+        if not isinstance(dtype, np.dtype):
+            dtype = x.dtype if x.dtype.kind == "f" else np.result_type(x.dtype, np.float32)
+        return x.astype(dtype, copy=False)
+    xp = namespace(x)
+    if not isinstance(dtype, np.dtype):
+        dtype = host_dtype(x)
+        dtype = dtype if dtype.kind == "f" else np.result_type(dtype, np.float32)
+    return xp.astype(x, dtype_in(xp, dtype), copy=False)
+
+
+def _cast(array, dtype: np.dtype):
+    """A copy of ``array`` (of any library) as the NumPy dtype ``dtype``."""
+    if isinstance(array, np.ndarray):
+        return array.astype(dtype)
+    xp = namespace(array)
+    return xp.astype(array, dtype_in(xp, dtype))
+
+
+def _host_copy(array) -> np.ndarray:
+    """A NumPy copy of ``array``, on the host."""
+    return np.array(array, copy=True) if isinstance(array, np.ndarray) else to_host(array)
+
+
+def _is_cache(key: str, value) -> bool:
+    """Whether attribute ``key`` holds what a forward pass kept for backward: a private array, or a
+    tuple of them (Conv2D's columns, one per thread)."""
+    if not key.startswith("_"):
+        return False
+    if isinstance(value, tuple):
+        return any(is_array(v) for v in value)
+    return is_array(value)
 
 
 def _holds_layers(value) -> bool:

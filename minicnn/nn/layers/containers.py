@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _threads
+from .._backend import asarray_like, host_dtype, to_host
 from .activation import ReLU
 from .base import BUILTIN_JAVASCRIPT, Layer, layer_record
 from .pooling import MaxPool2D
@@ -66,7 +67,7 @@ class Sequential(Layer):
         with _threads.single_threaded_blas():  # the layers share the cores out themselves
             for layer in order:
                 x = layer.forward(x)
-        self._out_shape, self._run = np.shape(x), order
+        self._out_shape, self._run = tuple(x.shape), order
         return x
 
     def _order(self) -> list[Layer]:
@@ -115,6 +116,8 @@ class Sequential(Layer):
 
         X : (N, C, H, W) -> (N, K). Besides an ndarray, ``X`` may be any array-like with ``shape``
         whose slices are ndarrays (uint8-backed :class:`minicnn.data.Images`: floats per batch).
+        Each batch goes to the device the model is on (:meth:`to`); the outputs come back to the host,
+        a NumPy array.
         """
         if not isinstance(X, np.ndarray) and not all(
             hasattr(X, a) for a in ("shape", "__getitem__", "__len__")
@@ -125,14 +128,18 @@ class Sequential(Layer):
             )
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Sequential.predict: batch_size must be a positive int, got {batch_size!r}")
+        where = next((p.data for p in self.parameters()), np.empty(0))  # an array on the model's device
         with self.evaluating():
-            chunks = [self.forward(np.asarray(X[i : i + batch_size])) for i in range(0, len(X), batch_size)]
+            chunks = [
+                to_host(self.forward(asarray_like(X[i : i + batch_size], where)))
+                for i in range(0, len(X), batch_size)
+            ]
         if not chunks:  # an empty batch: empty results of the right width
             return np.zeros((0,) + self.output_shape(X.shape)[1:], dtype=self._dtype())
         return np.concatenate(chunks)
 
     def _dtype(self) -> np.dtype:
-        return next((p.dtype for p in self.parameters()), np.dtype(np.float32))
+        return next((host_dtype(p.data) for p in self.parameters()), np.dtype(np.float32))
 
     # --- what tools ask ----------------------------------------------------------------------------
     def child_input_shapes(self, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:

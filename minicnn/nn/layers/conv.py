@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _lowering
 from .. import functional as F
+from .._backend import namespace
 from ..parameter import Parameter
 from ..utils import as_generator, check_bool, check_dtype, positive_int, positive_pair
 from .base import BUILTIN_JAVASCRIPT, Layer, Window, init_weight
@@ -56,7 +57,8 @@ class Conv2D(Layer):
         Which code computes the same products: "im2col" runs the readable
         :func:`minicnn.nn.functional.conv2d` / :func:`~minicnn.nn.functional.conv2d_backward`
         (step through them to see the math); "fast" the private lowering in
-        :mod:`minicnn.nn._lowering`, laid out for speed and bounded memory.
+        :mod:`minicnn.nn._lowering`, laid out for speed and bounded memory, on NumPy arrays
+        (arrays of other libraries, e.g. CuPy's on a GPU, always run the readable functions).
 
     Attributes
     ----------
@@ -148,7 +150,7 @@ class Conv2D(Layer):
             )
         bias = None if self.bias is None else self.bias.data
         self._x = x
-        if self.algorithm == "im2col":
+        if self._readable(x):
             return F.conv2d(x, self.weight.data, bias, self.stride, self.pad_amounts, self.dilation)
         out, self._cols = _lowering.conv2d(
             x,
@@ -172,7 +174,7 @@ class Conv2D(Layer):
         x = self._cached(self._x)
         grad_out = self._check_grad(grad_out, self.output_shape(x.shape))
         need_w = self.weight.requires_grad
-        if self.algorithm == "im2col":
+        if self._readable(x):
             dx, dweight, dbias = F.conv2d_backward(
                 grad_out, x, self.weight.data, self.stride, self.pad_amounts, self.dilation
             )
@@ -197,6 +199,11 @@ class Conv2D(Layer):
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += dbias
         return dx if need_input_grad else None
+
+    def _readable(self, x) -> bool:
+        """Whether the readable functions run: asked for, or arrays that are not NumPy's (the fast
+        lowering is NumPy's own)."""
+        return self.algorithm == "im2col" or namespace(x, self.weight.data) is not np
 
     def window(self) -> Window:
         (top, _), (left, _) = self.pad_amounts

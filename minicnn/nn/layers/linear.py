@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._backend import namespace
 from ..parameter import Parameter
 from ..utils import as_generator, check_bool, check_dtype, positive_int
 from .base import BUILTIN_JAVASCRIPT, Layer, init_weight
@@ -75,7 +76,7 @@ class Dense(Layer):
         if self.weight.requires_grad:
             self.weight.grad += grad_out.T @ x
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += grad_out.sum(axis=0)
+            self.bias.grad += namespace(grad_out).sum(grad_out, axis=0)
         return grad_out @ self.weight.data if need_input_grad else None
 
     def to_onnx(self, graph, name: str) -> None:
@@ -110,11 +111,12 @@ class Flatten(Layer):
 
     def forward(self, x):
         self._x_shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return namespace(x).reshape(x, (x.shape[0], -1))
 
     def to_onnx(self, graph, name: str) -> None:
         graph.add("Flatten", name, axis=1)
 
     def backward(self, grad_out, need_input_grad=True):
         x_shape = self._cached(self._x_shape)
-        return self._check_grad(grad_out, self.output_shape(x_shape)).reshape(x_shape)
+        grad_out = self._check_grad(grad_out, self.output_shape(x_shape))
+        return namespace(grad_out).reshape(grad_out, x_shape)

@@ -5,26 +5,40 @@ from __future__ import annotations
 import numpy as np
 
 from ...io import check_budget
+from .._backend import asarray_like, device, dtype_in, host_dtype, namespace, size
 from ..parameter import Parameter
 from ..utils import as_generator, check_dtype, check_real, positive_int
 from .base import BUILTIN_JAVASCRIPT, Layer
 
+#: Index that turns a per-channel vector (C,) into (1, C, 1, 1), to broadcast over (N, C, H, W).
+_CHANNELS = (None, slice(None), None, None)
 
-def _channel_sum(a: np.ndarray) -> np.ndarray:
+
+def _channel_sum(a):
     """Sum over (N, H, W) for each channel of ``a`` (N, C, H, W): shape (C,).
 
     A product with a vector of ones over the contiguous (H*W) axis, then a sum over N: several times
-    faster than ``a.sum(axis=(0, 2, 3))`` on small maps, and as accurate.
+    faster than ``a.sum(axis=(0, 2, 3))`` on small maps, and as accurate. (NumPy arrays take its
+    methods, which skip the functions' dispatch: a few microseconds a call.)
     """
     n, c = a.shape[:2]
-    rows = a.reshape(n, c, -1)
-    return (rows @ np.ones(rows.shape[2], dtype=a.dtype)).sum(axis=0)
+    if isinstance(a, np.ndarray):
+        rows = a.reshape(n, c, -1)
+        return (rows @ np.ones(rows.shape[2], dtype=a.dtype)).sum(axis=0)
+    xp = namespace(a)
+    rows = xp.reshape(a, (n, c, -1))
+    return xp.sum(rows @ xp.ones(rows.shape[2], dtype=a.dtype, device=device(a)), axis=0)
 
 
-def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Sum over (N, H, W) of ``a * b`` for each channel, without the product array: shape (C,)."""
+def _channel_dot(a, b):
+    """Sum over (N, H, W) of ``a * b`` for each channel: shape (C,). NumPy's ``einsum`` makes no
+    product array; other libraries take the standard's ``vecdot`` over each map, then sum over N."""
     n, c = a.shape[:2]
-    return np.einsum("ncp,ncp->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.einsum("ncp,ncp->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+    xp = namespace(a, b)
+    rows_a, rows_b = xp.reshape(a, (n, c, -1)), xp.reshape(b, (n, c, -1))
+    return xp.sum(xp.vecdot(rows_a, rows_b, axis=-1), axis=0)
 
 
 class BatchNorm2D(Layer):
@@ -63,7 +77,7 @@ class BatchNorm2D(Layer):
 
     def forward(self, x):
         """x : (N, num_features, H, W) -> same shape."""
-        shape = (1, -1, 1, 1)
+        xp = namespace(x)
         if self.training:
             count = x.shape[0] * x.shape[2] * x.shape[3]
             if count < 2:
@@ -71,7 +85,7 @@ class BatchNorm2D(Layer):
                     f"{self!r}: training mode needs more than one value per channel, got input {x.shape}"
                 )
             mean = _channel_sum(x) / count
-            centered = x - mean.reshape(shape)
+            centered = x - mean[_CHANNELS]
             var = _channel_dot(centered, centered) / count
             m = self.momentum
             self.running_mean *= 1 - m
@@ -79,33 +93,33 @@ class BatchNorm2D(Layer):
             self.running_var *= 1 - m
             self.running_var += m * var * (count / (count - 1))
         else:
-            centered = x - self.running_mean.reshape(shape)
+            centered = x - self.running_mean[_CHANNELS]
             var = self.running_var
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(self.dtype)
-        centered *= inv_std.reshape(shape)  # now x_hat; centered is a fresh array
+        inv_std = xp.astype(1.0 / xp.sqrt(var + self.eps), dtype_in(xp, self.dtype))
+        centered *= inv_std[_CHANNELS]  # now x_hat; centered is a fresh array
         self._x_hat, self._inv_std = centered, inv_std
-        out = centered * self.weight.data.reshape(shape)
-        out += self.bias.data.reshape(shape)
+        out = centered * self.weight.data[_CHANNELS]
+        out += self.bias.data[_CHANNELS]
         return out
 
     def backward(self, grad_out, need_input_grad=True):
         """grad_out : (N, num_features, H, W) -> d loss / d x, same shape."""
         x_hat = self._cached(self._x_hat)
         grad_out = self._check_grad(grad_out, x_hat.shape)
-        shape = (1, -1, 1, 1)
+
         grad_bias, grad_weight = _channel_sum(grad_out), _channel_dot(grad_out, x_hat)
         if self.bias.requires_grad:
             self.bias.grad += grad_bias
         if self.weight.requires_grad:
             self.weight.grad += grad_weight
         scale = self.weight.data * self._inv_std
-        grad_in = grad_out * scale.reshape(shape)
+        grad_in = grad_out * scale[_CHANNELS]
         if not self.training:
             return grad_in
         # batch statistics depend on x too: subtract the mean gradient and its projection on x_hat
-        count = x_hat.size // x_hat.shape[1]
-        grad_in -= x_hat * (scale * grad_weight / count).reshape(shape)
-        grad_in -= (scale * grad_bias / count).reshape(shape)
+        count = size(x_hat) // x_hat.shape[1]
+        grad_in -= x_hat * (scale * grad_weight / count)[_CHANNELS]
+        grad_in -= (scale * grad_bias / count)[_CHANNELS]
         return grad_in
 
     def to_onnx(self, graph, name: str) -> None:
@@ -148,8 +162,10 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=x.dtype if x.dtype == np.float64 else np.float32) >= self.p
-        self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        # drawn on the host (one seed gives the same masks on every device), then moved to x's
+        dtype = host_dtype(x)
+        keep = self.rng.random(x.shape, dtype=dtype if dtype == np.float64 else np.float32) >= self.p
+        self._mask = asarray_like(keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.p)), x)
         return x * self._mask
 
     def backward(self, grad_out, need_input_grad=True):

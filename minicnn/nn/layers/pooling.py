@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _threads
 from .. import functional as F
+from .._backend import namespace
 from ..utils import positive_pair
 from .base import BUILTIN_JAVASCRIPT, Layer, Window
 
@@ -92,6 +93,9 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x):
         x = self._checked(x)
+        if namespace(x) is not np:  # another library: the readable function, on the whole batch
+            out, self._argmax = F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+            return out
         shape = self.output_shape(x.shape)
         out = np.empty(shape, dtype=x.dtype)
         self._argmax = argmax = np.empty(shape, dtype=F.pool_index_dtype(self.kernel_size))
@@ -106,6 +110,10 @@ class MaxPool2D(_Pool2D):
         argmax = self._cached(self._argmax)
         grad_out = self._check_grad(grad_out, argmax.shape)
         x_shape = self._x_shape
+        if namespace(grad_out, argmax) is not np:
+            return F.max_pool2d_backward(
+                grad_out, argmax, x_shape, self.kernel_size, self.stride, self.padding
+            )
         dx = np.empty(x_shape, dtype=grad_out.dtype)
 
         def part(a, b):
@@ -148,12 +156,13 @@ class GlobalAvgPool2D(Layer):
 
     def forward(self, x):
         self._x_shape = x.shape
-        return x.mean(axis=(2, 3))
+        return namespace(x).mean(x, axis=(2, 3))
 
     def backward(self, grad_out, need_input_grad=True):
         n, c, h, w = self._cached(self._x_shape)
         grad_out = self._check_grad(grad_out, (n, c))
-        return np.broadcast_to((grad_out / (h * w))[:, :, None, None], (n, c, h, w)).copy()
+        xp = namespace(grad_out)
+        return xp.asarray(xp.broadcast_to((grad_out / (h * w))[:, :, None, None], (n, c, h, w)), copy=True)
 
     def to_onnx(self, graph, name: str) -> None:
         """GlobalAveragePool, then Flatten: this layer returns (N, C), not (N, C, 1, 1)."""
