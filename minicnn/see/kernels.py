@@ -66,6 +66,8 @@ def plot_filters_change(
         and norm ratios are of the whole kernels (in, kh, kw).
     title : str, optional
 
+    Notes
+    -----
     Three blocks, one above the other, each the kernels in a grid of at most :data:`~.plots.MAX_COLUMNS`
     columns, twice as many above 32 kernels (:func:`~.plots.wrap`, :func:`~.plots.mosaic`): the Axes
     labelled ``"initial"`` and ``"learned"`` share one symmetric colour scale; ``"change"`` has its
@@ -156,6 +158,8 @@ def plot_filters_evolution(
         More kernels than this: the ``max_kernels`` that turned most by the last snapshot
         (:func:`most_turned`), and the title says so.
 
+    Notes
+    -----
     One image of tiles (:func:`~.plots.mosaic`) in the Axes labelled ``"kernels"``: row r is the r-th
     snapshot shown (labelled with its epoch), column c a kernel (labelled with its number), on one
     symmetric colour scale; under each tile the kernel's angle from its initialization at that epoch.

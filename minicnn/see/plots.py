@@ -548,6 +548,8 @@ def plot_feature_maps(
         Names the image (e.g. "test image 0, label 7") at the head of the figure's title.
     path : str or PathLike, optional
 
+    Notes
+    -----
     Each map is resampled onto the input's pixels (:func:`maps_on_input`): a tile covers the input
     pixels its cells are centred on (a 4x4 map after 2x2 pooling: each cell over its 2x2 block). A
     layer's tiles are one image (:func:`mosaic`) in the Axes ``"maps <layer>"``, titled with their

@@ -315,6 +315,8 @@ class Residual(Layer):
         body must keep the shape. Where the body changes it (a stride, more channels), give a shortcut
         that changes it the same way, e.g. ``[Conv2D(c_in, c_out, 1, stride=2), BatchNorm2D(c_out)]``.
 
+    Notes
+    -----
     Backward sends the output gradient down both branches and adds what comes back. Parameter
     names are PyTorch's for a module with ``body`` and ``shortcut`` attributes: ``"3.body.0.weight"``,
     ``"3.shortcut.0.weight"``.
