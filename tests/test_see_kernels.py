@@ -315,5 +315,5 @@ def test_top_patches_mark_the_padding_and_the_figure_draws_it_in_its_own_labelle
         for rank in range(2):
             tile = marked[4 * o : 4 * o + 3, 4 * rank : 4 * rank + 3]
             np.testing.assert_array_equal(tile, found["padding"][o, rank])
-    np.testing.assert_allclose(overlay[marked][0], kernels.PADDING_RGBA)
+    np.testing.assert_allclose(overlay[marked][0] / 255, kernels.PADDING_RGBA, atol=0.5 / 255)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["padding (outside the image)"]

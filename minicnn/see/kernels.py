@@ -354,8 +354,9 @@ def _draw_padding(fig, ax, padding: np.ndarray, gap) -> bool:
     marked = mosaic(padding.astype(float), gap) == 1
     if not marked.any():
         return False
-    overlay = np.zeros((*marked.shape, 4))
-    overlay[marked] = PADDING_RGBA
+    # uint8 RGBA: Matplotlib resamples it at the canvas's size, where float64 takes 8 times the memory
+    overlay = np.zeros((*marked.shape, 4), dtype=np.uint8)
+    overlay[marked] = np.round(np.multiply(PADDING_RGBA, 255)).astype(np.uint8)
     ax.imshow(overlay, interpolation="nearest")
     fig.legend(
         handles=[Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
