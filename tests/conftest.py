@@ -96,3 +96,53 @@ def open_page(browser, path: Path):
         "return document.body.innerText"
     )[:500]
     return lambda script, *args: browser.execute_script("return window.minicnnExplorer." + script, *args)
+
+
+# ----------------------------------------------------------------------------------------------
+# A short finished run and one-line errors (tests/test_safety.py, tests/test_hostile.py)
+# ----------------------------------------------------------------------------------------------
+#: configs/digits_fast.toml, and train.py options for a one-epoch run of it without figures.
+FAST = str(REPO / "configs" / "digits_fast.toml")
+QUICK = [
+    "--config",
+    FAST,
+    "--quiet",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "output.figures=false",
+]
+
+
+def one_line_exit_2(capsys, code):
+    """The one ``error: ...`` line a command printed, checking it exited 2 with nothing else."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished one-epoch run (:data:`QUICK`), once per test module."""
+    from minicnn.cli import main as train_main
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    assert train_main(QUICK + ["--out", str(run)]) == 0
+    return run
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    """A copy of :func:`finished_run` this test may change."""
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+@pytest.fixture
+def default_memory_budget():
+    """Restores the default memory budget after the test."""
+    yield
+    from minicnn import io
+
+    io.set_memory_budget(None)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import QUICK, one_line_exit_2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,34 +33,9 @@ from minicnn.cli import main as train_main
 from minicnn.train.rundir import LOCK_NAME, RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = str(ROOT / "configs" / "digits_fast.toml")
-QUICK = ["--config", FAST, "--quiet", "--set", "train.epochs=1", "--set", "output.figures=false"]
 
 
-def one_line_exit_2(capsys, code):
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "run"
-    assert train_main(QUICK + ["--out", str(run)]) == 0
-    return run
-
-
-@pytest.fixture
-def run_copy(finished_run, tmp_path):
-    return Path(shutil.copytree(finished_run, tmp_path / "run"))
-
-
-@pytest.fixture(autouse=True)
-def _default_budget():
-    yield
-    io.set_memory_budget(None)
+pytestmark = pytest.mark.usefixtures("default_memory_budget")
 
 
 def snapshot(folder: Path) -> dict:
