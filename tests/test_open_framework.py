@@ -592,3 +592,41 @@ def test_the_commands_load_a_run_of_user_layers_after_import_and_refuse_it_befor
     )
     assert missing.returncode == 2 and "--import no_such_module: cannot import it" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_train_py_refuses_an_ambiguous_and_an_unsaveable_layer_with_one_line(tmp_path, monkeypatch, capsys):
+    from minicnn.cli import main
+
+    for module in ("twins_a", "twins_b"):
+        (tmp_path / f"{module}.py").write_text("from minicnn import Layer\n\nclass Twin2(Layer):\n    pass\n")
+    (tmp_path / "forgetful.py").write_text(
+        textwrap.dedent("""
+            import numpy as np
+            from minicnn import Layer, Parameter
+
+            class Forgetful(Layer):
+                def __init__(self, width=2):
+                    self.weight = Parameter(np.zeros(width, dtype=np.float32))
+
+                def get_config(self):
+                    return {}  # forgets the width
+        """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("twins_a"), importlib.import_module("twins_b")
+    for kind, expected in [
+        ("Twin2", "layer type 'Twin2' is ambiguous: it names twins_a:Twin2, twins_b:Twin2"),
+        ("forgetful:Forgetful", "(Forgetful) cannot be saved: rebuilt from get_config() it holds"),
+    ]:
+        config = tmp_path / "c.toml"
+        width = "width = 5\n" if kind.startswith("forgetful") else ""
+        config.write_text(
+            '[data]\nsource = "digits"\n[train]\nepochs = 1\n[output]\nfigures = false\n'
+            f'[[model.layers]]\ntype = "{kind}"\n{width}'
+            '[[model.layers]]\ntype = "Flatten"\n[[model.layers]]\ntype = "Dense"\nout_features = 10\n'
+        )
+        code = main(["--config", str(config), "--out", str(tmp_path / "run"), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert expected in err, err
+        assert not (tmp_path / "run").exists()  # refused before anything is written

@@ -22,6 +22,7 @@ import numpy as np
 from .. import data as data_mod
 from ..nn.devices import check_device
 from ..nn.layers import Dense
+from ..nn.layers.saving import check_model_saveable
 from ..nn.model import Sequential
 from .build import build_model
 from .config import Config, ConfigError
@@ -124,6 +125,7 @@ def run(
     else:
         run_dir.check_new(overwrite)
         dataset, model, trainer = prepare(cfg)
+        check_model_saveable(model)  # a model that could not be saved is refused before anything is written
         with run_dir.locked():
             run_dir.check_new(overwrite)  # again: another run may have used the folder meanwhile
             _start(cfg, run_dir, dataset, model, trainer, quiet)

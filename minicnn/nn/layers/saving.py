@@ -66,8 +66,7 @@ def save_model(model, path) -> Path:
     """Write ``model`` (a Sequential) with its architecture; refuses, before writing, a model whose
     layers would not load back (:func:`~minicnn.nn.layers.base.check_saveable`)."""
     path = model_path(path)
-    for i, layer in enumerate(model.layers):
-        check_saveable(layer, f"layer {i}")
+    check_model_saveable(model)
     arrays = model.state_dict()
     meta = {
         "format": FORMAT,
@@ -80,6 +79,13 @@ def save_model(model, path) -> Path:
     arrays[ARCHITECTURE_KEY] = np.array(json.dumps(meta))
     save_npz_atomic(path, arrays)
     return path
+
+
+def check_model_saveable(model) -> None:
+    """ValueError (one line, naming the layer) unless every layer of ``model`` (a Sequential) can be
+    written in a form that loads back (:func:`~minicnn.nn.layers.base.check_saveable`)."""
+    for i, layer in enumerate(model.layers):
+        check_saveable(layer, f"layer {i}")
 
 
 def load_model(cls, path):
