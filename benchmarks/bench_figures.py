@@ -50,6 +50,7 @@ def main(argv=None) -> int:
         """Draw the figures as train.py does (its finish step), timing each."""
         measured["peak_trained"] = peak_mib()
         drawing = time.perf_counter()  # as train.py pays it: matplotlib's import included
+        from minicnn.see.plots import draw_steps
         from minicnn.see.run_figures import figure_steps
 
         X_test, X_train = np.asarray(dataset.X_test), np.asarray(dataset.X_train)  # uint8 Images -> floats
@@ -65,10 +66,10 @@ def main(argv=None) -> int:
             load_kernel_history(run_dir),
         )
         measured["times"] = []
-        for name, draw in steps:
-            start = time.perf_counter()
-            draw()
+        start = time.perf_counter()
+        for name, _ in draw_steps(steps):  # as train.py draws them (its write_figures)
             measured["times"].append((name, time.perf_counter() - start, peak_mib()))
+            start = time.perf_counter()
         measured["figures"] = time.perf_counter() - drawing
 
     with tempfile.TemporaryDirectory() as folder:

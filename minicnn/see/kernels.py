@@ -36,6 +36,7 @@ from .plots import (
     rgb_bytes,
     run_steps,
     save,
+    show_pixels,
     symmetric_limit,
     tiled_axes,
     wrap,
@@ -98,7 +99,7 @@ def plot_filters_change(
     for name, ax in axes.items():
         ax.set_label(name)
         vmax = shared if name != "change" else symmetric_limit(a - b)
-        shown = ax.imshow(images[name], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        shown = show_pixels(ax, images[name], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
         first = [f"{r * cols}-{min((r + 1) * cols, len(b)) - 1}" for r in range(rows)] if rows > 1 else None
         top = [str(k) for k in range(cols)] if name == "initial" else None
         frame_tiles(ax, blocks[name].shape, first, top, gaps[name])
@@ -176,7 +177,7 @@ def plot_filters_evolution(
     ax = fig.subplots()
     ax.set_label("kernels")
     vmax = symmetric_limit(tiles)
-    drawn = ax.imshow(image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    drawn = show_pixels(ax, image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
     frame_tiles(ax, tiles.shape, [f"epoch {epochs[e]}" for e in shown], [str(k) for k in picked], gap)
     turned = [kernel_angles(kernels[0], kernels[e])[picked] for e in shown]
     label_tiles(ax, tiles.shape, gap, [f"{a:.0f}°" for row in turned for a in row], fontsize=LABEL_SIZE - 2)
@@ -322,9 +323,9 @@ def plot_top_patches(
     low, high = float(np.min(patches[inside], initial=0.0)), float(np.max(patches[inside], initial=1.0))
     fig = new_figure(1.0 * (count + 2) + 0.6, (1.15 if out <= 8 else 0.75) * out + 1.1)
     axes = tiled_axes(fig, images)
-    axes["kernels"].imshow(images["kernels"], cmap=KERNEL_CMAP, vmin=-1, vmax=1, interpolation="nearest")
+    show_pixels(axes["kernels"], images["kernels"], cmap=KERNEL_CMAP, vmin=-1, vmax=1)
     for name in ("patches", "mean"):
-        axes[name].imshow(images[name], cmap=IMAGE_CMAP, vmin=low, vmax=high, interpolation="nearest")
+        show_pixels(axes[name], images[name], cmap=IMAGE_CMAP, vmin=low, vmax=high)
     padding = _draw_padding(fig, axes["patches"], found["padding"], gap)
     frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in picked], None, gap)
     frame_tiles(axes["patches"], patches.shape, None, None, gap)
@@ -357,7 +358,7 @@ def _draw_padding(fig, ax, padding: np.ndarray, gap) -> bool:
     # uint8 RGBA: Matplotlib resamples it at the canvas's size, where float64 takes 8 times the memory
     overlay = np.zeros((*marked.shape, 4), dtype=np.uint8)
     overlay[marked] = np.round(np.multiply(PADDING_RGBA, 255)).astype(np.uint8)
-    ax.imshow(overlay, interpolation="nearest")
+    show_pixels(ax, overlay)
     fig.legend(
         handles=[Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
         loc="outside lower center",

@@ -33,6 +33,7 @@ from .plots import (
     new_figure,
     run_steps,
     save,
+    show_pixels,
     stretched,
     symmetric_limit,
     tiled_axes,
@@ -122,16 +123,10 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
     for name, ax in axes.items():
         ax.set_label(name)
     gray = images.ndim == 3
-    shown = axes["images"].imshow(
-        rows["images"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest"
-    )
+    shown = show_pixels(axes["images"], rows["images"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1)
     g_max, o_max = symmetric_limit(gradient), symmetric_limit(*maps)
-    g_image = axes["saliency"].imshow(
-        rows["saliency"], cmap=KERNEL_CMAP, vmin=-g_max, vmax=g_max, interpolation="nearest"
-    )
-    o_image = axes["occlusion"].imshow(
-        rows["occlusion"], cmap=KERNEL_CMAP, vmin=-o_max, vmax=o_max, interpolation="nearest"
-    )
+    g_image = show_pixels(axes["saliency"], rows["saliency"], cmap=KERNEL_CMAP, vmin=-g_max, vmax=g_max)
+    o_image = show_pixels(axes["occlusion"], rows["occlusion"], cmap=KERNEL_CMAP, vmin=-o_max, vmax=o_max)
     titles = [f"label {y[i]}, pred {predicted[i]}\np = {probability[i].max():.2f}" for i in range(len(x))]
     frame_tiles(axes["images"], (1, len(x), h, w), None, titles)
     frame_tiles(axes["saliency"], (1, len(x), h, w), None, None)
@@ -203,14 +198,14 @@ def plot_class_mean_maps(
     axes = tiled_axes(fig, tiled)
     ax_in, ax_maps = axes["inputs"], axes["maps"]
     gray = images.ndim == 4
-    ax_in.imshow(tiled["inputs"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1, interpolation="nearest")
+    show_pixels(ax_in, tiled["inputs"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1)
     frame_tiles(ax_in, images.shape, [f"class {c}" for c in classes], None, (gap_in, 1))
-    image = ax_maps.imshow(
+    image = show_pixels(
+        ax_maps,
         tiled["maps"],
         cmap="magma" if low >= 0 else KERNEL_CMAP,
         vmin=low if low >= 0 else -max(high, -low),
         vmax=max(high, -low),
-        interpolation="nearest",
     )
     frame_tiles(ax_maps, shown.shape, None, [f"ch {channel}" for channel in channels])
     fig.colorbar(image, ax=ax_maps, shrink=0.6, label="mean activation")
