@@ -201,7 +201,8 @@ def _bad_input(case: str, run_dir: Path, tmp_path: Path) -> list[str]:
         return [str(tmp_path / "run")]
     if case == "corrupt split":
         shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("explore.html"))
-        np.savez(tmp_path / "run" / "split.npz", mean=np.array(["a"]), std=np.ones(1))
+        indices = {key: np.load(run_dir / "split.npz")[key] for key in ("train", "val", "test")}
+        np.savez(tmp_path / "run" / "split.npz", mean=np.array(["a"]), std=np.ones(1), **indices)
         return [str(tmp_path / "run")]
     if case == "foreign npz":
         np.savez(tmp_path / "model.npz", X=np.zeros(3))

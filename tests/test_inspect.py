@@ -94,6 +94,54 @@ def test_inspect_the_test_images_are_the_runs_test_split(run_dir):
     assert X.shape == (360, 1, 8, 8)
 
 
+def test_inspect_reads_the_runs_split_npz_instead_of_drawing_the_split_again(run_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from minicnn.data import loading
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("split_indices called: the run's split.npz was not used")
+
+    monkeypatch.setattr(loading, "split_indices", no_drawing)  # drawing it imports scikit-learn: 1-2 s
+    X, y = mc_inspect.load_test_split(run_dir)
+    split = np.load(run_dir / "split.npz")
+    from minicnn.data import load_digits_arrays
+
+    X_all, y_all = load_digits_arrays()
+    np.testing.assert_array_equal(y, y_all[split["test"]])
+    assert X.shape == (len(split["test"]), 1, 8, 8)
+
+    # a split.npz that does not partition the data: one line naming the file
+    broken = pathlib.Path(shutil.copytree(run_dir, tmp_path / "run"))
+    arrays = dict(np.load(broken / "split.npz"))
+    arrays["val"] = arrays["train"][:5]  # overlaps the training split
+    np.savez(broken / "split.npz", **arrays)
+    assert mc_inspect.main([str(broken)]) == 2
+    mc_inspect._run_dataset.cache_clear()
+
+
+def test_check_split_refuses_indices_that_are_not_a_partition():
+    from minicnn.data import DataError, check_split, split_indices
+
+    y = np.repeat(np.arange(4), 10)
+    good = split_indices(y, 0.2, 0.1, 0)
+    assert all(np.array_equal(check_split(good, 40)[k], good[k]) for k in good)
+    cases = [
+        ({**good, "val": good["train"][:2]}, r"do not cover the 40 images once each"),
+        ({**good, "test": good["test"] + 40}, r"do not cover"),
+        ({**good, "train": good["train"].astype(np.float64)}, r"split 'train': expected a 1-D array"),
+        ({k: v for k, v in good.items() if k != "val"}, r"split 'val': expected .* got nothing"),
+        ({**good, "test": good["test"][:, None]}, r"got int64 of shape \(8, 1\)"),
+    ]
+    for split, message in cases:
+        with pytest.raises(DataError, match=message):
+            check_split(split, 40)
+    own_test = {"train": np.arange(30), "val": np.arange(30, 40), "test": np.arange(5)}
+    assert len(check_split(own_test, 40, test_count=5)["test"]) == 5
+    with pytest.raises(DataError, match=r"expected the indices 0 to 5"):
+        check_split({**own_test, "test": np.arange(1, 7)}, 40, test_count=6)
+
+
 def test_inspect_rejects_a_layer_that_is_not_a_convolution(run_dir, capsys):
     assert mc_inspect.main([str(run_dir), "--layer", "1"]) == 2
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ from .datasets import (
     write_idx,
 )
 from .download import DownloadError, RemoteFile, cache_root, fetch
-from .loading import load_dataset, read_source
+from .loading import check_split, load_dataset, read_source
 
 __all__ = [
     "SOURCES",
@@ -35,6 +35,7 @@ __all__ = [
     "batch_indices",
     "cache_root",
     "channel_stats",
+    "check_split",
     "cutout",
     "fetch",
     "load_dataset",

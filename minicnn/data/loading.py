@@ -89,25 +89,65 @@ def read_source(data_cfg, progress: bool = True):
     raise DataError(f"data.source must be one of {SOURCES}, got {source!r}")
 
 
-def load_dataset(data_cfg, progress: bool = True) -> Dataset:
+def check_split(split, count: int, test_count: int | None = None) -> dict[str, np.ndarray]:
+    """Saved split indices (a mapping with ``"train"``, ``"val"``, ``"test"``) as int64 arrays, checked:
+    train, validation and test together are each of the ``count`` images exactly once, or, when the
+    data come with their own ``test_count`` test images, train and validation are and test is
+    ``arange(test_count)``. DataError, naming what is wrong, otherwise."""
+    idx = {}
+    for key in ("train", "val", "test"):
+        indices = np.asarray(split[key]) if key in split else None
+        if indices is None or indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
+            found = "nothing" if indices is None else f"{indices.dtype} of shape {indices.shape}"
+            raise DataError(f"split {key!r}: expected a 1-D array of integer indices, got {found}")
+        idx[key] = indices.astype(np.int64)
+    parts = ("train", "val", "test") if test_count is None else ("train", "val")
+    together = np.sort(np.concatenate([idx[key] for key in parts]))
+    if not np.array_equal(together, np.arange(count)):
+        raise DataError(
+            f"split: the {', '.join(parts)} indices do not cover the {count} images once each "
+            f"({len(together)} indices from {together.min() if len(together) else '-'} to "
+            f"{together.max() if len(together) else '-'}); the data changed since the split was saved"
+        )
+    if test_count is not None and not np.array_equal(idx["test"], np.arange(test_count)):
+        raise DataError(f"split 'test': expected the indices 0 to {test_count - 1} of the data's test images")
+    return idx
+
+
+def _draw_split(data_cfg, y: np.ndarray, test_count: int | None) -> dict[str, np.ndarray]:
+    """The config's stratified split of labels ``y``; with ``test_count`` (the data's own test
+    images) only train and validation are drawn, and test is ``arange(test_count)``."""
+    try:
+        if test_count is None:
+            return split_indices(y, data_cfg.test_fraction, data_cfg.val_fraction, data_cfg.split_seed)
+        idx = split_indices(y, 0.0, data_cfg.val_fraction, data_cfg.split_seed)
+    except ValueError as exc:  # e.g. a class with a single example cannot be stratified
+        raise DataError(f"cannot split the data (stratified by label): {exc}") from None
+    idx["test"] = np.arange(test_count, dtype=np.int64)
+    return idx
+
+
+def load_dataset(data_cfg, progress: bool = True, split: dict | None = None) -> Dataset:
     """Load, check, split and (optionally) standardize the data a config describes.
 
     ``data_cfg`` is a :class:`minicnn.train.config.DataConfig` (anything with its attributes).
     Deterministic: the same config always gives the same arrays, so the test split can be rebuilt
     from a run's ``config.toml``. ``progress`` shows download progress bars.
+
+    ``split``: the ``"train"``, ``"val"`` and ``"test"`` indices a run saved (its ``split.npz``), used
+    instead of drawing them again (:func:`~minicnn.data.datasets.split_indices`): the same indices
+    without importing scikit-learn, which takes a second or two. They must partition the data
+    (:func:`check_split`).
     """
     X, y, X_test, y_test = read_source(data_cfg, progress)
     if X_test is not None and X_test.shape[1:] != X.shape[1:]:
         raise DataError(f"test images have shape {X_test.shape[1:]} per image, training images {X.shape[1:]}")
-    try:
-        if X_test is None:
-            idx = split_indices(y, data_cfg.test_fraction, data_cfg.val_fraction, data_cfg.split_seed)
-            X_test, y_test = X[idx["test"]], y[idx["test"]]
-        else:
-            idx = split_indices(y, 0.0, data_cfg.val_fraction, data_cfg.split_seed)
-            idx["test"] = np.arange(len(y_test), dtype=np.int64)
-    except ValueError as exc:  # e.g. a class with a single example cannot be stratified
-        raise DataError(f"cannot split the data (stratified by label): {exc}") from None
+    if split is not None:
+        idx = check_split(split, len(y), None if X_test is None else len(y_test))
+    else:
+        idx = _draw_split(data_cfg, y, None if X_test is None else len(y_test))
+    if X_test is None:
+        X_test, y_test = X[idx["test"]], y[idx["test"]]
     X_train, y_train = X[idx["train"]], y[idx["train"]]
     X_val, y_val = X[idx["val"]], y[idx["val"]]
     if len(X_train) == 0:

@@ -43,7 +43,7 @@ def load_test_split(run_dir) -> tuple[np.ndarray, np.ndarray]:
     if os.path.lexists(config_path) and not os.path.isfile(config_path):
         raise ValueError(f"{show_path(config_path)} is not a file; the run's test split cannot be rebuilt")
     if os.path.isfile(config_path):
-        dataset = _run_dataset(*_file_key(config_path))
+        dataset = _run_dataset(*_dataset_key(config_path))
         return np.asarray(dataset.X_test), dataset.y_test  # uint8-backed Images -> float32
     from ..data import load_digits_arrays, split_indices
 
@@ -225,7 +225,7 @@ def load_train_images(run_dir) -> np.ndarray | None:
     config_path = os.path.join(run_dir, "config.toml")
     if not os.path.isfile(config_path):
         return None
-    return _run_dataset(*_file_key(config_path)).X_train
+    return _run_dataset(*_dataset_key(config_path)).X_train
 
 
 def _file_key(path) -> tuple[str, int, int]:
@@ -234,14 +234,31 @@ def _file_key(path) -> tuple[str, int, int]:
     return os.path.realpath(path), info.st_mtime_ns, info.st_size
 
 
+def _dataset_key(config_path) -> tuple:
+    """:func:`_run_dataset`'s key: the config's and, beside it, the run's ``split.npz``'s
+    :func:`_file_key` (None without one)."""
+    split_path = os.path.join(os.path.dirname(config_path), "split.npz")
+    saved = os.path.isfile(split_path) and not os.path.islink(split_path)
+    return _file_key(config_path), _file_key(split_path) if saved else None
+
+
 @functools.lru_cache(maxsize=1)
-def _run_dataset(config_path: str, mtime_ns: int, size: int):
+def _run_dataset(config_key: tuple, split_key: tuple | None):
     """The data set a run's config describes, built once for the test split and the training images
-    (inspect needs both: rebuilding it twice took a second on the MNIST-5k sample)."""
-    from ..data import load_dataset
+    (inspect needs both: rebuilding it twice took a second on the MNIST-5k sample), with the split
+    indices the run saved in ``split.npz`` when it has one (drawing them again imports scikit-learn:
+    1 to 2 s)."""
+    from ..data import DataError, load_dataset
+    from ..io import load_npz
     from ..train.config import load_config
 
-    return load_dataset(load_config(config_path).data)
+    data_cfg = load_config(config_key[0]).data
+    if split_key is None:
+        return load_dataset(data_cfg)
+    try:
+        return load_dataset(data_cfg, split=load_npz(split_key[0]))
+    except DataError as exc:
+        raise DataError(f"{show_path(split_key[0])}: {exc}") from None
 
 
 @one_line_errors

@@ -21,6 +21,7 @@ import os
 import typing
 
 import numpy as np
+from matplotlib import rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
@@ -190,7 +191,10 @@ def show_pixels(ax, data, cmap=None, vmin=None, vmax=None) -> PixelImage:
     """``ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")``, drawn as a
     :class:`PixelImage`: the same pixels at a fraction of the memory. ``data``: (M, N) values
     (NaN drawn as the colormap's "bad" colour) or (M, N, 3 or 4) colours."""
-    image = PixelImage(ax, cmap=cmap, interpolation="nearest", origin="upper", resample=None)  # as imshow
+    # the defaults imshow takes from rcParams (the constructor's own differ: resample=False)
+    image = PixelImage(
+        ax, cmap=cmap, interpolation="nearest", origin="upper", resample=rcParams["image.resample"]
+    )
     image.set_data(data)
     image.set_clim(vmin, vmax)
     image.autoscale_None()  # a limit not given comes from the data, as in imshow

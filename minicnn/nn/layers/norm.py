@@ -74,27 +74,35 @@ class BatchNorm2D(Layer):
         self.running_var = np.ones(num_features, dtype=self.dtype)
         self._x_hat: np.ndarray | None = None
         self._inv_std: np.ndarray | None = None
+        self._eval_input: tuple | None = None  # (x, running_mean) of an eval forward: x_hat on demand
 
     def forward(self, x):
         """x : (N, num_features, H, W) -> same shape."""
         xp = namespace(x)
-        if self.training:
-            count = x.shape[0] * x.shape[2] * x.shape[3]
-            if count < 2:
-                raise ValueError(
-                    f"{self!r}: training mode needs more than one value per channel, got input {x.shape}"
-                )
-            mean = _channel_sum(x) / count
-            centered = x - mean[_CHANNELS]
-            var = _channel_dot(centered, centered) / count
-            m = self.momentum
-            self.running_mean *= 1 - m
-            self.running_mean += m * mean
-            self.running_var *= 1 - m
-            self.running_var += m * var * (count / (count - 1))
-        else:
-            centered = x - self.running_mean[_CHANNELS]
-            var = self.running_var
+        self._eval_input = None
+        if not self.training:
+            # the running statistics are constants: one scale and one shift per channel, two passes
+            # over x instead of four (half the time of BatchNorm in inspect's occlusion maps)
+            inv_std = xp.astype(1.0 / xp.sqrt(self.running_var + self.eps), dtype_in(xp, self.dtype))
+            scale = self.weight.data * inv_std
+            out = x * scale[_CHANNELS]
+            out += (self.bias.data - self.running_mean * scale)[_CHANNELS]
+            self._x_hat, self._inv_std = None, inv_std
+            self._eval_input = (x, xp.asarray(self.running_mean, copy=True))
+            return out
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        if count < 2:
+            raise ValueError(
+                f"{self!r}: training mode needs more than one value per channel, got input {x.shape}"
+            )
+        mean = _channel_sum(x) / count
+        centered = x - mean[_CHANNELS]
+        var = _channel_dot(centered, centered) / count
+        m = self.momentum
+        self.running_mean *= 1 - m
+        self.running_mean += m * mean
+        self.running_var *= 1 - m
+        self.running_var += m * var * (count / (count - 1))
         inv_std = xp.astype(1.0 / xp.sqrt(var + self.eps), dtype_in(xp, self.dtype))
         centered *= inv_std[_CHANNELS]  # now x_hat; centered is a fresh array
         self._x_hat, self._inv_std = centered, inv_std
@@ -104,7 +112,11 @@ class BatchNorm2D(Layer):
 
     def backward(self, grad_out, need_input_grad=True):
         """grad_out : (N, num_features, H, W) -> d loss / d x, same shape."""
-        x_hat = self._cached(self._x_hat)
+        x_hat = self._x_hat
+        if self._eval_input is not None:  # eval forward: x_hat from its input, only now it is needed
+            x, mean = self._eval_input
+            x_hat = (x - mean[_CHANNELS]) * self._inv_std[_CHANNELS]
+        x_hat = self._cached(x_hat)
         grad_out = self._check_grad(grad_out, x_hat.shape)
 
         grad_bias, grad_weight = _channel_sum(grad_out), _channel_dot(grad_out, x_hat)
