@@ -167,7 +167,7 @@ def learning_figures(run_dir: Path, out) -> None:
     change = run_kernel_change(run_dir)
     layer = change["layer"]
     save(
-        kernels.plot_filters_change(initial.layers[layer], model.layers[layer]),
+        kernels.plot_filters_change(initial.get_layer(layer), model.get_layer(layer)),
         out("filters_learned"),
         dpi=DPI,
     )
