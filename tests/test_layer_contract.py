@@ -131,3 +131,86 @@ def test_the_pages_javascript_matches_numpy_for_every_layer(browser, tmp_path):
         check = open_page(browser, path)("selfCheck()")
         model.train()
         assert check["ok"] is True and check["maxRelativeError"] <= 1e-4, (name, check)
+
+
+def _held_arrays(layer) -> dict:
+    """What a layer kept from its last forward for backward: its ``cache_names`` that are not None."""
+    return {name: getattr(layer, name) for name in layer.cache_names if getattr(layer, name) is not None}
+
+
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_no_grad_gives_the_same_outputs_and_keeps_nothing_for_backward(name):
+    from minicnn.nn import grad_enabled, no_grad
+
+    model, layer, shape = ROWS[name]
+    x = np.random.default_rng(4).standard_normal(shape)
+    with layer.evaluating():
+        expected = layer.forward(x)
+        keeps = bool(_held_arrays(layer))
+        assert keeps or not layer.cache_names or name == "Dropout"  # (Dropout's eval forward needs no mask)
+        assert grad_enabled()
+        with no_grad():
+            assert not grad_enabled()
+            out = layer.forward(x)
+        assert grad_enabled()
+        np.testing.assert_array_equal(out, expected)
+        held = {n: a for _, sub in layer.named_layers() for n, a in _held_arrays(sub).items()}
+        assert not held, f"{name} kept {sorted(held)} under no_grad"
+        if keeps:
+            with pytest.raises(
+                RuntimeError, match=r"backward\(\) called before forward\(\), or after .*no_grad"
+            ):
+                layer.backward(np.ones_like(out))
+    # predictions run under no_grad: no layer of the model holds the batch's activations afterwards
+    rng = np.random.default_rng(5)
+    model.forward(rng.standard_normal((2, *model_input_shape(name))))  # keeps them, as training does
+    model.predict_proba(rng.standard_normal((3, *model_input_shape(name))))
+    assert not any(_held_arrays(sub) for _, sub in model.named_layers())
+
+
+def model_input_shape(name: str) -> tuple[int, ...]:
+    return (36,) if name == "Dense" else (1, 6, 6)
+
+
+def test_no_grad_is_undone_after_an_error_and_layers_of_ones_own_keep_working():
+    from minicnn.nn import grad_enabled, no_grad
+
+    with pytest.raises(ZeroDivisionError), no_grad():
+        raise ZeroDivisionError
+    assert grad_enabled()
+
+    class Twice(L.Layer):  # a user's layer declares no cache_names: nothing is dropped
+        def forward(self, x):
+            self.seen = x
+            return 2 * x
+
+    layer = Twice()
+    with no_grad():
+        assert np.array_equal(layer.forward(np.ones(3)), 2 * np.ones(3))
+    assert layer.seen is not None
+
+
+def test_predictions_need_less_memory_than_a_forward_that_keeps_its_activations():
+    import tracemalloc
+
+    rng = np.random.default_rng(7)
+    model = L.Sequential(
+        L.Conv2D(1, 16, 3, padding=1, rng=rng), L.ReLU(), L.Conv2D(16, 16, 3, padding=1, rng=rng), L.ReLU(),
+        L.Conv2D(16, 16, 3, padding=1, rng=rng), L.ReLU(), L.Flatten(), L.Dense(16 * 28 * 28, 10, rng=rng),
+    )  # fmt: skip
+    X = rng.standard_normal((128, 1, 28, 28)).astype(np.float32)
+    model.predict(X[:2])
+
+    def peak(run) -> int:
+        tracemalloc.start()
+        try:
+            run()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    with model.evaluating():
+        keeping = peak(lambda: model.forward(X))
+    predicting = peak(lambda: model.predict_logits(X, batch_size=128))
+    # keeping: every layer's input and mask (about 8 activations of 6.4 MB); predicting: two at a time
+    assert predicting < 0.5 * keeping, (predicting / 2**20, keeping / 2**20)

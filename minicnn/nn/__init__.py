@@ -10,7 +10,7 @@ lowering). The math, the layers, the losses and the optimizers also run on other
 from . import layers as _layers
 from ._backend import DeviceUnavailable, to_device, to_host
 from .layers import *  # noqa: F403  (every layer class, by the registry: minicnn.nn.layers.LAYERS)
-from .layers import LAYERS, Layer, layer_class
+from .layers import LAYERS, Layer, grad_enabled, layer_class, no_grad
 from .losses import MSELoss, SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW
 from .parameter import Parameter
@@ -20,6 +20,8 @@ __all__ = [
     "LAYERS",
     "Layer",
     "layer_class",
+    "no_grad",
+    "grad_enabled",
     "MSELoss",
     "SoftmaxCrossEntropy",
     "SGD",

@@ -20,7 +20,7 @@ from matplotlib.patches import Patch
 
 from ..io import check_write_target, write_atomic
 from ..nn.functional import pad2d
-from ..nn.layers import Conv2D
+from ..nn.layers import Conv2D, no_grad
 from .change import kernel_angles, norm_ratios
 from .plots import (
     IMAGE_CMAP,
@@ -263,7 +263,7 @@ def top_patches(model, X: np.ndarray, layer: int | str, count: int = 9, batch_si
         raise ValueError(f"top_patches: layer {layer} must be the model's first convolution, got {conv!r}")
     n, out = len(X), conv.out_channels
     where, best = np.empty((n, out), dtype=np.int64), np.empty((n, out))
-    with model.evaluating():  # batch by batch, keeping only each image's strongest place per kernel
+    with model.evaluating(), no_grad():  # batch by batch, keeping each image's strongest place per kernel
         for start in range(0, n, batch_size):
             flat = conv.forward(X[start : start + batch_size])
             w_out = flat.shape[3]

@@ -30,7 +30,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.transforms import Bbox
 
 from ..io import save_figure_atomic
-from ..nn.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, Layer
+from ..nn.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, Layer, no_grad
 
 KERNEL_CMAP = "RdBu_r"
 IMAGE_CMAP = "gray_r"
@@ -544,7 +544,7 @@ def feature_maps(model, x, layer) -> np.ndarray:
     """
     name = _check_layer(model, layer)
     out = as_batch(model, x)
-    with model.evaluating():
+    with model.evaluating(), no_grad():
         return model.output_of(name, out)
 
 

@@ -21,6 +21,7 @@ from .base import (
     Window,
     builtin_layers,
     check_saveable,
+    grad_enabled,
     import_layer_modules,
     init_weight,
     known_layers,
@@ -28,6 +29,7 @@ from .base import (
     layer_from_record,
     layer_record,
     long_name,
+    no_grad,
 )
 from .containers import Residual, Sequential
 from .conv import ALGORITHMS, Conv2D
@@ -50,6 +52,7 @@ __all__ = [
     "as_generator",
     "builtin_layers",
     "check_saveable",
+    "grad_enabled",
     "import_layer_modules",
     "init_weight",
     "known_layers",
@@ -57,4 +60,5 @@ __all__ = [
     "layer_from_record",
     "layer_record",
     "long_name",
+    "no_grad",
 ]

@@ -22,6 +22,8 @@ class _Elementwise(Layer):
     #: The ONNX operator that computes f.
     onnx_op = ""
 
+    cache_names = ("_out",)
+
     def __init__(self) -> None:
         self._out: np.ndarray | None = None
 
@@ -54,6 +56,7 @@ class ReLU(Layer):
     """
 
     javascript = BUILTIN_JAVASCRIPT
+    cache_names = ("_mask",)
 
     def __init__(self) -> None:
         self._mask: np.ndarray | None = None
@@ -98,6 +101,7 @@ class LeakyReLU(Layer):
     """``x`` where positive, ``negative_slope * x`` elsewhere. Any shape."""
 
     javascript = BUILTIN_JAVASCRIPT
+    cache_names = ("_mask",)
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         self.negative_slope = check_real(negative_slope, "negative_slope", "LeakyReLU")

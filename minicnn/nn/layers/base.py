@@ -33,6 +33,7 @@ imports anything; a config's long form imports the module it names (:func:`layer
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import inspect
@@ -214,14 +215,49 @@ def saved_type(cls: type[Layer]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Forward passes that no backward follows
+# ----------------------------------------------------------------------------------------------
+_NO_GRAD: contextvars.ContextVar[bool] = contextvars.ContextVar("minicnn_no_grad", default=False)
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """``with no_grad(): ...``: forward passes that no backward pass will follow (as PyTorch's
+    ``torch.no_grad``), such as predictions and the figures' feature maps.
+
+    A layer keeps what its backward pass needs (its input, the expanded matrix of a convolution, a
+    ReLU's mask) until the next forward: a model's whole batch of activations, layer after layer.
+    Under ``no_grad`` each layer drops those (its ``cache_names``) as soon as its forward returns,
+    so at most the arrays of one layer's step are alive at once. A ``backward`` after such a forward
+    says that there is nothing to differentiate. :meth:`Sequential.predict_logits` (and so
+    ``predict`` and ``predict_proba``) runs under it.
+    """
+    token = _NO_GRAD.set(True)
+    try:
+        yield
+    finally:
+        _NO_GRAD.reset(token)
+
+
+def grad_enabled() -> bool:
+    """False inside :func:`no_grad`: layers keep nothing for a backward pass."""
+    return not _NO_GRAD.get()
+
+
+# ----------------------------------------------------------------------------------------------
 # Declared input checks
 # ----------------------------------------------------------------------------------------------
 def _checked_forward(forward: Callable) -> Callable:
-    """``forward`` preceded by the layer's declared input checks (:meth:`Layer.check_input`)."""
+    """``forward`` preceded by the layer's declared input checks (:meth:`Layer.check_input`), and
+    followed, under :func:`no_grad`, by dropping what it kept for backward (``cache_names``)."""
 
     @functools.wraps(forward)
     def checked(self, x):
-        return forward(self, self.check_input(x))
+        out = forward(self, self.check_input(x))
+        if _NO_GRAD.get():
+            for name in self.cache_names:
+                setattr(self, name, None)
+        return out
 
     checked.__minicnn_checked__ = True  # type: ignore[attr-defined]
     return checked
@@ -312,6 +348,9 @@ class Layer:
     input_min_ndim: int = 0
     #: Names of array attributes saved with the weights but not trained (BatchNorm2D's running statistics).
     buffer_names: tuple[str, ...] = ()
+    #: Names of the attributes ``forward`` fills for ``backward`` (Conv2D's ``_x`` and ``_cols``): set
+    #: to None after each forward under :func:`no_grad`, so their memory is freed at once.
+    cache_names: tuple[str, ...] = ()
     #: True for a layer whose ``weight`` holds kernels (out, in, kh, kw) slid over the input (Conv2D).
     is_convolution: bool = False
     #: The layer's forward pass in the explorer page: a JavaScript function ``(x, L) => tensor`` (see
@@ -680,7 +719,10 @@ class Layer:
 
     def _cached(self, value, what: str = "forward"):
         if value is None:
-            raise RuntimeError(f"{self._label()}: backward() called before {what}()")
+            raise RuntimeError(
+                f"{self._label()}: backward() called before {what}(), or after a {what}() under "
+                "no_grad(), which keeps nothing for it"
+            )
         return value
 
     def _check_grad(self, grad_out, expected_shape: tuple[int, ...]) -> np.ndarray:

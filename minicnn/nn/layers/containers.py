@@ -15,7 +15,7 @@ import numpy as np
 from .. import _threads
 from .._backend import asarray_like, host_dtype, to_host
 from .activation import ReLU
-from .base import BUILTIN_JAVASCRIPT, Layer, layer_record
+from .base import BUILTIN_JAVASCRIPT, Layer, layer_record, no_grad
 from .pooling import MaxPool2D
 from .saving import ClassOnly, layers_from_records, load_model, save_model
 
@@ -129,7 +129,7 @@ class Sequential(Layer):
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"Sequential.predict: batch_size must be a positive int, got {batch_size!r}")
         where = next((p.data for p in self.parameters()), np.empty(0))  # an array on the model's device
-        with self.evaluating():
+        with self.evaluating(), no_grad():
             chunks = [
                 to_host(self.forward(asarray_like(X[i : i + batch_size], where)))
                 for i in range(0, len(X), batch_size)

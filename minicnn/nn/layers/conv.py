@@ -73,6 +73,7 @@ class Conv2D(Layer):
     input_ndim = 4
     is_convolution = True
     javascript = BUILTIN_JAVASCRIPT
+    cache_names = ("_x", "_cols")
 
     #: Scratch-memory bound in bytes of one forward + backward pass; larger batches are processed
     #: in chunks of samples. None: :func:`minicnn.nn._lowering.get_workspace_limit` (64 MiB by default).

@@ -32,6 +32,7 @@ class Dense(Layer):
     input_size_argument = "in_features"
     input_ndim = 2
     javascript = BUILTIN_JAVASCRIPT
+    cache_names = ("_x",)
 
     def __init__(
         self,

@@ -61,6 +61,7 @@ class BatchNorm2D(Layer):
     input_ndim = 4
     buffer_names = ("running_mean", "running_var")
     javascript = BUILTIN_JAVASCRIPT
+    cache_names = ("_x_hat", "_eval_input")
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32) -> None:
         self.num_features = positive_int(num_features, "num_features", "BatchNorm2D")
@@ -162,6 +163,7 @@ class Dropout(Layer):
     """
 
     javascript = BUILTIN_JAVASCRIPT
+    cache_names = ("_mask",)
 
     def __init__(self, p: float = 0.5, rng=None) -> None:
         self.p = check_real(p, "p", "Dropout", low=0.0, high=1.0, high_open=True)

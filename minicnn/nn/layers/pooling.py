@@ -86,6 +86,7 @@ class MaxPool2D(_Pool2D):
     """
 
     onnx_op = "MaxPool"
+    cache_names = ("_argmax",)
 
     def __init__(self, kernel_size, stride=None, padding=0) -> None:
         super().__init__(kernel_size, stride, padding)
