@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     print(
         f"training run {run_seconds:.1f}s ({metrics['train_seconds']:.1f}s in epochs), figures "
         f"{figures_seconds:.1f}s ({sum(t[1] for t in times):.1f}s drawing, the rest imports): figures are "
-        f"{figures_seconds / total:.0%} of {total:.1f}s"
+        f"{figures_seconds / total:.1%} of {total:.1f}s"
     )
     print(f"peak memory {peak_trained:.0f} MiB after training, {peak_mib():.0f} MiB after the figures")
     print("load average " + " ".join(f"{load:.2f}" for load in os.getloadavg()))

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import typing
-
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -155,18 +153,22 @@ def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int | str) -> tu
     """
     y = np.asarray(y)
     classes = np.unique(y)
-    sums: typing.Any = 0.0  # then (K, C, H_out, W_out)
-    for start in range(0, len(X), 256):  # per-class sums batch by batch: no copy of every map at once
-        maps = feature_maps(model, X[start : start + 256], layer)
+    sums, shape = None, None
+    for start in range(0, len(X), 128):  # per-class sums batch by batch: no copy of every map at once
+        maps = feature_maps(model, X[start : start + 128], layer)
         if maps.ndim != 4:
             raise ValueError(
                 f"class_mean_maps: layer {layer} outputs shape {maps.shape[1:]}, not feature maps"
             )
-        sums = sums + np.stack(
-            [maps[y[start : start + 256] == c].sum(axis=0, dtype=np.float64) for c in classes]
-        )
+        shape = maps.shape[1:]
+        one_hot = (y[start : start + 128, None] == classes).astype(maps.dtype)  # (n, K)
+        part = (one_hot.T @ maps.reshape(len(maps), -1)).astype(np.float64)  # each class's sum
+        sums = part if sums is None else sums + part
+        del maps  # before the next batch's maps exist
+    if sums is None or shape is None:
+        raise ValueError("class_mean_maps: no images")
     counts = np.array([np.sum(y == c) for c in classes], dtype=np.float64)
-    return classes, sums / counts[:, None, None, None]
+    return classes, (sums / counts[:, None]).reshape(len(classes), *shape)
 
 
 def plot_class_mean_maps(
