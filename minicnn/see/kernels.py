@@ -192,6 +192,10 @@ def plot_filters_evolution(
     return save(fig, path)
 
 
+#: Colours of the kernels' GIF: white, black and 254 shades of the kernel colour scale.
+_GIF_PALETTE_SIZE = 256
+
+
 def animate_filters_evolution(
     history: dict, path, in_channel: int | None = None, fps: int = 4, tile_pixels: int = 48
 ) -> np.ndarray:
@@ -210,7 +214,13 @@ def animate_filters_evolution(
     unit = _unit(kernels[:, :, 0 if in_channel is None else in_channel])
     n_out, kh, kw = unit.shape[1:]
     scale = max(1, tile_pixels // max(kh, kw))
-    colours = rgb_bytes(unit, KERNEL_CMAP, symmetric_limit(unit))  # (E, out, kh, kw, 3)
+    # frames of palette indices: 0 white, 1 black, 2 to 255 the colour scale (no quantization of
+    # RGB frames, which was three quarters of the GIF's time)
+    levels = _GIF_PALETTE_SIZE - 2
+    vmax = symmetric_limit(unit)
+    shades = rgb_bytes(np.linspace(-1.0, 1.0, levels), KERNEL_CMAP, 1.0)  # as imshow colours them
+    palette = np.concatenate([[[255, 255, 255], [0, 0, 0]], shades]).astype(np.uint8).ravel().tolist()
+    indices = (2 + np.round((unit + vmax) / (2 * vmax) * (levels - 1))).astype(np.uint8)  # (E, out, kh, kw)
     rows, cols = wrap(unit[0]).shape[:2]
     pad, header, caption = 6, 20, 14
     step_x, step_y = kw * scale + pad, kh * scale + caption + pad
@@ -219,17 +229,16 @@ def animate_filters_evolution(
     frames = []
     for e in range(len(epochs)):
         angles = kernel_angles(kernels[0], kernels[e])
-        frame = Image.new("RGB", size, "white")
+        frame = Image.new("P", size, 0)
+        frame.putpalette(palette)
         pen = ImageDraw.Draw(frame)
-        pen.text(
-            (pad, 4), f"epoch {epochs[e]}: kernels (unit norm), angle from init", fill="black", font=font
-        )
+        pen.text((pad, 4), f"epoch {epochs[e]}: kernels (unit norm), angle from init", fill=1, font=font)
         for k in range(n_out):
             r, c = divmod(k, cols)
             left, top = pad + c * step_x, header + r * step_y
-            tile = Image.fromarray(colours[e, k]).resize((kw * scale, kh * scale), Image.Resampling.NEAREST)
-            frame.paste(tile, (left, top))
-            pen.text((left, top + kh * scale + 1), f"{angles[k]:.0f}°", fill="black", font=font)
+            tile = np.kron(indices[e, k], np.ones((scale, scale), dtype=np.uint8))  # whole pixels per weight
+            frame.paste(Image.fromarray(tile, mode="L"), (left, top))
+            pen.text((left, top + kh * scale + 1), f"{angles[k]:.0f}°", fill=1, font=font)
         frames.append(frame)
     write_atomic(  # never through a link, never half a file
         path,
