@@ -189,7 +189,7 @@ def test_filters_evolution_gif_draws_each_kernel_in_its_colours(tmp_path):
         top, left = 20 + r * (30 + 14 + 6), 6 + c * (30 + 6)
         centres = frame[top + 5 : top + 30 : 10, left + 5 : left + 30 : 10]  # one pixel per weight
         expected = colormaps["RdBu_r"]((unit[1, k] + vmax) / (2 * vmax))[..., :3] * 255
-        assert np.abs(centres - expected).max() <= 4  # 254 shades of the scale in the palette: exact to a step
+        assert np.abs(centres - expected).max() <= 4  # 254 shades of the scale in the palette
 
 
 def test_top_patches_are_the_strongest_responses_one_per_image():
