@@ -5,6 +5,7 @@
     python docs/make_figures.py --lvf-json FILE  # plot learned-vs-frozen from a saved
                                                  #   experiments/learned_vs_frozen.py result, not re-training
     python docs/make_figures.py --only gallery stride
+    python docs/make_figures.py --out DIR        # write into DIR instead of docs/figures/
 
 The slow parts are the digits model (one training run) and the learned-versus-frozen experiment
 (two variants x five seeds). Everything else takes seconds.
@@ -173,7 +174,7 @@ def learning_figures(run_dir: Path, out) -> None:
     )
     history = load_kernel_history(run_dir)
     save(kernels.plot_filters_evolution(history), out("filters_evolution"), dpi=DPI)
-    kernels.animate_filters_evolution(history, FIGURES / "filters_evolution.gif")
+    kernels.animate_filters_evolution(history, out("filters_evolution", ".gif"))
     save(kernels.plot_top_patches(model, dataset.X_train, layer), out("top_patches"), dpi=DPI)
     blank = dataset.X_train.min(axis=(0, 2, 3))
     save(saliency.plot_saliency(model, dataset.X_test, dataset.y_test, blank), out("saliency"), dpi=DPI)
@@ -222,14 +223,17 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES))
+    parser.add_argument(
+        "--out", type=Path, default=FIGURES, help="folder to write into (default: docs/figures)"
+    )
     args = parser.parse_args(argv)
-    FIGURES.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     wanted = set(args.only)
 
     written = []
 
-    def out(name):
-        path = FIGURES / f"{name}.png"
+    def out(name, suffix=".png"):
+        path = args.out / f"{name}{suffix}"
         written.append(path)
         return path
 
@@ -311,8 +315,10 @@ def main(argv=None) -> int:
         lvf.plot(results).savefig(out("learned_vs_frozen"), dpi=DPI)
         print(lvf.table(results))
     for path in written:
-        shrink_png(path)
-        print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size // 1024} KB)")
+        if path.suffix == ".png":
+            shrink_png(path)
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        print(f"wrote {shown} ({path.stat().st_size // 1024} KB)")
     return 0
 
 

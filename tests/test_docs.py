@@ -43,3 +43,37 @@ def test_the_run_directory_table_lists_exactly_what_a_run_writes(tmp_path, train
     from minicnn.train import RunDir
 
     assert set(RunDir.FILES) <= set(listed)  # what --overwrite removes is documented too
+
+
+def test_make_figures_draws_the_learning_figures_of_a_finished_run(finished_run, tmp_path):
+    """docs/make_figures.py, which draws the README's pictures, runs on a finished run (its
+    ``learning`` part once broke unnoticed when layer names became dotted strings)."""
+    import importlib.util
+
+    from PIL import Image
+
+    from minicnn.see.change import load_kernel_history
+
+    spec = importlib.util.spec_from_file_location(
+        "make_figures", Path(__file__).parent.parent / "docs" / "make_figures.py"
+    )
+    make_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_figures)
+    out = tmp_path / "figures"
+    assert (
+        make_figures.main(
+            ["--run", str(finished_run), "--only", "learning", "feature_maps", "--out", str(out)]
+        )
+        == 0
+    )
+    expected = {
+        "filters_learned",
+        "filters_evolution",
+        "top_patches",
+        "saliency",
+        "class_maps_first",
+        "feature_maps",
+    }
+    assert {p.stem for p in out.glob("*.png")} == expected
+    with Image.open(out / "filters_evolution.gif") as gif:  # one frame per kept epoch, as the run's own GIF
+        assert gif.n_frames == len(load_kernel_history(finished_run)["epochs"])
