@@ -364,7 +364,7 @@ def _draw_padding(fig, ax, padding: np.ndarray, gap) -> bool:
     marked = mosaic(padding.astype(float), gap) == 1
     if not marked.any():
         return False
-    # uint8 RGBA: Matplotlib resamples it at the canvas's size, where float64 takes 8 times the memory
+    # uint8 RGBA: the colours as drawn, an eighth of float64's memory
     overlay = np.zeros((*marked.shape, 4), dtype=np.uint8)
     overlay[marked] = np.round(np.multiply(PADDING_RGBA, 255)).astype(np.uint8)
     show_pixels(ax, overlay)

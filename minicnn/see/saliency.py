@@ -153,22 +153,22 @@ def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int | str) -> tu
     """
     y = np.asarray(y)
     classes = np.unique(y)
-    sums, shape = None, None
-    for start in range(0, len(X), 128):  # per-class sums batch by batch: no copy of every map at once
-        maps = feature_maps(model, X[start : start + 128], layer)
+    batch = 128  # per-class sums batch by batch: no copy of every map at once
+    sums = None  # then (K, C, H_out, W_out), float64
+    for start in range(0, len(X), batch):
+        maps = feature_maps(model, X[start : start + batch], layer)
         if maps.ndim != 4:
             raise ValueError(
                 f"class_mean_maps: layer {layer} outputs shape {maps.shape[1:]}, not feature maps"
             )
-        shape = maps.shape[1:]
-        one_hot = (y[start : start + 128, None] == classes).astype(maps.dtype)  # (n, K)
-        part = (one_hot.T @ maps.reshape(len(maps), -1)).astype(np.float64)  # each class's sum
-        sums = part if sums is None else sums + part
+        one_hot = (y[start : start + batch, None] == classes).astype(maps.dtype)  # (n, K)
+        part = (one_hot.T @ maps.reshape(len(maps), -1)).reshape(len(classes), *maps.shape[1:])
+        sums = part.astype(np.float64) if sums is None else sums + part  # each class's sum
         del maps  # before the next batch's maps exist
-    if sums is None or shape is None:
+    if sums is None:
         raise ValueError("class_mean_maps: no images")
     counts = np.array([np.sum(y == c) for c in classes], dtype=np.float64)
-    return classes, (sums / counts[:, None]).reshape(len(classes), *shape)
+    return classes, sums / counts[:, None, None, None]
 
 
 def plot_class_mean_maps(
