@@ -22,9 +22,11 @@ from ..io import check_write_target, write_atomic
 from ..nn.functional import pad2d
 from ..nn.layers import Conv2D, no_grad
 from .change import kernel_angles, norm_ratios
+from .layout import Sheet, fit, image_panel
 from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
+    KERNEL_INCHES,
     LABEL_SIZE,
     MAX_COLUMNS,
     FigureStep,
@@ -32,13 +34,12 @@ from .plots import (
     kernel_array,
     label_tiles,
     mosaic,
-    new_figure,
     rgb_bytes,
     run_steps,
     save,
     show_pixels,
     symmetric_limit,
-    tiled_axes,
+    tiled_sheet,
     wrap,
 )
 
@@ -92,24 +93,23 @@ def plot_filters_change(
     gaps = {"initial": (max(1, round(0.2 * kh)), 1), "learned": (max(1, round(0.2 * kh)), 1)}
     gaps["change"] = (max(2, round(0.9 * kh)), 1)
     images = {name: mosaic(grid, gaps[name]) for name, grid in blocks.items()}
-    heights = [image.shape[0] for image in images.values()]
-    fig = new_figure(max(0.75 * cols + 2.2, 5.8), 0.75 * sum(heights) / (kh + 1) + 1.6)
-    axes = dict(zip(images, fig.subplots(3, 1, squeeze=False, height_ratios=heights)[:, 0]))
+    height = sum(image.shape[0] for image in images.values())
+    pixel = fit(KERNEL_INCHES / b.shape[2], images["initial"].shape[1], height)
+    sheet = Sheet([[image_panel(image.shape, pixel, name)] for name, image in images.items()])
+    axes = dict(zip(images, sheet.axes[:, 0]))
     shared = symmetric_limit(b, a)
     for name, ax in axes.items():
-        ax.set_label(name)
         vmax = shared if name != "change" else symmetric_limit(a - b)
         shown = show_pixels(ax, images[name], cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
         first = [f"{r * cols}-{min((r + 1) * cols, len(b)) - 1}" for r in range(rows)] if rows > 1 else None
         top = [str(k) for k in range(cols)] if name == "initial" else None
         frame_tiles(ax, blocks[name].shape, first, top, gaps[name])
         ax.set_ylabel("learned − initial" if name == "change" else name, fontsize=LABEL_SIZE)
-        fig.colorbar(shown, ax=ax, shrink=0.9, aspect=12, label="change" if name == "change" else "weight")
+        sheet.colorbar(shown, ax, label="change" if name == "change" else "weight")
     moved = [f"{angle:.0f}°\n×{ratio:.2f}" for angle, ratio in zip(angles, ratios)]
     label_tiles(axes["change"], blocks["change"].shape, gaps["change"], moved, linespacing=0.9)
     note = "" if before.shape[1] == 1 else f", input channel {channel} shown"
-    fig.suptitle(title or _change_title(angles, note), fontsize=10)
-    return save(fig, path)
+    return save(sheet.finish(title or _change_title(angles, note), 10), path)
 
 
 def _change_title(angles: np.ndarray, note: str) -> str:
@@ -140,6 +140,10 @@ def most_turned(angles: np.ndarray, count: int) -> np.ndarray:
     if len(angles) <= count:
         return np.arange(len(angles))
     return np.sort(np.argsort(-np.nan_to_num(angles, nan=-1.0), kind="stable")[:count])
+
+
+#: Inches a kernel's tile takes in :func:`plot_filters_evolution`.
+EVOLUTION_INCHES = 0.5
 
 
 def plot_filters_evolution(
@@ -173,23 +177,19 @@ def plot_filters_evolution(
     tiles = unit[shown][:, picked]
     gap = (max(2, round(0.5 * kh)), 1)
     image = mosaic(tiles, gap)
-    fig = new_figure(max(0.6 * len(picked) + 2.4, 5.6), 0.62 * len(shown) + 1.2)
-    ax = fig.subplots()
-    ax.set_label("kernels")
+    pixel = fit(EVOLUTION_INCHES / tiles.shape[3], image.shape[1], image.shape[0])
+    sheet = Sheet([[image_panel(image.shape, pixel, "kernels")]])
+    ax = sheet.axes[0, 0]
     vmax = symmetric_limit(tiles)
     drawn = show_pixels(ax, image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
     frame_tiles(ax, tiles.shape, [f"epoch {epochs[e]}" for e in shown], [str(k) for k in picked], gap)
     turned = [kernel_angles(kernels[0], kernels[e])[picked] for e in shown]
     label_tiles(ax, tiles.shape, gap, [f"{a:.0f}°" for row in turned for a in row], fontsize=LABEL_SIZE - 2)
-    fig.colorbar(drawn, ax=ax, shrink=0.8, aspect=30, label="weight / kernel norm")
+    sheet.colorbar(drawn, ax, shrink=0.8, label="weight / kernel norm")
     thinned = "" if len(shown) == len(epochs) else f", {len(shown)} of {len(epochs)} snapshots"
     subset = "" if len(picked) == n_out else f"\nthe {len(picked)} of {n_out} kernels that turned most"
-    fig.suptitle(
-        f"Kernels over training (unit norm; kernel number above, angle from init under each{thinned})"
-        f"{subset}",
-        fontsize=10,
-    )
-    return save(fig, path)
+    heading = f"Kernels over training (unit norm; kernel number above, angle from init under each{thinned})"
+    return save(sheet.finish(heading + subset, 10), path)
 
 
 #: Colours of the kernels' GIF: white, black and 254 shades of the kernel colour scale.
@@ -330,12 +330,14 @@ def plot_top_patches(
     images = {"kernels": mosaic(scaled, gap), "patches": mosaic(patches, gap), "mean": mosaic(means, gap)}
     inside = ~found["padding"]
     low, high = float(np.min(patches[inside], initial=0.0)), float(np.max(patches[inside], initial=1.0))
-    fig = new_figure(1.0 * (count + 2) + 0.6, (1.15 if out <= 8 else 0.75) * out + 1.1)
-    axes = tiled_axes(fig, images)
+    width = sum(image.shape[1] for image in images.values())
+    pixel = fit((0.9 if out <= 8 else 0.6) / h, width, images["patches"].shape[0])
+    sheet = tiled_sheet(images, images["patches"].shape[0] * pixel)
+    axes = dict(zip(images, sheet.axes[0]))
     show_pixels(axes["kernels"], images["kernels"], cmap=KERNEL_CMAP, vmin=-1, vmax=1)
     for name in ("patches", "mean"):
         show_pixels(axes[name], images[name], cmap=IMAGE_CMAP, vmin=low, vmax=high)
-    padding = _draw_padding(fig, axes["patches"], found["padding"], gap)
+    padding = _draw_padding(sheet, axes["patches"], found["padding"], gap)
     frame_tiles(axes["kernels"], scaled.shape, [f"kernel {o}" for o in picked], None, gap)
     frame_tiles(axes["patches"], patches.shape, None, None, gap)
     frame_tiles(axes["mean"], means.shape, None, None, gap)
@@ -349,15 +351,14 @@ def plot_top_patches(
         if len(picked) == n_out
         else f"\n{len(picked)} of {n_out} kernels: those with the largest mean response to their top patches"
     )
-    fig.suptitle(
+    heading = (
         "What each first-layer kernel responds to most: its top training patches "
-        f"(response under each; ink dark{padding_note}){subset}",
-        fontsize=10,
+        f"(response under each; ink dark{padding_note}){subset}"
     )
-    return save(fig, path)
+    return save(sheet.finish(heading, 10), path)
 
 
-def _draw_padding(fig, ax, padding: np.ndarray, gap) -> bool:
+def _draw_padding(sheet: Sheet, ax, padding: np.ndarray, gap) -> bool:
     """Padding (out, count, h, w) True where a patch lies outside the image: drawn over the patches'
     mosaic in ``ax`` in :data:`PADDING_RGBA` and named in a legend under the figure. Padding is not
     ink: a zero there would read as grey. Returns whether there was any."""
@@ -368,9 +369,8 @@ def _draw_padding(fig, ax, padding: np.ndarray, gap) -> bool:
     overlay = np.zeros((*marked.shape, 4), dtype=np.uint8)
     overlay[marked] = np.round(np.multiply(PADDING_RGBA, 255)).astype(np.uint8)
     show_pixels(ax, overlay)
-    fig.legend(
-        handles=[Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
-        loc="outside lower center",
+    sheet.legend(
+        [Patch(facecolor=PADDING_RGBA, edgecolor="black", label="padding (outside the image)")],
         fontsize=LABEL_SIZE - 1,
         frameon=False,
     )

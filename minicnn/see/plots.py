@@ -11,7 +11,11 @@ Colour conventions, the same in every figure:
   so white means 0, red positive, blue negative, and equal colours mean equal values across tiles;
 - digits and other input images: gray, ink dark on white.
 
-Only this module (and the scripts) import matplotlib; the numerical core never does.
+The figures a training run draws are laid out by arithmetic (:class:`~.layout.Sheet`: each panel
+its own size in inches, room measured for its labels, no layout engine); the others use Matplotlib's
+constrained layout (:func:`new_figure`).
+
+Only the seeing tools (and the scripts) import matplotlib; the numerical core never does.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from matplotlib.transforms import Bbox
 
 from ..io import save_figure_atomic
 from ..nn.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, Layer, no_grad
+from .layout import Panel, Sheet, fit, image_panel
 
 KERNEL_CMAP = "RdBu_r"
 IMAGE_CMAP = "gray_r"
@@ -270,15 +275,13 @@ def label_tiles(ax, shape, gap, labels, above: bool = False, **text) -> None:
         ax.text(xs[c], ys[r] - half - 0.3 if above else ys[r] + half, label, **options)
 
 
-def tiled_axes(fig: Figure, images: dict) -> dict:
-    """One Axes per :func:`mosaic` image, side by side and labelled with its key, widths in
-    proportion to each image's width over its height: all get one height, so their rows line up
-    when the mosaics have the same rows of tiles in proportion."""
-    ratios = [image.shape[1] / image.shape[0] for image in images.values()]
-    axes = fig.subplots(1, len(images), squeeze=False, gridspec_kw={"width_ratios": ratios})[0]
-    for name, ax in zip(images, axes):
-        ax.set_label(name)
-    return dict(zip(images, axes))
+def tiled_sheet(images: dict, height: float) -> Sheet:
+    """A :class:`~.layout.Sheet` of one Axes per :func:`mosaic` image, side by side, each labelled with
+    its key and ``height`` inches tall, its width in proportion: their rows line up when the mosaics
+    have the same rows of tiles in proportion."""
+    return Sheet(
+        [[Panel(height * image.shape[1] / image.shape[0], height, name) for name, image in images.items()]]
+    )
 
 
 def stretched(image: np.ndarray) -> np.ndarray:
@@ -344,20 +347,25 @@ def _kernel_grid(fig, weight: np.ndarray, vmax: float, row_label: str = "filter"
     return image, [t[0] for t in tiles]
 
 
-def _kernel_mosaic(fig, kernels: np.ndarray, vmax: float):
+#: Inches a kernel's tile takes in the figures of kernels (a 3x3 and a 7x7 kernel alike).
+KERNEL_INCHES = 0.8
+
+
+def _kernel_mosaic(kernels: np.ndarray, vmax: float) -> tuple[Sheet, PixelImage]:
     """Kernels (out, kh, kw) as one tiled image in rows of :data:`MAX_COLUMNS` (:func:`wrap`) in an Axes
     labelled ``"kernels"``, each framed and titled ``filter k``: one Axes instead of one per kernel."""
     grid = wrap(kernels)
     gap = (max(1, round(0.4 * grid.shape[2])), 1)  # room above each row for its titles
     image = mosaic(grid, gap)
-    ax = fig.subplots()
-    ax.set_label("kernels")
+    pixel = fit(KERNEL_INCHES / grid.shape[3], image.shape[1], image.shape[0] + gap[0])
+    sheet = Sheet([[image_panel(image.shape, pixel, "kernels", extra_rows=gap[0])]])
+    ax = sheet.axes[0, 0]
     drawn = show_pixels(ax, image, cmap=KERNEL_CMAP, vmin=-vmax, vmax=vmax)
     frame_tiles(ax, grid.shape, None, None, gap, count=len(kernels))
     ax.set_ylim(image.shape[0] - 0.5, -0.5 - gap[0])
     labels = [f"filter {k}" for k in range(len(kernels))]
     label_tiles(ax, grid.shape, gap, labels, above=True, fontsize=LABEL_SIZE)
-    return drawn, [ax]
+    return sheet, drawn
 
 
 # --- kernels ----------------------------------------------------------------------------------------
@@ -389,8 +397,9 @@ def plot_filters(
     Returns
     -------
     Figure: one kernel per input channel (or one slice): one Axes labelled ``"kernels"`` holding them
-    as one tiled image (:func:`_kernel_mosaic`), plus the colorbar; otherwise (several input channels,
-    or ``annotate``) one Axes per tile plus the colorbar.
+    as one tiled image (:func:`_kernel_mosaic`), plus the colorbar, laid out by
+    :class:`~.layout.Sheet`; otherwise (several input channels, or ``annotate``) one Axes per tile plus
+    the colorbar.
     """
     weight = kernel_array(layer_or_weight)
     if in_channel is None and weight.shape[1] == 3:  # a first layer on colour images
@@ -401,22 +410,22 @@ def plot_filters(
         weight = weight[:, in_channel : in_channel + 1]
     vmax = symmetric_limit(weight) if vmax is None else float(vmax)
     n_out, n_in = weight.shape[:2]
-    if n_in == 1:
-        cols = min(n_out, 8)
-        fig = new_figure(max(1.25 * cols + 1.0, 4.6), 1.35 * -(-n_out // cols) + 0.5)  # room for the title
-    else:
-        fig = new_figure(0.75 * n_in + 1.2, 0.75 * n_out + 0.6)
-    if n_in == 1 and not annotate:
-        image, tile_axes = _kernel_mosaic(fig, weight[:, 0], vmax)
-    else:
-        image, tile_axes = _kernel_grid(fig, weight, vmax, annotate=annotate)
-    fig.colorbar(image, ax=tile_axes, shrink=0.9, aspect=25 if n_in == 1 else 40, label="weight")
     kh, kw = weight.shape[2:]
     if n_in == 1:
         slice_note = f", input channel {in_channel}" if in_channel is not None else ""
         default_title = f"{n_out} kernels, {kh}x{kw}{slice_note}"
     else:
         default_title = f"{n_out} filters x {n_in} input channels, {kh}x{kw} kernels"
+    if n_in == 1 and not annotate:
+        sheet, image = _kernel_mosaic(weight[:, 0], vmax)
+        sheet.colorbar(image, sheet.axes[0, 0], label="weight")
+        return save(sheet.finish(title or default_title, 11), path)
+    if n_in == 1:
+        fig = new_figure(max(1.25 * min(n_out, 8) + 1.0, 4.6), 1.35 * -(-n_out // 8) + 0.5)
+    else:
+        fig = new_figure(0.75 * n_in + 1.2, 0.75 * n_out + 0.6)
+    image, tile_axes = _kernel_grid(fig, weight, vmax, annotate=annotate)
+    fig.colorbar(image, ax=tile_axes, shrink=0.9, aspect=25 if n_in == 1 else 40, label="weight")
     fig.suptitle(title or default_title, fontsize=11)
     return save(fig, path)
 
@@ -610,6 +619,10 @@ def map_scale(maps: np.ndarray) -> tuple[str, float, float]:
     return KERNEL_CMAP, -vmax, vmax
 
 
+#: Inches an input image takes in the feature-map figure: each map's tile takes the same.
+MAP_INCHES = 0.9
+
+
 def plot_feature_maps(
     model, image, layer=None, max_channels: int = 16, columns: int = MAX_COLUMNS, title=None, path=None
 ) -> Figure:
@@ -651,23 +664,32 @@ def plot_feature_maps(
     wrapped = [wrap(g, columns) for g in grids]
     gap = max(1, round(grids[0].shape[1] / 6))  # room above each tile for its channel number
     images = [mosaic(w, gap) for w in wrapped]
-    ratios = [image.shape[1] / image.shape[0] for image in images]
-    fig = new_figure(
-        max(0.9 * min(columns, len(channels)) + 3.0, 5.6), sum(1.0 * w.shape[0] + 0.25 for w in wrapped) + 0.9
-    )
-    heights = [w.shape[0] for w in wrapped]
-    axes = fig.subplots(len(stages), 2, squeeze=False, width_ratios=[1, max(ratios)], height_ratios=heights)
+    sheet = _maps_sheet(x.shape[2:], stages, images, [grid.shape[1] for grid in grids])
     for row, (i, m) in enumerate(zip(stages, maps)):
-        ax_in, ax_maps = axes[row]
-        ax_in.set_label(f"input {i}")
-        ax_maps.set_label(f"maps {i}")
+        ax_in, ax_maps = sheet.axes[row]
         show_image(ax_in, x[0], title="input" if row == 0 else None)
         ax_in.set_ylabel(
             f"{i}: {type(model.get_layer(i)).__name__}\n{m.shape[1]}x{m.shape[2]}", fontsize=LABEL_SIZE
         )
-        _draw_maps(fig, ax_maps, images[row], wrapped[row], gap, grids[row], channels, x[0])
-    fig.suptitle(_maps_title(title, len(channels), n_channels, stages[0]), fontsize=10)
-    return save(fig, path)
+        _draw_maps(sheet, ax_maps, images[row], wrapped[row], gap, grids[row], channels, x[0])
+    return save(sheet.finish(_maps_title(title, len(channels), n_channels, stages[0]), 10), path)
+
+
+def _maps_sheet(shape, stages, images, tile_heights) -> Sheet:
+    """The feature-map figure's panels: per stage, the input (``shape`` (H, W)) and the mosaic of its
+    maps, whose tiles (``tile_heights`` pixels tall) take the input's size."""
+    scales = [shape[0] / tile for tile in tile_heights]  # input pixels per pixel of each mosaic
+    pixel = fit(  # inches per input pixel
+        MAP_INCHES / shape[0],
+        shape[1] + max(image.shape[1] * f for image, f in zip(images, scales)),
+        sum(max(shape[0], image.shape[0] * f) for image, f in zip(images, scales)),
+    )
+    return Sheet(
+        [
+            [image_panel(shape, pixel, f"input {i}"), image_panel(image.shape, pixel * f, f"maps {i}")]
+            for i, image, f in zip(stages, images, scales)
+        ]
+    )
 
 
 def _maps_title(title, shown: int, n_channels: int, first: str) -> str:
@@ -723,7 +745,7 @@ def _stage_maps(model, image, layer) -> tuple[np.ndarray, list[str], list[np.nda
     return x, stages, maps
 
 
-def _draw_maps(fig: Figure, ax, image, tiles, gap: int, grid_maps, channels, x: np.ndarray) -> None:
+def _draw_maps(sheet: Sheet, ax, image, tiles, gap: int, grid_maps, channels, x: np.ndarray) -> None:
     """One layer's maps: the mosaic ``image`` of ``tiles`` (rows, cols, h, w) in ``ax``, framed, each tile
     titled with its channel number, a faint outline of a one-channel input ``x`` (C, H, W) over each,
     on one colour scale (:func:`map_scale` of the maps ``grid_maps``) with a colorbar."""
@@ -740,7 +762,7 @@ def _draw_maps(fig: Figure, ax, image, tiles, gap: int, grid_maps, channels, x: 
         outlines[~np.isfinite(image)] = np.nan
         level = (outline.min() + outline.max()) / 2
         ax.contour(np.ma.masked_invalid(outlines), levels=[level], colors="k", linewidths=0.6, alpha=0.5)
-    fig.colorbar(drawn, ax=ax, shrink=0.85, pad=0.01)
+    sheet.colorbar(drawn, ax, shrink=0.85)
 
 
 # --- training results ---------------------------------------------------------------------------------
@@ -772,8 +794,8 @@ def plot_history(history, label_smoothing: float = 0.0, n_classes: int = 10, pat
     """
     rows = _history_rows(history)
     epochs = [row.get("epoch", e + 1) for e, row in enumerate(rows)]
-    fig = new_figure(8.0, 3.2)
-    axes = fig.subplots(1, 2)
+    sheet = Sheet([[Panel(3.2, 2.3), Panel(3.2, 2.3)]])
+    axes = sheet.axes[0]
     for ax, metric, label in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "accuracy", "accuracy")):
         for split, style in (("train", "-o"), ("val", "--s")):
             key = f"{split}_{metric}"
@@ -796,7 +818,7 @@ def plot_history(history, label_smoothing: float = 0.0, n_classes: int = 10, pat
         axes[0].legend(fontsize=8)
     axes[0].set_title("Loss" + (" (label smoothing puts a floor under it)" if floor > 0 else ""), fontsize=10)
     axes[1].set_title("Accuracy", fontsize=10)
-    return save(fig, path)
+    return save(sheet.finish(), path)
 
 
 def plot_confusion_matrix(y_true, y_pred, labels=None, path=None) -> Figure:
@@ -811,8 +833,9 @@ def plot_confusion_matrix(y_true, y_pred, labels=None, path=None) -> Figure:
     if labels is None:
         labels = np.unique(np.concatenate([y_true, y_pred]))
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
-    fig = new_figure(5.2, 4.4)
-    ax = fig.subplots()
+    side = min(max(0.36 * len(labels), 2.6), 6.0)  # room for the title over a few classes
+    sheet = Sheet([[Panel(side, side)]])
+    ax = sheet.axes[0, 0]
     image = ax.imshow(matrix, cmap="Blues", vmin=0)
     threshold = matrix.max() / 2 if matrix.size else 0
     for (r, c), count in np.ndenumerate(matrix):
@@ -830,10 +853,14 @@ def plot_confusion_matrix(y_true, y_pred, labels=None, path=None) -> Figure:
     ax.set_yticks(range(len(labels)), [str(v) for v in labels])
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
-    fig.colorbar(image, ax=ax, label="images")
+    sheet.colorbar(image, ax, shrink=1.0, label="images")
     accuracy = accuracy_score(y_true, y_pred) if len(y_true) else float("nan")
     ax.set_title(f"Confusion matrix, {len(y_true)} test images, accuracy {accuracy:.3f}", fontsize=10)
-    return save(fig, path)
+    return save(sheet.finish(), path)
+
+
+#: Inches a misclassified image takes in :func:`plot_mistakes`.
+MISTAKE_INCHES = 1.2
 
 
 def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=None, path=None) -> Figure:
@@ -855,19 +882,18 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
     wrong = np.flatnonzero(y_true != y_pred)
     shown = wrong[:max_images]
     if len(shown) == 0:
-        fig = new_figure(3.0, 1.5)
-        ax = fig.subplots()
+        sheet = Sheet([[Panel(2.8, 1.3)]])
+        ax = sheet.axes[0, 0]
         ax.axis("off")
         ax.text(0.5, 0.5, f"no mistakes on {len(images)} images", ha="center", va="center")
-        return save(fig, path)
+        return save(sheet.finish(), path)
     tiles = wrap(np.stack([stretched(as_image(images[i])) for i in shown]))  # as show_image draws them
     rows, cols, h = tiles.shape[:3]
     gap = (max(2, round(0.45 * h)), 1)  # room above each row for two lines of title
     image = mosaic(tiles, gap)
-    # at least ~4.5 inches wide, so the title fits above a grid of one or two mistakes
-    fig = new_figure(max(1.35 * cols + 0.3, 4.5), 1.6 * rows + 0.6)
-    ax = fig.subplots()
-    ax.set_label("mistakes")
+    pixel = fit(MISTAKE_INCHES / tiles.shape[3], image.shape[1], image.shape[0] + gap[0])
+    sheet = Sheet([[image_panel(image.shape, pixel, "mistakes", extra_rows=gap[0])]])
+    ax = sheet.axes[0, 0]
     gray = tiles.ndim == 4
     if gray:
         image = np.where(np.isnan(image), 0.0, image)  # the gaps white, as the paper under the ink
@@ -881,8 +907,7 @@ def plot_mistakes(images, y_true, y_pred, max_images: int = 24, probabilities=No
     titles = [f"true {y_true[i]}, pred {y_pred[i]}{p}" for i, p in zip(shown, probability)]
     label_tiles(ax, tiles.shape, gap, titles, above=True, fontsize=LABEL_SIZE, linespacing=0.95)
     shown_note = "" if len(shown) == len(wrong) else f" (showing {len(shown)})"
-    fig.suptitle(f"Misclassified: {len(wrong)} of {len(images)}{shown_note}", fontsize=11)
-    return save(fig, path)
+    return save(sheet.finish(f"Misclassified: {len(wrong)} of {len(images)}{shown_note}", 11), path)
 
 
 def first_conv(model):

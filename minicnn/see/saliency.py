@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from ..nn.functional import softmax
 from ..nn.layers import BatchNorm2D, LeakyReLU, ReLU, Sigmoid, Tanh
+from .layout import MAX_PANELS, Sheet, fit, image_panel
 from .plots import (
     IMAGE_CMAP,
     KERNEL_CMAP,
@@ -28,13 +29,12 @@ from .plots import (
     layers_after,
     maps_on_input,
     mosaic,
-    new_figure,
     run_steps,
     save,
     show_pixels,
     stretched,
     symmetric_limit,
-    tiled_axes,
+    tiled_sheet,
 )
 
 #: The layers :func:`conv_activation_layers` counts as a convolution's activation.
@@ -93,6 +93,10 @@ def occlusion(model, image: np.ndarray, blank, size: int = 2, target: int | None
     return (probability[0, target] - probability[1:, target]).reshape(h - size + 1, w - size + 1)
 
 
+#: Inches an image takes in :func:`plot_saliency`.
+SALIENCY_INCHES = 1.2
+
+
 def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, path=None) -> Figure:
     """A few test digits (columns): the image, its saliency and its occlusion map (rows).
 
@@ -116,10 +120,15 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
         "saliency": mosaic(gradient[None, :, 0], 1),
         "occlusion": mosaic(occluded[None], 2),
     }
-    fig = new_figure(max(1.45 * len(x) + 1.6, 5.6), 5.2)
-    axes = dict(zip(rows, fig.subplots(3, 1, squeeze=False)[:, 0]))
-    for name, ax in axes.items():
-        ax.set_label(name)
+    # three rows h pixels tall: the occlusion's 2h pixels are drawn at half the size
+    pixel = fit(SALIENCY_INCHES / w, rows["images"].shape[1], 3 * h)
+    sheet = Sheet(
+        [
+            [image_panel(image.shape, pixel / (2 if name == "occlusion" else 1), name)]
+            for name, image in rows.items()
+        ]
+    )
+    axes = dict(zip(rows, sheet.axes[:, 0]))
     gray = images.ndim == 3
     shown = show_pixels(axes["images"], rows["images"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1)
     g_max, o_max = symmetric_limit(gradient), symmetric_limit(*maps)
@@ -132,17 +141,15 @@ def plot_saliency(model, X: np.ndarray, y: np.ndarray, blank, count: int = 6, pa
     axes["images"].set_ylabel("test image", fontsize=LABEL_SIZE)
     axes["saliency"].set_ylabel("saliency\nd score / d pixel", fontsize=LABEL_SIZE)
     axes["occlusion"].set_ylabel("occlusion\ndrop in p", fontsize=LABEL_SIZE)
-    fig.colorbar(g_image, ax=axes["saliency"], shrink=0.9, label="gradient")
-    fig.colorbar(o_image, ax=axes["occlusion"], shrink=0.9, label="probability drop")
-    # the images' own bar (gray) or a hidden one (colour): all three rows get one width, columns line up
-    image_bar = fig.colorbar(shown, ax=axes["images"], shrink=0.9, label="pixel (ink dark)")
-    image_bar.ax.set_visible(gray)
-    fig.suptitle(
+    sheet.colorbar(g_image, axes["saliency"], label="gradient")
+    sheet.colorbar(o_image, axes["occlusion"], label="probability drop")
+    if gray:  # colour images have no scale
+        sheet.colorbar(shown, axes["images"], label="pixel (ink dark)")
+    heading = (
         "Where the prediction comes from: gradient of the predicted score (exact backward pass)\n"
-        "and the drop in its probability when a blank 2x2 square covers each place",
-        fontsize=10,
+        "and the drop in its probability when a blank 2x2 square covers each place"
     )
-    return save(fig, path)
+    return save(sheet.finish(heading, 10), path)
 
 
 def class_mean_maps(model, X: np.ndarray, y: np.ndarray, layer: int | str) -> tuple[np.ndarray, np.ndarray]:
@@ -192,13 +199,12 @@ def plot_class_mean_maps(
     shown = means[:, channels]
     low, high = min(0.0, float(shown.min())), max(float(shown.max()), 1e-12)
     images = np.stack([stretched(as_image(image)) for image in inputs])[:, None]
-    # the rows line up (tiled_axes): gaps in proportion to the tiles' heights (the maps may be
+    # the rows line up (tiled_sheet): gaps in proportion to the tiles' heights (the maps may be
     # smaller than the inputs)
     gap_in = max(1, round(images.shape[2] / shown.shape[2]))
-    fig = new_figure(max(1.0 * (len(channels) + 1) + 1.2, 5.6), 0.95 * len(classes) + 1.0)
     tiled = {"inputs": mosaic(images, (gap_in, 1)), "maps": mosaic(shown)}
-    axes = tiled_axes(fig, tiled)
-    ax_in, ax_maps = axes["inputs"], axes["maps"]
+    sheet = tiled_sheet(tiled, min(0.8 * len(classes), MAX_PANELS[1]))
+    ax_in, ax_maps = sheet.axes[0]
     gray = images.ndim == 4
     show_pixels(ax_in, tiled["inputs"], cmap=IMAGE_CMAP if gray else None, vmin=0, vmax=1)
     frame_tiles(ax_in, images.shape, [f"class {c}" for c in classes], None, (gap_in, 1))
@@ -210,7 +216,7 @@ def plot_class_mean_maps(
         vmax=max(high, -low),
     )
     frame_tiles(ax_maps, shown.shape, None, [f"ch {channel}" for channel in channels])
-    fig.colorbar(image, ax=ax_maps, shrink=0.6, label="mean activation")
+    sheet.colorbar(image, ax_maps, shrink=0.6, label="mean activation")
     name = type(model.get_layer(layer)).__name__
     subset = (
         ""
@@ -218,12 +224,8 @@ def plot_class_mean_maps(
         else f"\n{len(channels)} of {means.shape[1]} channels: those whose class means differ most "
         "(largest variance across classes)"
     )
-    fig.suptitle(
-        f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})"
-        f"{subset}",
-        fontsize=10,
-    )
-    return save(fig, path)
+    heading = f"Mean feature maps per class after layer {layer} ({name}, {means.shape[2]}x{means.shape[3]})"
+    return save(sheet.finish(heading + subset, 10), path)
 
 
 def class_mean_maps_input(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
