@@ -71,7 +71,7 @@ class Sheet:
     def __init__(self, cells: list[list[Panel | None]]):
         width = max(len(row) for row in cells)
         self.cells = [list(row) + [None] * (width - len(row)) for row in cells]
-        self.fig = Figure(dpi=rcParams["figure.dpi"])
+        self.fig = Figure()
         FigureCanvasAgg(self.fig)
         self.axes = np.empty((len(self.cells), width), dtype=object)
         for (r, c), panel in np.ndenumerate(np.array(self.cells, dtype=object)):
@@ -99,16 +99,18 @@ class Sheet:
         Panels are placed first at their final size, so tick locators see their final lengths, then
         the room their labels need is measured and everything placed again around them."""
         heading = self.fig.suptitle(title, fontsize=fontsize, va="top") if title else None
-        self._place(None, heading)
         renderer = RendererAgg(1, 1, self.fig.dpi)  # for measuring text only: a one-pixel canvas
-        self._place(renderer, heading)
+        self._place(renderer, heading, measured=False)
+        self._place(renderer, heading, measured=True)
         return self.fig
 
     # --- the arithmetic --------------------------------------------------------------------------------
-    def _place(self, renderer, heading) -> None:
+    def _place(self, renderer, heading, measured: bool) -> None:
+        """Size the figure and place every Axes; ``measured``: with the room each panel's labels need
+        (else none)."""
         cells = np.array(self.cells, dtype=object)
         rooms = np.zeros(cells.shape + (4,))  # per cell: left, right, top, bottom, inches
-        if renderer is not None:
+        if measured:
             for (r, c), panel in np.ndenumerate(cells):
                 if panel is not None:
                     rooms[r, c] = self._room(renderer, r, c)
@@ -119,8 +121,8 @@ class Sheet:
         content_width = float(np.sum(left + widths + right)) + PAD * (len(widths) - 1)
         title_width, title_height = (0.0, 0.0)
         if heading is not None:
-            title_width, title_height = _extent(heading, renderer or _RENDERER.get())
-        footer = _extent(self._footer, renderer) if renderer is not None and self._footer else (0.0, 0.0)
+            title_width, title_height = _extent(heading, renderer)
+        footer = _extent(self._footer, renderer) if measured and self._footer else (0.0, 0.0)
         fig_width = max(content_width + 2 * PAD, title_width + 2 * PAD, MIN_WIDTH)
         fig_height = (
             float(np.sum(top + heights + bottom))
@@ -171,21 +173,6 @@ class Sheet:
             room[1] = max(room[1], BAR_PAD + BAR_WIDTH + bar_room[1])
             room[2] = max(room[2], bar_room[2])
         return room
-
-
-class _LazyRenderer:
-    """A one-pixel Agg renderer at the default dpi, for measuring text before a figure has its size."""
-
-    def __init__(self):
-        self._renderer = None
-
-    def get(self) -> RendererAgg:
-        if self._renderer is None:
-            self._renderer = RendererAgg(1, 1, rcParams["figure.dpi"])
-        return self._renderer
-
-
-_RENDERER = _LazyRenderer()
 
 
 def _largest(cells: np.ndarray, name: str, axis: int) -> np.ndarray:
