@@ -70,13 +70,18 @@ class Sheet:
 
     def __init__(self, cells: list[list[Panel | None]]):
         width = max(len(row) for row in cells)
-        self.cells = [list(row) + [None] * (width - len(row)) for row in cells]
+        self.cells = np.empty((len(cells), width), dtype=object)  # Panel or None
+        for r, row in enumerate(cells):
+            self.cells[r, : len(row)] = row
         self.fig = Figure()
         FigureCanvasAgg(self.fig)
-        self.axes = np.empty((len(self.cells), width), dtype=object)
-        for (r, c), panel in np.ndenumerate(np.array(self.cells, dtype=object)):
+        self.axes = np.empty(self.cells.shape, dtype=object)
+        for (r, c), panel in np.ndenumerate(self.cells):
             if panel is not None:
                 self.axes[r, c] = self.fig.add_axes((0, 0, 1, 1), label=panel.label)
+        # each column's width and each row's height: its largest panel's
+        self._widths = _largest(self.cells, "width", axis=0)
+        self._heights = _largest(self.cells, "height", axis=1)
         self._bars: dict[tuple[int, int], tuple] = {}  # cell -> (colour bar's Axes, shrink)
         self._footer = None
 
@@ -108,40 +113,28 @@ class Sheet:
     def _place(self, renderer, heading, measured: bool) -> None:
         """Size the figure and place every Axes; ``measured``: with the room each panel's labels need
         (else none)."""
-        cells = np.array(self.cells, dtype=object)
-        rooms = np.zeros(cells.shape + (4,))  # per cell: left, right, top, bottom, inches
+        widths, heights = self._widths, self._heights
+        rooms = np.zeros(self.cells.shape + (4,))  # per cell: left, right, top, bottom, inches
         if measured:
-            for (r, c), panel in np.ndenumerate(cells):
+            for (r, c), panel in np.ndenumerate(self.cells):
                 if panel is not None:
                     rooms[r, c] = self._room(renderer, r, c)
-        widths = _largest(cells, "width", axis=0)
-        heights = _largest(cells, "height", axis=1)
         left, right = rooms[..., 0].max(axis=0), rooms[..., 1].max(axis=0)
         top, bottom = rooms[..., 2].max(axis=1), rooms[..., 3].max(axis=1)
         content_width = float(np.sum(left + widths + right)) + PAD * (len(widths) - 1)
-        title_width, title_height = (0.0, 0.0)
-        if heading is not None:
-            title_width, title_height = _extent(heading, renderer)
-        footer = _extent(self._footer, renderer) if measured and self._footer else (0.0, 0.0)
+        title_width, title_height = _extent(heading, renderer) if heading is not None else (0.0, 0.0)
+        head = title_height + PAD if heading is not None else 0.0  # inches above the first row
+        foot = _extent(self._footer, renderer)[1] + PAD if measured and self._footer is not None else 0.0
         fig_width = max(content_width + 2 * PAD, title_width + 2 * PAD, MIN_WIDTH)
-        fig_height = (
-            float(np.sum(top + heights + bottom))
-            + PAD * (len(heights) + 1)
-            + (title_height + PAD if heading is not None else 0.0)
-            + (footer[1] + PAD if self._footer is not None else 0.0)
-        )
+        fig_height = float(np.sum(top + heights + bottom)) + PAD * (len(heights) + 1) + head + foot
         self.fig.set_size_inches(fig_width, fig_height)
         x0 = (
             PAD
             + (fig_width - 2 * PAD - content_width) / 2
             + np.concatenate([[0.0], np.cumsum(left + widths + right + PAD)[:-1]])
         )
-        y0 = (
-            PAD
-            + (title_height + PAD if heading is not None else 0.0)
-            + np.concatenate([[0.0], np.cumsum(top + heights + bottom + PAD)[:-1]])
-        )
-        for (r, c), panel in np.ndenumerate(cells):
+        y0 = PAD + head + np.concatenate([[0.0], np.cumsum(top + heights + bottom + PAD)[:-1]])
+        for (r, c), panel in np.ndenumerate(self.cells):
             if panel is None:
                 continue
             x, y = x0[c] + left[c], y0[r] + top[r]  # the panel's top left corner, from the figure's
